@@ -1,0 +1,382 @@
+"""Datasets: prepare (fetch, verify, split, normalise) to one file per dataset, load, augment.
+
+`prepare` writes `NAME.npz` (float32 NHWC images normalised with train-split statistics, int32
+labels) and `NAME.json` (provenance and statistics); `load` reads them back. CIFAR-10 is read
+from its official binary archive with NumPy only: no pickle, nothing extracted to disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import tarfile
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+DATASETS = ("digits", "cifar10", "synthetic")
+ARRAY_NAMES = ("x_train", "y_train", "x_test", "y_test")
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+CIFAR10_SIZE = 170_052_171
+CIFAR10_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
+CIFAR10_ARCHIVE = "cifar-10-binary.tar.gz"
+CIFAR10_FOLDER = "cifar-10-batches-bin"
+CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+CIFAR10_TEST_FILE = "test_batch.bin"
+CIFAR10_META_FILE = "batches.meta.txt"
+CIFAR10_MEMBERS = frozenset(
+    f"{CIFAR10_FOLDER}/{name}"
+    for name in (*CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE, CIFAR10_META_FILE, "readme.html")
+)
+CIFAR10_IMAGE_SHAPE = (3, 32, 32)  # channels first in the binary records
+CIFAR10_RECORD_BYTES = 1 + int(np.prod(CIFAR10_IMAGE_SHAPE))
+
+
+class DataError(Exception):
+    """A dataset file is missing, corrupt, unsafe or inconsistent (the message names it)."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A prepared dataset: normalised float32 NHWC images, int32 labels and their metadata."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    class_names: tuple[str, ...]
+    meta: dict
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """Shape (H, W, C) of one image, as models need it."""
+        return tuple(self.x_train.shape[1:])
+
+
+# ---------------------------------------------------------------- preparation
+
+
+def prepare(
+    dataset: str, out: Path, *, seed: int = 0, cache_dir: Path | None = None, **options
+) -> dict:
+    """Build `dataset`, normalise it with train statistics, write `out` (.npz) and its .json.
+
+    `options` go to the dataset's builder (digits: test_fraction; cifar10: url, expected_size,
+    expected_md5; synthetic: n_train, n_test, image_size, channels, num_classes, noise).
+    Returns the metadata written to the .json file.
+    """
+    out = Path(out)
+    if dataset not in _BUILDERS:
+        raise DataError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+    if out.suffix != ".npz":
+        raise DataError(f"{out}: output file must end in .npz")
+    builder = _BUILDERS[dataset]
+    unknown = set(options) - set(inspect.signature(builder).parameters)
+    if unknown:
+        raise DataError(f"{dataset}: unknown option(s) {sorted(unknown)}")
+    x_train, y_train, x_test, y_test, meta = builder(seed=seed, cache_dir=cache_dir, **options)
+
+    mean = x_train.mean(axis=(0, 1, 2), dtype=np.float64)
+    std = x_train.std(axis=(0, 1, 2), dtype=np.float64)
+    if np.any(std == 0):
+        raise DataError(f"{dataset}: a channel of the train split is constant, cannot normalise")
+    mean32, std32 = mean.astype(np.float32), std.astype(np.float32)
+    arrays = {
+        "x_train": (x_train - mean32) / std32,
+        "y_train": y_train.astype(np.int32),
+        "x_test": (x_test - mean32) / std32,
+        "y_test": y_test.astype(np.int32),
+    }
+    arrays_sha256 = _arrays_sha256(arrays)
+    meta = {
+        "dataset": dataset,
+        **meta,
+        "checksum": meta.get("checksum", f"sha256:{arrays_sha256}"),
+        "arrays_sha256": arrays_sha256,
+        "shapes": {name: list(array.shape) for name, array in arrays.items()},
+        "num_classes": len(meta["class_names"]),
+        "mean": mean.tolist(),
+        "std": std.tolist(),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, **arrays)
+    out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def _build_digits(*, seed: int, cache_dir: Path | None, test_fraction: float = 0.25):
+    """scikit-learn's bundled 8x8 digits (pixels scaled to [0, 1]), stratified split by `seed`."""
+    import sklearn
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = (digits.images / 16.0).astype(np.float32)[..., None]
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, digits.target, test_size=float(test_fraction), stratify=digits.target,
+        random_state=seed,
+    )
+    meta = {
+        "source": f"sklearn.datasets.load_digits (scikit-learn {sklearn.__version__})",
+        "split_seed": seed,
+        "options": {"test_fraction": float(test_fraction)},
+        "class_names": [str(c) for c in range(10)],
+    }
+    return x_train, y_train, x_test, y_test, meta
+
+
+def _build_cifar10(
+    *, seed: int, cache_dir: Path | None, url: str = CIFAR10_URL,
+    expected_size: int = CIFAR10_SIZE, expected_md5: str = CIFAR10_MD5,
+):
+    """CIFAR-10 from its verified official archive (pixels scaled to [0, 1]); official split."""
+    archive = fetch_cifar10(
+        cache_dir, url=url, expected_size=int(expected_size), expected_md5=expected_md5
+    )
+    x_train, y_train, x_test, y_test, class_names = read_cifar10(archive)
+    meta = {
+        "source": url,
+        "checksum": f"md5:{expected_md5}",
+        "split_seed": None,  # the official train/test split; `seed` plays no part
+        "options": {},
+        "class_names": class_names,
+    }
+    return x_train / np.float32(255), y_train, x_test / np.float32(255), y_test, meta
+
+
+def _build_synthetic(
+    *, seed: int, cache_dir: Path | None, n_train: int = 512, n_test: int = 256,
+    image_size: int = 8, channels: int = 3, num_classes: int = 4, noise: float = 1.0,
+):
+    """Images = a fixed random pattern per class + Gaussian noise: learnable, tiny, seeded."""
+    n_train, n_test, num_classes = int(n_train), int(n_test), int(num_classes)
+    image_shape = (int(image_size), int(image_size), int(channels))
+    rng = np.random.default_rng(seed)
+    patterns = rng.normal(size=(num_classes, *image_shape))
+
+    def sample(n: int):
+        labels = rng.permutation(np.arange(n) % num_classes)
+        images = patterns[labels] + float(noise) * rng.normal(size=(n, *image_shape))
+        return images.astype(np.float32), labels
+
+    x_train, y_train = sample(n_train)
+    x_test, y_test = sample(n_test)
+    meta = {
+        "source": "itlin.data synthetic (class pattern + Gaussian noise)",
+        "split_seed": seed,
+        "options": {"n_train": n_train, "n_test": n_test, "image_size": image_shape[0],
+                    "channels": image_shape[2], "num_classes": num_classes, "noise": float(noise)},
+        "class_names": [f"class_{c}" for c in range(num_classes)],
+    }
+    return x_train, y_train, x_test, y_test, meta
+
+
+_BUILDERS = {"digits": _build_digits, "cifar10": _build_cifar10, "synthetic": _build_synthetic}
+
+
+def _arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of the four arrays, in a fixed order."""
+    digest = hashlib.sha256()
+    for name in ARRAY_NAMES:
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
+        digest.update(array.data)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- CIFAR-10 archive
+
+
+def default_cache_dir() -> Path:
+    """Where downloads are kept: `$ITLIN_CACHE`, else `~/.cache/itlin`."""
+    return Path(os.environ.get("ITLIN_CACHE", Path.home() / ".cache" / "itlin"))
+
+
+def fetch_cifar10(
+    cache_dir: Path | None = None, *, url: str = CIFAR10_URL,
+    expected_size: int = CIFAR10_SIZE, expected_md5: str = CIFAR10_MD5,
+) -> Path:
+    """Return the verified CIFAR-10 archive in `cache_dir`, downloading it first if absent.
+
+    The download goes to a `.part` file that is renamed only after its size and MD5 match;
+    any file failing the check is removed, so the cache never holds a bad archive.
+    """
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    archive = cache_dir / CIFAR10_ARCHIVE
+    if archive.exists():
+        _verify(archive, archive, expected_size, expected_md5)
+        return archive
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    part = archive.with_name(archive.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as sink, tqdm(
+            total=expected_size, unit="B", unit_scale=True, unit_divisor=1024, desc=archive.name
+        ) as progress:
+            while chunk := response.read(1 << 20):
+                sink.write(chunk)
+                progress.update(len(chunk))
+    except OSError as error:  # URLError, timeouts, connection resets, disk full
+        part.unlink(missing_ok=True)
+        raise DataError(
+            f"could not download {url} ({error}). If this machine is offline, download "
+            f"{CIFAR10_ARCHIVE} ({expected_size} bytes, MD5 {expected_md5}) elsewhere and "
+            f"place it at {archive}"
+        ) from error
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    _verify(part, archive, expected_size, expected_md5)
+    part.replace(archive)
+    return archive
+
+
+def _verify(path: Path, archive: Path, expected_size: int, expected_md5: str) -> None:
+    """Check `path` (the archive or its download in progress) by size then MD5; remove it if bad."""
+    size = path.stat().st_size
+    if size != expected_size:
+        path.unlink()
+        raise DataError(
+            f"{archive}: {size} bytes, expected {expected_size} (truncated or incomplete "
+            f"download); removed {path}, download it again"
+        )
+    with open(path, "rb") as source:
+        md5 = hashlib.file_digest(source, "md5").hexdigest()
+    if md5 != expected_md5:
+        path.unlink()
+        raise DataError(
+            f"{archive}: MD5 {md5}, expected {expected_md5} (corrupt or wrong file); "
+            f"removed {path}, download it again"
+        )
+
+
+def read_cifar10(archive: Path):
+    """Read CIFAR-10 straight from its binary tar.gz: `(x_train, y_train, x_test, y_test, names)`.
+
+    Images are uint8 NHWC, labels uint8. Every member is checked before anything is read:
+    only regular files with the official names (and their folder) are accepted.
+    """
+    archive = Path(archive)
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = {member.name: member for member in tar.getmembers()}
+            for member in members.values():
+                _check_member(archive, member)
+            needed = (*CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE, CIFAR10_META_FILE)
+            missing = [name for name in needed if f"{CIFAR10_FOLDER}/{name}" not in members]
+            if missing:
+                raise DataError(f"{archive}: missing member(s) {missing} in {CIFAR10_FOLDER}/")
+            contents = {
+                name: tar.extractfile(members[f"{CIFAR10_FOLDER}/{name}"]).read() for name in needed
+            }
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
+        raise DataError(f"{archive}: unreadable archive ({error})") from error
+    train = [_decode_records(archive, name, contents[name]) for name in CIFAR10_TRAIN_FILES]
+    x_test, y_test = _decode_records(archive, CIFAR10_TEST_FILE, contents[CIFAR10_TEST_FILE])
+    class_names = contents[CIFAR10_META_FILE].decode("ascii").split()
+    if len(class_names) != 10:
+        raise DataError(f"{archive}: {CIFAR10_META_FILE} lists {len(class_names)} classes, not 10")
+    x_train = np.concatenate([images for images, _ in train])
+    y_train = np.concatenate([labels for _, labels in train])
+    return x_train, y_train, x_test, y_test, class_names
+
+
+def _check_member(archive: Path, member: tarfile.TarInfo) -> None:
+    """Reject members that could escape the target folder, links, and unexpected names."""
+    name = member.name
+    if name.startswith("/") or ".." in PurePosixPath(name).parts:
+        raise DataError(f"{archive}: member {name!r} points outside the archive folder")
+    if member.issym() or member.islnk():
+        raise DataError(f"{archive}: member {name!r} is a link")
+    is_folder = member.isdir() and name.rstrip("/") == CIFAR10_FOLDER
+    if not (is_folder or (member.isfile() and name in CIFAR10_MEMBERS)):
+        raise DataError(f"{archive}: unexpected member {name!r}")
+
+
+def _decode_records(archive: Path, name: str, raw: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed-length records (1 label byte + 3072 CHW pixel bytes) -> uint8 NHWC images, labels."""
+    if not raw or len(raw) % CIFAR10_RECORD_BYTES:
+        raise DataError(
+            f"{archive}: {name} holds {len(raw)} bytes, not a whole number of "
+            f"{CIFAR10_RECORD_BYTES}-byte records"
+        )
+    records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, CIFAR10_RECORD_BYTES)
+    labels = records[:, 0].copy()
+    if labels.max() > 9:
+        raise DataError(f"{archive}: {name} has label {labels.max()}, outside 0..9")
+    images = records[:, 1:].reshape(-1, *CIFAR10_IMAGE_SHAPE).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), labels
+
+
+# ---------------------------------------------------------------- loading and use
+
+
+def load(path: Path) -> Dataset:
+    """Read a file written by `prepare` and its .json metadata, checking they belong together."""
+    path = Path(path)
+    meta_path = path.with_suffix(".json")
+    for required in (path, meta_path):
+        if not required.exists():
+            raise DataError(f"{required}: not found; create it with `python -m itlin prepare`")
+    meta = json.loads(meta_path.read_text())
+    with np.load(path, allow_pickle=False) as stored:
+        missing = [name for name in ARRAY_NAMES if name not in stored]
+        if missing:
+            raise DataError(f"{path}: missing array(s) {missing}")
+        arrays = {name: stored[name] for name in ARRAY_NAMES}
+    if _arrays_sha256(arrays) != meta.get("arrays_sha256"):
+        raise DataError(f"{path}: arrays do not match the checksum in {meta_path}")
+    return Dataset(
+        **arrays, num_classes=int(meta["num_classes"]),
+        class_names=tuple(meta["class_names"]), meta=meta,
+    )
+
+
+def augment(key: jax.Array, images: jax.Array, padding: int = 4) -> jax.Array:
+    """Random crop after zero padding by `padding` pixels, then random horizontal flip, per image.
+
+    Pure and jit-able. With `crop_key, flip_key = jax.random.split(key)`, the crop offsets are
+    `randint(crop_key, (n, 2), 0, 2 * padding + 1)` (row, column) and the flips
+    `bernoulli(flip_key, 0.5, (n,))`.
+    """
+    n, height, width, channels = images.shape
+    crop_key, flip_key = jax.random.split(key)
+    offsets = jax.random.randint(crop_key, (n, 2), 0, 2 * padding + 1)
+    flips = jax.random.bernoulli(flip_key, 0.5, (n,))
+    padded = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+
+    def crop_and_flip(image, offset, flip):
+        crop = jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (height, width, channels))
+        return jnp.where(flip, crop[:, ::-1], crop)
+
+    return jax.vmap(crop_and_flip)(padded, offsets, flips)
+
+
+def probe_indices(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """A fixed, class-balanced, sorted subset of `n` indices into `labels` (the NTK probe set).
+
+    Each class gets n // C examples, the first n % C classes one more; drawn with `seed`.
+    """
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    if not 1 <= n <= labels.size:
+        raise DataError(f"probe set size {n} must be between 1 and {labels.size}")
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for position, label in enumerate(classes):
+        members = np.flatnonzero(labels == label)
+        count = n // classes.size + (position < n % classes.size)
+        if count > members.size:
+            raise DataError(f"probe set: class {label} has {members.size} examples, needs {count}")
+        chosen.append(rng.choice(members, size=count, replace=False))
+    return np.sort(np.concatenate(chosen))

@@ -1,0 +1,135 @@
+"""Flax NNX models, each split once into a pure ``apply(params, x)`` and a parameter pytree.
+
+Training and NTK code see only ``Model.apply`` and ``Model.params``, so every method in the
+library is a pure function of a parameter pytree (a nested dict of arrays).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Params = Any  # a nested dict of arrays
+
+
+class MLP(nnx.Module):
+    """Fully connected ReLU network on the flattened image: ``depth`` hidden layers of ``width``."""
+
+    def __init__(self, input_shape, num_classes: int, *, depth: int = 2, width: int = 128, rngs: nnx.Rngs):
+        sizes = [int(jnp.prod(jnp.array(input_shape)))] + [width] * depth
+        self.hidden = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
+        self.head = nnx.Linear(sizes[-1], num_classes, rngs=rngs)
+
+    def __call__(self, x):
+        x = x.reshape(x.shape[0], -1)
+        for layer in self.hidden:
+            x = jax.nn.relu(layer(x))
+        return self.head(x)
+
+
+class CNN(nnx.Module):
+    """``depth`` 3x3 conv + ReLU blocks of ``width`` channels; 2x2 average pooling after each block
+    while the feature map is at least 4 pixels wide; global average pooling; a dense head."""
+
+    def __init__(self, input_shape, num_classes: int, *, depth: int = 2, width: int = 32, rngs: nnx.Rngs):
+        channels = [input_shape[-1]] + [width] * depth
+        self.convs = nnx.List(
+            [nnx.Conv(a, b, kernel_size=(3, 3), rngs=rngs) for a, b in zip(channels[:-1], channels[1:])]
+        )
+        self.head = nnx.Linear(channels[-1], num_classes, rngs=rngs)
+
+    def __call__(self, x):
+        for conv in self.convs:
+            x = jax.nn.relu(conv(x))
+            if x.shape[1] >= 4:
+                x = nnx.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
+        return self.head(x.mean(axis=(1, 2)))
+
+
+def _group_norm(channels: int, rngs: nnx.Rngs) -> nnx.GroupNorm:
+    """GroupNorm normalises each example on its own, so its output and NTK row ignore the batch.
+
+    32 groups as usual, but at least two channels a group: a one-channel group on a 1x1 feature
+    map (narrow models on small images) would normalise every value to zero.
+    """
+    return nnx.GroupNorm(channels, num_groups=max(1, min(32, channels // 2)), use_fast_variance=False, rngs=rngs)
+
+
+class BasicBlock(nnx.Module):
+    """ResNet basic block (two 3x3 convolutions) with GroupNorm and a projection shortcut."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, *, rngs: nnx.Rngs):
+        conv = dict(kernel_size=(3, 3), use_bias=False, rngs=rngs)
+        self.conv1 = nnx.Conv(in_channels, out_channels, strides=(stride, stride), **conv)
+        self.norm1 = _group_norm(out_channels, rngs)
+        self.conv2 = nnx.Conv(out_channels, out_channels, **conv)
+        self.norm2 = _group_norm(out_channels, rngs)
+        projection = None
+        if stride != 1 or in_channels != out_channels:
+            projection = nnx.Sequential(
+                nnx.Conv(in_channels, out_channels, kernel_size=(1, 1), strides=(stride, stride),
+                         use_bias=False, rngs=rngs),
+                _group_norm(out_channels, rngs),
+            )
+        self.shortcut = nnx.data(projection)
+
+    def __call__(self, x):
+        y = jax.nn.relu(self.norm1(self.conv1(x)))
+        y = self.norm2(self.conv2(y))
+        return jax.nn.relu(y + (x if self.shortcut is None else self.shortcut(x)))
+
+
+class ResNet18(nnx.Module):
+    """ResNet-18 with the CIFAR stem (3x3 conv, no max-pool) and GroupNorm instead of BatchNorm."""
+
+    def __init__(self, input_shape, num_classes: int, *, width: int = 64, rngs: nnx.Rngs):
+        self.stem = nnx.Conv(input_shape[-1], width, kernel_size=(3, 3), use_bias=False, rngs=rngs)
+        self.stem_norm = _group_norm(width, rngs)
+        blocks, channels = [], width
+        for stage, out_channels in enumerate([width, 2 * width, 4 * width, 8 * width]):
+            for index in range(2):
+                stride = 2 if stage > 0 and index == 0 else 1
+                blocks.append(BasicBlock(channels, out_channels, stride, rngs=rngs))
+                channels = out_channels
+        self.blocks = nnx.List(blocks)
+        self.head = nnx.Linear(channels, num_classes, rngs=rngs)
+
+    def __call__(self, x):
+        x = jax.nn.relu(self.stem_norm(self.stem(x)))
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x.mean(axis=(1, 2)))
+
+
+MODELS: dict[str, type[nnx.Module]] = {"mlp": MLP, "cnn": CNN, "resnet18": ResNet18}
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model reduced to a pure function and its initial parameters."""
+
+    name: str
+    apply: Callable[[Params, jax.Array], jax.Array] = field(repr=False)
+    params: Params = field(repr=False)
+    kwargs: dict = field(default_factory=dict)
+
+    @property
+    def num_params(self) -> int:
+        return sum(leaf.size for leaf in jax.tree.leaves(self.params))
+
+
+def create(name: str, *, input_shape, num_classes: int, seed: int, **kwargs) -> Model:
+    """Build model ``name`` from the registry and split it once into ``(apply, params)``."""
+    if name not in MODELS:
+        raise ValueError(f"model.name: unknown model {name!r}; choose one of {sorted(MODELS)}")
+    module = MODELS[name](tuple(input_shape), num_classes, rngs=nnx.Rngs(seed), **kwargs)
+    graphdef, state = nnx.split(module)
+
+    def apply(params: Params, x: jax.Array) -> jax.Array:
+        return nnx.merge(graphdef, params)(x)
+
+    return Model(name=name, apply=apply, params=nnx.to_pure_dict(state), kwargs=dict(kwargs))

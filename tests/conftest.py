@@ -1,0 +1,51 @@
+"""Shared fixtures: the CPU backend, a tiny prepared dataset and run configs."""
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from itlin import data  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """Share compiled steps between the many short runs of the suite (each builds its own jit)."""
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A small synthetic image-classification set (8x8x1, 4 classes), prepared once per session."""
+    path = tmp_path_factory.mktemp("data") / "synthetic.npz"
+    data.prepare("synthetic", path, seed=0, n_train=256, n_test=128, image_size=8, channels=1, num_classes=4)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_data_16(tmp_path_factory):
+    """The tiny set at 16x16, so that resnet18's last stage still sees a 2x2 feature map."""
+    path = tmp_path_factory.mktemp("data16") / "synthetic16.npz"
+    data.prepare("synthetic", path, seed=0, n_train=128, n_test=64, image_size=16, channels=1, num_classes=4)
+    return path
+
+
+@pytest.fixture
+def run_config(tiny_data):
+    """A factory of valid run configs on the tiny data; keyword arguments override keys."""
+
+    def make(**overrides):
+        config = dict(
+            data=str(tiny_data), dataset="synthetic", model={"name": "mlp", "depth": 1, "width": 32},
+            K=1, switch_step=None, seed=0, variant="base", steps=40, batch_size=32,
+            optimizer={"name": "adam", "learning_rate": 1e-3, "momentum": 0.0, "schedule": "constant"},
+            loss="cross_entropy", augment=False, reset_optimizer=False, eval_every=20,
+            eval_train_size=64, scan_steps=5, num_snapshots=4, checkpoint_every=10,
+        )
+        config.update(overrides)
+        return config
+
+    return make

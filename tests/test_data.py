@@ -1,0 +1,325 @@
+"""Tests of itlin.data: dataset preparation, CIFAR-10 archive safety, augmentation, probe sets.
+
+CIFAR-10 is exercised on small archives built here in the official binary format; no network.
+"""
+
+import hashlib
+import io
+import re
+import tarfile
+import urllib.error
+import urllib.request
+
+import jax
+import numpy as np
+import pytest
+
+from itlin import data
+
+N_RECORDS = 3  # records per CIFAR-10 batch file in the test archives
+CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer",
+               "dog", "frog", "horse", "ship", "truck"]
+
+
+def _add_file(tar, name, payload):
+    info = tarfile.TarInfo(name)
+    info.size = len(payload)
+    tar.addfile(info, io.BytesIO(payload))
+
+
+def make_cifar_archive(path, extra_members=()):
+    """Write a small archive in the official layout; returns {file name: uint8 records}."""
+    rng = np.random.default_rng(0)
+    records = {}
+    with tarfile.open(path, "w:gz") as tar:
+        folder = tarfile.TarInfo(data.CIFAR10_FOLDER)
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)
+        for name in (*data.CIFAR10_TRAIN_FILES, data.CIFAR10_TEST_FILE):
+            labels = rng.integers(0, 10, size=(N_RECORDS, 1))
+            pixels = rng.integers(0, 256, size=(N_RECORDS, 3072))
+            records[name] = np.concatenate([labels, pixels], axis=1).astype(np.uint8)
+            _add_file(tar, f"{data.CIFAR10_FOLDER}/{name}", records[name].tobytes())
+        meta_text = "\n".join(CLASS_NAMES) + "\n\n"
+        _add_file(tar, f"{data.CIFAR10_FOLDER}/batches.meta.txt", meta_text.encode())
+        for member in extra_members:
+            tar.addfile(member, io.BytesIO(b"x" * member.size) if member.isfile() else None)
+    return records
+
+
+def archive_check(path):
+    """The (expected_size, expected_md5) overrides that make `path` the 'official' archive."""
+    return {"expected_size": path.stat().st_size,
+            "expected_md5": hashlib.md5(path.read_bytes()).hexdigest()}
+
+
+@pytest.fixture
+def archive(tmp_path):
+    path = tmp_path / "source" / data.CIFAR10_ARCHIVE
+    path.parent.mkdir()
+    return path, make_cifar_archive(path)
+
+
+# ---------------------------------------------------------------- CIFAR-10
+
+
+def test_read_cifar10_labels_and_pixels(archive):
+    path, records = archive
+    x_train, y_train, x_test, y_test, class_names = data.read_cifar10(path)
+    train = np.concatenate([records[name] for name in data.CIFAR10_TRAIN_FILES])
+    test = records[data.CIFAR10_TEST_FILE]
+    assert x_train.shape == (5 * N_RECORDS, 32, 32, 3) and x_train.dtype == np.uint8
+    assert x_test.shape == (N_RECORDS, 32, 32, 3)
+    np.testing.assert_array_equal(y_train, train[:, 0])
+    np.testing.assert_array_equal(y_test, test[:, 0])
+    assert class_names == CLASS_NAMES
+    # Record byte 1 + c*1024 + row*32 + col is pixel (row, col) of channel c.
+    channel, row, col = 2, 5, 7
+    assert x_train[4, row, col, channel] == train[4, 1 + channel * 1024 + row * 32 + col]
+    np.testing.assert_array_equal(x_test.transpose(0, 3, 1, 2).reshape(N_RECORDS, -1), test[:, 1:])
+
+
+def test_prepare_cifar10_from_cache_round_trips(archive, tmp_path):
+    path, records = archive
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / data.CIFAR10_ARCHIVE).write_bytes(path.read_bytes())
+    meta = data.prepare("cifar10", tmp_path / "cifar10.npz", cache_dir=cache, **archive_check(path))
+    assert meta["checksum"] == f"md5:{archive_check(path)['expected_md5']}"
+    assert meta["source"] == data.CIFAR10_URL and meta["split_seed"] is None
+    assert meta["shapes"]["x_train"] == [5 * N_RECORDS, 32, 32, 3]
+    loaded = data.load(tmp_path / "cifar10.npz")
+    assert loaded.meta == meta and loaded.class_names == tuple(CLASS_NAMES)
+    raw_test = loaded.x_test * np.array(meta["std"]) + np.array(meta["mean"])
+    expected = records[data.CIFAR10_TEST_FILE][:, 1:].reshape(N_RECORDS, 3, 32, 32) / 255
+    np.testing.assert_allclose(raw_test, expected.transpose(0, 2, 3, 1), atol=1e-5)
+
+
+def test_download_verifies_and_leaves_only_the_archive(archive, tmp_path):
+    path, _ = archive
+    cache = tmp_path / "cache"
+    fetched = data.fetch_cifar10(cache, url=path.as_uri(), **archive_check(path))
+    assert fetched == cache / data.CIFAR10_ARCHIVE
+    assert fetched.read_bytes() == path.read_bytes()
+    assert sorted(p.name for p in cache.iterdir()) == [data.CIFAR10_ARCHIVE]
+
+
+def test_download_with_wrong_checksum_is_rejected_and_removed(archive, tmp_path):
+    path, _ = archive
+    cache = tmp_path / "cache"
+    check = archive_check(path) | {"expected_md5": "0" * 32}
+    with pytest.raises(data.DataError, match="MD5"):
+        data.fetch_cifar10(cache, url=path.as_uri(), **check)
+    assert list(cache.iterdir()) == []
+
+
+def test_cached_archive_with_wrong_checksum_is_rejected_and_removed(archive, tmp_path):
+    path, _ = archive
+    cached = tmp_path / data.CIFAR10_ARCHIVE
+    corrupt = bytearray(path.read_bytes())
+    corrupt[len(corrupt) // 2] ^= 0xFF
+    cached.write_bytes(bytes(corrupt))
+    with pytest.raises(data.DataError, match=re.escape(f"{cached}: MD5")):
+        data.fetch_cifar10(tmp_path, url=path.as_uri(), **archive_check(path))
+    assert not cached.exists()
+
+
+def test_truncated_archive_is_rejected_and_removed(archive, tmp_path):
+    path, _ = archive
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    cache = tmp_path / "cache"
+    with pytest.raises(data.DataError, match="truncated"):  # downloaded
+        data.fetch_cifar10(cache, url=truncated.as_uri(), **archive_check(path))
+    assert list(cache.iterdir()) == []
+    (cache / data.CIFAR10_ARCHIVE).write_bytes(truncated.read_bytes())  # placed by hand
+    with pytest.raises(data.DataError, match="truncated"):
+        data.fetch_cifar10(cache, url=path.as_uri(), **archive_check(path))
+    assert list(cache.iterdir()) == []
+
+
+def test_offline_message_names_the_path_to_fill(monkeypatch, tmp_path):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(data.DataError, match="offline") as error:
+        data.fetch_cifar10(tmp_path)
+    assert f"place it at {tmp_path / data.CIFAR10_ARCHIVE}" in str(error.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _member(name, kind=tarfile.REGTYPE, size=4, target=""):
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.linkname = kind, size if kind == tarfile.REGTYPE else 0, target
+    return info
+
+
+@pytest.mark.parametrize(
+    ("member", "message"),
+    [
+        (_member("../evil"), "outside"),
+        (_member(f"{data.CIFAR10_FOLDER}/../../evil"), "outside"),
+        (_member("/tmp/evil"), "outside"),
+        (_member(f"{data.CIFAR10_FOLDER}/readme.html", tarfile.SYMTYPE, target="/etc/passwd"),
+         "link"),
+        (_member(f"{data.CIFAR10_FOLDER}/readme.html", tarfile.LNKTYPE,
+                 target=f"{data.CIFAR10_FOLDER}/test_batch.bin"), "link"),
+        (_member(f"{data.CIFAR10_FOLDER}/data_batch_6.bin"), "unexpected"),
+        (_member("other_folder", tarfile.DIRTYPE), "unexpected"),
+    ],
+)
+def test_unsafe_or_unexpected_members_are_rejected(tmp_path, member, message):
+    path = tmp_path / "bad.tar.gz"
+    make_cifar_archive(path, extra_members=[member])
+    with pytest.raises(data.DataError, match=message) as error:
+        data.read_cifar10(path)
+    assert member.name in str(error.value)
+
+
+def test_missing_member_and_corrupt_archive_are_named(tmp_path):
+    path = tmp_path / "partial.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        _add_file(tar, f"{data.CIFAR10_FOLDER}/test_batch.bin", bytes(data.CIFAR10_RECORD_BYTES))
+    with pytest.raises(data.DataError, match="data_batch_1.bin"):
+        data.read_cifar10(path)
+    path.write_bytes(b"not a gzip file")
+    with pytest.raises(data.DataError, match=re.escape(f"{path}: unreadable")):
+        data.read_cifar10(path)
+
+
+# ---------------------------------------------------------------- digits, synthetic, load
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits") / "digits.npz"
+    meta = data.prepare("digits", out, seed=0)
+    return out, meta
+
+
+def test_digits_split_is_stratified(digits):
+    from sklearn.datasets import load_digits
+
+    dataset = data.load(digits[0])
+    totals = np.bincount(load_digits().target, minlength=10)
+    test_counts = np.bincount(dataset.y_test, minlength=10)
+    np.testing.assert_array_equal(np.bincount(dataset.y_train, minlength=10) + test_counts, totals)
+    assert np.all(np.abs(test_counts - 0.25 * totals) <= 1)
+    assert dataset.x_train.dtype == np.float32 and dataset.y_train.dtype == np.int32
+
+
+def test_digits_split_is_fixed_by_seed(digits, tmp_path):
+    same = data.load(digits[0])
+    data.prepare("digits", tmp_path / "again.npz", seed=0)
+    data.prepare("digits", tmp_path / "other.npz", seed=1)
+    again, other = data.load(tmp_path / "again.npz"), data.load(tmp_path / "other.npz")
+    np.testing.assert_array_equal(same.x_test, again.x_test)
+    np.testing.assert_array_equal(same.y_train, again.y_train)
+    assert not np.array_equal(same.y_train, other.y_train)
+
+
+def test_metadata_round_trips_through_load(digits):
+    out, meta = digits
+    dataset = data.load(out)
+    assert dataset.meta == meta
+    assert meta["dataset"] == "digits" and meta["split_seed"] == 0
+    assert meta["checksum"] == f"sha256:{meta['arrays_sha256']}"
+    assert dataset.num_classes == 10 and dataset.class_names == tuple(str(c) for c in range(10))
+    assert dataset.input_shape == (8, 8, 1)
+    assert meta["shapes"]["x_train"] == list(dataset.x_train.shape)
+
+
+def test_normalisation_uses_train_statistics(digits):
+    dataset = data.load(digits[0])
+    np.testing.assert_allclose(dataset.x_train.mean(axis=(0, 1, 2)), 0, atol=1e-5)
+    np.testing.assert_allclose(dataset.x_train.std(axis=(0, 1, 2)), 1, atol=1e-5)
+    # Digits pixels are multiples of 1/16: undoing the train statistics recovers that grid
+    # on the test split too, so the test split was normalised with them.
+    raw_test = dataset.x_test * dataset.meta["std"][0] + dataset.meta["mean"][0]
+    np.testing.assert_allclose(raw_test * 16, np.round(raw_test * 16), atol=1e-4)
+
+
+def test_load_rejects_missing_metadata_and_mismatched_arrays(digits, tmp_path):
+    out, _ = digits
+    lone = tmp_path / "lone.npz"
+    lone.write_bytes(out.read_bytes())
+    with pytest.raises(data.DataError, match="lone.json"):
+        data.load(lone)
+    arrays = dict(np.load(out))
+    arrays["y_test"] = arrays["y_test"][::-1].copy()
+    np.savez(lone, **arrays)
+    lone.with_suffix(".json").write_text(out.with_suffix(".json").read_text())
+    with pytest.raises(data.DataError, match="checksum"):
+        data.load(lone)
+
+
+def test_prepare_rejects_unknown_dataset_and_option(tmp_path):
+    with pytest.raises(data.DataError, match="mnist"):
+        data.prepare("mnist", tmp_path / "x.npz")
+    with pytest.raises(data.DataError, match="test_fractoin"):
+        data.prepare("digits", tmp_path / "x.npz", test_fractoin=0.5)
+
+
+def test_synthetic_is_seeded_balanced_and_learnable(tmp_path):
+    options = {"n_train": 200, "n_test": 100, "image_size": 6, "channels": 2, "num_classes": 5}
+    meta = data.prepare("synthetic", tmp_path / "a.npz", seed=3, **options)
+    data.prepare("synthetic", tmp_path / "b.npz", seed=3, **options)
+    a, b = data.load(tmp_path / "a.npz"), data.load(tmp_path / "b.npz")
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    assert a.input_shape == (6, 6, 2) and meta["num_classes"] == 5
+    np.testing.assert_array_equal(np.bincount(a.y_train), [40] * 5)
+    # Nearest class mean (the simplest learner) already separates the classes.
+    means = np.stack([a.x_train[a.y_train == c].mean(axis=0) for c in range(5)])
+    distances = ((a.x_test[:, None] - means[None]) ** 2).sum(axis=(2, 3, 4))
+    assert (distances.argmin(axis=1) == a.y_test).mean() > 0.9
+
+
+# ---------------------------------------------------------------- augment, probe set
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).normal(size=(16, 8, 8, 3)).astype(np.float32)
+
+
+def test_augment_keeps_shape_and_is_deterministic_in_the_key(images):
+    key = jax.random.key(0)
+    out = jax.jit(data.augment)(key, images)
+    assert out.shape == images.shape
+    np.testing.assert_array_equal(out, data.augment(key, images))
+    assert not np.array_equal(out, data.augment(jax.random.key(1), images))
+    changed = np.any(np.asarray(out) != images, axis=(1, 2, 3))
+    assert changed.sum() >= len(images) // 2
+
+
+def test_augment_matches_a_hand_computation(images):
+    key = jax.random.key(42)
+    crop_key, flip_key = jax.random.split(key)
+    row, col = np.asarray(jax.random.randint(crop_key, (16, 2), 0, 9))[0]
+    flip = bool(jax.random.bernoulli(flip_key, 0.5, (16,))[0])
+    padded = np.zeros((16, 16, 3), np.float32)
+    padded[4:12, 4:12] = images[0]
+    expected = padded[row:row + 8, col:col + 8]
+    expected = expected[:, ::-1] if flip else expected
+    np.testing.assert_array_equal(data.augment(key, images)[0], expected)
+
+
+def test_augment_without_padding_only_flips(images):
+    out = np.asarray(data.augment(jax.random.key(0), images, padding=0))
+    flipped = np.all(out == images[:, :, ::-1], axis=(1, 2, 3))
+    kept = np.all(out == images, axis=(1, 2, 3))
+    assert np.all(flipped | kept) and flipped.any() and kept.any()
+
+
+def test_probe_indices_are_balanced_sorted_and_fixed():
+    labels = np.repeat(np.arange(10), 30)[np.random.default_rng(0).permutation(300)]
+    probe = data.probe_indices(labels, 25, seed=0)
+    assert len(np.unique(probe)) == 25 and np.all(np.diff(probe) > 0)
+    np.testing.assert_array_equal(np.bincount(labels[probe]), [3] * 5 + [2] * 5)
+    np.testing.assert_array_equal(probe, data.probe_indices(labels, 25, seed=0))
+    assert not np.array_equal(probe, data.probe_indices(labels, 25, seed=1))
+    with pytest.raises(data.DataError, match="class 1 has 1"):
+        data.probe_indices(np.array([0, 0, 0, 1]), 4)
+    with pytest.raises(data.DataError, match="between 1 and 300"):
+        data.probe_indices(labels, 301)

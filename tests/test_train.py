@@ -1,0 +1,244 @@
+"""The method of PAPER.md, asserted: K = 1 is standard training, f_lin is the first-order Taylor
+model of f, K = ∞ never moves θ_lin, feature-update counts, switch runs, resume, divergence."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pandas as pd
+import pytest
+import yaml
+from jax.flatten_util import ravel_pytree
+
+from itlin import data, models, train
+from itlin.linearise import expected_feature_updates, linearise
+
+MODELS = {"mlp": {"depth": 2, "width": 16}, "cnn": {"depth": 2, "width": 8}, "resnet18": {"width": 4}}
+
+
+def trainer_for(config: dict) -> tuple[train.Trainer, train.TrainData]:
+    run_config = train.RunConfig.from_dict(config)
+    dataset = data.load(run_config.data)
+    model = models.create(run_config.model["name"], input_shape=dataset.input_shape,
+                          num_classes=dataset.num_classes, seed=run_config.seed, **run_config.model_kwargs)
+    return train.Trainer(run_config, model), train.TrainData(jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train))
+
+
+def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_K1_is_standard_training(run_config, tiny_data_16, name):
+    """K = 1 through the linearised step equals plain gradient training of f, step by step."""
+    config = run_config(model={"name": name, **MODELS[name]}, K=1)
+    if name == "resnet18":
+        config["data"] = str(tiny_data_16)
+    trainer, train_data = trainer_for(config)
+    schedule = trainer.schedule()
+    apply, optimizer, steps = trainer.model.apply, trainer.optimizer, 8
+
+    @jax.jit
+    def standard_step(params, opt_state, step):
+        x, y = train.sample_batch(train_data, step, schedule.seed, trainer.config.batch_size, False)
+        loss, grads = jax.value_and_grad(lambda p: train.LOSSES["cross_entropy"](apply(p, x), y).mean())(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    params, opt_state = trainer.model.params, optimizer.init(trainer.model.params)
+    state = trainer.init_state()
+    for step in range(steps):
+        params, opt_state, loss = standard_step(params, opt_state, step)
+        state = trainer.step(state, train_data, schedule)
+        np.testing.assert_allclose(state.last_loss, loss, rtol=1e-5)
+    assert_trees_close(state.params, params)
+    assert int(state.feature_updates) == steps - 1
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_f_lin_equals_f_at_the_linearisation_point(name):
+    size = 16 if name == "resnet18" else 8  # resnet18's last stage needs at least a 2x2 map
+    model = models.create(name, input_shape=(size, size, 1), num_classes=3, seed=0, **MODELS[name])
+    x = jax.random.normal(jax.random.key(0), (6, size, size, 1))
+    y = jnp.arange(6) % 3
+    f_lin = jax.jit(linearise(model.apply))
+    theta_lin = jax.tree.map(lambda p: p + 0.05, model.params)  # any point, not only initialisation
+    np.testing.assert_allclose(f_lin(theta_lin, theta_lin, x), jax.jit(model.apply)(theta_lin, x), rtol=1e-6, atol=1e-6)
+
+    def loss(f):
+        return jax.jit(jax.value_and_grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(f(p), y).mean()))
+
+    value_lin, grad_lin = loss(lambda p: f_lin(p, theta_lin, x))(theta_lin)
+    value, grad = loss(lambda p: model.apply(p, x))(theta_lin)
+    np.testing.assert_allclose(value_lin, value, rtol=1e-6)
+    assert_trees_close(grad_lin, grad, rtol=1e-5, atol=1e-6)
+
+
+def test_f_lin_is_the_first_order_taylor_model():
+    """f_lin(θ) = f(θ_lin) + J(θ_lin)(θ − θ_lin), with J the brute-force Jacobian of the flat parameters."""
+    model = models.create("mlp", input_shape=(4, 4, 1), num_classes=3, seed=0, depth=1, width=8)
+    x = jax.random.normal(jax.random.key(0), (5, 4, 4, 1))
+    theta_lin = model.params
+    theta = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(1), p.shape), theta_lin)
+    flat_lin, unravel = ravel_pytree(theta_lin)
+    jacobian = jax.jacrev(lambda flat: model.apply(unravel(flat), x))(flat_lin)  # (5, 3, P)
+    expected = model.apply(theta_lin, x) + jacobian @ (ravel_pytree(theta)[0] - flat_lin)
+    f_lin = linearise(model.apply)
+    np.testing.assert_allclose(f_lin(theta, theta_lin, x), expected, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(model.apply(theta, x), expected, atol=1e-3)  # f itself is not linear
+
+
+def test_K_infinity_never_moves_the_linearisation_point(run_config):
+    trainer, train_data = trainer_for(run_config(K="inf"))
+    state, schedule = trainer.init_state(), trainer.schedule()
+    for _ in range(20):
+        state = trainer.step(state, train_data, schedule)
+    assert all(jax.tree.leaves(jax.tree.map(jnp.array_equal, state.params_lin, trainer.model.params)))
+    assert not all(jax.tree.leaves(jax.tree.map(jnp.array_equal, state.params, trainer.model.params)))
+    assert int(state.feature_updates) == 0
+
+
+@pytest.mark.parametrize("K", [1, 3, 7, 10, 40, 1000, "inf"])
+def test_feature_updates_count(run_config, tmp_path, K):
+    """A run of T steps re-linearises ⌈T/K⌉ − 1 times after initialisation."""
+    config = run_config(K=K, steps=40)
+    train.run(train.RunConfig.from_dict(config), tmp_path / "out")
+    metrics = pd.read_parquet(tmp_path / "out" / "metrics.parquet")
+    final = metrics[metrics.step == 40].feature_updates.unique()
+    expected = 0 if K == "inf" else math.ceil(40 / K) - 1
+    assert list(final) == [expected] == [expected_feature_updates(float(K), None, 40)]
+
+
+def test_switch_run_is_standard_until_t_then_linear(run_config, tmp_path):
+    """Linearising after t: θ_t equals standard training's θ_t, and θ_lin stays θ_t to the end."""
+    switch, steps = 10, 40
+    standard = run_config(K=1, steps=steps, num_snapshots=6, scan_steps=5)
+    switched = dict(standard, switch_step=switch)
+    for name, config in (("standard", standard), ("switched", switched)):
+        train.run(train.RunConfig.from_dict(config), tmp_path / name)
+    like = models.create("mlp", input_shape=(8, 8, 1), num_classes=4, seed=0, depth=1, width=32).params
+    theta_std, _ = train.load_snapshot(tmp_path / "standard" / "snapshots" / f"step_{switch:07d}.npz", like)
+    theta_sw, _ = train.load_snapshot(tmp_path / "switched" / "snapshots" / f"step_{switch:07d}.npz", like)
+    assert_trees_close(theta_sw, theta_std, rtol=0, atol=0)  # identical computation up to t
+    theta_end, theta_lin_end = train.load_snapshot(tmp_path / "switched" / "snapshots" / f"step_{steps:07d}.npz", like)
+    assert_trees_close(theta_lin_end, theta_std, rtol=0, atol=0)  # frozen at θ_t
+    assert not np.allclose(ravel_pytree(theta_end)[0], ravel_pytree(theta_std)[0])
+    metrics = pd.read_parquet(tmp_path / "switched" / "metrics.parquet")
+    assert metrics.feature_updates.max() == switch
+    assert metrics.switch_step.dropna().unique().tolist() == [switch]
+
+
+def test_metrics_schema_and_run_json(run_config, tmp_path):
+    train.run(train.RunConfig.from_dict(run_config(K=10)), tmp_path / "out")
+    metrics = pd.read_parquet(tmp_path / "out" / "metrics.parquet")
+    assert list(metrics.columns) == ["dataset", "model", "K", "switch_step", "seed", "variant", "step",
+                                     "feature_updates", "split", "evaluator", "loss", "accuracy", "status",
+                                     "wall_time_s"]
+    assert sorted(metrics.step.unique()) == [0, 20, 40]
+    assert len(metrics) == 3 * 2 * 2
+    at_start = metrics[metrics.step == 0]
+    linear = at_start[at_start.evaluator == "linear"].set_index("split")
+    network = at_start[at_start.evaluator == "network"].set_index("split")
+    np.testing.assert_allclose(linear.loss, network.loss, rtol=1e-6)  # f_lin = f at θ_lin
+    summary = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert summary["status"] == "ok" and summary["feature_updates"] == 3
+    assert summary["versions"]["jax"] == jax.__version__ and summary["device"]["platform"] == "cpu"
+    steps = sorted(int(p.stem.split("_")[1]) for p in (tmp_path / "out" / "snapshots").glob("step_*.npz"))
+    assert steps[0] == 0 and steps[-1] == 40 and steps == train.snapshot_steps(40, 5, 4)
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(run_config, tmp_path):
+    frames = []
+    for index, seed in enumerate((0, 0, 1)):
+        train.run(train.RunConfig.from_dict(run_config(K=10, seed=seed)), tmp_path / str(index))
+        frames.append(pd.read_parquet(tmp_path / str(index) / "metrics.parquet").drop(columns="wall_time_s"))
+    pd.testing.assert_frame_equal(frames[0], frames[1])
+    assert not np.allclose(frames[0].loss, frames[2].loss)
+
+
+def _command(config_path, out, scratch):
+    return [sys.executable, "-m", "itlin", "train", "--config", str(config_path), "--out", str(out), "--scratch", str(scratch)]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_checkpoint(run_config, tmp_path):
+    """SIGKILL a run after its first checkpoint; the same command resumes and ends where an uninterrupted run ends."""
+    config = run_config(K=10, steps=3000, eval_every=500, checkpoint_every=500, scan_steps=50)
+    config_path = tmp_path / "run.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    checkpoints = tmp_path / "scratch" / "checkpoints"
+    process = subprocess.Popen(_command(config_path, tmp_path / "out", tmp_path / "scratch"),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not any(p.name.isdigit() for p in checkpoints.glob("*")) and time.monotonic() < deadline:
+        assert process.poll() is None, "the run ended before its first checkpoint"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "out" / "metrics.parquet").exists()
+
+    resumed = subprocess.run(_command(config_path, tmp_path / "out", tmp_path / "scratch"),
+                             capture_output=True, text=True, env=os.environ | {"JAX_PLATFORMS": "cpu"}, check=True)
+    assert "resuming from checkpoint at step" in resumed.stderr
+    train.run(train.RunConfig.from_dict(config), tmp_path / "uninterrupted")
+    columns = lambda frame: frame.drop(columns="wall_time_s")  # noqa: E731
+    pd.testing.assert_frame_equal(columns(pd.read_parquet(tmp_path / "out" / "metrics.parquet")),
+                                  columns(pd.read_parquet(tmp_path / "uninterrupted" / "metrics.parquet")))
+    assert not (tmp_path / "scratch").exists()  # scratch is removed once the outputs are written
+
+
+def test_checkpoint_of_another_config_is_not_resumed(run_config, tmp_path, caplog):
+    first = run_config(K=10, steps=40)
+    trainer_state_dir = tmp_path / "scratch"
+    checkpoints = train._Checkpoints(trainer_state_dir / "checkpoints", train.RunConfig.from_dict(first))
+    trainer, _ = trainer_for(first)
+    checkpoints.save(20, trainer.init_state(), [], 1.0)
+    checkpoints.close()
+    changed = train.RunConfig.from_dict(run_config(K=20, steps=40))
+    train.run(changed, tmp_path / "out", trainer_state_dir)
+    assert "written under another run config" in caplog.text
+    metrics = pd.read_parquet(tmp_path / "out" / "metrics.parquet")
+    assert sorted(metrics.step.unique()) == [0, 20, 40]
+
+
+def test_divergence_is_recorded_and_exits_zero(run_config, tmp_path):
+    config = run_config(K=1, loss="mse", optimizer={"name": "sgd", "learning_rate": 1e4, "momentum": 0.0,
+                                                     "schedule": "constant"})
+    config_path = tmp_path / "run.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    completed = subprocess.run(_command(config_path, tmp_path / "out", tmp_path / "scratch"),
+                               capture_output=True, text=True, env=os.environ | {"JAX_PLATFORMS": "cpu"})
+    assert completed.returncode == 0, completed.stderr
+    summary = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert summary["status"] == "diverged" and 0 <= summary["diverged_step"] < 20
+    metrics = pd.read_parquet(tmp_path / "out" / "metrics.parquet")
+    assert set(metrics.status) == {"diverged"}
+    last = metrics[metrics.step == metrics.step.max()]
+    assert last.step.iloc[0] == summary["diverged_step"] and last.loss.isna().all()
+
+
+@pytest.mark.parametrize("override, key", [
+    ({"K": 0}, "K"), ({"K": -3}, "K"), ({"K": 2.5}, "K"), ({"switch_step": 41}, "switch_step"),
+    ({"switch_step": 10, "K": 10}, "K"), ({"model": {"name": "vgg"}}, "model.name"),
+    ({"lerning_rate": 1}, "lerning_rate"), ({"eval_every": 7}, "eval_every"), ({"loss": "hinge"}, "loss"),
+])
+def test_invalid_run_config_names_the_key(run_config, override, key):
+    with pytest.raises(ValueError, match=key):
+        train.RunConfig.from_dict(run_config(**override))
+
+
+def test_snapshot_steps_are_log_spaced_on_the_scan_grid():
+    steps = train.snapshot_steps(3000, 10, 12)
+    assert steps[0] == 0 and steps[-1] == 3000 and steps[1] == 10
+    assert all(s % 10 == 0 for s in steps)
+    gaps = np.diff(steps[1:])
+    assert gaps[0] < gaps[-1]  # dense early
