@@ -1,0 +1,387 @@
+"""Figures testing the paper's claims, drawn from the tidy metrics table (see ``itlin.tables``).
+
+Every figure function has the signature ``(metrics, out_pdf, out_png) -> Figure``: it writes the
+figure as PDF and PNG and returns the (closed) matplotlib figure so callers can inspect it.
+Seeds are aggregated as a mean with a 95% Student-t confidence interval (``mean_interval``).
+Every run is evaluated with ``tables.TRAINED_EVALUATOR`` (the linear model f_lin, which is what
+is trained; for K = 1 it equals the network up to one optimiser step). No JAX is imported here.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402  (after selecting the Agg backend)
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from scipy import stats  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import NullLocator  # noqa: E402
+
+from itlin import claims, tables  # noqa: E402
+
+PNG_DPI = 150
+LINEARISED_STYLE = {"color": "black", "linestyle": "--"}
+STANDARD_COLOUR = sns.color_palette("colorblind")[0]
+DIVERGED_HANDLE = Line2D(
+    [], [], marker="x", linestyle="none", color="0.25", markersize=8, markeredgewidth=2,
+    label="diverged run (x: its last finite accuracy)",
+)
+STEP_LABEL = "training step (optimiser updates)"
+CURVES_LEGEND_TITLE = "line: mean over seeds, band: 95% CI"
+NO_PERIOD_RUNS = "No period runs (switch_step unset) with test metrics: nothing to draw."
+
+
+def mean_interval(values: np.ndarray) -> tuple[float, float]:
+    """95% Student-t confidence interval of the mean over seeds, the seaborn ``errorbar`` of every figure.
+
+    Analytic rather than bootstrapped: curves have thousands of evaluation steps, and with three
+    seeds a bootstrap interval is too narrow. A single seed gives a zero-width interval.
+    """
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, mean
+    half_width = _t_quantile(len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    return mean - half_width, mean + half_width
+
+
+@functools.lru_cache(maxsize=None)
+def _t_quantile(degrees_of_freedom: int) -> float:
+    """Two-sided 95% quantile of Student's t distribution."""
+    return float(stats.t.ppf(0.975, degrees_of_freedom))
+
+
+def _styled(draw: Callable[..., Figure]) -> Callable[..., Figure]:
+    """Draw the figure under a white-grid seaborn style, without changing the global style."""
+    @functools.wraps(draw)
+    def styled(*args, **kwargs) -> Figure:
+        with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.85):
+            return draw(*args, **kwargs)
+
+    return styled
+
+
+def K_label(K: float) -> str:
+    """Legend label of a period K, naming the two special cases."""
+    if K == 1:
+        return "K = 1 (standard)"
+    if math.isinf(K):
+        return "K = ∞ (linearised)"
+    return f"K = {tables.format_K(K)}"
+
+
+def K_colours(Ks: Sequence[float]) -> dict[float, tuple]:
+    """Colour per K: a sequential palette ordered by finite K (pale end cut off), black for K = ∞."""
+    finite = sorted(K for K in set(Ks) if not math.isinf(K))
+    colourmap = plt.get_cmap("viridis")
+    colours = {K: colourmap(position) for K, position in zip(finite, np.linspace(0.0, 0.85, max(len(finite), 1)))}
+    colours.update({K: LINEARISED_STYLE["color"] for K in Ks if math.isinf(K)})
+    return colours
+
+
+@_styled
+def training_curves(metrics: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
+    """C1: test accuracy against step, one panel per model (and dataset/variant), colour = K.
+
+    Only period runs (no switch step). Accuracy is that of the linear evaluator for every K, the
+    model being trained (for K = 1 it equals the network up to one step). Mean over seeds with a
+    95% CI band; K = ∞ black dashed; diverged runs end in an 'x'.
+    """
+    title = "C1: test accuracy during training, per re-linearisation period K"
+    curves = _trained_rows(_period_runs(tables.validate(metrics, "metrics")), "test")
+    if curves.empty:
+        return _note_figure(title, NO_PERIOD_RUNS, out_pdf, out_png)
+    finals = tables.final_metrics(curves)
+    colours = K_colours(curves["K"].unique())
+    groups = _groups(curves)
+    fig, axes = _grid(len(groups))
+    for ax, (group, rows) in zip(axes, groups):
+        for K, runs in rows.groupby("K", sort=True):
+            style = LINEARISED_STYLE if math.isinf(K) else {"color": colours[K], "linestyle": "-"}
+            _mean_curve(ax, runs, "accuracy_pct", style)
+            _mark_diverged(ax, tables.final_metrics(runs), "step", style["color"])
+        ax.set(title=group, xlabel=STEP_LABEL, ylabel="test accuracy (%)")
+    handles = [_line_handle(colours[K], K_label(K) + _diverged_note(finals[finals["K"] == K]), K)
+               for K in sorted(colours)]
+    handles += _diverged_handles(finals)
+    return _finish(fig, title, handles, out_pdf, out_png, legend_title=CURVES_LEGEND_TITLE)
+
+
+@_styled
+def accuracy_vs_feature_updates(metrics: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
+    """C1: final test accuracy against the number of feature updates of each run, per model.
+
+    Points are single seeds, lines the mean with 95% CI bars; the dotted line is K = 1 and the
+    shaded band the C1 tolerance below it. The x axis is symlog so K = ∞ (0 updates) is shown.
+    """
+    title = "C1: final test accuracy vs number of feature updates"
+    finals = _final_with_groups(_period_runs(tables.validate(metrics, "metrics")))
+    if finals.empty:
+        return _note_figure(title, NO_PERIOD_RUNS, out_pdf, out_png)
+    palette = _group_palette(finals)
+    completed = finals[finals["status"] == "ok"]
+    fig, ax = plt.subplots(figsize=(8, 4.8), layout="constrained")
+    handles = []
+    for group, runs in completed.groupby("group", sort=True):
+        colour = palette[group]
+        ax.scatter(runs["feature_updates"], runs["accuracy_pct"], color=colour, alpha=0.4, s=22, linewidths=0)
+        _mean_points(ax, runs, "feature_updates", colour)
+        standard = runs.loc[runs["K"] == 1, "accuracy_pct"]
+        if not standard.empty:
+            reference = standard.mean()
+            ax.axhline(reference, color=colour, linestyle=":", linewidth=1.2)
+            ax.axhspan(reference - claims.C1_TOLERANCE_PT, reference, color=colour, alpha=0.1, linewidth=0)
+        handles.append(Line2D([], [], color=colour, marker="o", label=f"{group}: mean ± 95% CI"))
+    for group, runs in finals.groupby("group", sort=True):
+        _mark_diverged(ax, runs, "feature_updates", palette[group])
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set(xlabel="feature updates per run (re-linearisations, symlog scale)", ylabel="final test accuracy (%)")
+    _label_K_on_top(ax, completed)
+    handles += [
+        Line2D([], [], color="0.3", linestyle=":", label="K = 1 (standard training), mean"),
+        Patch(color="0.3", alpha=0.15, label=f"within {claims.C1_TOLERANCE_PT:g} pt of K = 1 (C1 rule)"),
+    ]
+    return _finish(fig, title, handles + _diverged_handles(finals), out_pdf, out_png)
+
+
+@_styled
+def network_vs_linearised(metrics: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
+    """C2: train and test accuracy over training of the network (K = 1, solid) and its linearisation
+    (K = ∞, dashed), one row per model, columns train / test; mean over seeds with 95% CI bands."""
+    title = "C2: network (K = 1) vs its linearisation at init (K = ∞)"
+    runs = _period_runs(tables.validate(metrics, "metrics"))
+    runs = runs[(runs["K"] == 1) | np.isinf(runs["K"])]
+    if runs.empty:
+        return _note_figure(title, "No runs with K = 1 or K = ∞ (period runs): nothing to compare.", out_pdf, out_png)
+    styles = {1.0: {"color": STANDARD_COLOUR, "linestyle": "-"}, math.inf: LINEARISED_STYLE}
+    labels = {1.0: "K = 1 (standard network)", math.inf: "K = ∞ (linearised)"}
+    groups = _groups(runs)
+    fig, axes = plt.subplots(len(groups), 2, figsize=(10, 3.3 * len(groups) + 0.6), layout="constrained",
+                             squeeze=False)
+    for row, (group, rows) in zip(axes, groups):
+        for ax, split in zip(row, ("train", "test")):
+            curves = _trained_rows(rows, split)
+            finals = tables.final_metrics(curves, split=split)
+            for K, style in styles.items():
+                if (curves["K"] == K).any():
+                    _mean_curve(ax, curves[curves["K"] == K], "accuracy_pct", style)
+                    _mark_diverged(ax, finals[finals["K"] == K], "step", style["color"])
+            _note_missing_K(ax, curves, labels)
+            _annotate_gap(ax, finals)
+            ax.set(title=f"{group}: {split}", xlabel=STEP_LABEL, ylabel=f"{split} accuracy (%)")
+    finals = tables.final_metrics(runs)
+    handles = [Line2D([], [], **styles[K], label=label + _diverged_note(finals[finals["K"] == K]))
+               for K, label in labels.items()]
+    handles += _diverged_handles(finals)
+    return _finish(fig, title, handles, out_pdf, out_png, legend_loc="outside lower center",
+                   legend_columns=len(handles), legend_title=CURVES_LEGEND_TITLE)
+
+
+@_styled
+def linearise_after_t(metrics: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
+    """C4: final test accuracy against the switch step t (standard training until t, then the linear
+    model at θ_t), per model; K = ∞ is drawn at t = 0 and K = 1 at t = T (training length) as
+    reference points, K = 1 also as a dotted line. Points are seeds, lines the mean with 95% CI."""
+    title = "C4: final test accuracy vs switch step t (standard until t, then linearised)"
+    finals = _final_with_groups(tables.validate(metrics, "metrics"))
+    switched = finals[finals["switch_step"].notna()].copy()
+    if switched.empty:
+        return _note_figure(title, "No switch runs (switch_step set) in the metrics: nothing to draw.",
+                            out_pdf, out_png)
+    switched["t"] = switched["switch_step"].astype("float64")
+    period = finals[finals["switch_step"].isna() & finals["group"].isin(switched["group"])]
+    training_length = switched.groupby("group")["step"].max()
+    linearised = period[np.isinf(period["K"])].assign(t=0.0)
+    standard = period[period["K"] == 1].assign(t=lambda runs: runs["group"].map(training_length).astype("float64"))
+    points = pd.concat([switched, linearised, standard], ignore_index=True)
+    completed = points[points["status"] == "ok"]
+    palette = _group_palette(points)
+    fig, ax = plt.subplots(figsize=(8, 4.8), layout="constrained")
+    handles = []
+    for group, runs in completed.groupby("group", sort=True):
+        colour = palette[group]
+        ax.scatter(runs["t"], runs["accuracy_pct"], color=colour, alpha=0.4, s=22, linewidths=0)
+        _mean_points(ax, runs, "t", colour)
+        for references, marker in ((linearised, "s"), (standard, "D")):
+            mean = references[(references["group"] == group) & (references["status"] == "ok")]
+            if not mean.empty:
+                ax.scatter(mean["t"].iloc[0], mean["accuracy_pct"].mean(), marker=marker, s=90,
+                           facecolors="none", edgecolors=colour, linewidths=2, zorder=4)
+        reference = standard.loc[(standard["group"] == group) & (standard["status"] == "ok"), "accuracy_pct"]
+        if not reference.empty:
+            ax.axhline(reference.mean(), color=colour, linestyle=":", linewidth=1.2)
+        handles.append(Line2D([], [], color=colour, marker="o", label=f"{group}: mean ± 95% CI"))
+    for group, runs in points.groupby("group", sort=True):
+        _mark_diverged(ax, runs, "t", palette[group])
+    positive = points.loc[points["t"] > 0, "t"]
+    ax.set_xscale("symlog", linthresh=float(positive.min()) if not positive.empty else 1.0)
+    ax.set(xlabel="switch step t (standard-training steps before linearising, symlog scale)",
+           ylabel="final test accuracy (%)")
+    handles += [
+        Line2D([], [], marker="s", linestyle="none", markerfacecolor="none", markeredgecolor="0.3", markersize=9,
+               label="t = 0: K = ∞ (linearised at init)"),
+        Line2D([], [], marker="D", linestyle=":", markerfacecolor="none", markeredgecolor="0.3", color="0.3",
+               markersize=8, label="t = T: K = 1 (standard training)"),
+    ]
+    return _finish(fig, title, handles + _diverged_handles(points), out_pdf, out_png)
+
+
+FIGURES: dict[str, Callable[[pd.DataFrame, Path, Path], Figure]] = {
+    "training_curves": training_curves,
+    "accuracy_vs_feature_updates": accuracy_vs_feature_updates,
+    "network_vs_linearised": network_vs_linearised,
+    "linearise_after_t": linearise_after_t,
+}
+"""Figure name -> function ``(metrics, out_pdf, out_png)`` drawing it."""
+
+
+def _period_runs(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Runs that re-linearise with a fixed period K (not switch runs)."""
+    return metrics[metrics["switch_step"].isna()]
+
+
+def _trained_rows(metrics: pd.DataFrame, split: str) -> pd.DataFrame:
+    """Rows of ``split`` by the trained (linear) evaluator, with accuracy in percent and a group label."""
+    rows = metrics[(metrics["split"] == split) & (metrics["evaluator"] == tables.TRAINED_EVALUATOR)].copy()
+    rows["accuracy_pct"] = 100 * rows["accuracy"]
+    rows["group"] = tables.group_labels(rows)
+    return rows
+
+
+def _final_with_groups(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Final test metrics per run with percent accuracies and a group label."""
+    finals = tables.final_metrics(metrics)
+    finals["accuracy_pct"] = 100 * finals["accuracy"]
+    finals["last_accuracy_pct"] = 100 * finals["last_accuracy"]
+    finals["group"] = tables.group_labels(finals)
+    return finals
+
+
+def _groups(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(label, rows) per model/dataset/variant group, sorted by label."""
+    rows = rows.assign(group=tables.group_labels(rows))
+    return list(rows.groupby("group", sort=True))
+
+
+def _group_palette(rows: pd.DataFrame) -> dict[str, tuple]:
+    """Categorical colour per group label."""
+    groups = sorted(rows["group"].unique())
+    return dict(zip(groups, sns.color_palette("colorblind", len(groups))))
+
+
+def _mean_curve(ax: plt.Axes, rows: pd.DataFrame, y: str, style: dict) -> None:
+    """Mean over seeds of ``y`` against step with a 95% CI band (NaN rows of diverged runs dropped)."""
+    finite = rows[np.isfinite(rows[y])]
+    sns.lineplot(finite, x="step", y=y, ax=ax, errorbar=mean_interval, legend=False, linewidth=1.6, **style)
+
+
+def _mean_points(ax: plt.Axes, runs: pd.DataFrame, x: str, colour: tuple) -> None:
+    """Mean final accuracy per x value with 95% CI bars, joined by a line."""
+    sns.lineplot(runs, x=x, y="accuracy_pct", ax=ax, color=colour, marker="o", markersize=7, errorbar=mean_interval,
+                 err_style="bars", legend=False, err_kws={"capsize": 3})
+
+
+def _mark_diverged(ax: plt.Axes, finals: pd.DataFrame, x: str, colour) -> None:
+    """Draw an 'x' at the last step and last finite accuracy of each diverged run in ``finals``."""
+    diverged = finals[finals["status"] == "diverged"]
+    if diverged.empty:
+        return
+    y = 100 * diverged["last_accuracy"]
+    ax.scatter(diverged[x], y, marker="x", s=80, linewidths=2.2, color=colour, zorder=6)
+    for x_value, y_value in zip(diverged[x], y):
+        ax.annotate("diverged", (x_value, y_value), xytext=(0, -15), textcoords="offset points", ha="center", fontsize=8,
+                    color=colour)
+
+
+def _diverged_note(finals: pd.DataFrame) -> str:
+    """', 1 of 3 runs diverged' for a legend label, or '' when none diverged."""
+    diverged = int((finals["status"] == "diverged").sum())
+    return f", {diverged} of {len(finals)} runs diverged" if diverged else ""
+
+
+def _diverged_handles(finals: pd.DataFrame) -> list[Line2D]:
+    """The legend entry explaining the diverged marker, when any run diverged."""
+    return [DIVERGED_HANDLE] if (finals["status"] == "diverged").any() else []
+
+
+def _line_handle(colour, label: str, K: float) -> Line2D:
+    """Legend line for one K (K = ∞ dashed)."""
+    return Line2D([], [], color=colour, linestyle="--" if math.isinf(K) else "-", linewidth=1.8, label=label)
+
+
+def _note_missing_K(ax: plt.Axes, curves: pd.DataFrame, labels: dict[float, str]) -> None:
+    """Write in the panel which of the compared runs are absent."""
+    missing = [label for K, label in labels.items() if not (curves["K"] == K).any()]
+    if missing:
+        ax.text(0.5, 0.5, "no runs: " + ", ".join(missing), transform=ax.transAxes, ha="center", va="center",
+                color="0.3", bbox={"facecolor": "white", "edgecolor": "0.7"})
+
+
+def _annotate_gap(ax: plt.Axes, finals: pd.DataFrame) -> None:
+    """Write the final mean accuracy gap K = 1 minus K = ∞ in the panel's lower right corner."""
+    completed = finals[finals["status"] == "ok"]
+    standard = completed.loc[completed["K"] == 1, "accuracy"].mean()
+    linearised = completed.loc[np.isinf(completed["K"]), "accuracy"].mean()
+    if np.isfinite(standard) and np.isfinite(linearised):
+        ax.text(0.97, 0.05, f"final gap K=1 − K=∞: {100 * (standard - linearised):+.1f} pt", transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=9, bbox={"facecolor": "white", "edgecolor": "0.8", "alpha": 0.9})
+
+
+def _label_K_on_top(ax: plt.Axes, completed: pd.DataFrame) -> None:
+    """Mark the K of each feature-update count on a top axis, when every group maps K to the same count."""
+    updates_per_K = completed.groupby("K")["feature_updates"].unique()
+    if updates_per_K.empty or updates_per_K.map(len).max() != 1:
+        return
+    top = ax.twiny()
+    top.set_xscale(ax.get_xscale(), **({"linthresh": 1} if ax.get_xscale() == "symlog" else {}))
+    top.set_xlim(ax.get_xlim())
+    top.set_xlabel("re-linearisation period K of these runs", fontsize=9)
+    top.set_xticks([values[0] for values in updates_per_K], [f"K={tables.format_K(K)}" for K in updates_per_K.index])
+    top.xaxis.set_minor_locator(NullLocator())
+    top.tick_params(axis="x", labelsize=8, length=3)
+    top.grid(False)
+
+
+def _grid(panels: int) -> tuple[Figure, list[plt.Axes]]:
+    """A figure with one axes per panel: one row up to three panels, else a near-square grid."""
+    columns = panels if panels <= 3 else math.ceil(math.sqrt(panels))
+    rows = math.ceil(panels / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.4 * columns + 2.2, 3.4 * rows), layout="constrained",
+                             squeeze=False, sharey=True)
+    flat = list(axes.flat)
+    for ax in flat[panels:]:
+        ax.remove()
+    return fig, flat[:panels]
+
+
+def _finish(fig: Figure, title: str, handles: list, out_pdf: Path, out_png: Path, *, legend_loc: str = "outside right center",
+            legend_columns: int = 1, legend_title: str | None = None) -> Figure:
+    """Add the title and a legend outside the axes, write PDF and PNG, close and return the figure."""
+    fig.suptitle(title, fontsize=12, fontweight="bold")
+    if handles:
+        fig.legend(handles=handles, loc=legend_loc, ncols=legend_columns, frameon=False, fontsize=9,
+                   title=legend_title, title_fontsize=9)
+    for path, options in ((out_pdf, {}), (out_png, {"dpi": PNG_DPI})):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, **options)
+    plt.close(fig)
+    return fig
+
+
+def _note_figure(title: str, note: str, out_pdf: Path, out_png: Path) -> Figure:
+    """A figure holding only ``title`` and a centred ``note`` saying which data are missing."""
+    fig, ax = plt.subplots(figsize=(7, 3), layout="constrained")
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, note, ha="center", va="center", wrap=True, fontsize=11, color="0.25")
+    return _finish(fig, title, [], out_pdf, out_png)

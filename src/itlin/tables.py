@@ -1,0 +1,281 @@
+"""Tidy metrics tables: the schema every run's ``metrics.parquet`` follows, and its aggregation.
+
+One row per (run, evaluation step, split, evaluator). A run is identified by ``RUN_KEYS``.
+This module imports no JAX, so the light plotting and claims jobs can use it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+METRICS_COLUMNS: dict[str, str] = {
+    "dataset": "str",
+    "model": "str",
+    "K": "float64",
+    "switch_step": "Int64",
+    "seed": "int64",
+    "variant": "str",
+    "step": "int64",
+    "feature_updates": "int64",
+    "split": "str",
+    "evaluator": "str",
+    "loss": "float64",
+    "accuracy": "float64",
+    "status": "str",
+    "wall_time_s": "float64",
+}
+"""Column name -> pandas dtype of a metrics table, in file order."""
+
+RUN_KEYS: list[str] = ["dataset", "model", "variant", "K", "switch_step", "seed"]
+"""Columns that together identify one training run."""
+
+ALLOWED_VALUES: dict[str, tuple[str, ...]] = {
+    "split": ("train", "test"),
+    "evaluator": ("linear", "network"),
+    "status": ("ok", "diverged"),
+}
+
+TRAINED_EVALUATOR = "linear"
+"""Evaluator used for every run in figures and claims: f_lin is the model being trained for any K
+(for K = 1 it is re-linearised every step, so it equals the network up to one optimiser step)."""
+
+_SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+_MEASUREMENT_KEYS = RUN_KEYS + ["step", "split", "evaluator"]
+
+
+class MetricsSchemaError(ValueError):
+    """A metrics table does not follow ``METRICS_COLUMNS``; the message names the file and column."""
+
+
+def validate(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Check ``df`` against the metrics schema and return a copy with the schema's dtypes.
+
+    ``source`` (usually the file path) is named in every error. Extra columns are kept, after the
+    schema columns.
+    """
+    missing = [column for column in METRICS_COLUMNS if column not in df.columns]
+    if missing:
+        raise MetricsSchemaError(f"{source}: missing column(s) {missing}")
+    columns = {name: _coerce_column(df[name], name, dtype, source) for name, dtype in METRICS_COLUMNS.items()}
+    extra = [column for column in df.columns if column not in METRICS_COLUMNS]
+    result = pd.DataFrame(columns, index=df.index)
+    for column in extra:
+        result[column] = df[column]
+    _check_values(result, source)
+    return result.reset_index(drop=True)
+
+
+def _coerce_column(values: pd.Series, name: str, dtype: str, source: str) -> pd.Series:
+    """Convert one column to its schema dtype, raising ``MetricsSchemaError`` on a bad value."""
+    where = f"{source}: column {name!r}"
+    if dtype == "str":
+        not_text = values.map(lambda value: not isinstance(value, str))
+        if not_text.any():
+            raise MetricsSchemaError(f"{where} must hold text, found {values[not_text].iloc[0]!r}")
+        return values.astype("str")
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        not_number = values.map(lambda value: not (pd.isna(value) or _is_number(value)))
+        if not_number.any():
+            raise MetricsSchemaError(f"{where} must be numeric ({dtype}), found {values[not_number].iloc[0]!r}")
+    numbers = pd.to_numeric(values, errors="coerce").astype("float64")
+    if dtype == "float64":
+        return numbers
+    if dtype == "int64" and numbers.isna().any():
+        raise MetricsSchemaError(f"{where} ({dtype}) has missing values")
+    finite = numbers.dropna()
+    if not (np.isfinite(finite) & (finite == np.round(finite))).all():
+        raise MetricsSchemaError(f"{where} ({dtype}) has non-integer values")
+    return numbers.astype(dtype)
+
+
+def _is_number(value: object) -> bool:
+    """True for a real number that is not a boolean (bools are not valid counts or rates)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_values(df: pd.DataFrame, source: str) -> None:
+    """Reject values outside the schema's domains (categories, K >= 1, non-negative counts)."""
+    for column, allowed in ALLOWED_VALUES.items():
+        bad = sorted(set(df[column]) - set(allowed))
+        if bad:
+            raise MetricsSchemaError(f"{source}: column {column!r} has value(s) {bad}, allowed {list(allowed)}")
+    finite_K = df["K"][np.isfinite(df["K"])]
+    if df["K"].isna().any() or (df["K"] < 1).any() or (finite_K != np.round(finite_K)).any():
+        raise MetricsSchemaError(f"{source}: column 'K' must be an integer >= 1 or inf (never re-linearise)")
+    for column in ("step", "feature_updates", "switch_step"):
+        if (df[column].dropna() < 0).any():
+            raise MetricsSchemaError(f"{source}: column {column!r} has negative values")
+    accuracy = df["accuracy"].dropna()
+    if ((accuracy < 0) | (accuracy > 1)).any():
+        raise MetricsSchemaError(f"{source}: column 'accuracy' must be a fraction in [0, 1]")
+
+
+def aggregate(paths: Sequence[Path]) -> pd.DataFrame:
+    """Read and validate per-run ``metrics.parquet`` files and concatenate them into one table.
+
+    Raises ``MetricsSchemaError`` naming the file and column of the first schema violation, or
+    the two files when the same measurement appears twice.
+    """
+    if not paths:
+        raise ValueError("aggregate: no metrics files given")
+    tables = []
+    for path in paths:
+        table = validate(pd.read_parquet(path), source=str(path))
+        table["_source"] = str(path)
+        tables.append(table)
+    combined = pd.concat(tables, ignore_index=True)
+    duplicates = combined[combined.duplicated(_MEASUREMENT_KEYS, keep=False)]
+    if not duplicates.empty:
+        by_measurement = duplicates.groupby(_MEASUREMENT_KEYS, dropna=False, sort=False)["_source"]
+        key, sources = next(iter(by_measurement))
+        raise MetricsSchemaError(
+            f"measurement {dict(zip(_MEASUREMENT_KEYS, key))} appears more than once, in {sorted(set(sources))}"
+        )
+    combined = combined.drop(columns="_source")
+    return combined.sort_values(_MEASUREMENT_KEYS, ignore_index=True, na_position="first")
+
+
+def read(path: Path) -> pd.DataFrame:
+    """Read one metrics table (per-run or aggregated) and validate it."""
+    return validate(pd.read_parquet(path), source=str(path))
+
+
+def write(df: pd.DataFrame, path: Path) -> None:
+    """Validate ``df`` and write it as Parquet to ``path``, creating parent folders."""
+    table = validate(df, source=str(path))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(path, index=False)
+
+
+def final_metrics(metrics: pd.DataFrame, split: str = "test", evaluator: str = TRAINED_EVALUATOR) -> pd.DataFrame:
+    """One row per run: its last evaluation of ``split`` by ``evaluator``.
+
+    Columns: ``RUN_KEYS``, ``step`` (last step, the diverged step for a diverged run),
+    ``feature_updates``, ``status``, ``accuracy`` (final accuracy; NaN for a diverged run, which
+    has none) and ``last_accuracy`` (the last finite accuracy, where a diverged run is drawn).
+    """
+    rows = metrics[(metrics["split"] == split) & (metrics["evaluator"] == evaluator)]
+    rows = rows.sort_values("step")
+    runs = rows.groupby(RUN_KEYS, dropna=False, sort=True)
+    final = runs.tail(1).set_index(RUN_KEYS)
+    last_accuracy = runs["accuracy"].last()  # skips NaN: the last finite accuracy
+    final = final[["step", "feature_updates", "status", "accuracy"]].copy()
+    final["last_accuracy"] = last_accuracy.reindex(final.index)
+    final.loc[final["status"] == "diverged", "accuracy"] = np.nan
+    return final.reset_index().sort_values(RUN_KEYS, ignore_index=True, na_position="first")
+
+
+def format_K(K: float) -> str:
+    """The period K as printed in figures and claims: '1', '10', '10²', '2·10⁴', '∞'."""
+    if math.isinf(K):
+        return "∞"
+    K = int(K)
+    exponent = int(math.log10(K))
+    mantissa, remainder = divmod(K, 10**exponent)
+    if exponent < 2 or remainder:
+        return f"{K:,}"
+    power = "10" + str(exponent).translate(_SUPERSCRIPTS)
+    return power if mantissa == 1 else f"{mantissa}·{power}"
+
+
+def group_labels(runs: pd.DataFrame) -> pd.Series:
+    """A short label per row naming its model, plus dataset and variant where the table has several."""
+    parts = [column for column in ("dataset", "variant") if runs[column].nunique() > 1]
+    label = runs["model"].astype("str")
+    for column in parts:
+        label = label + " / " + runs[column].astype("str")
+    return label
+
+
+def example_metrics(
+    *,
+    models: Sequence[str] = ("cnn", "mlp"),
+    Ks: Sequence[float] = (1, 10, 100, math.inf),
+    seeds: Sequence[int] = (0, 1, 2),
+    switch_steps: Sequence[int] = (0, 10, 100),
+    steps: int = 1000,
+    eval_every: int = 100,
+    diverged: Iterable[tuple[str, float, int]] = (),
+    final_accuracy: Callable[[str, float, int | None], float] | None = None,
+    noise: float = 0.003,
+    dataset: str = "synthetic",
+    variant: str = "base",
+) -> pd.DataFrame:
+    """A small synthetic metrics table in the schema, for tests and for previewing figures.
+
+    Period runs for every (model, K, seed), switch runs (K = 1, switch at t) for every t in
+    ``switch_steps``; period runs listed in ``diverged`` as (model, K, seed) diverge half-way.
+    ``final_accuracy(model, K, switch_step)`` sets where each learning curve ends, up to Gaussian
+    ``noise`` (standard deviation, per run).
+    """
+    final_accuracy = final_accuracy or _default_final_accuracy(steps)
+    diverged = set(diverged)
+    rng = np.random.default_rng(0)
+    runs = [(model, float(K), None, seed) for model in models for K in Ks for seed in seeds]
+    runs += [(model, 1.0, t, seed) for model in models for t in switch_steps for seed in seeds]
+    eval_steps = np.arange(0, steps + 1, eval_every)
+    rows = []
+    for model, K, switch_step, seed in runs:
+        target = final_accuracy(model, K, switch_step) + rng.normal(0, noise)
+        diverges = switch_step is None and (model, K, seed) in diverged
+        diverged_at = eval_steps[len(eval_steps) // 2] if diverges else None
+        for step in eval_steps:
+            if diverged_at is not None and step > diverged_at:
+                break
+            progress = (1 - np.exp(-5 * step / steps)) / (1 - np.exp(-5))
+            test_accuracy = 0.1 + (target - 0.1) * progress
+            for split, accuracy in (("test", test_accuracy), ("train", min(1.0, test_accuracy + 0.03))):
+                for evaluator, shift in (("linear", 0.0), ("network", -0.01 * (K > 1))):
+                    value = float(np.clip(accuracy + shift, 0, 1))
+                    blown_up = diverged_at is not None and step == diverged_at
+                    rows.append(
+                        {
+                            "dataset": dataset,
+                            "model": model,
+                            "K": K,
+                            "switch_step": switch_step,
+                            "seed": seed,
+                            "variant": variant,
+                            "step": int(step),
+                            "feature_updates": _feature_updates(int(step), K, switch_step),
+                            "split": split,
+                            "evaluator": evaluator,
+                            "loss": np.nan if blown_up else -np.log(max(value, 1e-3)),
+                            "accuracy": np.nan if blown_up else value,
+                            "status": "ok" if diverged_at is None else "diverged",
+                            "wall_time_s": 0.01 * step,
+                        }
+                    )
+    table = pd.DataFrame(rows)
+    table["switch_step"] = pd.array(table["switch_step"], dtype="Int64")
+    return validate(table, source="example_metrics")
+
+
+def _default_final_accuracy(steps: int) -> Callable[[str, float, int | None], float]:
+    """Plausible final accuracies: K = 1 best, slowly worse with K, K = inf clearly worse."""
+
+    def accuracy(model: str, K: float, switch_step: int | None) -> float:
+        base = 0.95 if model == "cnn" else 0.92
+        if switch_step is not None:
+            return base - 0.08 * (1 - np.log1p(switch_step) / np.log1p(steps))
+        if math.isinf(K):
+            return base - 0.08
+        return base - 0.005 * np.log10(K)
+
+    return accuracy
+
+
+def _feature_updates(step: int, K: float, switch_step: int | None) -> int:
+    """Re-linearisations after initialisation done by ``step`` (``ceil(step / K) - 1``)."""
+    if step == 0 or math.isinf(K):
+        return 0
+    updates = math.ceil(step / K) - 1
+    if switch_step is not None and step > switch_step:
+        return switch_step
+    return updates

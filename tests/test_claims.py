@@ -1,0 +1,135 @@
+"""Tests of the claim verdicts (itlin.claims) on synthetic metrics whose answer is known."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from itlin import claims, tables
+
+NOT_MEASURED_YET = ["C3", "C5", "C6", "S1", "S2"]
+
+
+def make_metrics(final_accuracy, *, Ks=(1, 10, 100, math.inf), switch_steps=(0, 10, 100), diverged=()):
+    """Two models, three seeds, no noise: final test accuracies exactly as ``final_accuracy`` says."""
+    return tables.example_metrics(models=("cnn", "mlp"), Ks=Ks, seeds=(0, 1, 2), switch_steps=switch_steps,
+                                  steps=1000, eval_every=250, noise=0.0, diverged=diverged,
+                                  final_accuracy=final_accuracy)
+
+
+def accuracies(by_K=None, by_t=None, default=0.90):
+    """A ``final_accuracy`` function from a dict K -> accuracy and a dict switch step -> accuracy."""
+    def final_accuracy(model, K, switch_step):
+        if switch_step is not None:
+            return (by_t or {}).get(switch_step, default)
+        return (by_K or {}).get(K, default)
+
+    return final_accuracy
+
+
+def verdicts(metrics):
+    return claims.evaluate(metrics).set_index("claim")
+
+
+def test_one_row_per_claim_in_order_with_the_columns():
+    table = claims.evaluate(make_metrics(accuracies()))
+    assert list(table.columns) == ["claim", "statement", "measured", "rule", "verdict"]
+    assert list(table["claim"]) == ["C1", "C2", "C3", "C4", "C5", "C6", "S1", "S2"]
+    assert set(table["verdict"]) <= set(claims.VERDICTS)
+    assert table["statement"].str.len().min() > 20 and table["rule"].str.len().min() > 20
+
+
+def test_later_stage_claims_are_not_measured_and_say_why():
+    table = verdicts(make_metrics(accuracies()))
+    for claim in NOT_MEASURED_YET:
+        assert table.loc[claim, "verdict"] == "not measured"
+        assert "not produced yet" in table.loc[claim, "measured"]
+    assert "'ntk' table" in table.loc["C3", "measured"]
+
+
+def test_a_given_table_without_a_check_is_still_not_measured():
+    table = claims.evaluate(make_metrics(accuracies()), {"ntk": pd.DataFrame()}).set_index("claim")
+    assert table.loc["C3", "verdict"] == "not measured"
+    assert "check is not implemented yet" in table.loc["C3", "measured"]
+
+
+def test_c2_supported_when_linearised_is_clearly_worse():
+    table = verdicts(make_metrics(accuracies({1: 0.95, math.inf: 0.85})))
+    assert table.loc["C2", "verdict"] == "supported"
+    assert "gap +10.0 pt" in table.loc["C2", "measured"]
+
+
+@pytest.mark.parametrize("linearised", [0.95, 0.945])
+def test_c2_not_supported_when_linearised_is_as_good(linearised):
+    table = verdicts(make_metrics(accuracies({1: 0.95, math.inf: linearised})))
+    assert table.loc["C2", "verdict"] == "not supported"
+
+
+def test_c2_not_measured_without_linearised_runs():
+    table = verdicts(make_metrics(accuracies(), Ks=(1, 10)))
+    assert table.loc["C2", "verdict"] == "not measured"
+
+
+@pytest.mark.parametrize(("infrequent", "verdict"), [(0.94, "supported"), (0.935, "supported"), (0.925, "not supported")])
+def test_c1_follows_the_tolerance_below_K1(infrequent, verdict):
+    table = verdicts(make_metrics(accuracies({1: 0.95, 10: 0.95, 100: infrequent, math.inf: 0.80})))
+    assert claims.C1_TOLERANCE_PT == 2.0
+    assert table.loc["C1", "verdict"] == verdict
+    assert "best infrequent K=10² (9 updates)" in table.loc["C1", "measured"]
+
+
+def test_c1_ignores_frequent_updates_when_infrequent_ones_exist():
+    table = verdicts(make_metrics(accuracies({1: 0.95, 10: 0.95, 100: 0.90, math.inf: 0.95})))
+    assert table.loc["C1", "verdict"] == "not supported"  # K = 10 and K = ∞ being good does not count
+
+
+def test_c1_uses_the_fewest_updates_when_no_K_is_infrequent():
+    table = verdicts(make_metrics(accuracies({1: 0.95, 10: 0.94, 20: 0.90}), Ks=(1, 10, 20)))
+    assert "K=20 (49 updates)" in table.loc["C1", "measured"]
+    assert table.loc["C1", "verdict"] == "not supported"
+
+
+def test_c1_must_hold_for_every_model():
+    def final_accuracy(model, K, switch_step):
+        return 0.80 if (model == "mlp" and K == 100) else 0.95
+
+    assert verdicts(make_metrics(final_accuracy)).loc["C1", "verdict"] == "not supported"
+
+
+def test_diverged_runs_are_excluded_and_reported():
+    metrics = make_metrics(accuracies({1: 0.95, 100: 0.945, math.inf: 0.85}), diverged=[("cnn", 100.0, 0)])
+    table = verdicts(metrics)
+    assert table.loc["C1", "verdict"] == "supported"
+    assert "cnn: K=1 95.0%, best infrequent K=10² (9 updates) 94.5%" in table.loc["C1", "measured"]
+    assert "[1 diverged run(s) excluded]" in table.loc["C1", "measured"]
+
+
+def test_c4_supported_when_accuracy_grows_with_switch_step():
+    by_t = {0: 0.86, 10: 0.89, 100: 0.94}
+    table = verdicts(make_metrics(accuracies({1: 0.95, math.inf: 0.85}, by_t)))
+    assert table.loc["C4", "verdict"] == "supported"
+    assert "within 1 pt of K=1 from t=100" in table.loc["C4", "measured"]
+
+
+def test_c4_not_supported_when_accuracy_falls_with_switch_step():
+    by_t = {0: 0.93, 10: 0.90, 100: 0.88}
+    table = verdicts(make_metrics(accuracies({1: 0.95, math.inf: 0.93}, by_t)))
+    assert table.loc["C4", "verdict"] == "not supported"
+    assert "largest drop 3.0 pt" in table.loc["C4", "measured"]
+
+
+def test_c4_not_measured_without_switch_runs():
+    table = verdicts(make_metrics(accuracies(), switch_steps=()))
+    assert table.loc["C4", "verdict"] == "not measured"
+    assert "no switch runs" in table.loc["C4", "measured"]
+
+
+def test_to_markdown_renders_every_row_and_escapes_pipes():
+    table = claims.evaluate(make_metrics(accuracies()))
+    table.loc[0, "measured"] = "a | b\nc"
+    lines = claims.to_markdown(table).splitlines()
+    assert lines[0] == "| claim | statement | measured | rule | verdict |"
+    assert lines[1] == "|---|---|---|---|---|"
+    assert len(lines) == 2 + len(table)
+    assert "a \\| b<br>c" in lines[2]
+    assert all(line.startswith("| ") and line.endswith(" |") for line in lines[2:])

@@ -1,0 +1,123 @@
+"""Tests of the claim figures (itlin.plots): files written, diverged runs marked, missing data noted."""
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from itlin import plots, tables
+
+
+@pytest.fixture(scope="module")
+def metrics():
+    return tables.example_metrics(models=("cnn", "mlp"), Ks=(1, 100, math.inf), seeds=(0, 1), switch_steps=(0, 20),
+                                  steps=200, eval_every=50, diverged=[("cnn", 100.0, 1), ("mlp", 1.0, 0)])
+
+
+def texts_of(fig):
+    """Every legend entry, annotation and text of a figure (its own and its axes')."""
+    found = [text.get_text() for legend in fig.legends for text in legend.get_texts()]
+    found += [text.get_text() for text in fig.texts]
+    for ax in fig.axes:
+        found += [text.get_text() for text in ax.texts]
+        found.append(ax.get_title())
+    return found
+
+
+def draw(name, metrics, folder):
+    """Draw figure ``name`` into ``folder``, check both files are real and non-empty, return the figure."""
+    out_pdf, out_png = folder / f"{name}.pdf", folder / f"{name}.png"
+    fig = plots.FIGURES[name](metrics, out_pdf, out_png)
+    assert out_pdf.read_bytes().startswith(b"%PDF") and out_pdf.stat().st_size > 1000
+    assert out_png.read_bytes().startswith(b"\x89PNG") and out_png.stat().st_size > 1000
+    return fig
+
+
+@pytest.fixture(scope="module")
+def figures(metrics, tmp_path_factory):
+    """Every registered figure drawn once from the shared synthetic metrics."""
+    folder = tmp_path_factory.mktemp("figures")
+    return {name: draw(name, metrics, folder) for name in plots.FIGURES}
+
+
+def test_the_session_figures_are_registered():
+    assert set(plots.FIGURES) == {"training_curves", "accuracy_vs_feature_updates", "network_vs_linearised",
+                                  "linearise_after_t"}
+
+
+@pytest.mark.parametrize(("name", "claim"), [("training_curves", "C1"), ("accuracy_vs_feature_updates", "C1"),
+                                             ("network_vs_linearised", "C2"), ("linearise_after_t", "C4")])
+def test_figure_titled_labelled_and_marks_diverged_runs(figures, name, claim):
+    fig = figures[name]
+    assert fig._suptitle.get_text().startswith(f"{claim}: ")
+    for ax in fig.axes:
+        assert ax.get_xlabel()
+        assert "accuracy (%)" in ax.get_ylabel() or not ax.yaxis.get_visible()  # twin axes carry only x
+    texts = texts_of(fig)
+    assert "diverged run (x: its last finite accuracy)" in texts
+    assert "diverged" in texts  # the annotation next to the marker
+
+
+def test_training_curves_legend_orders_K_and_draws_infinity_black_dashed(figures):
+    fig = figures["training_curves"]
+    labels = [text.get_text() for text in fig.legends[0].get_texts()]
+    assert labels[:3] == ["K = 1 (standard), 1 of 4 runs diverged", "K = 10², 1 of 4 runs diverged", "K = ∞ (linearised)"]
+    infinity = fig.legends[0].legend_handles[2]
+    assert infinity.get_linestyle() == "--" and infinity.get_color() == "black"
+    assert [ax.get_title() for ax in fig.axes] == ["cnn", "mlp"]
+
+
+def test_diverged_marker_sits_at_the_last_step_of_the_run(metrics, figures):
+    cnn = figures["training_curves"].axes[0]
+    offsets = np.concatenate([collection.get_offsets() for collection in cnn.collections if len(collection.get_offsets())])
+    finals = tables.final_metrics(metrics)
+    diverged = finals[(finals["status"] == "diverged") & (finals["model"] == "cnn")].iloc[0]
+    assert any(np.allclose(point, (diverged["step"], 100 * diverged["last_accuracy"])) for point in offsets)
+
+
+def test_network_vs_linearised_has_train_and_test_columns(figures):
+    fig = figures["network_vs_linearised"]
+    assert [ax.get_title() for ax in fig.axes] == ["cnn: train", "cnn: test", "mlp: train", "mlp: test"]
+    assert any(text.startswith("final gap K=1 − K=∞") for text in texts_of(fig))
+
+
+def test_network_vs_linearised_notes_a_missing_K(metrics, tmp_path):
+    fig = draw("network_vs_linearised", metrics[~np.isinf(metrics["K"])], tmp_path)
+    assert "no runs: K = ∞ (linearised)" in texts_of(fig)
+
+
+@pytest.mark.parametrize("name", sorted(plots.FIGURES))
+def test_empty_table_gives_a_note_instead_of_a_crash(metrics, tmp_path, name):
+    fig = draw(name, metrics.iloc[:0], tmp_path)
+    assert any("nothing to" in text for text in texts_of(fig))
+
+
+def test_linearise_after_t_without_switch_runs_says_so(metrics, tmp_path):
+    fig = draw("linearise_after_t", metrics[metrics["switch_step"].isna()], tmp_path)
+    assert any(text.startswith("No switch runs") for text in texts_of(fig))
+
+
+def test_feature_updates_figure_names_K_on_top_axis(figures):
+    top = [ax for ax in figures["accuracy_vs_feature_updates"].axes if not ax.yaxis.get_visible()]
+    assert [label.get_text() for label in top[0].get_xticklabels()] == ["K=1", "K=10²", "K=∞"]
+
+
+def test_mean_interval_is_a_student_t_interval():
+    low, high = plots.mean_interval(np.array([1.0, 2.0, 3.0]))
+    assert (low + high) / 2 == pytest.approx(2.0)
+    assert (high - low) / 2 == pytest.approx(4.302653 * 1.0 / np.sqrt(3), rel=1e-5)
+    assert plots.mean_interval(np.array([5.0])) == (5.0, 5.0)
+
+
+def test_K_colours_sequential_in_K_and_black_for_infinity():
+    colours = plots.K_colours([100.0, 1.0, math.inf, 10.0])
+    assert colours[math.inf] == "black"
+    viridis = plots.plt.get_cmap("viridis")
+    assert [colours[K] for K in (1.0, 10.0, 100.0)] == [viridis(position) for position in np.linspace(0, 0.85, 3)]
+
+
+def test_plotting_modules_do_not_import_jax():
+    code = "import sys, itlin.plots, itlin.claims, itlin.tables; assert 'jax' not in sys.modules, 'jax imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,147 @@
+"""Tests of the metrics schema, its validation and aggregation (itlin.tables)."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from itlin import tables
+
+SPEC_COLUMNS = [
+    "dataset", "model", "K", "switch_step", "seed", "variant", "step", "feature_updates", "split", "evaluator",
+    "loss", "accuracy", "status", "wall_time_s",
+]
+
+
+@pytest.fixture(scope="module")
+def metrics():
+    return tables.example_metrics(models=("cnn", "mlp"), Ks=(1, 100, math.inf), seeds=(0, 1), switch_steps=(10,),
+                                  steps=200, eval_every=50, diverged=[("cnn", 100.0, 1)])
+
+
+def write_runs(metrics, folder):
+    """Write each run of ``metrics`` to its own metrics.parquet, as the train stage does."""
+    paths = []
+    for number, (_, run) in enumerate(metrics.groupby(tables.RUN_KEYS, dropna=False)):
+        path = folder / f"run{number}" / "metrics.parquet"
+        path.parent.mkdir()
+        run.to_parquet(path, index=False)
+        paths.append(path)
+    return paths
+
+
+def test_columns_follow_the_spec_in_order():
+    assert list(tables.METRICS_COLUMNS) == SPEC_COLUMNS
+    assert tables.METRICS_COLUMNS["switch_step"] == "Int64"
+    assert tables.METRICS_COLUMNS["K"] == "float64"
+
+
+def test_aggregate_round_trips_per_run_files(metrics, tmp_path):
+    paths = write_runs(metrics, tmp_path)
+    combined = tables.aggregate(paths)
+    assert len(combined) == len(metrics)
+    for name, dtype in tables.METRICS_COLUMNS.items():
+        if dtype == "str":
+            assert pd.api.types.is_string_dtype(combined[name]), name
+        else:
+            assert str(combined[name].dtype) == dtype, name
+    assert np.isinf(combined["K"]).any()
+    assert combined["switch_step"].isna().any() and (combined["switch_step"] == 10).any()
+    pd.testing.assert_frame_equal(combined, tables.aggregate(paths[::-1]))  # order of files does not matter
+    order = tables.RUN_KEYS + ["step", "split", "evaluator"]
+    pd.testing.assert_frame_equal(combined, metrics.sort_values(order, ignore_index=True, na_position="first"))
+
+
+def test_write_then_read(metrics, tmp_path):
+    path = tmp_path / "tables" / "metrics.parquet"
+    tables.write(metrics, path)
+    pd.testing.assert_frame_equal(tables.read(path), metrics)
+
+
+def test_missing_column_names_file_and_column(metrics, tmp_path):
+    path = tmp_path / "metrics.parquet"
+    metrics.drop(columns="feature_updates").to_parquet(path)
+    with pytest.raises(tables.MetricsSchemaError, match=r"metrics\.parquet.*feature_updates"):
+        tables.aggregate([path])
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("split", "validation", "validation"),
+        ("evaluator", "kernel", "kernel"),
+        ("status", "crashed", "crashed"),
+        ("K", 0.5, ">= 1"),
+        ("K", 2.5, "integer >= 1"),
+        ("K", "ten", "numeric"),
+        ("seed", np.nan, "missing"),
+        ("step", 1.5, "non-integer"),
+        ("switch_step", 2.5, "non-integer"),
+        ("accuracy", 1.7, r"\[0, 1\]"),
+        ("model", None, "text"),
+    ],
+)
+def test_wrong_value_names_file_and_column(metrics, column, value, message):
+    broken = metrics.astype({column: "object"})
+    broken.loc[3, column] = value
+    with pytest.raises(tables.MetricsSchemaError, match=rf"bad_run/metrics\.parquet: column '{column}'.*{message}"):
+        tables.validate(broken, source="results/runs/bad_run/metrics.parquet")
+
+
+def test_wrong_value_in_a_file_is_reported_by_aggregate(metrics, tmp_path):
+    good, bad = tmp_path / "good.parquet", tmp_path / "bad.parquet"
+    metrics[metrics["model"] == "cnn"].to_parquet(good)
+    metrics[metrics["model"] == "mlp"].assign(split="validation").to_parquet(bad)
+    with pytest.raises(tables.MetricsSchemaError, match=r"bad\.parquet: column 'split'"):
+        tables.aggregate([good, bad])
+
+
+def test_untyped_all_missing_switch_step_is_accepted(metrics, tmp_path):
+    period = metrics[metrics["switch_step"].isna()].astype({"switch_step": "object"})
+    period["switch_step"] = None
+    path = tmp_path / "metrics.parquet"
+    period.to_parquet(path)
+    assert tables.aggregate([path])["switch_step"].dtype == "Int64"
+
+
+def test_duplicate_measurements_name_both_files(metrics, tmp_path):
+    first, second = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    metrics.to_parquet(first)
+    metrics.head(4).to_parquet(second)
+    with pytest.raises(tables.MetricsSchemaError, match=r"more than once.*a\.parquet.*b\.parquet"):
+        tables.aggregate([first, second])
+
+
+def test_aggregate_needs_files():
+    with pytest.raises(ValueError, match="no metrics files"):
+        tables.aggregate([])
+
+
+def test_final_metrics_one_row_per_run_and_diverged_has_no_final_accuracy(metrics):
+    finals = tables.final_metrics(metrics)
+    assert len(finals) == len(metrics.drop_duplicates(tables.RUN_KEYS))
+    diverged = finals[finals["status"] == "diverged"]
+    assert len(diverged) == 1
+    assert diverged["accuracy"].isna().all() and diverged["last_accuracy"].notna().all()
+    assert int(diverged["step"].iloc[0]) == 100  # the diverged step, half-way through 200 steps
+    completed = finals[finals["status"] == "ok"]
+    assert (completed["step"] == 200).all() and completed["accuracy"].notna().all()
+
+
+def test_example_metrics_hits_requested_final_accuracy():
+    metrics = tables.example_metrics(models=("cnn",), Ks=(1,), seeds=(0,), switch_steps=(), noise=0.0,
+                                     final_accuracy=lambda model, K, t: 0.77)
+    assert tables.final_metrics(metrics)["accuracy"].iloc[0] == pytest.approx(0.77)
+
+
+@pytest.mark.parametrize(("K", "text"), [(1, "1"), (10, "10"), (100, "10²"), (20000, "2·10⁴"), (150, "150"),
+                                          (math.inf, "∞")])
+def test_format_K(K, text):
+    assert tables.format_K(K) == text
+
+
+def test_group_labels_name_variant_only_when_several(metrics):
+    assert set(tables.group_labels(metrics)) == {"cnn", "mlp"}
+    mixed = pd.concat([metrics, metrics.assign(variant="augment")])
+    assert set(tables.group_labels(mixed)) == {"cnn / base", "cnn / augment", "mlp / base", "mlp / augment"}
