@@ -55,10 +55,10 @@ def test_K1_is_standard_training(run_config, tiny_data_16, name):
         return optax.apply_updates(params, updates), opt_state, loss
 
     params, opt_state = trainer.model.params, optimizer.init(trainer.model.params)
-    state = trainer.init_state()
+    state, one_step = trainer.init_state(), train.block_runner(trainer.train_step, 1)
     for step in range(steps):
         params, opt_state, loss = standard_step(params, opt_state, step)
-        state = trainer.step(state, train_data, schedule)
+        state = one_step(state, train_data, schedule)
         np.testing.assert_allclose(state.last_loss, loss, rtol=1e-5)
     assert_trees_close(state.params, params)
     assert int(state.feature_updates) == steps - 1
@@ -100,8 +100,7 @@ def test_f_lin_is_the_first_order_taylor_model():
 def test_K_infinity_never_moves_the_linearisation_point(run_config):
     trainer, train_data = trainer_for(run_config(K="inf"))
     state, schedule = trainer.init_state(), trainer.schedule()
-    for _ in range(20):
-        state = trainer.step(state, train_data, schedule)
+    state = train.block_runner(trainer.train_step, 20)(state, train_data, schedule)
     assert all(jax.tree.leaves(jax.tree.map(jnp.array_equal, state.params_lin, trainer.model.params)))
     assert not all(jax.tree.leaves(jax.tree.map(jnp.array_equal, state.params, trainer.model.params)))
     assert int(state.feature_updates) == 0
