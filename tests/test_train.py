@@ -169,21 +169,25 @@ def _command(config_path, out, scratch):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_from_its_checkpoint(run_config, tmp_path):
-    """SIGKILL a run after its first checkpoint; the same command resumes and ends where an uninterrupted run ends."""
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
+def test_stopped_run_resumes_from_its_checkpoint(run_config, tmp_path, stop):
+    """Stop a run after its first checkpoint (SIGKILL: a crash; SIGTERM: SLURM's pre-emption, which
+    checkpoints and exits 143); the same command resumes and ends where an uninterrupted run ends."""
     config = run_config(K=10, steps=3000, eval_every=500, checkpoint_every=500, scan_steps=50)
     config_path = tmp_path / "run.yaml"
     config_path.write_text(yaml.safe_dump(config))
     checkpoints = tmp_path / "scratch" / "checkpoints"
     process = subprocess.Popen(_command(config_path, tmp_path / "out", tmp_path / "scratch"),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not any(p.name.isdigit() for p in checkpoints.glob("*")) and time.monotonic() < deadline:
         assert process.poll() is None, "the run ended before its first checkpoint"
         time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.send_signal(stop)
+    _, stderr = process.communicate()
     assert not (tmp_path / "out" / "metrics.parquet").exists()
+    if stop == signal.SIGTERM:
+        assert process.returncode == 143 and "checkpoint written at step" in stderr
 
     resumed = subprocess.run(_command(config_path, tmp_path / "out", tmp_path / "scratch"),
                              capture_output=True, text=True, env=os.environ | {"JAX_PLATFORMS": "cpu"}, check=True)

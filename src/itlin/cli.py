@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 from pathlib import Path
 
 import yaml
@@ -53,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     from itlin import train as training
 
     config = training.load_config(args.config)
-    status = training.run(config, args.out, args.scratch)
+    try:
+        status = training.run(config, args.out, args.scratch)
+    except training.Preempted as stop:
+        log.warning("%s", stop)
+        return 128 + signal.SIGTERM  # the shell's code for "ended by SIGTERM": a scheduler retries it
     log.info("status: %s", status)
     return 0  # a diverged run is a result, not a failure: the pipeline goes on
 

@@ -15,7 +15,9 @@ import logging
 import math
 import platform
 import shutil
+import signal
 import sys
+import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -393,6 +395,7 @@ def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None) -> st
     status, diverged_step = "ok", None
     clock = time.perf_counter() - elapsed
 
+    termination = _TerminationRequest()
     bar = tqdm(total=config.steps, initial=step, unit="step", desc=f"{config.model_label} K={config.to_dict()['K']}",
                disable=None, dynamic_ncols=True)
     resumed_step = step if step > 0 else None  # its evaluation and snapshot precede its checkpoint
@@ -416,11 +419,17 @@ def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None) -> st
             break
         if step > 0 and step % config.checkpoint_every == 0 and step > checkpoints.latest:
             checkpoints.save(step, state, rows, time.perf_counter() - clock)
+        if termination.requested:
+            checkpoints.save(step, state, rows, time.perf_counter() - clock)
+            checkpoints.close()
+            bar.close()
+            raise Preempted(f"SIGTERM: checkpoint written at step {step}; run the same command again to resume")
         state = trainer.run_block(state, train_data, schedule)
         step += config.scan_steps
         bar.update(config.scan_steps)
     bar.close()
     checkpoints.close()
+    termination.restore()
 
     wall_time = time.perf_counter() - clock
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -447,6 +456,29 @@ def _report_progress(bar, step: int, steps: int, loss: float, feature_updates: i
                  step, steps, loss, test_accuracy, feature_updates)
     else:
         bar.set_postfix(loss=f"{loss:.4f}", test_acc=f"{test_accuracy:.3f}", feature_updates=feature_updates)
+
+
+class Preempted(Exception):
+    """The run was asked to stop (SIGTERM) and left a checkpoint to resume from."""
+
+
+class _TerminationRequest:
+    """Notes SIGTERM (sent by SLURM on pre-emption or at the time limit) so the run can
+    checkpoint at the next block boundary instead of losing the steps since the last one."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._note)
+
+    def _note(self, signum, frame) -> None:
+        log.warning("SIGTERM received: checkpointing at the end of this block")
+        self.requested = True
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 class _Checkpoints:
