@@ -1,0 +1,205 @@
+"""Workflow tests: lint, the DAG of every config, config validation before any job, incremental
+reruns, and the tiny config end to end. Each test runs Snakemake on a copy of the workflow in a
+temporary folder, so the repository never gets a .snakemake/ or results/ of its own."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CLAIM_IDS = ["C1", "C2", "C3", "C4", "C5", "C6", "S1", "S2"]
+FIGURES = ["training_curves", "accuracy_vs_feature_updates", "network_vs_linearised", "linearise_after_t"]
+
+
+def load_config(name: str) -> dict:
+    return yaml.safe_load((ROOT / "config" / name).read_text())
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A copy of the workflow (Snakefile, rules, configs, profile, environment, library sources)."""
+    for name in ("Snakefile", "environment.yml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    for name in ("workflow", "config", "profiles", "src"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return tmp_path
+
+
+def snakemake(workdir: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run Snakemake (of this interpreter) in ``workdir``; jobs call the same interpreter's itlin."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env, capture_output=True, text=True,
+        timeout=timeout,
+    )
+
+
+def planned_jobs(workdir: Path, *args: str) -> tuple[dict[str, int], str]:
+    """Rule -> number of jobs of a dry run (empty when there is nothing to do), and its output."""
+    result = snakemake(workdir, "--dry-run", *args)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    if "Nothing to be done" in output:
+        return {}, output
+    table = output[output.index("Job stats:"):]
+    table = table[: table.index("\ntotal")]
+    return {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.MULTILINE)}, output
+
+
+def expected_jobs(config: dict) -> dict[str, int]:
+    """The job counts of the whole pipeline, computed from a config."""
+    per_schedule = len(config["seeds"]) * len(config["variants"])
+    runs = len(config["models"]) * len(config["K"]) * per_schedule
+    runs += len(config["switch"]["models"]) * len(config["switch"]["steps"]) * per_schedule
+    jobs = {"prepare_data": 1, "run_config": runs, "train": runs, "aggregate": 1, "aggregate_sweep": 1,
+            "claims": 1, "all": 1}
+    jobs.update({figure: 1 for figure in config["figures"]})
+    return jobs
+
+
+def test_lint_is_clean(workdir: Path):
+    result = snakemake(workdir, "--lint")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Lints for" not in output, output
+
+
+@pytest.mark.parametrize("config_name, runs", [("config.yaml", 36), ("paper.yaml", 156), ("test.yaml", 3)])
+def test_dry_run_builds_every_job_of_the_config(workdir: Path, config_name: str, runs: int):
+    config = load_config(config_name)
+    args = [] if config_name == "config.yaml" else ["--configfile", f"config/{config_name}"]
+    jobs, output = planned_jobs(workdir, *args)
+    assert jobs == expected_jobs(config)
+    assert jobs["train"] == runs
+    if config_name == "paper.yaml":  # replaces the default config instead of being merged into it
+        assert "results/runs/cifar10/resnet18/K50000/seed2/augment/metrics.parquet" in output
+        assert "/mlp/" not in output and "digits" not in output
+
+
+def test_default_config_is_the_embedded_digits_design():
+    config = load_config("config.yaml")
+    assert config["dataset"]["name"] == "digits"
+    assert set(config["models"]) == {"mlp", "cnn", "cnn_deep"}
+    assert config["models"]["cnn_deep"]["kwargs"]["depth"] > config["models"]["cnn"]["kwargs"]["depth"]
+    assert config["K"] == [1, 10, 100, 1000, float("inf")]
+    assert config["resources"]["gpu"] == 0
+    assert config["figures"] == FIGURES
+
+
+def test_paper_config_is_the_cifar10_design():
+    config = load_config("paper.yaml")
+    assert config["dataset"]["name"] == "cifar10"
+    assert {model["name"] for model in config["models"].values()} == {"cnn", "resnet18"}
+    assert config["K"] == [1, 10, 100, 1000, 10000, 20000, 50000, float("inf")]
+    assert config["training"]["steps"] == 100_000
+    assert config["training"]["optimizer"] == {"name": "adam", "learning_rate": 1e-3, "momentum": 0.0,
+                                               "schedule": "constant"}
+    assert len(config["seeds"]) == 3
+    assert sorted(variant["augment"] for variant in config["variants"].values()) == [False, True]
+    assert config["resources"]["gpu"] == 1
+
+
+def test_schema_names_the_library_registries():
+    """The schema's fixed lists are those of the library (models) or a subset of them (figures)."""
+    from itlin import models, plots
+
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    model_schema = schema["properties"]["models"]["additionalProperties"]["properties"]["name"]
+    assert sorted(model_schema["enum"]) == sorted(models.MODELS)
+    assert set(schema["properties"]["figures"]["items"]["enum"]) <= set(plots.FIGURES)
+
+
+def test_one_figure_builds_only_what_it_needs(workdir: Path):
+    config = load_config("config.yaml")
+    sweep_runs = len(config["models"]) * len(config["K"]) * len(config["seeds"]) * len(config["variants"])
+    jobs, _ = planned_jobs(workdir, "figures/accuracy_vs_feature_updates.pdf")
+    assert jobs == {"prepare_data": 1, "run_config": sweep_runs, "train": sweep_runs, "aggregate_sweep": 1,
+                    "accuracy_vs_feature_updates": 1}
+    assert planned_jobs(workdir, "accuracy_vs_feature_updates")[0] == jobs
+
+
+def _mutate(config: dict, path: str, value) -> None:
+    *parents, leaf = path.split(".")
+    for key in parents:
+        config = config[key]
+    config[leaf] = value
+
+
+@pytest.mark.parametrize(
+    "path, value, named",
+    [
+        ("models.mlp.name", "transformer", "['models']['mlp']['name']"),
+        ("K", [0, float("inf")], "['K'][0]"),
+        ("training.eval_evry", 50, "'eval_evry' was unexpected"),
+        ("switch.steps", [500], "switch.steps[0]"),
+        ("switch.models", ["cnn"], "switch.models[0]"),
+        ("training.eval_every", 55, "training.eval_every"),
+    ],
+)
+def test_invalid_config_is_rejected_before_any_job(workdir: Path, path: str, value, named: str):
+    config = load_config("test.yaml")
+    _mutate(config, path, value)
+    (workdir / "bad.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "--cores", "1", "--configfile", "bad.yaml")
+    assert result.returncode != 0
+    assert named in result.stdout + result.stderr
+    assert not (workdir / "resources").exists() and not (workdir / "results").exists()
+
+
+@pytest.mark.slow
+def test_tiny_config_runs_end_to_end_and_reruns_only_what_changed(workdir: Path):
+    from itlin import tables
+
+    result = snakemake(workdir, "--configfile", "config/test.yaml", timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    for figure in FIGURES:
+        assert (workdir / "figures" / f"{figure}.pdf").read_bytes().startswith(b"%PDF")
+        assert (workdir / "figures" / f"{figure}.png").read_bytes().startswith(b"\x89PNG")
+    claims = (workdir / "results" / "claims.md").read_text()
+    for claim in CLAIM_IDS:
+        assert re.search(rf"^\| {claim} \|", claims, flags=re.MULTILINE), claim
+    metrics = tables.read(workdir / "results" / "tables" / "metrics.parquet")
+    sweep = tables.read(workdir / "results" / "tables" / "metrics_sweep.parquet")
+    assert list(metrics.columns) == list(tables.METRICS_COLUMNS)
+    runs = metrics[["model", "K", "switch_step"]].drop_duplicates()
+    assert len(runs) == 3 and set(runs["K"]) == {1.0, float("inf")}
+    assert metrics["switch_step"].dropna().unique().tolist() == [50]
+    assert sweep["switch_step"].isna().all() and len(sweep) < len(metrics)
+    run_folder = workdir / "results" / "runs" / "digits" / "mlp" / "Kinf" / "seed0" / "base"
+    assert yaml.safe_load((run_folder / "config.yaml").read_text())["K"] == float("inf")
+    assert (run_folder / "run.json").is_file() and any((run_folder / "snapshots").iterdir())
+
+    test_config = ["--configfile", "config/test.yaml"]
+    assert planned_jobs(workdir, *test_config)[0] == {}
+
+    # Restyling a figure redraws the figures and retrains nothing (Snakemake ignores a mere touch).
+    plotting_code = workdir / "src" / "itlin" / "plots.py"
+    plotting_code.write_text(plotting_code.read_text() + "\n# restyled\n")
+    assert planned_jobs(workdir, *test_config)[0] == {**{figure: 1 for figure in FIGURES}, "all": 1}
+
+    # Adding one K adds only that K's runs (and redoes the cheap tables, figures and claims).
+    config = load_config("test.yaml")
+    config["K"] = [1, 10, float("inf")]
+    (workdir / "more_K.yaml").write_text(yaml.safe_dump(config))
+    jobs, _ = planned_jobs(workdir, "--configfile", "more_K.yaml")
+    assert jobs == {"run_config": 1, "train": 1, "aggregate": 1, "aggregate_sweep": 1, "claims": 1, "all": 1,
+                    **{figure: 1 for figure in FIGURES}}
+
+    report = snakemake(workdir, *test_config, "--report", "report.html")
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert "Claim C4" in (workdir / "report.html").read_text()
+
+    # A failing job leaves its traceback in its log (and fails the pipeline).
+    (workdir / "results" / "tables" / "metrics_sweep.parquet").write_bytes(b"not a parquet file")
+    failed = snakemake(workdir, "figures/training_curves.pdf", *test_config)  # --configfile takes 1+ files
+    assert failed.returncode != 0
+    assert "Traceback" in (workdir / "results" / "logs" / "figures" / "training_curves.log").read_text()

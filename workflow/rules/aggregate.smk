@@ -1,0 +1,38 @@
+"""Stage 3: the runs' metrics in tidy tables of one schema (itlin.tables.METRICS_COLUMNS).
+
+metrics.parquet holds every run (claims, linearise_after_t); metrics_sweep.parquet only the
+K sweep, so that the sweep figures never wait for (or rerun after) the switch runs."""
+
+
+rule aggregate:
+    localrule: True
+    input:
+        metrics=metrics_files(SWEEP_RUNS + SWITCH_RUNS),
+        code=library_source("tables"),
+    output:
+        table="results/tables/metrics.parquet",
+    conda:
+        "../../environment.yml"
+    log:
+        "results/logs/aggregate/metrics.log",
+    benchmark:
+        "results/benchmarks/aggregate/metrics.tsv"
+    script:
+        "../scripts/aggregate.py"
+
+
+rule aggregate_sweep:
+    localrule: True
+    input:
+        metrics=metrics_files(SWEEP_RUNS),
+        code=library_source("tables"),
+    output:
+        table="results/tables/metrics_sweep.parquet",
+    conda:
+        "../../environment.yml"
+    log:
+        "results/logs/aggregate/metrics_sweep.log",
+    benchmark:
+        "results/benchmarks/aggregate/metrics_sweep.tsv"
+    script:
+        "../scripts/aggregate.py"

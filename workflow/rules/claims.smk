@@ -1,0 +1,16 @@
+"""Stage 5: the paper's claims checked against the tables, one row per claim of PAPER.md."""
+
+
+rule claims:
+    localrule: True
+    input:
+        table="results/tables/metrics.parquet",
+        code=library_source("claims"),
+    output:
+        report("results/claims.md", caption="../report/claims.rst", category="Claims"),
+    conda:
+        "../../environment.yml"
+    log:
+        "results/logs/claims/claims.log",
+    script:
+        "../scripts/claims.py"

@@ -1,0 +1,48 @@
+"""Stage 2: one training run per (model, schedule, seed, variant); the run config is a file of
+its own, written from params, so changing one config value reruns exactly the runs it affects."""
+
+
+rule run_config:
+    localrule: True
+    output:
+        f"results/runs/{RUN}/config.yaml",
+    params:
+        run=run_settings,
+    conda:
+        "../../environment.yml"
+    log:
+        f"results/logs/run_config/{RUN}.log",
+    script:
+        "../scripts/write_run_config.py"
+
+
+rule train:
+    input:
+        config=f"results/runs/{RUN}/config.yaml",
+        data="resources/data/{dataset}.npz",
+    output:
+        metrics=f"results/runs/{RUN}/metrics.parquet",
+        run=f"results/runs/{RUN}/run.json",
+        snapshots=directory(f"results/runs/{RUN}/snapshots"),
+    params:
+        out=subpath(output.metrics, parent=True),
+        # Checkpoints live outside the declared outputs, which Snakemake deletes when a job
+        # fails: a killed or pre-empted run resumes from its last checkpoint.
+        scratch=f"results/scratch/{RUN}",
+        # Every run of a model compiles the same programs (K is traced): compile once, reuse.
+        compilation_cache="results/jax_cache",
+    conda:
+        "../../environment.yml"
+    log:
+        f"results/logs/train/{RUN}.log",
+    benchmark:
+        f"results/benchmarks/train/{RUN}.tsv"
+    threads: config["resources"]["threads"]
+    resources:
+        mem_mb=train_mem_mb,
+        runtime=train_runtime_minutes,
+        gpu=config["resources"]["gpu"],
+    shell:
+        "JAX_COMPILATION_CACHE_DIR={params.compilation_cache}"
+        " python -m itlin train --config {input.config} --out {params.out}"
+        " --scratch {params.scratch} > {log} 2>&1"

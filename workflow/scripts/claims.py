@@ -1,0 +1,12 @@
+"""Snakemake adapter: check the paper's claims against the metrics table (itlin.claims)."""
+
+import sys
+from pathlib import Path
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)  # tracebacks land in the log too
+
+from itlin import claims, tables  # noqa: E402
+
+verdicts = claims.evaluate(tables.read(Path(snakemake.input.table)))
+Path(snakemake.output[0]).write_text(claims.to_markdown(verdicts))
+print(verdicts.to_string())
