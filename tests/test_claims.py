@@ -48,9 +48,9 @@ def test_later_stage_claims_are_not_measured_and_say_why():
 
 
 def test_a_given_table_without_a_check_is_still_not_measured():
-    table = claims.evaluate(make_metrics(accuracies()), {"ntk": pd.DataFrame()}).set_index("claim")
-    assert table.loc["C3", "verdict"] == "not measured"
-    assert "check is not implemented yet" in table.loc["C3", "measured"]
+    table = claims.evaluate(make_metrics(accuracies()), {"gauss_newton": pd.DataFrame()}).set_index("claim")
+    assert table.loc["C5", "verdict"] == "not measured"
+    assert "check is not implemented yet" in table.loc["C5", "measured"]
 
 
 def test_c2_supported_when_linearised_is_clearly_worse():
@@ -133,3 +133,56 @@ def test_to_markdown_renders_every_row_and_escapes_pipes():
     assert len(lines) == 2 + len(table)
     assert "a \\| b<br>c" in lines[2]
     assert all(line.startswith("| ") and line.endswith(" |") for line in lines[2:])
+
+
+# ---------------------------------------------------------------- C3, S1, S2 (NTK table)
+
+
+def ntk_verdicts(**example):
+    ntk = tables.example_ntk(**{"Ks": (1, 100, math.inf), "seeds": (0, 1), **example})
+    return claims.evaluate(make_metrics(accuracies()), {"ntk": ntk}).set_index("claim")
+
+
+def test_ntk_claims_supported_when_the_kernel_moves_early_aligns_and_specialises():
+    table = ntk_verdicts()
+    for claim in ("C3", "S1", "S2"):
+        assert table.loc[claim, "verdict"] == "supported", table.loc[claim, "measured"]
+    assert "K=∞ 0.000" in table.loc["C3", "measured"]
+    assert "deeper faster: True, larger: True" in table.loc["S1", "measured"]
+
+
+def test_c3_and_s1_not_supported_when_the_change_is_late():
+    table = ntk_verdicts(time_constant=0.5)  # a quarter of the final change by 10% of training
+    assert table.loc["C3", "verdict"] == "not supported"
+    assert table.loc["S1", "verdict"] == "not supported"
+
+
+@pytest.mark.parametrize("distance", [claims.C3_MIN_DISTANCE * 0.5, claims.C3_MIN_DISTANCE * 2])
+def test_c3_follows_the_minimum_distance(distance):
+    table = ntk_verdicts(final_distance=lambda model, K: 0.0 if math.isinf(K) else distance)
+    assert table.loc["C3", "verdict"] == ("supported" if distance >= claims.C3_MIN_DISTANCE else "not supported")
+
+
+def test_s1_not_supported_when_the_deeper_model_aligns_less():
+    table = ntk_verdicts(alignment_gain=lambda model, K: 0.0 if math.isinf(K) else (0.2 if model == "cnn_deep" else 0.4))
+    assert table.loc["S1", "verdict"] == "not supported"
+    assert "larger: False" in table.loc["S1", "measured"]
+
+
+def test_s1_judges_the_rise_alone_with_one_depth_per_architecture():
+    table = ntk_verdicts(depths={"cnn": 2, "mlp_wide": 2})
+    assert table.loc["S1", "verdict"] == "supported"
+    assert "not compared (one depth per architecture)" in table.loc["S1", "measured"]
+
+
+def test_s2_needs_more_specialisation_than_the_linearised_model():
+    table = ntk_verdicts(specialisation_gain=lambda model, K: claims.S2_MIN_CONTRAST_GAIN / 2)
+    assert table.loc["S2", "verdict"] == "not supported"
+    without_linearised = ntk_verdicts(Ks=(1, 100))
+    assert without_linearised.loc["S2", "verdict"] == "not measured"
+
+
+def test_ntk_claims_not_measured_on_an_empty_ntk_table():
+    ntk = tables.example_ntk().iloc[:0]
+    table = claims.evaluate(make_metrics(accuracies()), {"ntk": ntk}).set_index("claim")
+    assert (table.loc[["C3", "S1", "S2"], "verdict"] == "not measured").all()

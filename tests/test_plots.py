@@ -121,3 +121,66 @@ def test_K_colours_sequential_in_K_and_black_for_infinity():
 def test_plotting_modules_do_not_import_jax():
     code = "import sys, itlin.plots, itlin.claims, itlin.tables; assert 'jax' not in sys.modules, 'jax imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------- NTK figures
+
+
+@pytest.fixture(scope="module")
+def ntk_table():
+    return tables.example_ntk(Ks=(1, 100, math.inf), seeds=(0, 1), noise=0.01)
+
+
+def draw_ntk(name, ntk, folder):
+    """Draw NTK figure ``name`` into ``folder``, check both files are real and non-empty, return the figure."""
+    out_pdf, out_png = folder / f"{name}.pdf", folder / f"{name}.png"
+    fig = plots.NTK_FIGURES[name](ntk, out_pdf, out_png)
+    assert out_pdf.read_bytes().startswith(b"%PDF") and out_pdf.stat().st_size > 1000
+    assert out_png.read_bytes().startswith(b"\x89PNG") and out_png.stat().st_size > 1000
+    return fig
+
+
+@pytest.fixture(scope="module")
+def ntk_figures(ntk_table, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ntk_figures")
+    return {name: draw_ntk(name, ntk_table, folder) for name in plots.NTK_FIGURES}
+
+
+@pytest.mark.parametrize(("name", "claim"), [("ntk_distance", "C3"), ("kernel_alignment", "S1"),
+                                             ("kernel_specialisation", "S2")])
+def test_ntk_figures_are_titled_with_their_claim_and_labelled(ntk_figures, name, claim):
+    fig = ntk_figures[name]
+    assert fig._suptitle.get_text().startswith(f"{claim}: ")
+    for ax in fig.axes:
+        if ax.get_label() != "<colorbar>":
+            assert ax.get_xlabel() and ax.get_ylabel()
+
+
+def test_ntk_distance_draws_linearised_training_flat_at_zero_black_dashed(ntk_figures):
+    fig = ntk_figures["ntk_distance"]
+    assert [ax.get_title() for ax in fig.axes] == ["cnn: kernel distance from θ₀", "cnn: kernel velocity",
+                                                   "cnn_deep: kernel distance from θ₀", "cnn_deep: kernel velocity"]
+    dashed = [line for line in fig.axes[0].get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == 1 and dashed[0].get_color() == "black"
+    assert np.all(dashed[0].get_ydata() == 0)
+    assert fig.axes[0].get_xscale() == "symlog"
+
+
+def test_kernel_alignment_compares_depths_under_K1(ntk_figures):
+    fig = ntk_figures["kernel_alignment"]
+    assert [ax.get_title() for ax in fig.axes] == ["cnn", "cnn_deep", "K = 1 (standard), by model"]
+    assert {"K = 1: cnn (depth 2)", "K = 1: cnn_deep (depth 4)"} <= set(texts_of(fig))
+
+
+def test_kernel_specialisation_shows_K1_against_Kinf_and_notes_missing_runs(ntk_figures, ntk_table, tmp_path):
+    titles = [ax.get_title() for ax in ntk_figures["kernel_specialisation"].axes if ax.get_title()]
+    assert titles[0].startswith("cnn: K = 1 (standard network)\nstep 1000, contrast +0.300")
+    assert titles[1].startswith("cnn: K = ∞ (linearised)\nstep 1000, contrast +0.000")
+    fig = draw_ntk("kernel_specialisation", ntk_table[~np.isinf(ntk_table["K"])], tmp_path)
+    assert "no runs: K = ∞ (linearised)" in texts_of(fig)
+
+
+@pytest.mark.parametrize("name", sorted(plots.NTK_FIGURES))
+def test_empty_ntk_table_gives_a_note_instead_of_a_crash(ntk_table, tmp_path, name):
+    fig = draw_ntk(name, ntk_table.iloc[:0], tmp_path)
+    assert any("nothing to" in text for text in texts_of(fig))

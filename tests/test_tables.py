@@ -145,3 +145,62 @@ def test_group_labels_name_variant_only_when_several(metrics):
     assert set(tables.group_labels(metrics)) == {"cnn", "mlp"}
     mixed = pd.concat([metrics, metrics.assign(variant="augment")])
     assert set(tables.group_labels(mixed)) == {"cnn / base", "cnn / augment", "mlp / base", "mlp / augment"}
+
+
+# ---------------------------------------------------------------- NTK tables
+
+
+@pytest.fixture(scope="module")
+def ntk_table():
+    return tables.example_ntk(Ks=(1, math.inf), seeds=(0, 1), num_snapshots=5)
+
+
+def test_ntk_columns_and_dtypes(ntk_table):
+    assert list(ntk_table.columns) == list(tables.NTK_COLUMNS)
+    assert {tables.NTK_COLUMNS[c] for c in ("depth", "switch_step", "output_class", "target_class")} == {"Int64"}
+    assert set(ntk_table["metric"]) == set(tables.NTK_METRICS) and set(ntk_table["point"]) == set(tables.NTK_POINTS)
+
+
+def test_aggregate_ntk_round_trips_and_names_duplicates(ntk_table, tmp_path):
+    paths = []
+    for number, (_, run) in enumerate(ntk_table.groupby(tables.RUN_KEYS, dropna=False)):
+        paths.append(tmp_path / f"run{number}.parquet")
+        tables.write_ntk(run, paths[-1])
+    combined = tables.aggregate_ntk(paths)
+    assert len(combined) == len(ntk_table) and list(combined.columns) == list(tables.NTK_COLUMNS)
+    pd.testing.assert_frame_equal(tables.read_ntk(paths[0]), tables.validate_ntk(pd.read_parquet(paths[0]), "x"))
+    with pytest.raises(tables.MetricsSchemaError, match=r"more than once.*run0\.parquet"):
+        tables.aggregate_ntk(paths + paths[:1])
+    with pytest.raises(ValueError, match="no NTK files"):
+        tables.aggregate_ntk([])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"point": "theta"}, "column 'point' has value"),
+        ({"metric": "rank"}, "column 'metric' has value"),
+        ({"K": 0.0}, "column 'K'"),
+        ({"probe_size": 0}, "column 'probe_size' has values below 1"),
+    ],
+)
+def test_wrong_ntk_value_names_source_and_column(ntk_table, change, message):
+    broken = ntk_table.assign(**change)
+    with pytest.raises(tables.MetricsSchemaError, match=rf"results/ntk/bad\.parquet: {message}"):
+        tables.validate_ntk(broken, source="results/ntk/bad.parquet")
+
+
+def test_class_columns_are_set_exactly_on_specialisation_rows(ntk_table):
+    broken = ntk_table.copy()
+    broken.loc[broken["metric"] == "alignment", "output_class"] = 0
+    with pytest.raises(tables.MetricsSchemaError, match="'output_class' must be set on 'specialisation' rows"):
+        tables.validate_ntk(broken, source="ntk")
+    with pytest.raises(tables.MetricsSchemaError, match=r"missing column\(s\) \['value'\]"):
+        tables.validate_ntk(ntk_table.drop(columns="value"), source="ntk")
+
+
+def test_example_ntk_keeps_the_linearised_kernel_fixed(ntk_table):
+    fixed = ntk_table[np.isinf(ntk_table["K"]) & (ntk_table["point"] == "linearisation")]
+    assert (fixed.loc[fixed["metric"].isin(["distance_from_init", "velocity"]), "value"] == 0).all()
+    moving = ntk_table[(ntk_table["K"] == 1) & (ntk_table["metric"] == "distance_from_init")]
+    assert moving["value"].max() > 0.3

@@ -2,9 +2,10 @@
 
 Each claim has a decision rule with an explicit threshold (module constants below). All
 accuracies are final test accuracies of the trained (linear) evaluator, averaged over seeds;
-diverged runs are excluded from the means and reported. A claim is judged per model (model,
-dataset and variant group) and is 'supported' only if it holds for every model measured.
-No JAX is imported here.
+diverged runs are excluded from the means and reported. The kernel claims (C3, S1, S2) read the
+NTK table (``tables.NTK_COLUMNS``), the kernel of the trained linear model averaged over seeds.
+A claim is judged per model (model, dataset and variant group) and is 'supported' only if it
+holds for every model measured. No JAX is imported here.
 """
 
 from __future__ import annotations
@@ -28,6 +29,19 @@ C4_TOLERANCE_PT = 1.0
 """C4: largest drop (points) between consecutive switch steps still counted as non-decreasing; also
 the distance to K = 1 at which a switch step counts as having recovered standard training."""
 
+EARLY_PHASE_FRACTION = 0.1
+"""C3, S1: the early phase of training is its first this fraction of steps."""
+MIN_EARLY_SHARE = 0.5
+"""C3, S1: at least this share of the final change must have happened by the end of the early phase."""
+C3_MIN_DISTANCE = 0.1
+"""C3: the K = 1 kernel must end at least this kernel distance from its initial value (0: unchanged
+up to scale, 1: orthogonal; Fort et al. 2020 report ~0.3-0.6 for CIFAR-10 ResNets)."""
+S1_MIN_GAIN = 0.05
+"""S1: K = 1 centred kernel-target alignment must rise by at least this much over training."""
+S2_MIN_CONTRAST_GAIN = 0.05
+"""S2: the specialisation contrast (diagonal minus off-diagonal mean of the class-specialisation
+matrix) of K = 1 at the end must exceed that of K = ∞ by more than this."""
+
 VERDICTS = ("supported", "not supported", "not measured")
 COLUMNS = ["claim", "statement", "measured", "rule", "verdict"]
 
@@ -36,8 +50,9 @@ COLUMNS = ["claim", "statement", "measured", "rule", "verdict"]
 class Claim:
     """One claim of PAPER.md: its statement, decision rule, and the check measuring it.
 
-    ``check(metrics)`` returns (measured, verdict); ``None`` while the stage producing the
-    claim's measurements (``needs``, a table name passed to ``evaluate``) does not exist.
+    ``check(table)`` takes the table named by ``needs`` (``metrics``, or a table passed to
+    ``evaluate`` such as ``ntk``) and returns (measured, verdict); ``None`` while the stage
+    producing the claim's measurements does not exist.
     """
 
     id: str
@@ -53,15 +68,14 @@ def evaluate(metrics: pd.DataFrame, measurements: Mapping[str, pd.DataFrame] | N
     ``measurements`` holds the tables of later stages by name (e.g. ``{"ntk": ...}``); a claim
     whose check or table is missing is 'not measured', with the reason in ``measured``.
     """
-    metrics = tables.validate(metrics, "metrics")
-    measurements = measurements or {}
+    available = {**(measurements or {}), "metrics": tables.validate(metrics, "metrics")}
     rows = []
     for claim in CLAIMS:
-        if claim.check is None:
-            given = "given, but its check is not implemented yet" if claim.needs in measurements else "not produced yet"
+        if claim.check is None or claim.needs not in available:
+            given = "given, but its check is not implemented yet" if claim.needs in available else "not produced yet"
             measured, verdict = f"needs the '{claim.needs}' table ({given})", "not measured"
         else:
-            measured, verdict = claim.check(metrics)
+            measured, verdict = claim.check(available[claim.needs])
         rows.append({"claim": claim.id, "statement": claim.statement, "measured": measured, "rule": claim.rule,
                      "verdict": verdict})
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -142,18 +156,152 @@ def check_c4(metrics: pd.DataFrame) -> tuple[str, str]:
     return _judge_per_model(metrics, judge)
 
 
+def check_c3(ntk: pd.DataFrame) -> tuple[str, str]:
+    """C3: per model, the K = 1 kernel ends far from its initial value and moved mostly early."""
+    def judge(curves: pd.DataFrame) -> tuple[str, bool | None]:
+        if not (curves["K"] == 1).any():
+            return "no K = 1 runs", None
+        change = _early_and_final(curves[curves["K"] == 1])
+        if change is None:
+            return f"no K = 1 snapshot in the first {EARLY_PHASE_FRACTION:.0%} of training", None
+        early_step, early, final_step, final = change
+        share = early / final if final > 0 else math.nan
+        measured = (f"K=1 kernel distance from init {final:.3f} at step {final_step}, {early:.3f} ({share:.0%}) "
+                    f"by step {early_step}")
+        linearised = curves[np.isinf(curves["K"])]
+        if not linearised.empty:
+            measured += f"; K=∞ {linearised.sort_values('step')['value'].iloc[-1]:.3f}"
+        return measured, bool(final >= C3_MIN_DISTANCE and share >= MIN_EARLY_SHARE)
+
+    return _judge_groups(_trained_kernel_curves(ntk, "distance_from_init"), judge)
+
+
+def check_s1(ntk: pd.DataFrame) -> tuple[str, str]:
+    """S1: per model, K = 1 alignment rises by the minimum gain, mostly early; deeper models of one
+    architecture rise more in the early phase and more overall."""
+    curves = _trained_kernel_curves(ntk, "alignment")
+    if curves.empty:
+        return "no runs", "not measured"
+    rises = {}
+
+    def judge(rows: pd.DataFrame) -> tuple[str, bool | None]:
+        if not (rows["K"] == 1).any():
+            return "no K = 1 runs", None
+        standard = rows[rows["K"] == 1]
+        change = _early_and_final(standard.assign(value=standard["value"] - _initial(standard)))
+        if change is None:
+            return f"no K = 1 snapshot in the first {EARLY_PHASE_FRACTION:.0%} of training", None
+        early_step, early, final_step, final = change
+        rises[rows["group"].iloc[0]] = (early, final)
+        share = early / final if final > 0 else math.nan
+        measured = f"K=1 alignment {_initial(standard):.3f} -> {standard.sort_values('step')['value'].iloc[-1]:.3f}"
+        measured += f" (rise {final:+.3f}, {share:.0%} of it by step {early_step})"
+        return measured, bool(final >= S1_MIN_GAIN and share >= MIN_EARLY_SHARE)
+
+    text, verdict = _judge_groups(curves, judge)
+    depth_texts, depth_outcomes = _compare_depths(curves, rises)
+    text += "; depth: " + ("; ".join(depth_texts) or "not compared (one depth per architecture)")
+    if verdict == "not measured" or not depth_outcomes:
+        return text, verdict
+    return text, "supported" if verdict == "supported" and all(depth_outcomes) else "not supported"
+
+
+def _compare_depths(curves: pd.DataFrame, rises: dict[str, tuple[float, float]]) -> tuple[list[str], list[bool]]:
+    """Per architecture (and dataset, variant) with several depths: do deeper models rise more,
+    in the early phase and overall? ``rises``: group -> (early rise, final rise)."""
+    models = curves[curves["group"].isin(rises)].drop_duplicates("group")
+    texts, outcomes = [], []
+    for (_, _, architecture), same in models.dropna(subset=["depth"]).groupby(["dataset", "variant", "architecture"]):
+        same = same.sort_values("depth")
+        if same["depth"].nunique() < 2:
+            continue
+        rise = [rises[group] for group in same["group"]]
+        deeper_faster = all(b[0] >= a[0] for a, b in zip(rise, rise[1:]))
+        deeper_larger = all(b[1] >= a[1] for a, b in zip(rise, rise[1:]))
+        listing = ", ".join(f"depth {depth}: early {early:+.3f}, final {final:+.3f}"
+                            for depth, (early, final) in zip(same["depth"], rise))
+        texts.append(f"{architecture} {listing} (deeper faster: {deeper_faster}, larger: {deeper_larger})")
+        outcomes.append(deeper_faster and deeper_larger)
+    return texts, outcomes
+
+
+def check_s2(ntk: pd.DataFrame) -> tuple[str, str]:
+    """S2: per model, the final specialisation contrast of K = 1 exceeds that of K = ∞ by the minimum."""
+    contrasts = specialisation_contrast(ntk)
+    final = contrasts.sort_values("step").groupby(tables.RUN_KEYS, dropna=False).tail(1)
+
+    def judge(runs: pd.DataFrame) -> tuple[str, bool | None]:
+        means = runs.groupby("K")["contrast"].mean()
+        if 1.0 not in means.index or math.inf not in means.index:
+            return "needs K = 1 and K = ∞ runs", None
+        gain = means[1.0] - means[math.inf]
+        measured = f"final contrast K=1 {means[1.0]:+.3f}, K=∞ {means[math.inf]:+.3f}, difference {gain:+.3f}"
+        return measured, bool(gain > S2_MIN_CONTRAST_GAIN)
+
+    return _judge_groups(final, judge)
+
+
+def specialisation_contrast(ntk: pd.DataFrame) -> pd.DataFrame:
+    """Per period run and snapshot step, the trained kernel's specialisation contrast: mean diagonal
+    minus mean off-diagonal entry of its class-specialisation matrix (0 for a kernel that treats
+    every class alike). Columns ``RUN_KEYS``, step, contrast."""
+    entries = _period_runs(tables.validate_ntk(ntk, "ntk"))
+    entries = entries[(entries["metric"] == "specialisation") & (entries["point"] == tables.TRAINED_POINT)]
+    diagonal = entries["output_class"] == entries["target_class"]
+    keys = tables.RUN_KEYS + ["step"]
+    on = entries[diagonal].groupby(keys, dropna=False)["value"].mean()
+    off = entries[~diagonal].groupby(keys, dropna=False)["value"].mean()
+    return (on - off).rename("contrast").reset_index()
+
+
+def _trained_kernel_curves(ntk: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Mean over seeds of ``metric`` of the trained kernel (``tables.TRAINED_POINT``) per model,
+    K and step, for period runs; with the model's group label, architecture and depth."""
+    rows = _period_runs(tables.validate_ntk(ntk, "ntk"))
+    rows = rows[(rows["metric"] == metric) & (rows["point"] == tables.TRAINED_POINT)]
+    keys = ["dataset", "variant", "model", "architecture", "depth", "K", "step"]
+    curves = rows.groupby(keys, dropna=False, sort=True)["value"].mean().reset_index()
+    return curves.assign(group=tables.group_labels(curves))
+
+
+def _initial(curve: pd.DataFrame) -> float:
+    """Value of a curve (rows with step, value) at its first step."""
+    return float(curve.sort_values("step")["value"].iloc[0])
+
+
+def _early_and_final(curve: pd.DataFrame) -> tuple[int, float, int, float] | None:
+    """(early step, value, final step, value) of a curve, the early step being the last snapshot
+    in the first ``EARLY_PHASE_FRACTION`` of training; None without one after step 0."""
+    curve = curve.sort_values("step")
+    final_step = int(curve["step"].iloc[-1])
+    early = curve[(curve["step"] > 0) & (curve["step"] <= EARLY_PHASE_FRACTION * final_step)]
+    if early.empty:
+        return None
+    return int(early["step"].iloc[-1]), float(early["value"].iloc[-1]), final_step, float(curve["value"].iloc[-1])
+
+
 def _judge_per_model(metrics: pd.DataFrame,
                      judge: Callable[[pd.DataFrame], tuple[str, bool | None]]) -> tuple[str, str]:
     """Apply ``judge`` to each model's final runs; combine texts and verdicts (all must hold)."""
     finals = tables.final_metrics(metrics)
     finals["accuracy"] *= 100
-    finals["group"] = tables.group_labels(finals)
-    texts, outcomes = [], []
-    for group, runs in finals.groupby("group", sort=True):
+
+    def judge_noting_diverged(runs: pd.DataFrame) -> tuple[str, bool | None]:
         text, outcome = judge(runs)
         diverged = runs[runs["status"] == "diverged"]
         if not diverged.empty:
             text += f" [{len(diverged)} diverged run(s) excluded]"
+        return text, outcome
+
+    return _judge_groups(finals, judge_noting_diverged)
+
+
+def _judge_groups(rows: pd.DataFrame, judge: Callable[[pd.DataFrame], tuple[str, bool | None]]) -> tuple[str, str]:
+    """Apply ``judge`` to the rows of each model group; combine texts and verdicts (all must hold)."""
+    rows = rows.assign(group=tables.group_labels(rows))
+    texts, outcomes = [], []
+    for group, runs in rows.groupby("group", sort=True):
+        text, outcome = judge(runs)
         texts.append(f"{group}: {text}")
         if outcome is not None:
             outcomes.append(outcome)
@@ -184,8 +332,10 @@ CLAIMS: tuple[Claim, ...] = (
           f"per model: final test accuracy of K = ∞ more than {C2_MIN_GAP_PT:g} pt below K = 1; supported if so for "
           "every model", "metrics", check_c2),
     Claim("C3", "The empirical NTK changes substantially during training, most in the first phase of training.",
-          "to be defined with the NTK stage (kernel distance from initialisation and kernel velocity vs step)",
-          "ntk", None),
+          f"per model: the trained kernel of K = 1 (probe set, mean over seeds) ends at kernel distance >= "
+          f"{C3_MIN_DISTANCE:g} from initialisation, and >= {MIN_EARLY_SHARE:.0%} of that distance is reached in the "
+          f"first {EARLY_PHASE_FRACTION:.0%} of training steps; supported if so for every model (K = ∞ reported)",
+          "ntk", check_c3),
     Claim("C4", "Some early feature learning suffices: training normally for t steps, then linearising at θ_t, "
                 "approaches standard training as t grows.",
           f"per model: mean final test accuracy vs t (K = ∞ as t = 0, K = 1 as t = T) never drops by more than "
@@ -201,9 +351,15 @@ CLAIMS: tuple[Claim, ...] = (
           "kernel_regression", None),
     Claim("S1", "(companion) Kernel-target alignment rises fast in an early feature-learning phase, then plateaus; "
                 "faster and larger in deeper networks.",
-          "to be defined with the NTK stage (centred kernel-target alignment vs step, per K and depth)", "ntk", None),
+          f"per model: K = 1 centred kernel-target alignment rises by >= {S1_MIN_GAIN:g} over training, >= "
+          f"{MIN_EARLY_SHARE:.0%} of the rise in the first {EARLY_PHASE_FRACTION:.0%} of steps; per architecture "
+          "with several depths: a deeper model rises at least as much by then and at the end; supported if all hold",
+          "ntk", check_s1),
     Claim("S2", "(companion) Networks with several outputs develop class-specific kernels (kernel "
                 "specialisation); linear networks do not.",
-          "to be defined with the NTK stage (per-class alignment matrix at the end of training)", "ntk", None),
+          f"per model: the specialisation contrast (mean diagonal minus mean off-diagonal of the class-"
+          f"specialisation matrix, c-th output kernel vs c'-th target) at the end of training is more than "
+          f"{S2_MIN_CONTRAST_GAIN:g} higher for K = 1 than for K = ∞ (linearised); supported if so for every model",
+          "ntk", check_s2),
 )
 """Every claim of PAPER.md, in order."""

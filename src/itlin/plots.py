@@ -1,7 +1,8 @@
 """Figures testing the paper's claims, drawn from the tidy metrics table (see ``itlin.tables``).
 
-Every figure function has the signature ``(metrics, out_pdf, out_png) -> Figure``: it writes the
-figure as PDF and PNG and returns the (closed) matplotlib figure so callers can inspect it.
+Every figure function has the signature ``(metrics, out_pdf, out_png) -> Figure`` (``FIGURES``), or
+``(ntk, out_pdf, out_png)`` for the kernel figures drawn from the NTK table (``NTK_FIGURES``): it
+writes the figure as PDF and PNG and returns the (closed) matplotlib figure so callers can inspect it.
 Seeds are aggregated as a mean with a 95% Student-t confidence interval (``mean_interval``).
 Every run is evaluated with ``tables.TRAINED_EVALUATOR`` (the linear model f_lin, which is what
 is trained; for K = 1 it equals the network up to one optimiser step). No JAX is imported here.
@@ -40,6 +41,9 @@ DIVERGED_HANDLE = Line2D(
 STEP_LABEL = "training step (optimiser updates)"
 CURVES_LEGEND_TITLE = "line: mean over seeds, band: 95% CI"
 NO_PERIOD_RUNS = "No period runs (switch_step unset) with test metrics: nothing to draw."
+NO_NTK_RUNS = "No period runs (switch_step unset) in the NTK table: nothing to draw."
+NTK_STEP_LABEL = "training step (symlog scale)"
+NTK_LEGEND_TITLE = "kernel of the trained model f_lin (at θ_lin), probe set;\nline: mean over seeds, band: 95% CI"
 
 
 def mean_interval(values: np.ndarray) -> tuple[float, float]:
@@ -237,6 +241,100 @@ def linearise_after_t(metrics: pd.DataFrame, out_pdf: Path, out_png: Path) -> Fi
     return _finish(fig, title, handles + _diverged_handles(points), out_pdf, out_png)
 
 
+@_styled
+def ntk_distance(ntk: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
+    """C3: kernel distance of the trained kernel from initialisation (left) and kernel velocity
+    (right) against step, one row per model, colour = K; mean over seeds with 95% CI bands.
+
+    The trained kernel is that of f_lin, at θ_lin (``tables.TRAINED_POINT``): it never moves for
+    K = ∞ (black dashed, flat at zero). Snapshots are log-spaced, so the step axis is symlog.
+    """
+    title = "C3: change of the empirical NTK during training, per K"
+    rows = _trained_kernel_rows(ntk, ("distance_from_init", "velocity"))
+    if rows.empty:
+        return _note_figure(title, NO_NTK_RUNS, out_pdf, out_png)
+    colours = K_colours(rows["K"].unique())
+    groups = _groups(rows)
+    fig, axes = plt.subplots(len(groups), 2, figsize=(10, 3.3 * len(groups) + 0.6), layout="constrained",
+                             squeeze=False, sharex="row")
+    panels = (("distance_from_init", "kernel distance from θ₀"), ("velocity", "kernel velocity (distance per step)"))
+    for row, (group, runs) in zip(axes, groups):
+        for ax, (metric, ylabel) in zip(row, panels):
+            _K_curves(ax, runs[runs["metric"] == metric], colours)
+            ax.set(title=f"{group}: {ylabel.split(' (')[0]}", xlabel=NTK_STEP_LABEL, ylabel=ylabel)
+    handles = [_line_handle(colours[K], K_label(K), K) for K in sorted(colours)]
+    return _finish(fig, title, handles, out_pdf, out_png, legend_title=NTK_LEGEND_TITLE)
+
+
+@_styled
+def kernel_alignment(ntk: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
+    """S1: centred kernel-target alignment of the trained kernel against step, one panel per model
+    (colour = K), plus a panel comparing the models (depths) under K = 1 when there are several.
+    Mean over seeds with 95% CI bands; K = ∞ black dashed; symlog step axis."""
+    title = "S1: centred kernel-target alignment during training, per K and depth"
+    rows = _trained_kernel_rows(ntk, ("alignment",))
+    if rows.empty:
+        return _note_figure(title, NO_NTK_RUNS, out_pdf, out_png)
+    colours = K_colours(rows["K"].unique())
+    groups = _groups(rows)
+    standard = rows[rows["K"] == 1]
+    compare_models = standard["model"].nunique() > 1
+    fig, axes = _grid(len(groups) + compare_models)
+    for ax, (group, runs) in zip(axes, groups):
+        _K_curves(ax, runs, colours)
+        ax.set(title=group, xlabel=NTK_STEP_LABEL, ylabel="centred kernel-target alignment")
+    handles = [_line_handle(colours[K], K_label(K), K) for K in sorted(colours)]
+    if compare_models:
+        ax = axes[-1]
+        palette = _group_palette(standard.assign(group=tables.group_labels(standard)))
+        for group, runs in _groups(standard):
+            _mean_curve(ax, runs, "value", {"color": palette[group], "linestyle": "-"})
+            depth = runs["depth"].iloc[0]
+            label = f"{group} (depth {depth})" if pd.notna(depth) else group
+            handles.append(Line2D([], [], color=palette[group], linewidth=2.4, label=f"K = 1: {label}"))
+        _symlog_steps(ax, standard)
+        ax.set(title="K = 1 (standard), by model", xlabel=NTK_STEP_LABEL, ylabel="centred kernel-target alignment")
+    return _finish(fig, title, handles, out_pdf, out_png, legend_title=NTK_LEGEND_TITLE)
+
+
+@_styled
+def kernel_specialisation(ntk: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
+    """S2: class-specialisation matrices of the trained kernel at the last snapshot, K = 1 (standard
+    network) against K = ∞ (linearised), one row per model; entry [c, c'] is the centred alignment
+    of output c's kernel with class c''s one-hot target column, mean over seeds. The panel title
+    gives the specialisation contrast (mean diagonal minus mean off-diagonal)."""
+    title = "S2: class specialisation of the NTK at the end of training, K = 1 vs K = ∞"
+    rows = _trained_kernel_rows(ntk, ("specialisation",))
+    rows = rows[(rows["K"] == 1) | np.isinf(rows["K"])]
+    if rows.empty:
+        return _note_figure(title, "No runs with K = 1 or K = ∞ in the NTK table: nothing to compare.",
+                            out_pdf, out_png)
+    final = rows[rows["step"] == rows.groupby(tables.RUN_KEYS, dropna=False)["step"].transform("max")]
+    matrices = final.groupby(["group", "K", "output_class", "target_class"])["value"].mean()
+    limit = max(float(matrices.abs().max()), 1e-6)
+    contrasts = claims.specialisation_contrast(final).assign(group=lambda runs: tables.group_labels(runs))
+    columns = {1.0: "K = 1 (standard network)", math.inf: "K = ∞ (linearised)"}
+    groups = sorted(final["group"].unique())
+    fig, axes = plt.subplots(len(groups), 2, figsize=(9.5, 3.8 * len(groups) + 0.6), layout="constrained",
+                             squeeze=False)
+    for row, group in zip(axes, groups):
+        for column, (ax, (K, label)) in enumerate(zip(row, columns.items())):
+            if (group, K) not in matrices.index.droplevel([2, 3]):
+                ax.set_axis_off()
+                ax.text(0.5, 0.5, f"no runs: {label}", transform=ax.transAxes, ha="center", va="center", color="0.3",
+                        bbox={"facecolor": "white", "edgecolor": "0.7"})
+                continue
+            matrix = matrices.loc[(group, K)].unstack("target_class")
+            sns.heatmap(matrix, ax=ax, cmap="vlag", vmin=-limit, vmax=limit, center=0, square=True,
+                        annot=len(matrix) <= 10, fmt=".2f", annot_kws={"fontsize": 7}, cbar=column == 1,
+                        cbar_kws={"label": "centred alignment (shared scale)", "shrink": 0.8})
+            runs = contrasts[(contrasts["group"] == group) & (contrasts["K"] == K)]
+            step = int(final.loc[(final["group"] == group) & (final["K"] == K), "step"].max())
+            ax.set(title=f"{group}: {label}\nstep {step}, contrast {runs['contrast'].mean():+.3f}",
+                   xlabel="target class c' (one-hot column)", ylabel="output class c (its kernel)")
+    return _finish(fig, title, [], out_pdf, out_png)
+
+
 FIGURES: dict[str, Callable[[pd.DataFrame, Path, Path], Figure]] = {
     "training_curves": training_curves,
     "accuracy_vs_feature_updates": accuracy_vs_feature_updates,
@@ -244,6 +342,36 @@ FIGURES: dict[str, Callable[[pd.DataFrame, Path, Path], Figure]] = {
     "linearise_after_t": linearise_after_t,
 }
 """Figure name -> function ``(metrics, out_pdf, out_png)`` drawing it."""
+
+NTK_FIGURES: dict[str, Callable[[pd.DataFrame, Path, Path], Figure]] = {
+    "ntk_distance": ntk_distance,
+    "kernel_alignment": kernel_alignment,
+    "kernel_specialisation": kernel_specialisation,
+}
+"""Figure name -> function ``(ntk, out_pdf, out_png)`` drawing it from the NTK table
+(``tables.read_ntk``, schema ``tables.NTK_COLUMNS``)."""
+
+
+def _trained_kernel_rows(ntk: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """Rows of ``metrics`` for the trained kernel (``tables.TRAINED_POINT``) of period runs, with a group label."""
+    rows = _period_runs(tables.validate_ntk(ntk, "ntk"))
+    rows = rows[rows["metric"].isin(metrics) & (rows["point"] == tables.TRAINED_POINT)].copy()
+    rows["group"] = tables.group_labels(rows)
+    return rows
+
+
+def _K_curves(ax: plt.Axes, rows: pd.DataFrame, colours: dict[float, tuple]) -> None:
+    """One mean-over-seeds curve of ``value`` against step per K (K = ∞ black dashed), symlog steps."""
+    for K, runs in rows.groupby("K", sort=True):
+        _mean_curve(ax, runs, "value", LINEARISED_STYLE if math.isinf(K) else {"color": colours[K], "linestyle": "-"})
+    _symlog_steps(ax, rows)
+
+
+def _symlog_steps(ax: plt.Axes, rows: pd.DataFrame) -> None:
+    """Symlog step axis, linear up to the first snapshot after 0, so that step 0 and the dense early
+    snapshots are both visible."""
+    positive = rows.loc[rows["step"] > 0, "step"]
+    ax.set_xscale("symlog", linthresh=float(positive.min()) if not positive.empty else 1.0)
 
 
 def _period_runs(metrics: pd.DataFrame) -> pd.DataFrame:

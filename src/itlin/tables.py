@@ -7,7 +7,7 @@ This module imports no JAX, so the light plotting and claims jobs can use it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +44,46 @@ TRAINED_EVALUATOR = "linear"
 """Evaluator used for every run in figures and claims: f_lin is the model being trained for any K
 (for K = 1 it is re-linearised every step, so it equals the network up to one optimiser step)."""
 
+NTK_COLUMNS: dict[str, str] = {
+    "dataset": "str",
+    "model": "str",
+    "architecture": "str",
+    "depth": "Int64",
+    "K": "float64",
+    "switch_step": "Int64",
+    "seed": "int64",
+    "variant": "str",
+    "probe_size": "int64",
+    "step": "int64",
+    "point": "str",
+    "metric": "str",
+    "output_class": "Int64",
+    "target_class": "Int64",
+    "value": "float64",
+}
+"""Column name -> pandas dtype of an NTK table (``itlin.ntk.measure_run``), in file order.
+
+One row per (run, snapshot step, point, metric[, class pair]). ``model`` is the model's label as in
+the metrics table, ``architecture`` its registry name (``cnn``) and ``depth`` its ``depth`` setting
+(<NA> for a model without one, e.g. resnet18); ``probe_size`` is the number of probe examples.
+``point`` is the parameter vector whose kernel was measured: ``network`` (θ) or ``linearisation``
+(θ_lin, the kernel of the trained linear model). ``metric`` is one of ``NTK_METRICS``:
+``distance_from_init`` (kernel distance of the trace kernel from its value at θ₀), ``velocity``
+(kernel distance from the previous snapshot of the same point per step; none at the first
+snapshot), ``alignment`` (centred kernel-target alignment of the trace kernel) and
+``specialisation`` (entry [output_class, target_class] of the class-specialisation matrix: the
+centred alignment of output c's kernel with class c''s one-hot target column). The two class
+columns are set for ``specialisation`` rows only."""
+
+NTK_POINTS: tuple[str, ...] = ("network", "linearisation")
+NTK_METRICS: tuple[str, ...] = ("distance_from_init", "velocity", "alignment", "specialisation")
+TRAINED_POINT = "linearisation"
+"""Kernel drawn and judged for every run: that of the trained linear model f_lin, at θ_lin (for
+K = 1 it is the network's kernel one optimiser step earlier; for K = ∞ the kernel at θ₀)."""
+
 _SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 _MEASUREMENT_KEYS = RUN_KEYS + ["step", "split", "evaluator"]
+_NTK_MEASUREMENT_KEYS = RUN_KEYS + ["step", "point", "metric", "output_class", "target_class"]
 
 
 class MetricsSchemaError(ValueError):
@@ -58,16 +96,42 @@ def validate(df: pd.DataFrame, source: str) -> pd.DataFrame:
     ``source`` (usually the file path) is named in every error. Extra columns are kept, after the
     schema columns.
     """
-    missing = [column for column in METRICS_COLUMNS if column not in df.columns]
-    if missing:
-        raise MetricsSchemaError(f"{source}: missing column(s) {missing}")
-    columns = {name: _coerce_column(df[name], name, dtype, source) for name, dtype in METRICS_COLUMNS.items()}
-    extra = [column for column in df.columns if column not in METRICS_COLUMNS]
-    result = pd.DataFrame(columns, index=df.index)
-    for column in extra:
-        result[column] = df[column]
+    result = _with_schema_dtypes(df, METRICS_COLUMNS, source)
     _check_values(result, source)
     return result.reset_index(drop=True)
+
+
+def validate_ntk(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Check ``df`` against ``NTK_COLUMNS`` and return a copy with the schema's dtypes.
+
+    Like ``validate``: ``source`` is named in every error and extra columns are kept at the end.
+    """
+    result = _with_schema_dtypes(df, NTK_COLUMNS, source)
+    for column, allowed in (("point", NTK_POINTS), ("metric", NTK_METRICS)):
+        bad = sorted(set(result[column]) - set(allowed))
+        if bad:
+            raise MetricsSchemaError(f"{source}: column {column!r} has value(s) {bad}, allowed {list(allowed)}")
+    _check_K(result, source)
+    for column, lowest in (("step", 0), ("probe_size", 1), ("depth", 1), ("output_class", 0), ("target_class", 0)):
+        if (result[column].dropna() < lowest).any():
+            raise MetricsSchemaError(f"{source}: column {column!r} has values below {lowest}")
+    is_specialisation = result["metric"] == "specialisation"
+    for column in ("output_class", "target_class"):
+        if (result[column].isna() == is_specialisation).any():
+            raise MetricsSchemaError(f"{source}: column {column!r} must be set on 'specialisation' rows and only there")
+    return result.reset_index(drop=True)
+
+
+def _with_schema_dtypes(df: pd.DataFrame, schema: dict[str, str], source: str) -> pd.DataFrame:
+    """``df`` with the columns of ``schema`` first, in its dtypes, then any extra columns."""
+    missing = [column for column in schema if column not in df.columns]
+    if missing:
+        raise MetricsSchemaError(f"{source}: missing column(s) {missing}")
+    columns = {name: _coerce_column(df[name], name, dtype, source) for name, dtype in schema.items()}
+    result = pd.DataFrame(columns, index=df.index)
+    for column in [column for column in df.columns if column not in schema]:
+        result[column] = df[column]
+    return result
 
 
 def _coerce_column(values: pd.Series, name: str, dtype: str, source: str) -> pd.Series:
@@ -104,9 +168,7 @@ def _check_values(df: pd.DataFrame, source: str) -> None:
         bad = sorted(set(df[column]) - set(allowed))
         if bad:
             raise MetricsSchemaError(f"{source}: column {column!r} has value(s) {bad}, allowed {list(allowed)}")
-    finite_K = df["K"][np.isfinite(df["K"])]
-    if df["K"].isna().any() or (df["K"] < 1).any() or (finite_K != np.round(finite_K)).any():
-        raise MetricsSchemaError(f"{source}: column 'K' must be an integer >= 1 or inf (never re-linearise)")
+    _check_K(df, source)
     for column in ("step", "feature_updates", "switch_step"):
         if (df[column].dropna() < 0).any():
             raise MetricsSchemaError(f"{source}: column {column!r} has negative values")
@@ -115,29 +177,46 @@ def _check_values(df: pd.DataFrame, source: str) -> None:
         raise MetricsSchemaError(f"{source}: column 'accuracy' must be a fraction in [0, 1]")
 
 
+def _check_K(df: pd.DataFrame, source: str) -> None:
+    """K must be an integer >= 1 or inf."""
+    finite_K = df["K"][np.isfinite(df["K"])]
+    if df["K"].isna().any() or (df["K"] < 1).any() or (finite_K != np.round(finite_K)).any():
+        raise MetricsSchemaError(f"{source}: column 'K' must be an integer >= 1 or inf (never re-linearise)")
+
+
 def aggregate(paths: Sequence[Path]) -> pd.DataFrame:
     """Read and validate per-run ``metrics.parquet`` files and concatenate them into one table.
 
     Raises ``MetricsSchemaError`` naming the file and column of the first schema violation, or
     the two files when the same measurement appears twice.
     """
+    return _concatenate(paths, validate, _MEASUREMENT_KEYS, "metrics")
+
+
+def aggregate_ntk(paths: Sequence[Path]) -> pd.DataFrame:
+    """Read, validate (``validate_ntk``) and concatenate per-run NTK tables, like ``aggregate``."""
+    return _concatenate(paths, validate_ntk, _NTK_MEASUREMENT_KEYS, "NTK")
+
+
+def _concatenate(paths: Sequence[Path], check: Callable[[pd.DataFrame, str], pd.DataFrame], keys: list[str],
+                 kind: str) -> pd.DataFrame:
+    """The validated tables of ``paths`` in one, sorted by ``keys``; a measurement (``keys``) found
+    twice raises ``MetricsSchemaError`` naming both files."""
     if not paths:
-        raise ValueError("aggregate: no metrics files given")
+        raise ValueError(f"aggregate: no {kind} files given")
     tables = []
     for path in paths:
-        table = validate(pd.read_parquet(path), source=str(path))
+        table = check(pd.read_parquet(path), str(path))
         table["_source"] = str(path)
         tables.append(table)
     combined = pd.concat(tables, ignore_index=True)
-    duplicates = combined[combined.duplicated(_MEASUREMENT_KEYS, keep=False)]
+    duplicates = combined[combined.duplicated(keys, keep=False)]
     if not duplicates.empty:
-        by_measurement = duplicates.groupby(_MEASUREMENT_KEYS, dropna=False, sort=False)["_source"]
+        by_measurement = duplicates.groupby(keys, dropna=False, sort=False)["_source"]
         key, sources = next(iter(by_measurement))
-        raise MetricsSchemaError(
-            f"measurement {dict(zip(_MEASUREMENT_KEYS, key))} appears more than once, in {sorted(set(sources))}"
-        )
+        raise MetricsSchemaError(f"measurement {dict(zip(keys, key))} appears more than once, in {sorted(set(sources))}")
     combined = combined.drop(columns="_source")
-    return combined.sort_values(_MEASUREMENT_KEYS, ignore_index=True, na_position="first")
+    return combined.sort_values(keys, ignore_index=True, na_position="first")
 
 
 def read(path: Path) -> pd.DataFrame:
@@ -147,7 +226,20 @@ def read(path: Path) -> pd.DataFrame:
 
 def write(df: pd.DataFrame, path: Path) -> None:
     """Validate ``df`` and write it as Parquet to ``path``, creating parent folders."""
-    table = validate(df, source=str(path))
+    _write_parquet(validate(df, source=str(path)), path)
+
+
+def read_ntk(path: Path) -> pd.DataFrame:
+    """Read one NTK table (per-run or aggregated) and validate it."""
+    return validate_ntk(pd.read_parquet(path), source=str(path))
+
+
+def write_ntk(df: pd.DataFrame, path: Path) -> None:
+    """Validate ``df`` as an NTK table and write it as Parquet to ``path``, creating parent folders."""
+    _write_parquet(validate_ntk(df, source=str(path)), path)
+
+
+def _write_parquet(table: pd.DataFrame, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(path, index=False)
@@ -279,3 +371,62 @@ def _feature_updates(step: int, K: float, switch_step: int | None) -> int:
     if switch_step is not None and step > switch_step:
         return switch_step
     return updates
+
+
+def example_ntk(
+    *,
+    depths: Mapping[str, int] | None = None,
+    Ks: Sequence[float] = (1, 100, math.inf),
+    seeds: Sequence[int] = (0, 1),
+    steps: int = 1000,
+    num_snapshots: int = 8,
+    num_classes: int = 3,
+    time_constant: float = 0.03,
+    final_distance: Callable[[str, float], float] | None = None,
+    alignment_gain: Callable[[str, float], float] | None = None,
+    specialisation_gain: Callable[[str, float], float] | None = None,
+    noise: float = 0.0,
+    dataset: str = "synthetic",
+    variant: str = "base",
+) -> pd.DataFrame:
+    """A small synthetic NTK table in the ``NTK_COLUMNS`` schema, for tests and for previewing figures.
+
+    Models are the keys of ``depths`` (default cnn: 2, cnn_deep: 4; architecture: the label up to
+    its first '_'). Every kernel quantity of a run moves as gain·(1 − exp(−t / (time_constant·T))):
+    fast, then a plateau. Gains per (model, K): ``final_distance`` (from initialisation),
+    ``alignment_gain`` (above 0.2) and ``specialisation_gain`` (added to the diagonal of a matrix of
+    0.1); by default they grow with depth and are 0 for K = ∞, whose linearisation point never
+    moves. The network point of every run follows the K = 1 curve (θ always moves). Velocity is
+    the change of the distance curve per step. ``noise``: standard deviation of a per-run Gaussian
+    shift of the alignment and specialisation values and relative change of the distance.
+    """
+    depths = dict(depths or {"cnn": 2, "cnn_deep": 4})
+    final_distance = final_distance or (lambda model, K: 0.0 if math.isinf(K) else 0.3 + 0.05 * depths[model])
+    alignment_gain = alignment_gain or (lambda model, K: 0.0 if math.isinf(K) else 0.2 + 0.05 * depths[model])
+    specialisation_gain = specialisation_gain or (lambda model, K: 0.0 if math.isinf(K) else 0.3)
+    rng = np.random.default_rng(0)
+    snapshot_steps = np.unique(np.concatenate([[0], np.round(np.geomspace(steps / 100, steps, num_snapshots - 1))]))
+    rows = []
+    for model, depth in depths.items():
+        for K in map(float, Ks):
+            for seed in seeds:
+                shift = rng.normal(0, noise)
+                for point, gain_K in (("network", 1.0), ("linearisation", K)):
+                    progress = 1 - np.exp(-snapshot_steps / (time_constant * steps))
+                    distance = np.clip(final_distance(model, gain_K) * progress * (1 + shift), 0, 2)
+                    alignment = 0.2 + alignment_gain(model, gain_K) * progress + shift
+                    values = [("distance_from_init", distance), ("alignment", alignment)]
+                    for position, step in enumerate(snapshot_steps):
+                        measured = [(metric, curve[position], None, None) for metric, curve in values]
+                        if position:
+                            speed = abs(distance[position] - distance[position - 1]) / (step - snapshot_steps[position - 1])
+                            measured.append(("velocity", speed, None, None))
+                        diagonal = specialisation_gain(model, gain_K) * progress[position]
+                        measured += [("specialisation", 0.1 + diagonal * (c == t) + shift, c, t)
+                                     for c in range(num_classes) for t in range(num_classes)]
+                        rows += [dict(dataset=dataset, model=model, architecture=model.split("_")[0], depth=depth, K=K,
+                                      switch_step=None, seed=seed, variant=variant, probe_size=10 * num_classes,
+                                      step=int(step), point=point, metric=metric, output_class=c, target_class=t,
+                                      value=float(value))
+                                 for metric, value, c, t in measured]
+    return validate_ntk(pd.DataFrame(rows), source="example_ntk")
