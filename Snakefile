@@ -22,6 +22,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/ntk.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/claims.smk"
 

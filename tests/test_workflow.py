@@ -16,7 +16,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CLAIM_IDS = ["C1", "C2", "C3", "C4", "C5", "C6", "S1", "S2"]
-FIGURES = ["training_curves", "accuracy_vs_feature_updates", "network_vs_linearised", "linearise_after_t"]
+FIGURES = ["training_curves", "accuracy_vs_feature_updates", "network_vs_linearised", "linearise_after_t",
+           "ntk_distance", "kernel_alignment", "kernel_specialisation"]
 
 
 def load_config(name: str) -> dict:
@@ -59,8 +60,9 @@ def expected_jobs(config: dict) -> dict[str, int]:
     per_schedule = len(config["seeds"]) * len(config["variants"])
     runs = len(config["models"]) * len(config["K"]) * per_schedule
     runs += len(config["switch"]["models"]) * len(config["switch"]["steps"]) * per_schedule
+    sweep_runs = len(config["models"]) * len(config["K"]) * per_schedule
     jobs = {"prepare_data": 1, "run_config": runs, "train": runs, "aggregate": 1, "aggregate_sweep": 1,
-            "claims": 1, "all": 1}
+            "measure_ntk": sweep_runs, "aggregate_ntk": 1, "claims": 1, "all": 1}
     jobs.update({figure: 1 for figure in config["figures"]})
     return jobs
 
@@ -114,7 +116,7 @@ def test_schema_names_the_library_registries():
     schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
     model_schema = schema["properties"]["models"]["additionalProperties"]["properties"]["name"]
     assert sorted(model_schema["enum"]) == sorted(models.MODELS)
-    assert set(schema["properties"]["figures"]["items"]["enum"]) <= set(plots.FIGURES)
+    assert set(schema["properties"]["figures"]["items"]["enum"]) <= set(plots.FIGURES) | set(plots.NTK_FIGURES)
 
 
 def test_one_figure_builds_only_what_it_needs(workdir: Path):
@@ -170,6 +172,10 @@ def test_tiny_config_runs_end_to_end_and_reruns_only_what_changed(workdir: Path)
     metrics = tables.read(workdir / "results" / "tables" / "metrics.parquet")
     sweep = tables.read(workdir / "results" / "tables" / "metrics_sweep.parquet")
     assert list(metrics.columns) == list(tables.METRICS_COLUMNS)
+    ntk = tables.read_ntk(workdir / "results" / "tables" / "ntk.parquet")
+    assert list(ntk.columns) == list(tables.NTK_COLUMNS)
+    frozen = ntk[(ntk.K == float("inf")) & (ntk.point == "linearisation") & (ntk.metric == "distance_from_init")]
+    assert len(frozen) > 1 and (frozen.value == 0).all()  # K = ∞ never moves its kernel
     runs = metrics[["model", "K", "switch_step"]].drop_duplicates()
     assert len(runs) == 3 and set(runs["K"]) == {1.0, float("inf")}
     assert metrics["switch_step"].dropna().unique().tolist() == [50]
@@ -191,8 +197,8 @@ def test_tiny_config_runs_end_to_end_and_reruns_only_what_changed(workdir: Path)
     config["K"] = [1, 10, float("inf")]
     (workdir / "more_K.yaml").write_text(yaml.safe_dump(config))
     jobs, _ = planned_jobs(workdir, "--configfile", "more_K.yaml")
-    assert jobs == {"run_config": 1, "train": 1, "aggregate": 1, "aggregate_sweep": 1, "claims": 1, "all": 1,
-                    **{figure: 1 for figure in FIGURES}}
+    assert jobs == {"run_config": 1, "train": 1, "aggregate": 1, "aggregate_sweep": 1, "measure_ntk": 1,
+                    "aggregate_ntk": 1, "claims": 1, "all": 1, **{figure: 1 for figure in FIGURES}}
 
     report = snakemake(workdir, *test_config, "--report", "report.html")
     assert report.returncode == 0, report.stdout + report.stderr

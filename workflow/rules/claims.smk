@@ -5,6 +5,7 @@ rule claims:
     localrule: True
     input:
         table="results/tables/metrics.parquet",
+        ntk="results/tables/ntk.parquet",
         code=library_source("claims"),
     output:
         report("results/claims.md", caption="../report/claims.rst", category="Claims"),

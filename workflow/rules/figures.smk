@@ -1,8 +1,8 @@
 """Stage 4: one rule per figure, named like the figure (`snakemake training_curves` draws it).
 
 A figure reads only a table (never a run) and the plotting code, so restyling a figure redraws
-it and reruns no training. The NTK and Gauss-Newton figures join FIGURE_TABLES with their own
-tables when their stages exist."""
+it and reruns no training. The Gauss-Newton figures join FIGURE_TABLES with their own table
+when their stage exists."""
 
 # figure name -> the table it is drawn from
 FIGURE_TABLES = {
@@ -10,6 +10,9 @@ FIGURE_TABLES = {
     "accuracy_vs_feature_updates": "results/tables/metrics_sweep.parquet",
     "network_vs_linearised": "results/tables/metrics_sweep.parquet",
     "linearise_after_t": "results/tables/metrics.parquet",
+    "ntk_distance": "results/tables/ntk.parquet",
+    "kernel_alignment": "results/tables/ntk.parquet",
+    "kernel_specialisation": "results/tables/ntk.parquet",
 }
 
 

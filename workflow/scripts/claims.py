@@ -1,4 +1,4 @@
-"""Snakemake adapter: check the paper's claims against the metrics table (itlin.claims)."""
+"""Snakemake adapter: check the paper's claims against the tables (itlin.claims)."""
 
 import sys
 from pathlib import Path
@@ -7,6 +7,7 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)  # tracebacks
 
 from itlin import claims, tables  # noqa: E402
 
-verdicts = claims.evaluate(tables.read(Path(snakemake.input.table)))
+measurements = {"ntk": tables.read_ntk(Path(snakemake.input.ntk))}
+verdicts = claims.evaluate(tables.read(Path(snakemake.input.table)), measurements)
 Path(snakemake.output[0]).write_text(claims.to_markdown(verdicts))
 print(verdicts.to_string())

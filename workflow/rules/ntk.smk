@@ -1,0 +1,48 @@
+"""Stage 3b: the empirical NTK of every sweep run at each of its snapshots (θ and θ_lin) on the
+dataset's fixed class-balanced probe set, then one tidy table (itlin.tables.NTK_COLUMNS)."""
+
+
+rule measure_ntk:
+    input:
+        run=f"results/runs/{RUN}/run.json",
+        snapshots=f"results/runs/{RUN}/snapshots",
+        data="resources/data/{dataset}.npz",
+        code=library_source("ntk"),
+    output:
+        f"results/ntk/{RUN}.parquet",
+    params:
+        run_dir=subpath(input.run, parent=True),
+        probe_size=config["ntk"]["probe_size"],
+        probe_seed=config["ntk"]["probe_seed"],
+        chunk_size=config["ntk"]["chunk_size"],
+        strategy=config["ntk"]["strategy"],
+    conda:
+        "../../environment.yml"
+    log:
+        f"results/logs/measure_ntk/{RUN}.log",
+    benchmark:
+        f"results/benchmarks/measure_ntk/{RUN}.tsv"
+    threads: config["resources"]["threads"]
+    resources:
+        mem_mb=train_mem_mb,
+        runtime=config["ntk"]["runtime_minutes"],
+        gpu=config["resources"]["gpu"],
+    script:
+        "../scripts/measure_ntk.py"
+
+
+rule aggregate_ntk:
+    localrule: True
+    input:
+        ntk=[f"results/ntk/{run}.parquet" for run in SWEEP_RUNS],
+        code=library_source("tables"),
+    output:
+        table="results/tables/ntk.parquet",
+    conda:
+        "../../environment.yml"
+    log:
+        "results/logs/aggregate/ntk.log",
+    benchmark:
+        "results/benchmarks/aggregate/ntk.tsv"
+    script:
+        "../scripts/aggregate_ntk.py"

@@ -1,0 +1,16 @@
+"""Snakemake adapter: NTK measurements at every snapshot of one run (itlin.ntk.measure_run)."""
+
+import sys
+from pathlib import Path
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)  # tracebacks land in the log too
+
+from itlin import ntk, tables  # noqa: E402
+
+measured = ntk.measure_run(
+    Path(snakemake.params.run_dir), Path(snakemake.input.data), snakemake.params.probe_size,
+    probe_seed=snakemake.params.probe_seed, chunk_size=snakemake.params.chunk_size,
+    strategy=snakemake.params.strategy,
+)
+tables.write_ntk(measured, Path(snakemake.output[0]))
+print(f"{len(measured)} rows -> {snakemake.output[0]}")
