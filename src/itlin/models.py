@@ -6,6 +6,7 @@ library is a pure function of a parameter pytree (a nested dict of arrays).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -20,7 +21,7 @@ class MLP(nnx.Module):
     """Fully connected ReLU network on the flattened image: ``depth`` hidden layers of ``width``."""
 
     def __init__(self, input_shape, num_classes: int, *, depth: int = 2, width: int = 128, rngs: nnx.Rngs):
-        sizes = [int(jnp.prod(jnp.array(input_shape)))] + [width] * depth
+        sizes = [math.prod(input_shape)] + [width] * depth
         self.hidden = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
         self.head = nnx.Linear(sizes[-1], num_classes, rngs=rngs)
 
