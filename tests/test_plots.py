@@ -1,4 +1,5 @@
-"""Tests of the claim figures (itlin.plots): files written, diverged runs marked, missing data noted."""
+"""Tests of the claim figures (itlin.plots): files written, diverged runs marked, missing data noted,
+seed bands within the data, symlog axes without a negative side."""
 
 import math
 import subprocess
@@ -6,19 +7,23 @@ import sys
 
 import numpy as np
 import pytest
+from matplotlib.collections import LineCollection, PolyCollection
 
 from itlin import plots, tables
 
 
+EXAMPLE = {"models": ("cnn", "mlp"), "Ks": (1, 100, math.inf), "seeds": (0, 1), "switch_steps": (0, 20), "steps": 200,
+           "eval_every": 50}
+
+
 @pytest.fixture(scope="module")
 def metrics():
-    return tables.example_metrics(models=("cnn", "mlp"), Ks=(1, 100, math.inf), seeds=(0, 1), switch_steps=(0, 20),
-                                  steps=200, eval_every=50, diverged=[("cnn", 100.0, 1), ("mlp", 1.0, 0)])
+    return tables.example_metrics(**EXAMPLE, diverged=[("cnn", 100.0, 1), ("mlp", 1.0, 0)])
 
 
 def texts_of(fig):
-    """Every legend entry, annotation and text of a figure (its own and its axes')."""
-    found = [text.get_text() for legend in fig.legends for text in legend.get_texts()]
+    """Every legend title and entry, annotation and text of a figure (its own and its axes')."""
+    found = [text.get_text() for legend in fig.legends for text in [legend.get_title(), *legend.get_texts()]]
     found += [text.get_text() for text in fig.texts]
     for ax in fig.axes:
         found += [text.get_text() for text in ax.texts]
@@ -104,11 +109,59 @@ def test_feature_updates_figure_names_K_on_top_axis(figures):
     assert [label.get_text() for label in top[0].get_xticklabels()] == ["K=1", "K=10²", "K=∞"]
 
 
-def test_mean_interval_is_a_student_t_interval():
-    low, high = plots.mean_interval(np.array([1.0, 2.0, 3.0]))
-    assert (low + high) / 2 == pytest.approx(2.0)
-    assert (high - low) / 2 == pytest.approx(4.302653 * 1.0 / np.sqrt(3), rel=1e-5)
-    assert plots.mean_interval(np.array([5.0])) == (5.0, 5.0)
+def test_seed_range_is_min_to_max():
+    assert plots.seed_range(np.array([3.0, 1.0, 2.0])) == (1.0, 3.0)
+    assert plots.seed_range(np.array([5.0])) == (5.0, 5.0)
+
+
+def band_heights(fig):
+    """The y values of every seed band (PolyCollection) and error bar (LineCollection) of a figure; a
+    bar over one seed is NaN (not drawn) and left out."""
+    heights = [path.vertices[:, 1] for ax in fig.axes for collection in ax.collections
+               if isinstance(collection, (PolyCollection, LineCollection)) for path in collection.get_paths()]
+    return [y for y in heights if np.isfinite(y).all()]
+
+
+@pytest.mark.parametrize("name", sorted(plots.FIGURES))
+def test_accuracy_bands_stay_within_0_and_100_for_two_far_apart_seeds(metrics, tmp_path, name):
+    spread = metrics.copy()
+    spread.loc[spread["seed"] == 1, "accuracy"] *= 0.3  # seed 1 ends near 28 %, seed 0 near 95 %
+    heights = band_heights(draw(name, spread, tmp_path))
+    assert heights, "no seed band drawn"
+    assert all(0 <= y.min() and y.max() <= 100 for y in heights)
+
+
+@pytest.mark.parametrize("name", ["training_curves", "accuracy_vs_feature_updates", "network_vs_linearised",
+                                  "linearise_after_t", "ntk_distance", "kernel_alignment"])
+def test_figures_with_seed_bands_say_what_the_band_is(figures, ntk_figures, name):
+    assert any("range over seeds" in text for text in texts_of({**figures, **ntk_figures}[name]))
+
+
+def symlog_axes(fig):
+    """The symlog-x axes of a figure that carry data (not twin axes holding only ticks)."""
+    return [ax for ax in fig.axes if ax.get_xscale() == "symlog" and ax.yaxis.get_visible()]
+
+
+def assert_symlog_axis_starts_at_zero(ax):
+    """x = 0 and the largest x sit just inside the axis (markers whole), no tick on a negative side."""
+    def position(x):  # fraction of the axis width
+        return ax.transAxes.inverted().transform(ax.transData.transform((x, 0)))[0]
+
+    left, right = ax.get_xlim()
+    assert 0.03 < position(0) < 0.1
+    assert 0.9 < position(ax.dataLim.x1) < 0.97
+    assert all(tick >= 0 for tick in ax.get_xticks() if left <= tick <= right)
+
+
+@pytest.mark.parametrize("name", ["accuracy_vs_feature_updates", "linearise_after_t"])
+@pytest.mark.parametrize("diverged", [False, True])
+def test_symlog_axes_start_at_zero(figures, tmp_path, name, diverged):
+    """With no diverged run (no marker drawn last) autoscaling once gave linear margins, ticks −10¹."""
+    fig = figures[name] if diverged else draw(name, tables.example_metrics(**EXAMPLE), tmp_path)
+    axes = symlog_axes(fig)
+    assert axes
+    for ax in axes:
+        assert_symlog_axis_starts_at_zero(ax)
 
 
 def test_K_colours_sequential_in_K_and_black_for_infinity():
@@ -184,3 +237,15 @@ def test_kernel_specialisation_shows_K1_against_Kinf_and_notes_missing_runs(ntk_
 def test_empty_ntk_table_gives_a_note_instead_of_a_crash(ntk_table, tmp_path, name):
     fig = draw_ntk(name, ntk_table.iloc[:0], tmp_path)
     assert any("nothing to" in text for text in texts_of(fig))
+
+
+@pytest.mark.parametrize("name", ["ntk_distance", "kernel_alignment"])
+def test_ntk_bands_stay_within_the_values_and_step_axes_start_at_zero(ntk_table, tmp_path, name):
+    spread = ntk_table.assign(value=np.where(ntk_table["seed"] == 1, 0.3 * ntk_table["value"], ntk_table["value"]))
+    fig = draw_ntk(name, spread, tmp_path)
+    heights = band_heights(fig)
+    assert heights, "no seed band drawn"
+    assert all(spread["value"].min() <= y.min() and y.max() <= spread["value"].max() for y in heights)
+    assert symlog_axes(fig)
+    for ax in symlog_axes(fig):
+        assert_symlog_axis_starts_at_zero(ax)

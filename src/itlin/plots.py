@@ -3,7 +3,7 @@
 Every figure function has the signature ``(metrics, out_pdf, out_png) -> Figure`` (``FIGURES``), or
 ``(ntk, out_pdf, out_png)`` for the kernel figures drawn from the NTK table (``NTK_FIGURES``): it
 writes the figure as PDF and PNG and returns the (closed) matplotlib figure so callers can inspect it.
-Seeds are aggregated as a mean with a 95% Student-t confidence interval (``mean_interval``).
+Seeds are aggregated as a mean with a band (or bars) spanning the range over seeds (``seed_range``).
 Every run is evaluated with ``tables.TRAINED_EVALUATOR`` (the linear model f_lin, which is what
 is trained; for K = 1 it equals the network up to one optimiser step). No JAX is imported here.
 """
@@ -23,7 +23,6 @@ import matplotlib.pyplot as plt  # noqa: E402  (after selecting the Agg backend)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
-from scipy import stats  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
@@ -39,31 +38,23 @@ DIVERGED_HANDLE = Line2D(
     label="diverged run (x: its last finite accuracy)",
 )
 STEP_LABEL = "training step (optimiser updates)"
-CURVES_LEGEND_TITLE = "line: mean over seeds, band: 95% CI"
+SEED_BAND = "band: range over seeds (min to max)"
+CURVES_LEGEND_TITLE = f"line: mean over seeds,\n{SEED_BAND}"
 NO_PERIOD_RUNS = "No period runs (switch_step unset) with test metrics: nothing to draw."
 NO_NTK_RUNS = "No period runs (switch_step unset) in the NTK table: nothing to draw."
 NTK_STEP_LABEL = "training step (symlog scale)"
-NTK_LEGEND_TITLE = "kernel of the trained model f_lin (at θ_lin), probe set;\nline: mean over seeds, band: 95% CI"
+NTK_LEGEND_TITLE = f"kernel of the trained model f_lin (at θ_lin), probe set;\nline: mean over seeds, {SEED_BAND}"
 
 
-def mean_interval(values: np.ndarray) -> tuple[float, float]:
-    """95% Student-t confidence interval of the mean over seeds, the seaborn ``errorbar`` of every figure.
+def seed_range(values: np.ndarray) -> tuple[float, float]:
+    """Range over seeds (min, max), the seaborn ``errorbar`` of every figure.
 
-    Analytic rather than bootstrapped: curves have thousands of evaluation steps, and with three
-    seeds a bootstrap interval is too narrow. A single seed gives a zero-width interval.
+    Runs have two or three seeds, too few for a confidence interval to mean much: a 95% Student-t
+    interval is ±6.4 times the seed spread with two seeds and runs far outside [0, 100] % accuracy. The range
+    shows every seed, reads at a glance and stays within the values drawn. One seed gives zero width.
     """
     values = np.asarray(values, dtype=float)
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, mean
-    half_width = _t_quantile(len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
-    return mean - half_width, mean + half_width
-
-
-@functools.lru_cache(maxsize=None)
-def _t_quantile(degrees_of_freedom: int) -> float:
-    """Two-sided 95% quantile of Student's t distribution."""
-    return float(stats.t.ppf(0.975, degrees_of_freedom))
+    return float(values.min()), float(values.max())
 
 
 def _styled(draw: Callable[..., Figure]) -> Callable[..., Figure]:
@@ -100,7 +91,7 @@ def training_curves(metrics: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figu
 
     Only period runs (no switch step). Accuracy is that of the linear evaluator for every K, the
     model being trained (for K = 1 it equals the network up to one step). Mean over seeds with a
-    95% CI band; K = ∞ black dashed; diverged runs end in an 'x'.
+    band over their range; K = ∞ black dashed; diverged runs end in an 'x'.
     """
     title = "C1: test accuracy during training, per re-linearisation period K"
     curves = _trained_rows(_period_runs(tables.validate(metrics, "metrics")), "test")
@@ -126,8 +117,8 @@ def training_curves(metrics: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figu
 def accuracy_vs_feature_updates(metrics: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
     """C1: final test accuracy against the number of feature updates of each run, per model.
 
-    Points are single seeds, lines the mean with 95% CI bars; the dotted line is K = 1 and the
-    shaded band the C1 tolerance below it. The x axis is symlog so K = ∞ (0 updates) is shown.
+    Points are single seeds, lines the mean with bars over the seed range; the dotted line is K = 1
+    and the shaded band the C1 tolerance below it. The x axis is symlog so K = ∞ (0 updates) is shown.
     """
     title = "C1: final test accuracy vs number of feature updates"
     finals = _final_with_groups(_period_runs(tables.validate(metrics, "metrics")))
@@ -146,10 +137,10 @@ def accuracy_vs_feature_updates(metrics: pd.DataFrame, out_pdf: Path, out_png: P
             reference = standard.mean()
             ax.axhline(reference, color=colour, linestyle=":", linewidth=1.2)
             ax.axhspan(reference - claims.C1_TOLERANCE_PT, reference, color=colour, alpha=0.1, linewidth=0)
-        handles.append(Line2D([], [], color=colour, marker="o", label=f"{group}: mean ± 95% CI"))
+        handles.append(Line2D([], [], color=colour, marker="o", label=f"{group}: mean, bars: range over seeds"))
     for group, runs in finals.groupby("group", sort=True):
         _mark_diverged(ax, runs, "feature_updates", palette[group])
-    ax.set_xscale("symlog", linthresh=1)
+    _symlog_x(ax, linthresh=1.0)
     ax.set(xlabel="feature updates per run (re-linearisations, symlog scale)", ylabel="final test accuracy (%)")
     _label_K_on_top(ax, completed)
     handles += [
@@ -162,7 +153,7 @@ def accuracy_vs_feature_updates(metrics: pd.DataFrame, out_pdf: Path, out_png: P
 @_styled
 def network_vs_linearised(metrics: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
     """C2: train and test accuracy over training of the network (K = 1, solid) and its linearisation
-    (K = ∞, dashed), one row per model, columns train / test; mean over seeds with 95% CI bands."""
+    (K = ∞, dashed), one row per model, columns train / test; mean over seeds with range bands."""
     title = "C2: network (K = 1) vs its linearisation at init (K = ∞)"
     runs = _period_runs(tables.validate(metrics, "metrics"))
     runs = runs[(runs["K"] == 1) | np.isinf(runs["K"])]
@@ -196,7 +187,8 @@ def network_vs_linearised(metrics: pd.DataFrame, out_pdf: Path, out_png: Path) -
 def linearise_after_t(metrics: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
     """C4: final test accuracy against the switch step t (standard training until t, then the linear
     model at θ_t), per model; K = ∞ is drawn at t = 0 and K = 1 at t = T (training length) as
-    reference points, K = 1 also as a dotted line. Points are seeds, lines the mean with 95% CI."""
+    reference points, K = 1 also as a dotted line. Points are seeds, lines the mean with bars over
+    the seed range."""
     title = "C4: final test accuracy vs switch step t (standard until t, then linearised)"
     finals = _final_with_groups(tables.validate(metrics, "metrics"))
     switched = finals[finals["switch_step"].notna()].copy()
@@ -225,11 +217,10 @@ def linearise_after_t(metrics: pd.DataFrame, out_pdf: Path, out_png: Path) -> Fi
         reference = standard.loc[(standard["group"] == group) & (standard["status"] == "ok"), "accuracy_pct"]
         if not reference.empty:
             ax.axhline(reference.mean(), color=colour, linestyle=":", linewidth=1.2)
-        handles.append(Line2D([], [], color=colour, marker="o", label=f"{group}: mean ± 95% CI"))
+        handles.append(Line2D([], [], color=colour, marker="o", label=f"{group}: mean, bars: range over seeds"))
     for group, runs in points.groupby("group", sort=True):
         _mark_diverged(ax, runs, "t", palette[group])
-    positive = points.loc[points["t"] > 0, "t"]
-    ax.set_xscale("symlog", linthresh=float(positive.min()) if not positive.empty else 1.0)
+    _symlog_x(ax, _linthresh(points["t"]))
     ax.set(xlabel="switch step t (standard-training steps before linearising, symlog scale)",
            ylabel="final test accuracy (%)")
     handles += [
@@ -244,7 +235,7 @@ def linearise_after_t(metrics: pd.DataFrame, out_pdf: Path, out_png: Path) -> Fi
 @_styled
 def ntk_distance(ntk: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
     """C3: kernel distance of the trained kernel from initialisation (left) and kernel velocity
-    (right) against step, one row per model, colour = K; mean over seeds with 95% CI bands.
+    (right) against step, one row per model, colour = K; mean over seeds with range bands.
 
     The trained kernel is that of f_lin, at θ_lin (``tables.TRAINED_POINT``): it never moves for
     K = ∞ (black dashed, flat at zero). Snapshots are log-spaced, so the step axis is symlog.
@@ -270,7 +261,7 @@ def ntk_distance(ntk: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
 def kernel_alignment(ntk: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
     """S1: centred kernel-target alignment of the trained kernel against step, one panel per model
     (colour = K), plus a panel comparing the models (depths) under K = 1 when there are several.
-    Mean over seeds with 95% CI bands; K = ∞ black dashed; symlog step axis."""
+    Mean over seeds with range bands; K = ∞ black dashed; symlog step axis."""
     title = "S1: centred kernel-target alignment during training, per K and depth"
     rows = _trained_kernel_rows(ntk, ("alignment",))
     if rows.empty:
@@ -292,7 +283,7 @@ def kernel_alignment(ntk: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
             depth = runs["depth"].iloc[0]
             label = f"{group} (depth {depth})" if pd.notna(depth) else group
             handles.append(Line2D([], [], color=palette[group], linewidth=2.4, label=f"K = 1: {label}"))
-        _symlog_steps(ax, standard)
+        _symlog_x(ax, _linthresh(standard["step"]))
         ax.set(title="K = 1 (standard), by model", xlabel=NTK_STEP_LABEL, ylabel="centred kernel-target alignment")
     return _finish(fig, title, handles, out_pdf, out_png, legend_title=NTK_LEGEND_TITLE)
 
@@ -364,14 +355,30 @@ def _K_curves(ax: plt.Axes, rows: pd.DataFrame, colours: dict[float, tuple]) -> 
     """One mean-over-seeds curve of ``value`` against step per K (K = ∞ black dashed), symlog steps."""
     for K, runs in rows.groupby("K", sort=True):
         _mean_curve(ax, runs, "value", LINEARISED_STYLE if math.isinf(K) else {"color": colours[K], "linestyle": "-"})
-    _symlog_steps(ax, rows)
+    _symlog_x(ax, _linthresh(rows["step"]))
 
 
-def _symlog_steps(ax: plt.Axes, rows: pd.DataFrame) -> None:
-    """Symlog step axis, linear up to the first snapshot after 0, so that step 0 and the dense early
-    snapshots are both visible."""
-    positive = rows.loc[rows["step"] > 0, "step"]
-    ax.set_xscale("symlog", linthresh=float(positive.min()) if not positive.empty else 1.0)
+def _linthresh(x: pd.Series) -> float:
+    """End of the linear part of a symlog axis over ``x``: its smallest positive value (the first
+    snapshot or switch step after 0), 1 when there is none, so that 0 and the dense early values are
+    both visible."""
+    positive = x[x > 0]
+    return float(positive.min()) if not positive.empty else 1.0
+
+
+def _symlog_x(ax: plt.Axes, linthresh: float) -> None:
+    """Symlog x axis from 0 to the largest x drawn (at least ``linthresh``), with a 5% margin of the
+    symlog extent each side.
+
+    The data are never negative: starting just below 0 keeps a point at x = 0 whole without a negative
+    side (ticks −10ⁿ), and a margin taken on the symlog scale (not the linear one that autoscaling may
+    use) keeps a point at the largest x whole. Call after drawing the data.
+    """
+    ax.set_xscale("symlog", linthresh=linthresh)
+    scale = ax.xaxis.get_transform()
+    extent = scale.transform(np.array([max(ax.dataLim.x1, linthresh)]))[0]
+    left, right = scale.inverted().transform(np.array([-0.05, 1.05]) * extent)
+    ax.set_xlim(left, right)
 
 
 def _period_runs(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -409,14 +416,14 @@ def _group_palette(rows: pd.DataFrame) -> dict[str, tuple]:
 
 
 def _mean_curve(ax: plt.Axes, rows: pd.DataFrame, y: str, style: dict) -> None:
-    """Mean over seeds of ``y`` against step with a 95% CI band (NaN rows of diverged runs dropped)."""
+    """Mean over seeds of ``y`` against step with a band over their range (NaN rows of diverged runs dropped)."""
     finite = rows[np.isfinite(rows[y])]
-    sns.lineplot(finite, x="step", y=y, ax=ax, errorbar=mean_interval, legend=False, linewidth=1.6, **style)
+    sns.lineplot(finite, x="step", y=y, ax=ax, errorbar=seed_range, legend=False, linewidth=1.6, **style)
 
 
 def _mean_points(ax: plt.Axes, runs: pd.DataFrame, x: str, colour: tuple) -> None:
-    """Mean final accuracy per x value with 95% CI bars, joined by a line."""
-    sns.lineplot(runs, x=x, y="accuracy_pct", ax=ax, color=colour, marker="o", markersize=7, errorbar=mean_interval,
+    """Mean final accuracy per x value with bars over the seed range, joined by a line."""
+    sns.lineplot(runs, x=x, y="accuracy_pct", ax=ax, color=colour, marker="o", markersize=7, errorbar=seed_range,
                  err_style="bars", legend=False, err_kws={"capsize": 3})
 
 
