@@ -130,8 +130,7 @@ def accuracy_vs_feature_updates(metrics: pd.DataFrame, out_pdf: Path, out_png: P
     handles = []
     for group, runs in completed.groupby("group", sort=True):
         colour = palette[group]
-        ax.scatter(runs["feature_updates"], runs["accuracy_pct"], color=colour, alpha=0.4, s=22, linewidths=0)
-        _mean_points(ax, runs, "feature_updates", colour)
+        _seed_points(ax, runs, "feature_updates", colour)
         standard = runs.loc[runs["K"] == 1, "accuracy_pct"]
         if not standard.empty:
             reference = standard.mean()
@@ -207,8 +206,7 @@ def linearise_after_t(metrics: pd.DataFrame, out_pdf: Path, out_png: Path) -> Fi
     handles = []
     for group, runs in completed.groupby("group", sort=True):
         colour = palette[group]
-        ax.scatter(runs["t"], runs["accuracy_pct"], color=colour, alpha=0.4, s=22, linewidths=0)
-        _mean_points(ax, runs, "t", colour)
+        _seed_points(ax, runs, "t", colour)
         for references, marker in ((linearised, "s"), (standard, "D")):
             mean = references[(references["group"] == group) & (references["status"] == "ok")]
             if not mean.empty:
@@ -421,8 +419,10 @@ def _mean_curve(ax: plt.Axes, rows: pd.DataFrame, y: str, style: dict) -> None:
     sns.lineplot(finite, x="step", y=y, ax=ax, errorbar=seed_range, legend=False, linewidth=1.6, **style)
 
 
-def _mean_points(ax: plt.Axes, runs: pd.DataFrame, x: str, colour: tuple) -> None:
-    """Mean final accuracy per x value with bars over the seed range, joined by a line."""
+def _seed_points(ax: plt.Axes, runs: pd.DataFrame, x: str, colour: tuple) -> None:
+    """Each seed's final accuracy as a faint point, and the mean per x value with bars over the
+    seed range, joined by a line."""
+    ax.scatter(runs[x], runs["accuracy_pct"], color=colour, alpha=0.4, s=22, linewidths=0)
     sns.lineplot(runs, x=x, y="accuracy_pct", ax=ax, color=colour, marker="o", markersize=7, errorbar=seed_range,
                  err_style="bars", legend=False, err_kws={"capsize": 3})
 

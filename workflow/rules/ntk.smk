@@ -16,6 +16,8 @@ rule measure_ntk:
         probe_seed=config["ntk"]["probe_seed"],
         chunk_size=config["ntk"]["chunk_size"],
         strategy=config["ntk"]["strategy"],
+        # Every run of a model compiles the same kernel programs: compile once, reuse.
+        compilation_cache="results/jax_cache",
     conda:
         "../../environment.yml"
     log:

@@ -1,9 +1,11 @@
 """Snakemake adapter: NTK measurements at every snapshot of one run (itlin.ntk.measure_run)."""
 
+import os
 import sys
 from pathlib import Path
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)  # tracebacks land in the log too
+os.environ["JAX_COMPILATION_CACHE_DIR"] = snakemake.params.compilation_cache  # read when JAX starts
 
 from itlin import ntk, tables  # noqa: E402
 
