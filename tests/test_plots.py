@@ -31,10 +31,11 @@ def texts_of(fig):
     return found
 
 
-def draw(name, metrics, folder):
-    """Draw figure ``name`` into ``folder``, check both files are real and non-empty, return the figure."""
+def draw(name, table, folder):
+    """Draw figure ``name`` (metrics or NTK registry) into ``folder``, check both files are real and
+    non-empty, return the figure."""
     out_pdf, out_png = folder / f"{name}.pdf", folder / f"{name}.png"
-    fig = plots.FIGURES[name](metrics, out_pdf, out_png)
+    fig = (plots.FIGURES | plots.NTK_FIGURES)[name](table, out_pdf, out_png)
     assert out_pdf.read_bytes().startswith(b"%PDF") and out_pdf.stat().st_size > 1000
     assert out_png.read_bytes().startswith(b"\x89PNG") and out_png.stat().st_size > 1000
     return fig
@@ -184,19 +185,10 @@ def ntk_table():
     return tables.example_ntk(Ks=(1, 100, math.inf), seeds=(0, 1), noise=0.01)
 
 
-def draw_ntk(name, ntk, folder):
-    """Draw NTK figure ``name`` into ``folder``, check both files are real and non-empty, return the figure."""
-    out_pdf, out_png = folder / f"{name}.pdf", folder / f"{name}.png"
-    fig = plots.NTK_FIGURES[name](ntk, out_pdf, out_png)
-    assert out_pdf.read_bytes().startswith(b"%PDF") and out_pdf.stat().st_size > 1000
-    assert out_png.read_bytes().startswith(b"\x89PNG") and out_png.stat().st_size > 1000
-    return fig
-
-
 @pytest.fixture(scope="module")
 def ntk_figures(ntk_table, tmp_path_factory):
     folder = tmp_path_factory.mktemp("ntk_figures")
-    return {name: draw_ntk(name, ntk_table, folder) for name in plots.NTK_FIGURES}
+    return {name: draw(name, ntk_table, folder) for name in plots.NTK_FIGURES}
 
 
 @pytest.mark.parametrize(("name", "claim"), [("ntk_distance", "C3"), ("kernel_alignment", "S1"),
@@ -229,20 +221,20 @@ def test_kernel_specialisation_shows_K1_against_Kinf_and_notes_missing_runs(ntk_
     titles = [ax.get_title() for ax in ntk_figures["kernel_specialisation"].axes if ax.get_title()]
     assert titles[0].startswith("cnn: K = 1 (standard network)\nstep 1000, contrast +0.300")
     assert titles[1].startswith("cnn: K = ∞ (linearised)\nstep 1000, contrast +0.000")
-    fig = draw_ntk("kernel_specialisation", ntk_table[~np.isinf(ntk_table["K"])], tmp_path)
+    fig = draw("kernel_specialisation", ntk_table[~np.isinf(ntk_table["K"])], tmp_path)
     assert "no runs: K = ∞ (linearised)" in texts_of(fig)
 
 
 @pytest.mark.parametrize("name", sorted(plots.NTK_FIGURES))
 def test_empty_ntk_table_gives_a_note_instead_of_a_crash(ntk_table, tmp_path, name):
-    fig = draw_ntk(name, ntk_table.iloc[:0], tmp_path)
+    fig = draw(name, ntk_table.iloc[:0], tmp_path)
     assert any("nothing to" in text for text in texts_of(fig))
 
 
 @pytest.mark.parametrize("name", ["ntk_distance", "kernel_alignment"])
 def test_ntk_bands_stay_within_the_values_and_step_axes_start_at_zero(ntk_table, tmp_path, name):
     spread = ntk_table.assign(value=np.where(ntk_table["seed"] == 1, 0.3 * ntk_table["value"], ntk_table["value"]))
-    fig = draw_ntk(name, spread, tmp_path)
+    fig = draw(name, spread, tmp_path)
     heights = band_heights(fig)
     assert heights, "no seed band drawn"
     assert all(spread["value"].min() <= y.min() and y.max() <= spread["value"].max() for y in heights)
