@@ -32,7 +32,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from itlin import data as datasets
-from itlin import models
+from itlin import models, tables
 from itlin.linearise import linearise, relinearise_now, schedule_arrays
 
 log = logging.getLogger(__name__)
@@ -341,8 +341,8 @@ def environment() -> dict:
                                              "count": jax.device_count(), "host": platform.node()}}
 
 
-def _metric_rows(config: RunConfig, step: int, feature_updates: int, per_example: np.ndarray,
-                 splits: dict[str, slice], wall_time: float) -> list[dict]:
+def _metric_rows(step: int, feature_updates: int, per_example: np.ndarray, splits: dict[str, slice],
+                 wall_time: float) -> list[dict]:
     rows = []
     for split, where in splits.items():
         for e, evaluator in enumerate(EVALUATORS):
@@ -359,16 +359,10 @@ def _diverged_rows(step: int, feature_updates: int, wall_time: float) -> list[di
 
 
 def metrics_frame(config: RunConfig, rows: list[dict], status: str) -> pd.DataFrame:
-    """The run's rows in the shared long-format schema (see ``itlin.tables``)."""
-    frame = pd.DataFrame(rows)
-    keys = dict(dataset=config.dataset, model=config.model_label, K=config.K,
-                switch_step=pd.array([config.switch_step] * len(frame), dtype="Int64"),
-                seed=config.seed, variant=config.variant)
-    frame = frame.assign(**keys, status=status)
-    columns = ["dataset", "model", "K", "switch_step", "seed", "variant", "step", "feature_updates",
-               "split", "evaluator", "loss", "accuracy", "status", "wall_time_s"]
-    return frame[columns].astype({"K": "float64", "seed": "int64", "step": "int64", "feature_updates": "int64",
-                                  "loss": "float64", "accuracy": "float64", "wall_time_s": "float64"})
+    """The run's rows in the shared long-format schema (``itlin.tables.METRICS_COLUMNS``), validated."""
+    keys = dict(dataset=config.dataset, model=config.model_label, K=config.K, switch_step=config.switch_step,
+                seed=config.seed, variant=config.variant, status=status)
+    return tables.validate(pd.DataFrame(rows).assign(**keys), f"run {config.model_label} K={config.to_dict()['K']}")
 
 
 def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None) -> str:
@@ -410,20 +404,21 @@ def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None) -> st
                 log.warning("run diverged: non-finite loss at step %d", diverged)
                 break
             per_example = np.asarray(trainer.evaluate(state.params, state.params_lin, eval_x, eval_y))
-            new = _metric_rows(config, step, int(state.feature_updates), per_example, splits, time.perf_counter() - clock)
+            new = _metric_rows(step, int(state.feature_updates), per_example, splits, time.perf_counter() - clock)
             rows += new
             _report_progress(bar, step, config.steps, float(state.last_loss), int(state.feature_updates), new)
         if step in snapshot_at and step != resumed_step:
             save_snapshot(snapshots_dir / f"step_{step:07d}.npz", state.params, state.params_lin)
         if step == config.steps:
             break
-        if step > 0 and step % config.checkpoint_every == 0 and step > checkpoints.latest:
+        if step > 0 and step > checkpoints.latest and (step % config.checkpoint_every == 0 or termination.requested):
             checkpoints.save(step, state, rows, time.perf_counter() - clock)
         if termination.requested:
-            checkpoints.save(step, state, rows, time.perf_counter() - clock)
             checkpoints.close()
             bar.close()
-            raise Preempted(f"SIGTERM: checkpoint written at step {step}; run the same command again to resume")
+            termination.restore()
+            raise Preempted(f"SIGTERM: checkpoint written at step {checkpoints.latest}; "
+                            "run the same command again to resume")
         state = trainer.run_block(state, train_data, schedule)
         step += config.scan_steps
         bar.update(config.scan_steps)
