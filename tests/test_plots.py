@@ -94,9 +94,10 @@ def test_network_vs_linearised_notes_a_missing_K(metrics, tmp_path):
     assert "no runs: K = ∞ (linearised)" in texts_of(fig)
 
 
-@pytest.mark.parametrize("name", sorted(plots.FIGURES))
-def test_empty_table_gives_a_note_instead_of_a_crash(metrics, tmp_path, name):
-    fig = draw(name, metrics.iloc[:0], tmp_path)
+@pytest.mark.parametrize("name", sorted(plots.FIGURES | plots.NTK_FIGURES))
+def test_empty_table_gives_a_note_instead_of_a_crash(request, tmp_path, name):
+    table = request.getfixturevalue("ntk_table" if name in plots.NTK_FIGURES else "metrics")
+    fig = draw(name, table.iloc[:0], tmp_path)
     assert any("nothing to" in text for text in texts_of(fig))
 
 
@@ -224,11 +225,6 @@ def test_kernel_specialisation_shows_K1_against_Kinf_and_notes_missing_runs(ntk_
     fig = draw("kernel_specialisation", ntk_table[~np.isinf(ntk_table["K"])], tmp_path)
     assert "no runs: K = ∞ (linearised)" in texts_of(fig)
 
-
-@pytest.mark.parametrize("name", sorted(plots.NTK_FIGURES))
-def test_empty_ntk_table_gives_a_note_instead_of_a_crash(ntk_table, tmp_path, name):
-    fig = draw(name, ntk_table.iloc[:0], tmp_path)
-    assert any("nothing to" in text for text in texts_of(fig))
 
 
 @pytest.mark.parametrize("name", ["ntk_distance", "kernel_alignment"])
