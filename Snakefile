@@ -23,6 +23,8 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/ntk.smk"
+include: "workflow/rules/gauss_newton.smk"
+include: "workflow/rules/kernel_regression.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/claims.smk"
 

@@ -42,7 +42,7 @@ def run_config(tiny_data):
             data=str(tiny_data), dataset="synthetic", model={"name": "mlp", "depth": 1, "width": 32},
             K=1, switch_step=None, seed=0, variant="base", steps=40, batch_size=32,
             optimizer={"name": "adam", "learning_rate": 1e-3, "momentum": 0.0, "schedule": "constant"},
-            loss="cross_entropy", augment=False, reset_optimizer=False, eval_every=20,
+            loss="cross_entropy", augment=False, reset_optimizer=False, proximal_damping=0.0, eval_every=20,
             eval_train_size=64, scan_steps=5, num_snapshots=4, checkpoint_every=10,
         )
         config.update(overrides)

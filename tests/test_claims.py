@@ -7,7 +7,7 @@ import pytest
 
 from itlin import claims, tables
 
-NOT_MEASURED_YET = ["C3", "C5", "C6", "S1", "S2"]
+NOT_MEASURED_YET = ["C3", "C5", "C6", "S1", "S2"]  # without their tables
 
 
 def make_metrics(final_accuracy, *, Ks=(1, 10, 100, math.inf), switch_steps=(0, 10, 100), diverged=()):
@@ -45,12 +45,6 @@ def test_later_stage_claims_are_not_measured_and_say_why():
         assert table.loc[claim, "verdict"] == "not measured"
         assert "not produced yet" in table.loc[claim, "measured"]
     assert "'ntk' table" in table.loc["C3", "measured"]
-
-
-def test_a_given_table_without_a_check_is_still_not_measured():
-    table = claims.evaluate(make_metrics(accuracies()), {"gauss_newton": pd.DataFrame()}).set_index("claim")
-    assert table.loc["C5", "verdict"] == "not measured"
-    assert "check is not implemented yet" in table.loc["C5", "measured"]
 
 
 def test_c2_supported_when_linearised_is_clearly_worse():
@@ -186,3 +180,42 @@ def test_ntk_claims_not_measured_on_an_empty_ntk_table():
     ntk = tables.example_ntk().iloc[:0]
     table = claims.evaluate(make_metrics(accuracies()), {"ntk": ntk}).set_index("claim")
     assert (table.loc[["C3", "S1", "S2"], "verdict"] == "not measured").all()
+
+
+# ---------------------------------------------------------------- C5 and C6
+
+
+def test_c5_supported_when_damping_orders_kernel_change_and_moves_accuracy():
+    table = claims.evaluate(make_metrics(accuracies()), {"gauss_newton": tables.example_gauss_newton()}).set_index("claim")
+    assert table.loc["C5", "verdict"] == "supported"
+    assert "ρ(λ, NTK distance) = +1.00" in table.loc["C5", "measured"]
+    assert "K=10³ +0.0 pt" in table.loc["C5", "measured"]  # the K-runs sit on the curve in the example
+
+
+@pytest.mark.parametrize("accuracy, distance", [
+    (lambda model, damping: 0.9, None),                                      # accuracy flat in λ
+    (None, lambda model, damping: 0.01 * (round(2 * math.log10(damping)) % 2) if damping else 0.0),  # alternates
+])
+def test_c5_not_supported_when_damping_controls_nothing(accuracy, distance):
+    damping = tables.example_gauss_newton(accuracy=accuracy, distance=distance, dampings=(1e-3, 3e-3, 1e-2, 3e-2, 0.1))
+    assert claims.check_c5(damping)[1] == "not supported"
+
+
+def test_c5_not_measured_with_too_few_dampings_and_reports_diverged():
+    damping = tables.example_gauss_newton(dampings=(0.1, 1.0), diverged=[("mlp", 1.0, 0)])
+    measured, verdict = claims.check_c5(damping)
+    assert verdict == "not measured" and "1 diverged run(s) excluded" in measured
+
+
+@pytest.mark.parametrize("difference, verdict", [(1e-4, "supported"), (0.05, "not supported")])
+def test_c6_follows_the_largest_difference(difference, verdict):
+    predictions = tables.example_kernel_regression(difference=difference)
+    measured, found = claims.check_c6(predictions)
+    assert found == verdict
+    assert f"max |f_lin − kernel regression| = {claims.kernel_regression_summary(predictions)['max_difference'].iloc[0]:.2g}" in measured
+
+
+def test_kernel_regression_summary_counts_argmax_accuracy():
+    predictions = tables.example_kernel_regression(difference=0.0)
+    summary = claims.kernel_regression_summary(predictions).iloc[0]
+    assert summary["linear_accuracy"] == summary["kernel_accuracy"] > 0.9

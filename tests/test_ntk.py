@@ -234,7 +234,7 @@ def linearised_run(tiny_data, tmp_path_factory):
         data=str(tiny_data), dataset="synthetic", model={"name": "mlp", "label": "mlp_small", "depth": 1, "width": 16},
         K="inf", switch_step=None, seed=0, variant="base", steps=40, batch_size=32,
         optimizer={"name": "adam", "learning_rate": 1e-2, "momentum": 0.0, "schedule": "constant"},
-        loss="cross_entropy", augment=False, reset_optimizer=False, eval_every=20, eval_train_size=64, scan_steps=5,
+        loss="cross_entropy", augment=False, reset_optimizer=False, proximal_damping=0.0, eval_every=20, eval_train_size=64, scan_steps=5,
         num_snapshots=4, checkpoint_every=20,
     )
     assert train.run(train.RunConfig.from_dict(config), out) == "ok"

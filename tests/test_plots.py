@@ -35,7 +35,7 @@ def draw(name, table, folder):
     """Draw figure ``name`` (metrics or NTK registry) into ``folder``, check both files are real and
     non-empty, return the figure."""
     out_pdf, out_png = folder / f"{name}.pdf", folder / f"{name}.png"
-    fig = (plots.FIGURES | plots.NTK_FIGURES)[name](table, out_pdf, out_png)
+    fig = plots.ALL_FIGURES[name](table, out_pdf, out_png)
     assert out_pdf.read_bytes().startswith(b"%PDF") and out_pdf.stat().st_size > 1000
     assert out_png.read_bytes().startswith(b"\x89PNG") and out_png.stat().st_size > 1000
     return fig
@@ -94,9 +94,13 @@ def test_network_vs_linearised_notes_a_missing_K(metrics, tmp_path):
     assert "no runs: K = ∞ (linearised)" in texts_of(fig)
 
 
-@pytest.mark.parametrize("name", sorted(plots.FIGURES | plots.NTK_FIGURES))
+EXAMPLE_TABLES = {tables.read: "metrics", tables.read_ntk: "ntk_table", tables.read_gauss_newton: "damping_table",
+                  tables.read_kernel_regression: "kernel_regression_table"}
+
+
+@pytest.mark.parametrize("name", sorted(plots.ALL_FIGURES))
 def test_empty_table_gives_a_note_instead_of_a_crash(request, tmp_path, name):
-    table = request.getfixturevalue("ntk_table" if name in plots.NTK_FIGURES else "metrics")
+    table = request.getfixturevalue(EXAMPLE_TABLES[plots.READERS[name]])
     fig = draw(name, table.iloc[:0], tmp_path)
     assert any("nothing to" in text for text in texts_of(fig))
 
@@ -237,3 +241,35 @@ def test_ntk_bands_stay_within_the_values_and_step_axes_start_at_zero(ntk_table,
     assert symlog_axes(fig)
     for ax in symlog_axes(fig):
         assert_symlog_axis_starts_at_zero(ax)
+
+
+# ---------------------------------------------------------------- Gauss-Newton and kernel-regression figures
+
+
+@pytest.fixture(scope="module")
+def damping_table():
+    return tables.example_gauss_newton(models=("cnn", "mlp"), diverged=[("cnn", 1.0, 1)])
+
+
+@pytest.fixture(scope="module")
+def kernel_regression_table():
+    return tables.example_kernel_regression(models=("cnn", "mlp"), difference=2e-3)
+
+
+def test_gauss_newton_damping_draws_solver_line_and_K_runs_on_a_log_axis(damping_table, tmp_path):
+    fig = draw("gauss_newton_damping", damping_table, tmp_path)
+    assert fig._suptitle.get_text().startswith("C5: ")
+    accuracy_axes = [ax for ax in fig.axes if ax.get_ylabel() == "final test accuracy (%)"]
+    assert len(accuracy_axes) == 1 and all(ax.get_xscale() == "log" for ax in fig.axes)
+    texts = texts_of(fig)
+    assert "K = ∞ (linearised, λ = 0)" in texts and "K = 10 (1/(ηK) = 100)" not in texts
+    assert any(text.startswith("diverged: λ=1") for text in texts)
+    dashed = [line for ax in fig.axes for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == 4  # K = ∞ on both rows of both models
+
+
+def test_kernel_regression_figure_reports_difference_and_accuracies(kernel_regression_table, tmp_path):
+    fig = draw("kernel_regression", kernel_regression_table, tmp_path)
+    assert fig._suptitle.get_text().startswith("C6: ")
+    notes = [text for text in texts_of(fig) if text.startswith("max |difference|")]
+    assert len(notes) == 2 and all("test accuracy: f_lin" in note for note in notes)

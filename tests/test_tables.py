@@ -204,3 +204,40 @@ def test_example_ntk_keeps_the_linearised_kernel_fixed(ntk_table):
     assert (fixed.loc[fixed["metric"].isin(["distance_from_init", "velocity"]), "value"] == 0).all()
     moving = ntk_table[(ntk_table["K"] == 1) & (ntk_table["metric"] == "distance_from_init")]
     assert moving["value"].max() > 0.3
+
+
+# ---------------------------------------------------------------- damping and kernel-regression tables
+
+
+def test_damping_and_kernel_regression_tables_round_trip(tmp_path):
+    damping, predictions = tables.example_gauss_newton(), tables.example_kernel_regression()
+    assert list(damping.columns) == list(tables.GAUSS_NEWTON_COLUMNS)
+    assert list(predictions.columns) == list(tables.KERNEL_REGRESSION_COLUMNS)
+    tables.write_gauss_newton(damping, tmp_path / "damping.parquet")
+    tables.write_kernel_regression(predictions, tmp_path / "kernel.parquet")
+    pd.testing.assert_frame_equal(tables.read_gauss_newton(tmp_path / "damping.parquet"), damping)
+    pd.testing.assert_frame_equal(tables.read_kernel_regression(tmp_path / "kernel.parquet"), predictions)
+
+
+def test_aggregate_gauss_newton_names_duplicates(tmp_path):
+    damping = tables.example_gauss_newton()
+    for name in ("a", "b"):
+        damping.to_parquet(tmp_path / f"{name}.parquet")
+    with pytest.raises(tables.MetricsSchemaError, match="appears more than once"):
+        tables.aggregate_gauss_newton([tmp_path / "a.parquet", tmp_path / "b.parquet"])
+
+
+@pytest.mark.parametrize("column, value, message", [("method", "newton", "column 'method'"),
+                                                    ("damping", -1.0, "column 'damping'")])
+def test_wrong_damping_value_names_the_column(column, value, message):
+    damping = tables.example_gauss_newton()
+    damping.loc[0, column] = value
+    with pytest.raises(tables.MetricsSchemaError, match=message):
+        tables.validate_gauss_newton(damping, "some.parquet")
+
+
+def test_wrong_kernel_name_names_the_column():
+    predictions = tables.example_kernel_regression()
+    predictions["kernel"] = "diagonal"
+    with pytest.raises(tables.MetricsSchemaError, match="some.parquet: column 'kernel'"):
+        tables.validate_kernel_regression(predictions, "some.parquet")

@@ -17,7 +17,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 CLAIM_IDS = ["C1", "C2", "C3", "C4", "C5", "C6", "S1", "S2"]
 FIGURES = ["training_curves", "accuracy_vs_feature_updates", "network_vs_linearised", "linearise_after_t",
-           "ntk_distance", "kernel_alignment", "kernel_specialisation"]
+           "ntk_distance", "kernel_alignment", "kernel_specialisation", "gauss_newton_damping", "kernel_regression"]
 
 
 def load_config(name: str) -> dict:
@@ -64,6 +64,14 @@ def expected_jobs(config: dict) -> dict[str, int]:
     jobs = {"prepare_data": 1, "run_config": runs, "train": runs, "aggregate": 1, "aggregate_sweep": 1,
             "measure_ntk": sweep_runs, "aggregate_ntk": 1, "claims": 1, "all": 1}
     jobs.update({figure: 1 for figure in config["figures"]})
+    solver_runs = {
+        "gauss_newton": len(config["gauss_newton"]["models"]) * len(config["gauss_newton"]["damping"]),
+        "kernel_regression": len(config["kernel_regression"]["models"]),
+    }
+    for stage, count in solver_runs.items():
+        if count:
+            jobs.update({"gauss_newton" if stage == "gauss_newton" else "kernel_regression_run":
+                         count * len(config["seeds"]), f"aggregate_{stage}": 1})
     return jobs
 
 
@@ -116,7 +124,7 @@ def test_schema_names_the_library_registries():
     schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
     model_schema = schema["properties"]["models"]["additionalProperties"]["properties"]["name"]
     assert sorted(model_schema["enum"]) == sorted(models.MODELS)
-    assert set(schema["properties"]["figures"]["items"]["enum"]) <= set(plots.FIGURES) | set(plots.NTK_FIGURES)
+    assert set(schema["properties"]["figures"]["items"]["enum"]) == set(plots.ALL_FIGURES) == set(plots.READERS)
 
 
 def test_one_figure_builds_only_what_it_needs(workdir: Path):
@@ -144,6 +152,9 @@ def _mutate(config: dict, path: str, value) -> None:
         ("switch.steps", [500], "switch.steps[0]"),
         ("switch.models", ["cnn"], "switch.models[0]"),
         ("training.eval_every", 55, "training.eval_every"),
+        ("gauss_newton.models", ["cnn"], "gauss_newton.models[0]"),
+        ("gauss_newton.damping", [0.1, 100.0], "gauss_newton.damping[1]"),
+        ("kernel_regression.kernel", "diagonal", "['kernel_regression']['kernel']"),
     ],
 )
 def test_invalid_config_is_rejected_before_any_job(workdir: Path, path: str, value, named: str):
@@ -174,6 +185,11 @@ def test_tiny_config_runs_end_to_end_and_reruns_only_what_changed(workdir: Path)
     assert list(metrics.columns) == list(tables.METRICS_COLUMNS)
     ntk = tables.read_ntk(workdir / "results" / "tables" / "ntk.parquet")
     assert list(ntk.columns) == list(tables.NTK_COLUMNS)
+    damping = tables.read_gauss_newton(workdir / "results" / "tables" / "gauss_newton.parquet")
+    assert set(damping["method"]) == {"gauss_newton", "iterative_linearisation"}
+    assert sorted(damping.loc[damping["method"] == "gauss_newton", "outer_steps"]) == [1, 10]  # ⌈τλ⌉, τ = 10
+    predictions = tables.read_kernel_regression(workdir / "results" / "tables" / "kernel_regression.parquet")
+    assert len(predictions) == 450 * 10  # every digits test example, every class
     frozen = ntk[(ntk.K == float("inf")) & (ntk.point == "linearisation") & (ntk.metric == "distance_from_init")]
     assert len(frozen) > 1 and (frozen.value == 0).all()  # K = ∞ never moves its kernel
     runs = metrics[["model", "K", "switch_step"]].drop_duplicates()
@@ -197,8 +213,9 @@ def test_tiny_config_runs_end_to_end_and_reruns_only_what_changed(workdir: Path)
     config["K"] = [1, 10, float("inf")]
     (workdir / "more_K.yaml").write_text(yaml.safe_dump(config))
     jobs, _ = planned_jobs(workdir, "--configfile", "more_K.yaml")
+    redrawn = {figure: 1 for figure in FIGURES if figure != "kernel_regression"}  # its table does not change
     assert jobs == {"run_config": 1, "train": 1, "aggregate": 1, "aggregate_sweep": 1, "measure_ntk": 1,
-                    "aggregate_ntk": 1, "claims": 1, "all": 1, **{figure: 1 for figure in FIGURES}}
+                    "aggregate_ntk": 1, "aggregate_gauss_newton": 1, "claims": 1, "all": 1, **redrawn}
 
     report = snakemake(workdir, *test_config, "--report", "report.html")
     assert report.returncode == 0, report.stdout + report.stderr

@@ -41,6 +41,15 @@ S1_MIN_GAIN = 0.05
 S2_MIN_CONTRAST_GAIN = 0.05
 """S2: the specialisation contrast (diagonal minus off-diagonal mean of the class-specialisation
 matrix) of K = 1 at the end must exceed that of K = ∞ by more than this."""
+C5_MIN_RANK_CORRELATION = 0.8
+"""C5: |Spearman ρ| between the damping λ and the NTK distance from initialisation of the
+Gauss-Newton runs must reach this: the damping controls feature learning (monotonically)."""
+C5_MIN_ACCURACY_RANGE_PT = 2.0
+"""C5: the Gauss-Newton runs' final test accuracy must vary by at least this many points over the λ
+grid: the damping controls generalisation."""
+C6_MAX_DIFFERENCE = 1e-2
+"""C6: largest absolute difference, over test examples, output classes and seeds, allowed between the
+trained linear model and kernel regression (outputs are one-hot regressions, of order 1)."""
 
 VERDICTS = ("supported", "not supported", "not measured")
 COLUMNS = ["claim", "statement", "measured", "rule", "verdict"]
@@ -51,29 +60,27 @@ class Claim:
     """One claim of PAPER.md: its statement, decision rule, and the check measuring it.
 
     ``check(table)`` takes the table named by ``needs`` (``metrics``, or a table passed to
-    ``evaluate`` such as ``ntk``) and returns (measured, verdict); ``None`` while the stage
-    producing the claim's measurements does not exist.
+    ``evaluate`` such as ``ntk``) and returns (measured, verdict).
     """
 
     id: str
     statement: str
     rule: str
     needs: str
-    check: Callable[[pd.DataFrame], tuple[str, str]] | None
+    check: Callable[[pd.DataFrame], tuple[str, str]]
 
 
 def evaluate(metrics: pd.DataFrame, measurements: Mapping[str, pd.DataFrame] | None = None) -> pd.DataFrame:
     """One row per claim (columns ``COLUMNS``) with what was measured and the verdict.
 
-    ``measurements`` holds the tables of later stages by name (e.g. ``{"ntk": ...}``); a claim
-    whose check or table is missing is 'not measured', with the reason in ``measured``.
+    ``measurements`` holds the tables of later stages by name (``ntk``, ``gauss_newton``,
+    ``kernel_regression``); a claim whose table is missing is 'not measured', saying so in ``measured``.
     """
     available = {**(measurements or {}), "metrics": tables.validate(metrics, "metrics")}
     rows = []
     for claim in CLAIMS:
-        if claim.check is None or claim.needs not in available:
-            given = "given, but its check is not implemented yet" if claim.needs in available else "not produced yet"
-            measured, verdict = f"needs the '{claim.needs}' table ({given})", "not measured"
+        if claim.needs not in available:
+            measured, verdict = f"needs the '{claim.needs}' table (not produced yet)", "not measured"
         else:
             measured, verdict = claim.check(available[claim.needs])
         rows.append({"claim": claim.id, "statement": claim.statement, "measured": measured, "rule": claim.rule,
@@ -280,6 +287,74 @@ def _early_and_final(curve: pd.DataFrame) -> tuple[int, float, int, float] | Non
     return int(early["step"].iloc[-1]), float(early["value"].iloc[-1]), final_step, float(curve["value"].iloc[-1])
 
 
+def check_c5(damping: pd.DataFrame) -> tuple[str, str]:
+    """C5: per model, the damping λ orders the Gauss-Newton runs' kernel change and moves their accuracy;
+    the K-runs' gap to the Gauss-Newton curve at their effective damping is reported."""
+    texts, outcomes = [], []
+    for model, rows in damping[damping["status"] == "ok"].groupby("model", sort=True):
+        solver = rows[rows["method"] == "gauss_newton"].groupby("damping", sort=True)[["test_accuracy", "ntk_distance"]].mean()
+        if len(solver) < 3:
+            texts.append(f"{model}: needs Gauss-Newton runs at >= 3 damping values, has {len(solver)}")
+            continue
+        correlation = solver.reset_index()[["damping", "ntk_distance"]].corr(method="spearman").iloc[0, 1]
+        accuracy = 100 * solver["test_accuracy"]
+        spread = accuracy.max() - accuracy.min()
+        outcomes.append(bool(abs(correlation) >= C5_MIN_RANK_CORRELATION and spread >= C5_MIN_ACCURACY_RANGE_PT))
+        text = (f"{model}: Spearman ρ(λ, NTK distance) = {correlation:+.2f}; test accuracy "
+                f"{accuracy.min():.1f}–{accuracy.max():.1f}% over λ = {solver.index.min():g}–{solver.index.max():g} "
+                f"(best at λ = {accuracy.idxmax():g})")
+        texts.append(text + _gaps_to_solver(rows, solver))
+    diverged = damping[damping["status"] != "ok"]
+    note = f" [{len(diverged)} diverged run(s) excluded]" if not diverged.empty else ""
+    if not outcomes:
+        return ("; ".join(texts) or "no runs") + note, "not measured"
+    return "; ".join(texts) + note, "supported" if all(outcomes) else "not supported"
+
+
+def _gaps_to_solver(rows: pd.DataFrame, solver: pd.DataFrame) -> str:
+    """', K-runs minus Gauss-Newton at 1/(ηK): K=10 +1.2 pt, ...' for K-runs inside the λ grid."""
+    runs = rows[(rows["method"] == "iterative_linearisation") & (rows["damping"] > 0)]
+    means = runs.groupby("K", sort=True).agg(damping=("damping", "first"), accuracy=("test_accuracy", "mean"))
+    inside = means[(means["damping"] >= solver.index.min()) & (means["damping"] <= solver.index.max())]
+    if inside.empty:
+        return "; no K-run's effective damping 1/(ηK) lies inside the λ grid"
+    curve = np.interp(np.log(inside["damping"]), np.log(solver.index.to_numpy()), solver["test_accuracy"].to_numpy())
+    gaps = ", ".join(f"K={tables.format_K(K)} {100 * gap:+.1f} pt" for K, gap in zip(inside.index, inside["accuracy"] - curve))
+    return f"; K-runs minus Gauss-Newton at 1/(ηK): {gaps}"
+
+
+def kernel_regression_summary(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Per model: the largest |f_lin − kernel regression| (all test outputs and seeds), the mean test
+    accuracy of each predictor over seeds, and the largest GD steps, final train loss and jitter."""
+    rows = []
+    for model, runs in predictions.groupby("model", sort=True):
+        accuracies = {"linear": [], "kernel_regression": []}
+        for _, run in runs.groupby("seed"):
+            for column in accuracies:
+                outputs = run.pivot(index="example", columns="output_class", values=column)
+                labels = run.groupby("example")["label"].first().reindex(outputs.index)
+                accuracies[column].append(float((outputs.to_numpy().argmax(1) == labels.to_numpy()).mean()))
+        rows.append(dict(model=model, max_difference=float((runs["linear"] - runs["kernel_regression"]).abs().max()),
+                         linear_accuracy=float(np.mean(accuracies["linear"])),
+                         kernel_accuracy=float(np.mean(accuracies["kernel_regression"])),
+                         gd_steps=int(runs["gd_steps"].max()), train_loss=float(runs["train_loss"].max()),
+                         jitter=float(runs["jitter"].max())))
+    return pd.DataFrame(rows)
+
+
+def check_c6(predictions: pd.DataFrame) -> tuple[str, str]:
+    """C6: per model, the trained K = ∞ linear model's test outputs equal kernel regression's."""
+    summary = kernel_regression_summary(predictions)
+    if summary.empty:
+        return "no kernel-regression runs", "not measured"
+    texts = [f"{row.model}: max |f_lin − kernel regression| = {row.max_difference:.2g} after {row.gd_steps:,} GD steps "
+             f"(train loss {row.train_loss:.1g}, jitter {row.jitter:.1g}); test accuracy f_lin "
+             f"{100 * row.linear_accuracy:.1f}% vs kernel {100 * row.kernel_accuracy:.1f}%"
+             for row in summary.itertuples()]
+    supported = bool((summary["max_difference"] <= C6_MAX_DIFFERENCE).all())
+    return "; ".join(texts), "supported" if supported else "not supported"
+
+
 def _judge_per_model(metrics: pd.DataFrame,
                      judge: Callable[[pd.DataFrame], tuple[str, bool | None]]) -> tuple[str, str]:
     """Apply ``judge`` to each model's final runs; combine texts and verdicts (all must hold)."""
@@ -344,11 +419,16 @@ CLAIMS: tuple[Claim, ...] = (
           "metrics", check_c4),
     Claim("C5", "With large K, iterative linearisation is a damped Gauss-Newton method; the damping controls "
                 "feature learning and generalisation.",
-          "to be defined with the Gauss-Newton stage (accuracy and NTK change vs damping λ)", "gauss_newton", None),
+          f"per model, damped Gauss-Newton runs (mean over seeds) over the λ grid: |Spearman ρ| between λ and the NTK "
+          f"distance from initialisation >= {C5_MIN_RANK_CORRELATION:g} and final test accuracy spanning >= "
+          f"{C5_MIN_ACCURACY_RANGE_PT:g} pt; supported if so for every model (the K-runs' accuracy minus the "
+          "Gauss-Newton curve at their effective damping 1/(ηK) is reported, not judged: the sweep's Adam steps are "
+          "not η·gradient)", "gauss_newton", check_c5),
     Claim("C6", "Under MSE loss and full-batch gradient descent to convergence, K = ∞ equals NTK kernel regression "
                 "with the empirical NTK at initialisation.",
-          "to be defined with the kernel-regression stage (trained linear model vs closed form)",
-          "kernel_regression", None),
+          f"per model: the outputs of the linear model trained by K = ∞ full-batch gradient descent on MSE differ from "
+          f"the kernel-regression closed form (empirical NTK at θ₀) by at most {C6_MAX_DIFFERENCE:g} on every test "
+          "example, output class and seed; supported if so for every model", "kernel_regression", check_c6),
     Claim("S1", "(companion) Kernel-target alignment rises fast in an early feature-learning phase, then plateaus; "
                 "faster and larger in deeper networks.",
           f"per model: K = 1 centred kernel-target alignment rises by >= {S1_MIN_GAIN:g} over training, >= "

@@ -1,7 +1,8 @@
 """Figures testing the paper's claims, drawn from the tidy metrics table (see ``itlin.tables``).
 
 Every figure function has the signature ``(metrics, out_pdf, out_png) -> Figure`` (``FIGURES``), or
-``(ntk, out_pdf, out_png)`` for the kernel figures drawn from the NTK table (``NTK_FIGURES``): it
+``(table, out_pdf, out_png)`` for the figures drawn from another table (``NTK_FIGURES``: the NTK
+table; ``SOLVER_FIGURES``: the damping and kernel-regression tables; ``READERS`` names each one): it
 writes the figure as PDF and PNG and returns the (closed) matplotlib figure so callers can inspect it.
 Seeds are aggregated as a mean with a band (or bars) spanning the range over seeds (``seed_range``).
 Every run is evaluated with ``tables.TRAINED_EVALUATOR`` (the linear model f_lin, which is what
@@ -339,6 +340,121 @@ NTK_FIGURES: dict[str, Callable[[pd.DataFrame, Path, Path], Figure]] = {
 }
 """Figure name -> function ``(ntk, out_pdf, out_png)`` drawing it from the NTK table
 (``tables.read_ntk``, schema ``tables.NTK_COLUMNS``)."""
+
+
+@_styled
+def gauss_newton_damping(damping: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
+    """C5: final test accuracy (top) and NTK distance from initialisation (bottom) against the damping λ.
+
+    One column per model. Damped Gauss-Newton runs are a line (mean over seeds, band: range); the
+    K-runs of the sweep are points at their effective damping 1/(ηK), coloured by K; K = ∞ (λ = 0,
+    off the log axis) is a black dashed line across the panel.
+    """
+    title = "C5: damped Gauss-Newton against λ,\niterative linearisation at its effective damping 1/(ηK)"
+    damping = tables.validate_gauss_newton(damping, "damping table")
+    if damping.empty:
+        return _note_figure(title, "No Gauss-Newton or iterative-linearisation runs: nothing to draw.", out_pdf, out_png)
+    damping = damping.assign(test_accuracy=100 * damping["test_accuracy"])
+    labels = sorted(damping["model"].unique())
+    fig, axes = plt.subplots(2, len(labels), figsize=(4.6 * len(labels) + 2.4, 6.4), layout="constrained",
+                             squeeze=False, sharex="col")
+    Ks = damping.loc[damping["method"] == "iterative_linearisation", "K"].unique()
+    colours = K_colours(Ks)
+    for column, label in enumerate(labels):
+        rows = damping[(damping["model"] == label) & (damping["status"] == "ok")]
+        for row, (y, ylabel) in enumerate((("test_accuracy", "final test accuracy (%)"),
+                                           ("ntk_distance", "NTK distance from init"))):
+            ax = axes[row, column]
+            solver = rows[rows["method"] == "gauss_newton"]
+            if not solver.empty:
+                sns.lineplot(solver, x="damping", y=y, ax=ax, color="0.2", marker="s", errorbar=seed_range,
+                             err_kws={"alpha": 0.15}, legend=False)
+            runs = rows[rows["method"] == "iterative_linearisation"]
+            for K, at_K in runs.groupby("K"):
+                if math.isinf(K):
+                    ax.axhline(at_K[y].mean(), **LINEARISED_STYLE, linewidth=1.4)
+                    continue
+                ax.scatter(at_K["damping"], at_K[y], color=colours[K], s=18, alpha=0.5, zorder=3)
+                ax.errorbar(at_K["damping"].iloc[0], at_K[y].mean(), yerr=_range_bars(at_K[y]), color=colours[K],
+                            marker="o", markersize=7, markeredgecolor="white", capsize=3, zorder=4)
+            ax.set_xscale("log")
+            ax.set(ylabel=ylabel if column == 0 else "", xlabel="damping λ (log scale)" if row == 1 else "",
+                   title=label if row == 0 else "")
+            _note_diverged_runs(ax, damping[(damping["model"] == label) & (damping["status"] != "ok")])
+    handles = [Line2D([], [], color="0.2", marker="s", label="damped Gauss-Newton (⌈τλ⌉ outer steps)"),
+               Patch(color="0.2", alpha=0.15, label=SEED_BAND)]
+    handles += [_line_handle(colours[K], "K = ∞ (linearised, λ = 0)", K)
+                if math.isinf(K) else Line2D([], [], color=colours[K], marker="o", linestyle="none",
+                                             label=f"{K_label(K)} at λ = 1/(ηK)")
+                for K in sorted(Ks)]
+    return _finish(fig, title, handles, out_pdf, out_png,
+                   legend_title="iterative linearisation: f_lin; points: seeds,\nbars: range over seeds")
+
+
+@_styled
+def kernel_regression(predictions: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
+    """C6: outputs of the linear model trained by K = ∞ full-batch GD on MSE against the NTK
+    kernel-regression closed form, on every test example and class, one panel per model, with the
+    largest absolute difference and the test accuracy of both written in each panel."""
+    title = "C6: K = ∞ trained by full-batch GD on MSE\nvs NTK kernel regression at initialisation"
+    predictions = tables.validate_kernel_regression(predictions, "kernel-regression table")
+    if predictions.empty:
+        return _note_figure(title, "No kernel-regression runs: nothing to draw.", out_pdf, out_png)
+    labels = sorted(predictions["model"].unique())
+    fig, axes = _grid(len(labels))
+    for ax, label in zip(axes, labels):
+        rows = predictions[predictions["model"] == label]
+        summary = claims.kernel_regression_summary(rows).iloc[0]
+        for seed, by_seed in rows.groupby("seed"):
+            ax.scatter(by_seed["kernel_regression"], by_seed["linear"], s=4, alpha=0.3, label=f"seed {seed}",
+                       rasterized=True)
+        limits = [rows[["linear", "kernel_regression"]].min().min(), rows[["linear", "kernel_regression"]].max().max()]
+        ax.plot(limits, limits, color="0.3", linestyle=":", linewidth=1)
+        ax.set(title=f"{label} ({rows['kernel'].iloc[0]} kernel, n = {rows['train_size'].iloc[0]})",
+               xlabel="kernel regression f₀ + Θ(x, X)(Θ + εI)⁻¹(Y − f₀)", ylabel="trained linear model f_lin")
+        ax.text(0.03, 0.97, f"max |difference|: {summary['max_difference']:.2g}\n"
+                f"test accuracy: f_lin {100 * summary['linear_accuracy']:.1f}%, "
+                f"kernel {100 * summary['kernel_accuracy']:.1f}%\n"
+                f"GD: {summary['gd_steps']:,} steps, train loss {summary['train_loss']:.1g}\n"
+                f"jitter ε {summary['jitter']:.1g}", transform=ax.transAxes, ha="left", va="top", fontsize=8,
+                bbox={"facecolor": "white", "edgecolor": "0.8", "alpha": 0.9})
+    handles = [Line2D([], [], color="0.3", linestyle=":", label="equal outputs (y = x)")]
+    return _finish(fig, title, handles, out_pdf, out_png,
+                   legend_title="one point per test example\nand output class (seeds pooled)")
+
+
+def _range_bars(values: pd.Series) -> list[list[float]]:
+    """Error-bar extents (below, above) of the range over seeds around the mean."""
+    low, high = seed_range(values)
+    return [[values.mean() - low], [high - values.mean()]]
+
+
+def _note_diverged_runs(ax: plt.Axes, diverged: pd.DataFrame) -> None:
+    """Name the diverged runs of a panel in its corner (they have no final accuracy to draw)."""
+    if not diverged.empty:
+        names = [f"λ={d:g}" if method == "gauss_newton" else f"K={tables.format_K(K)}"
+                 for method, d, K in diverged[["method", "damping", "K"]].itertuples(index=False)]
+        ax.text(0.02, 0.02, "diverged: " + ", ".join(sorted(set(names))), transform=ax.transAxes, fontsize=8,
+                color="0.25", bbox={"facecolor": "white", "edgecolor": "0.7"})
+
+
+SOLVER_FIGURES: dict[str, Callable[[pd.DataFrame, Path, Path], Figure]] = {
+    "gauss_newton_damping": gauss_newton_damping,
+    "kernel_regression": kernel_regression,
+}
+"""Figure name -> function drawing it from its own table: ``gauss_newton_damping`` from the damping
+table (``tables.read_gauss_newton``), ``kernel_regression`` from the kernel-regression table."""
+
+READERS: dict[str, Callable[[Path], pd.DataFrame]] = {
+    **{name: tables.read for name in FIGURES},
+    **{name: tables.read_ntk for name in NTK_FIGURES},
+    "gauss_newton_damping": tables.read_gauss_newton,
+    "kernel_regression": tables.read_kernel_regression,
+}
+"""Figure name -> the reader (and validator) of the table it is drawn from."""
+
+ALL_FIGURES = FIGURES | NTK_FIGURES | SOLVER_FIGURES
+"""Every figure the pipeline can draw, by name."""
 
 
 def _trained_kernel_rows(ntk: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:

@@ -81,6 +81,54 @@ TRAINED_POINT = "linearisation"
 """Kernel drawn and judged for every run: that of the trained linear model f_lin, at θ_lin (for
 K = 1 it is the network's kernel one optimiser step earlier; for K = ∞ the kernel at θ₀)."""
 
+GAUSS_NEWTON_COLUMNS: dict[str, str] = {
+    "method": "str",
+    "dataset": "str",
+    "model": "str",
+    "seed": "int64",
+    "K": "float64",
+    "damping": "float64",
+    "outer_steps": "Int64",
+    "train_accuracy": "float64",
+    "test_accuracy": "float64",
+    "ntk_distance": "float64",
+    "cg_iterations_mean": "float64",
+    "cg_residual_max": "float64",
+    "status": "str",
+}
+"""Column name -> dtype of the damping table (C5): one row per run of either ``method``.
+
+``gauss_newton`` rows are damped Gauss-Newton runs (``itlin.gauss_newton.run``): ``damping`` is λ,
+``outer_steps`` their count, ``K`` NaN, accuracies those of the network and ``ntk_distance`` the
+trace-kernel distance of the final θ from θ₀; the CG columns average and bound the per-step
+solves. ``iterative_linearisation`` rows are the K-runs of the sweep placed at their effective
+damping 1/(ηK) (0 for K = ∞), with f_lin's accuracies and θ_lin's kernel distance; their
+``outer_steps`` and CG columns are empty."""
+
+GAUSS_NEWTON_METHODS: tuple[str, ...] = ("gauss_newton", "iterative_linearisation")
+
+KERNEL_REGRESSION_COLUMNS: dict[str, str] = {
+    "dataset": "str",
+    "model": "str",
+    "seed": "int64",
+    "kernel": "str",
+    "train_size": "int64",
+    "gd_steps": "int64",
+    "learning_rate": "float64",
+    "jitter": "float64",
+    "train_loss": "float64",
+    "example": "int64",
+    "label": "int64",
+    "output_class": "int64",
+    "linear": "float64",
+    "kernel_regression": "float64",
+}
+"""Column name -> dtype of the kernel-regression table (C6): one row per (run, test example,
+output class). ``linear`` is the output of the linear model trained by K = ∞ full-batch gradient
+descent on MSE (``gd_steps`` steps of size ``learning_rate`` on ``train_size`` examples, reaching
+``train_loss``), ``kernel_regression`` the closed form with the empirical NTK at initialisation
+(``kernel`` ``full`` or ``trace``) and the jitter ``jitter`` added to its diagonal."""
+
 _SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 _MEASUREMENT_KEYS = RUN_KEYS + ["step", "split", "evaluator"]
 _NTK_MEASUREMENT_KEYS = RUN_KEYS + ["step", "point", "metric", "output_class", "target_class"]
@@ -119,6 +167,27 @@ def validate_ntk(df: pd.DataFrame, source: str) -> pd.DataFrame:
     for column in ("output_class", "target_class"):
         if (result[column].isna() == is_specialisation).any():
             raise MetricsSchemaError(f"{source}: column {column!r} must be set on 'specialisation' rows and only there")
+    return result.reset_index(drop=True)
+
+
+def validate_gauss_newton(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Check ``df`` against ``GAUSS_NEWTON_COLUMNS`` and return a copy with the schema's dtypes."""
+    result = _with_schema_dtypes(df, GAUSS_NEWTON_COLUMNS, source)
+    for column, allowed in (("method", GAUSS_NEWTON_METHODS), ("status", ALLOWED_VALUES["status"])):
+        bad = sorted(set(result[column]) - set(allowed))
+        if bad:
+            raise MetricsSchemaError(f"{source}: column {column!r} has value(s) {bad}, allowed {list(allowed)}")
+    if (result["damping"] < 0).any() or result["damping"].isna().any():
+        raise MetricsSchemaError(f"{source}: column 'damping' must be a number >= 0")
+    return result.reset_index(drop=True)
+
+
+def validate_kernel_regression(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Check ``df`` against ``KERNEL_REGRESSION_COLUMNS`` and return a copy with the schema's dtypes."""
+    result = _with_schema_dtypes(df, KERNEL_REGRESSION_COLUMNS, source)
+    bad = sorted(set(result["kernel"]) - {"full", "trace"})
+    if bad:
+        raise MetricsSchemaError(f"{source}: column 'kernel' has value(s) {bad}, allowed ['full', 'trace']")
     return result.reset_index(drop=True)
 
 
@@ -198,6 +267,17 @@ def aggregate_ntk(paths: Sequence[Path]) -> pd.DataFrame:
     return _concatenate(paths, validate_ntk, _NTK_MEASUREMENT_KEYS, "NTK")
 
 
+def aggregate_gauss_newton(paths: Sequence[Path]) -> pd.DataFrame:
+    """Read, validate (``validate_gauss_newton``) and concatenate per-run damping tables."""
+    return _concatenate(paths, validate_gauss_newton, ["method", "dataset", "model", "seed", "damping"], "Gauss-Newton")
+
+
+def aggregate_kernel_regression(paths: Sequence[Path]) -> pd.DataFrame:
+    """Read, validate (``validate_kernel_regression``) and concatenate per-run kernel-regression tables."""
+    return _concatenate(paths, validate_kernel_regression, ["dataset", "model", "seed", "example", "output_class"],
+                        "kernel-regression")
+
+
 def _concatenate(paths: Sequence[Path], check: Callable[[pd.DataFrame, str], pd.DataFrame], keys: list[str],
                  kind: str) -> pd.DataFrame:
     """The validated tables of ``paths`` in one, sorted by ``keys``; a measurement (``keys``) found
@@ -237,6 +317,26 @@ def read_ntk(path: Path) -> pd.DataFrame:
 def write_ntk(df: pd.DataFrame, path: Path) -> None:
     """Validate ``df`` as an NTK table and write it as Parquet to ``path``, creating parent folders."""
     _write_parquet(validate_ntk(df, source=str(path)), path)
+
+
+def read_gauss_newton(path: Path) -> pd.DataFrame:
+    """Read one damping table and validate it."""
+    return validate_gauss_newton(pd.read_parquet(path), source=str(path))
+
+
+def write_gauss_newton(df: pd.DataFrame, path: Path) -> None:
+    """Validate ``df`` as a damping table and write it as Parquet to ``path``."""
+    _write_parquet(validate_gauss_newton(df, source=str(path)), path)
+
+
+def read_kernel_regression(path: Path) -> pd.DataFrame:
+    """Read one kernel-regression table and validate it."""
+    return validate_kernel_regression(pd.read_parquet(path), source=str(path))
+
+
+def write_kernel_regression(df: pd.DataFrame, path: Path) -> None:
+    """Validate ``df`` as a kernel-regression table and write it as Parquet to ``path``."""
+    _write_parquet(validate_kernel_regression(df, source=str(path)), path)
 
 
 def _write_parquet(table: pd.DataFrame, path: Path) -> None:
@@ -430,3 +530,60 @@ def example_ntk(
                                       value=float(value))
                                  for metric, value, c, t in measured]
     return validate_ntk(pd.DataFrame(rows), source="example_ntk")
+
+
+def example_gauss_newton(
+    *,
+    models: Sequence[str] = ("mlp",),
+    dampings: Sequence[float] = (1e-3, 1e-2, 1e-1, 1.0),
+    Ks: Sequence[float] = (10, 100, 1000, math.inf),
+    seeds: Sequence[int] = (0, 1),
+    learning_rate: float = 1e-3,
+    accuracy: Callable[[str, float], float] | None = None,
+    distance: Callable[[str, float], float] | None = None,
+    diverged: Iterable[tuple[str, float, int]] = (),
+) -> pd.DataFrame:
+    """A small synthetic damping table (``GAUSS_NEWTON_COLUMNS``), for tests and previews.
+
+    Gauss-Newton rows at each λ of ``dampings`` and K-run rows at λ = 1/(ηK) (0 for K = ∞) share
+    ``accuracy(model, λ)`` and ``distance(model, λ)``; by default both rise with log λ. ``diverged``
+    lists (model, λ, seed) of Gauss-Newton runs marked diverged, with no final values.
+    """
+    accuracy = accuracy or (lambda model, damping: 0.6 + 0.05 * (math.log10(damping) + 4) if damping else 0.6)
+    distance = distance or (lambda model, damping: 0.01 * (math.log10(damping) + 4) if damping else 0.0)
+    diverged = set(diverged)
+    rows = []
+    for model in models:
+        for seed in seeds:
+            points = [("gauss_newton", math.nan, damping) for damping in dampings]
+            points += [("iterative_linearisation", K, 0.0 if math.isinf(K) else 1 / (learning_rate * K)) for K in Ks]
+            for method, K, damping in points:
+                solver = method == "gauss_newton"
+                failed = solver and (model, damping, seed) in diverged
+                final_accuracy = math.nan if failed else accuracy(model, damping) + 0.002 * seed
+                rows.append(dict(method=method, dataset="synthetic", model=model, seed=seed, K=K, damping=damping,
+                                 outer_steps=max(1, round(100 * damping)) if solver else pd.NA,
+                                 train_accuracy=final_accuracy, test_accuracy=final_accuracy,
+                                 ntk_distance=math.nan if failed else distance(model, damping),
+                                 cg_iterations_mean=5.0 if solver else math.nan,
+                                 cg_residual_max=1e-3 if solver else math.nan, status="diverged" if failed else "ok"))
+    return validate_gauss_newton(pd.DataFrame(rows), "example damping table")
+
+
+def example_kernel_regression(*, models: Sequence[str] = ("mlp",), seeds: Sequence[int] = (0, 1), n_test: int = 30,
+                              num_classes: int = 3, difference: float = 1e-4) -> pd.DataFrame:
+    """A small synthetic kernel-regression table (``KERNEL_REGRESSION_COLUMNS``): the linear model's
+    outputs are the kernel predictor's plus a deterministic perturbation of at most ``difference``."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for model in models:
+        for seed in seeds:
+            labels = np.arange(n_test) % num_classes
+            kernel = np.eye(num_classes)[labels] * 0.8 + rng.normal(0, 0.1, (n_test, num_classes))
+            linear = kernel + difference * np.sin(np.arange(kernel.size)).reshape(kernel.shape)
+            rows.append(pd.DataFrame(dict(
+                dataset="synthetic", model=model, seed=seed, kernel="full", train_size=20, gd_steps=1000,
+                learning_rate=0.1, jitter=1e-8, train_loss=1e-9, example=np.repeat(np.arange(n_test), num_classes),
+                label=np.repeat(labels, num_classes), output_class=np.tile(np.arange(num_classes), n_test),
+                linear=linear.reshape(-1), kernel_regression=kernel.reshape(-1))))
+    return validate_kernel_regression(pd.concat(rows, ignore_index=True), "example kernel-regression table")

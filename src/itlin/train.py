@@ -58,6 +58,7 @@ class RunConfig:
     loss: str
     augment: bool
     reset_optimizer: bool
+    proximal_damping: float
     eval_every: int
     eval_train_size: int
     scan_steps: int
@@ -97,6 +98,9 @@ class RunConfig:
         require(self.optimizer.get("name") in ("adam", "sgd"), "optimizer.name", "must be adam or sgd")
         require(self.optimizer.get("schedule", "constant") in ("constant", "cosine"), "optimizer.schedule",
                 "must be constant or cosine")
+        require(isinstance(self.proximal_damping, (int, float)) and not isinstance(self.proximal_damping, bool)
+                and self.proximal_damping >= 0, "proximal_damping",
+                f"must be a number >= 0, got {self.proximal_damping!r}")
         if self.switch_step is not None:
             require(self.K == 1, "K", "a switch-step run trains normally before the switch, so K must be 1")
             require(0 <= self.switch_step <= self.steps, "switch_step",
@@ -172,6 +176,7 @@ class Schedule(NamedTuple):
     period: jax.Array
     switch_step: jax.Array
     reset_optimizer: jax.Array
+    proximal_damping: jax.Array
     seed: jax.Array
 
 
@@ -247,10 +252,15 @@ class Trainer:
 
     def schedule(self) -> Schedule:
         period, switch = schedule_arrays(self.config.K, self.config.switch_step, self.config.steps)
-        return Schedule(period, switch, jnp.asarray(self.config.reset_optimizer), jnp.asarray(self.config.seed, jnp.int32))
+        return Schedule(period, switch, jnp.asarray(self.config.reset_optimizer),
+                        jnp.asarray(self.config.proximal_damping, jnp.float32), jnp.asarray(self.config.seed, jnp.int32))
 
     def train_step(self, state: TrainState, data: TrainData, schedule: Schedule) -> TrainState:
-        """One step of PAPER.md's algorithm: maybe re-linearise, then an optimiser step on f_lin."""
+        """One step of PAPER.md's algorithm: maybe re-linearise, then an optimiser step on f_lin.
+
+        With ``proximal_damping`` λ > 0 the objective of each round is the linearised loss plus
+        (λ/2)‖θ − θ_lin‖²: run to convergence, a round is one damped Gauss-Newton step (C5).
+        """
         t = state.step
         relinearise = relinearise_now(t, schedule.period, schedule.switch_step)
         params_lin = jax.tree.map(lambda p, q: jnp.where(relinearise, p, q), state.params, state.params_lin)
@@ -260,7 +270,8 @@ class Trainer:
         x, y = sample_batch(data, t, schedule.seed, self.config.batch_size, self.config.augment)
 
         def batch_loss(params):
-            return self.loss(self.f_lin(params, params_lin, x), y).mean()
+            proximal = sum(jnp.sum((p - q) ** 2) for p, q in zip(jax.tree.leaves(params), jax.tree.leaves(params_lin)))
+            return self.loss(self.f_lin(params, params_lin, x), y).mean() + 0.5 * schedule.proximal_damping * proximal
 
         loss, grads = jax.value_and_grad(batch_loss)(state.params)
         updates, opt_state = self.optimizer.update(grads, opt_state, state.params)

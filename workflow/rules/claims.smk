@@ -6,6 +6,7 @@ rule claims:
     input:
         table="results/tables/metrics.parquet",
         ntk="results/tables/ntk.parquet",
+        **measurement_tables(),
         code=library_source("claims"),
     output:
         report("results/claims.md", caption="../report/claims.rst", category="Claims"),

@@ -25,6 +25,11 @@ def k_value(k):
     return int(k)
 
 
+def damping_name(value):
+    """Path component of a damping λ: its shortest decimal form (0.1, 3, 1e-05)."""
+    return f"{value:g}"
+
+
 def check_config(cfg):
     """Reject, naming the key, values the JSON Schema cannot rule out, before any job runs."""
     training = cfg["training"]
@@ -54,6 +59,25 @@ def check_config(cfg):
         raise WorkflowConfigError(
             "config key 'figures' lists linearise_after_t, which needs 'switch.steps' and 'switch.models'"
         )
+    for stage in ("gauss_newton", "kernel_regression"):
+        for index, label in enumerate(cfg[stage]["models"]):
+            if label not in cfg["models"]:
+                raise WorkflowConfigError(
+                    f"config key '{stage}.models[{index}]' = {label!r} is not a label under 'models' "
+                    f"({', '.join(cfg['models'])})"
+                )
+    names = [damping_name(value) for value in cfg["gauss_newton"]["damping"]]
+    if len(set(names)) != len(names):
+        raise WorkflowConfigError(f"config key 'gauss_newton.damping' lists a value twice: {names}")
+    for index, value in enumerate(cfg["gauss_newton"]["damping"]):
+        if value * cfg["gauss_newton"]["time"] > steps:
+            raise WorkflowConfigError(
+                f"config key 'gauss_newton.damping[{index}]' = {value} needs {value} x 'gauss_newton.time' outer "
+                f"steps, more than the K = 1 run's 'training.steps' = {steps}: lower it or the time"
+            )
+    for figure, stage in (("gauss_newton_damping", "gauss_newton"), ("kernel_regression", "kernel_regression")):
+        if figure in cfg["figures"] and not cfg[stage]["models"]:
+            raise WorkflowConfigError(f"config key 'figures' lists {figure}, which needs '{stage}.models'")
 
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=False)
@@ -85,8 +109,14 @@ SWEEP_SCHEDULES = [schedule_name(k) for k in config["K"]]
 SWITCH_SCHEDULES = [f"switch{t}" for t in config["switch"]["steps"]]
 
 
+DAMPINGS = {damping_name(value): value for value in config["gauss_newton"]["damping"]}
+GAUSS_NEWTON_RUN = "{dataset}/{model}/lambda{damping}/seed{seed}"
+KERNEL_REGRESSION_RUN = "{dataset}/{model}/seed{seed}"
+
+
 wildcard_constraints:
     dataset=alternatives([DATASET]),
+    damping=alternatives(DAMPINGS),
     model=alternatives(config["models"]),
     schedule=alternatives(SWEEP_SCHEDULES + SWITCH_SCHEDULES),
     seed=alternatives(config["seeds"]),
@@ -106,6 +136,17 @@ def run_paths(models, schedules):
 
 SWEEP_RUNS = run_paths(config["models"], SWEEP_SCHEDULES)
 SWITCH_RUNS = run_paths(config["switch"]["models"], SWITCH_SCHEDULES)
+GAUSS_NEWTON_RUNS = [
+    GAUSS_NEWTON_RUN.format(dataset=DATASET, model=model, damping=damping, seed=seed)
+    for model in config["gauss_newton"]["models"]
+    for damping in DAMPINGS
+    for seed in config["seeds"]
+]
+KERNEL_REGRESSION_RUNS = [
+    KERNEL_REGRESSION_RUN.format(dataset=DATASET, model=model, seed=seed)
+    for model in config["kernel_regression"]["models"]
+    for seed in config["seeds"]
+]
 
 
 def metrics_files(runs):
@@ -116,9 +157,24 @@ def metrics_files(runs):
 def all_targets():
     """What the default target builds: the tables, every configured figure, the claims."""
     targets = ["results/tables/metrics.parquet", "results/tables/ntk.parquet", "results/claims.md"]
+    targets += [table for table in measurement_tables().values() if table]
     for name in config["figures"]:
         targets += [f"figures/{name}.pdf", f"figures/{name}.png"]
     return targets
+
+
+def measurement_tables():
+    """The tables of the optional stages the claims read, by name (empty when the stage has no models)."""
+    return {
+        stage: f"results/tables/{stage}.parquet" if config[stage]["models"] else []
+        for stage in ("gauss_newton", "kernel_regression")
+    }
+
+
+def model_spec(label):
+    """The model mapping of a run config (``label``, ``name`` and the kwargs, sorted) for a model label."""
+    model = config["models"][label]
+    return {"label": label, "name": model["name"], **dict(sorted(model["kwargs"].items()))}
 
 
 def library_source(module):
@@ -136,13 +192,12 @@ def run_settings(wildcards):
     """The complete run config of one run (the `itlin train --config` format), every key explicit.
 
     Nested mappings are sorted, so reordering keys in a config file reruns nothing."""
-    model = config["models"][wildcards.model]
     training = config["training"]
     K, switch_step = parse_schedule(wildcards.schedule)
     return {
         "data": f"resources/data/{wildcards.dataset}.npz",
         "dataset": wildcards.dataset,
-        "model": {"label": wildcards.model, "name": model["name"], **dict(sorted(model["kwargs"].items()))},
+        "model": model_spec(wildcards.model),
         "K": K,
         "switch_step": switch_step,
         "seed": int(wildcards.seed),
@@ -153,6 +208,7 @@ def run_settings(wildcards):
         "loss": training["loss"],
         "augment": config["variants"][wildcards.variant]["augment"],
         "reset_optimizer": training["reset_optimizer"],
+        "proximal_damping": training["proximal_damping"],
         "eval_every": training["eval_every"],
         "eval_train_size": training["eval_train_size"],
         "scan_steps": training["scan_steps"],

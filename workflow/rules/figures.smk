@@ -1,8 +1,7 @@
 """Stage 4: one rule per figure, named like the figure (`snakemake training_curves` draws it).
 
 A figure reads only a table (never a run) and the plotting code, so restyling a figure redraws
-it and reruns no training. The Gauss-Newton figures join FIGURE_TABLES with their own table
-when their stage exists."""
+it and reruns no training."""
 
 # figure name -> the table it is drawn from
 FIGURE_TABLES = {
@@ -13,6 +12,8 @@ FIGURE_TABLES = {
     "ntk_distance": "results/tables/ntk.parquet",
     "kernel_alignment": "results/tables/ntk.parquet",
     "kernel_specialisation": "results/tables/ntk.parquet",
+    "gauss_newton_damping": "results/tables/gauss_newton.parquet",
+    "kernel_regression": "results/tables/kernel_regression.parquet",
 }
 
 

@@ -7,7 +7,9 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)  # tracebacks
 
 from itlin import claims, tables  # noqa: E402
 
-measurements = {"ntk": tables.read_ntk(Path(snakemake.input.ntk))}
+readers = {"ntk": tables.read_ntk, "gauss_newton": tables.read_gauss_newton,
+           "kernel_regression": tables.read_kernel_regression}
+measurements = {name: read(Path(snakemake.input[name])) for name, read in readers.items() if snakemake.input.get(name)}
 verdicts = claims.evaluate(tables.read(Path(snakemake.input.table)), measurements)
 Path(snakemake.output[0]).write_text(claims.to_markdown(verdicts))
 print(verdicts.to_string())

@@ -1,16 +1,13 @@
-"""Snakemake adapter: draw one figure from its table (itlin.plots.FIGURES or NTK_FIGURES)."""
+"""Snakemake adapter: draw one figure from its table (itlin.plots.ALL_FIGURES, read by plots.READERS)."""
 
 import sys
 from pathlib import Path
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)  # tracebacks land in the log too
 
-from itlin import plots, tables  # noqa: E402
+from itlin import plots  # noqa: E402
 
 name = snakemake.params.figure
-if name in plots.NTK_FIGURES:
-    table, draw = tables.read_ntk(Path(snakemake.input.table)), plots.NTK_FIGURES[name]
-else:
-    table, draw = tables.read(Path(snakemake.input.table)), plots.FIGURES[name]
-draw(table, Path(snakemake.output.pdf), Path(snakemake.output.png))
+table = plots.READERS[name](Path(snakemake.input.table))
+plots.ALL_FIGURES[name](table, Path(snakemake.output.pdf), Path(snakemake.output.png))
 print(f"{name}: {len(table)} rows -> {snakemake.output.pdf}, {snakemake.output.png}")

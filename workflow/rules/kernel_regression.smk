@@ -1,0 +1,48 @@
+"""Stage 3d (C6): K = ∞ trained by full-batch gradient descent on MSE against NTK kernel regression,
+one job per (model, seed), then one table of both predictors on every test example."""
+
+
+rule kernel_regression_run:
+    input:
+        data="resources/data/{dataset}.npz",
+        code=library_source("kernel_regression"),
+    output:
+        f"results/kernel_regression/{KERNEL_REGRESSION_RUN}.parquet",
+    params:
+        model=lambda wildcards: model_spec(wildcards.model),
+        train_size=config["kernel_regression"]["train_size"],
+        kernel=config["kernel_regression"]["kernel"],
+        steps=config["kernel_regression"]["steps"],
+        learning_rate=config["kernel_regression"]["learning_rate"],
+        jitter=config["kernel_regression"]["jitter"],
+        compilation_cache="results/jax_cache",
+    conda:
+        "../../environment.yml"
+    log:
+        f"results/logs/kernel_regression/{KERNEL_REGRESSION_RUN}.log",
+    benchmark:
+        f"results/benchmarks/kernel_regression/{KERNEL_REGRESSION_RUN}.tsv"
+    threads: config["resources"]["threads"]
+    resources:
+        mem_mb=train_mem_mb,
+        runtime=config["kernel_regression"]["runtime_minutes"],
+        gpu=config["resources"]["gpu"],
+    script:
+        "../scripts/kernel_regression.py"
+
+
+rule aggregate_kernel_regression:
+    localrule: True
+    input:
+        runs=[f"results/kernel_regression/{run}.parquet" for run in KERNEL_REGRESSION_RUNS],
+        code=library_source("tables"),
+    output:
+        table="results/tables/kernel_regression.parquet",
+    conda:
+        "../../environment.yml"
+    log:
+        "results/logs/aggregate/kernel_regression.log",
+    benchmark:
+        "results/benchmarks/aggregate/kernel_regression.tsv"
+    script:
+        "../scripts/aggregate_kernel_regression.py"
