@@ -152,10 +152,10 @@ def run(*, data_path: Path, model: dict, seed: int, damping: float, outer_steps:
     full_batch = batch_size is None or batch_size >= len(dataset.y_train)
     damping_, step_size_, seed_ = jnp.float32(damping), jnp.float32(step_size), jnp.int32(seed)
 
+    batch = jax.jit(lambda t: training.sample_batch(train_data, t, seed_, batch_size, augment=False))
     params, reports, status = network.params, [], "ok"
     for t in tqdm(range(outer_steps), desc=f"Gauss-Newton λ={damping:g}", unit="step", disable=None):
-        x, y = (train_data if full_batch
-                else training.sample_batch(train_data, jnp.int32(t), seed_, batch_size, augment=False))
+        x, y = train_data if full_batch else batch(jnp.int32(t))
         params, report = step(params, x, y, damping_, step_size_)
         reports.append(report)
     history = pd.DataFrame({name: np.asarray(jnp.stack(values)) for name, values in zip(StepReport._fields, zip(*reports))})
