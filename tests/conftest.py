@@ -1,6 +1,8 @@
 """Shared fixtures: the CPU backend, a tiny prepared dataset and run configs."""
 
 import os
+import shutil
+from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -8,6 +10,8 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 from itlin import data  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -49,3 +53,13 @@ def run_config(tiny_data):
         return config
 
     return make
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A copy of the workflow (Snakefile, rules, configs, profiles, environment, library sources)."""
+    for name in ("Snakefile", "environment.yml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    for name in ("workflow", "config", "profiles", "src"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return tmp_path

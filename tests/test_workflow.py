@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,16 +21,6 @@ FIGURES = ["training_curves", "accuracy_vs_feature_updates", "network_vs_lineari
 
 def load_config(name: str) -> dict:
     return yaml.safe_load((ROOT / "config" / name).read_text())
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    """A copy of the workflow (Snakefile, rules, configs, profile, environment, library sources)."""
-    for name in ("Snakefile", "environment.yml"):
-        shutil.copy(ROOT / name, tmp_path / name)
-    for name in ("workflow", "config", "profiles", "src"):
-        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    return tmp_path
 
 
 def snakemake(workdir: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:

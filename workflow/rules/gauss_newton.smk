@@ -29,9 +29,10 @@ rule gauss_newton:
     benchmark:
         f"results/benchmarks/gauss_newton/{GAUSS_NEWTON_RUN}.tsv"
     threads: config["resources"]["threads"]
+    # A retry (after a time-out or an out-of-memory kill) asks for more time and memory.
     resources:
-        mem_mb=train_mem_mb,
-        runtime=config["gauss_newton"]["runtime_minutes"],
+        mem_mb=lambda wildcards, attempt: attempt * train_mem_mb(wildcards),
+        runtime=lambda wildcards, attempt: attempt * config["gauss_newton"]["runtime_minutes"],
         gpu=config["resources"]["gpu"],
     script:
         "../scripts/gauss_newton.py"

@@ -23,9 +23,10 @@ rule kernel_regression_run:
     benchmark:
         f"results/benchmarks/kernel_regression/{KERNEL_REGRESSION_RUN}.tsv"
     threads: config["resources"]["threads"]
+    # A retry (after a time-out or an out-of-memory kill) asks for more time and memory.
     resources:
-        mem_mb=train_mem_mb,
-        runtime=config["kernel_regression"]["runtime_minutes"],
+        mem_mb=lambda wildcards, attempt: attempt * train_mem_mb(wildcards),
+        runtime=lambda wildcards, attempt: attempt * config["kernel_regression"]["runtime_minutes"],
         gpu=config["resources"]["gpu"],
     script:
         "../scripts/kernel_regression.py"

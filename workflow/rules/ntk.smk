@@ -25,9 +25,10 @@ rule measure_ntk:
     benchmark:
         f"results/benchmarks/measure_ntk/{RUN}.tsv"
     threads: config["resources"]["threads"]
+    # A retry (after a time-out or an out-of-memory kill) asks for more time and memory.
     resources:
-        mem_mb=train_mem_mb,
-        runtime=config["ntk"]["runtime_minutes"],
+        mem_mb=lambda wildcards, attempt: attempt * train_mem_mb(wildcards),
+        runtime=lambda wildcards, attempt: attempt * config["ntk"]["runtime_minutes"],
         gpu=config["resources"]["gpu"],
     script:
         "../scripts/measure_ntk.py"

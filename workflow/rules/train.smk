@@ -31,6 +31,9 @@ rule train:
         scratch=f"results/scratch/{RUN}",
         # Every run of a model compiles the same programs (K is traced): compile once, reuse.
         compilation_cache="results/jax_cache",
+        # Shows the job only its own GPU(s): SLURM's allocation on a cluster, a free device
+        # (locked for the job's lifetime) on a local machine, none when gpu is 0.
+        gpu_slot=os.path.relpath(Path(workflow.basedir) / "workflow" / "scripts" / "gpu_slot.py"),
     conda:
         "../../environment.yml"
     log:
@@ -38,11 +41,14 @@ rule train:
     benchmark:
         f"results/benchmarks/train/{RUN}.tsv"
     threads: config["resources"]["threads"]
+    # A retry (after a time-out or an out-of-memory kill) asks for more time and memory; it
+    # resumes from the run's last checkpoint.
     resources:
-        mem_mb=train_mem_mb,
-        runtime=train_runtime_minutes,
+        mem_mb=lambda wildcards, attempt: attempt * train_mem_mb(wildcards),
+        runtime=lambda wildcards, attempt: attempt * train_runtime_minutes(wildcards),
         gpu=config["resources"]["gpu"],
     shell:
         "JAX_COMPILATION_CACHE_DIR={params.compilation_cache}"
+        " python {params.gpu_slot:q} --gpus {resources.gpu} --"
         " python -m itlin train --config {input.config} --out {params.out}"
         " --scratch {params.scratch} > {log} 2>&1"

@@ -7,6 +7,10 @@ from pathlib import Path
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)  # tracebacks land in the log too
 os.environ["JAX_COMPILATION_CACHE_DIR"] = snakemake.params.compilation_cache  # read when JAX starts
 
+from gpu_slot import claim_gpus  # noqa: E402
+
+claim_gpus(snakemake.resources.gpu)  # this job's own GPU(s), or none: before JAX starts
+
 from itlin import kernel_regression, tables  # noqa: E402
 from itlin.train import configure_logging  # noqa: E402
 

@@ -1,0 +1,117 @@
+"""Local GPU mapping (workflow/scripts/gpu_slot.py), checked on the CPU through the environment a
+job's command receives: concurrent jobs get distinct devices and a job waits while all are taken,
+a CPU job sees no GPU, a SLURM job keeps SLURM's devices, jobs that share a device do not
+preallocate its memory; and the train rule runs its command through it (tests/test_slurm.py
+checks the same in real SLURM jobs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+GPU_SLOT = ROOT / "workflow" / "scripts" / "gpu_slot.py"
+# The job: write the GPU variables it received to a file, then hold its device for a while.
+SHOW_ENVIRONMENT = ("import json, os, sys, time; "
+                    "variables = {name: os.environ.get(name) for name in ('CUDA_VISIBLE_DEVICES', "
+                    "'XLA_PYTHON_CLIENT_PREALLOCATE')}; "
+                    "open(sys.argv[1] + '.tmp', 'w').write(json.dumps(variables)); "
+                    "os.replace(sys.argv[1] + '.tmp', sys.argv[1]); time.sleep(float(sys.argv[2]))")
+JOB_VARIABLES = ("CUDA_VISIBLE_DEVICES", "XLA_PYTHON_CLIENT_PREALLOCATE", "SLURM_JOB_ID", "ITLIN_JOBS_PER_GPU")
+
+
+def launch(tmp_path: Path, name: str, gpus: int, hold: float = 0.0, **variables: str) -> subprocess.Popen:
+    """Start a job of ``gpus`` GPUs through gpu_slot.py with the given launching environment."""
+    env = {key: value for key, value in os.environ.items() if key not in JOB_VARIABLES}
+    env.update(variables)
+    return subprocess.Popen(
+        [sys.executable, str(GPU_SLOT), "--gpus", str(gpus), "--locks", str(tmp_path / "locks"), "--",
+         sys.executable, "-c", SHOW_ENVIRONMENT, str(tmp_path / f"{name}.json"), str(hold)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def received(tmp_path: Path, name: str, seconds: float = 20.0) -> dict[str, str | None]:
+    """The GPU variables job ``name`` received, once it has started (None: not started in time)."""
+    path, deadline = tmp_path / f"{name}.json", time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if path.is_file():
+            return json.loads(path.read_text())
+        time.sleep(0.05)
+    return None
+
+
+def test_concurrent_jobs_get_distinct_devices_and_wait_while_all_are_taken(tmp_path: Path):
+    jobs = [launch(tmp_path, "first", 1, hold=60, CUDA_VISIBLE_DEVICES="0,1")]
+    try:
+        assert received(tmp_path, "first") == {"CUDA_VISIBLE_DEVICES": "0", "XLA_PYTHON_CLIENT_PREALLOCATE": None}
+        jobs.append(launch(tmp_path, "second", 1, hold=60, CUDA_VISIBLE_DEVICES="0,1"))
+        assert received(tmp_path, "second")["CUDA_VISIBLE_DEVICES"] == "1"
+        jobs.append(launch(tmp_path, "third", 1, CUDA_VISIBLE_DEVICES="0,1"))
+        assert received(tmp_path, "third", seconds=2) is None  # both devices are taken: it waits
+        jobs[0].send_signal(signal.SIGKILL)  # a job killed outright still frees its device
+        assert received(tmp_path, "third")["CUDA_VISIBLE_DEVICES"] == "0"
+        assert jobs[2].wait(timeout=20) == 0
+        assert "all 2 GPU slots are taken" in jobs[2].stderr.read()
+    finally:
+        for job in jobs:
+            job.kill()
+            job.wait()
+
+
+def test_jobs_sharing_a_device_do_not_preallocate_its_memory(tmp_path: Path):
+    jobs = [launch(tmp_path, name, 1, hold=30, CUDA_VISIBLE_DEVICES="3", ITLIN_JOBS_PER_GPU="2")
+            for name in ("first", "second")]
+    try:
+        for name in ("first", "second"):
+            assert received(tmp_path, name) == {"CUDA_VISIBLE_DEVICES": "3", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    finally:
+        for job in jobs:
+            job.kill()
+            job.wait()
+
+
+def test_cpu_job_sees_no_gpu(tmp_path: Path):
+    job = launch(tmp_path, "cpu", 0, CUDA_VISIBLE_DEVICES="0,1")
+    assert job.wait(timeout=20) == 0
+    assert received(tmp_path, "cpu")["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_slurm_job_keeps_the_devices_slurm_allocated(tmp_path: Path):
+    job = launch(tmp_path, "slurm", 1, CUDA_VISIBLE_DEVICES="5", SLURM_JOB_ID="42")
+    assert job.wait(timeout=20) == 0
+    assert received(tmp_path, "slurm") == {"CUDA_VISIBLE_DEVICES": "5", "XLA_PYTHON_CLIENT_PREALLOCATE": None}
+    assert "(SLURM's allocation)" in job.stderr.read()
+    assert not (tmp_path / "locks").exists()
+
+
+def test_gpu_job_where_no_gpu_is_visible_fails_naming_the_count(tmp_path: Path):
+    job = launch(tmp_path, "none", 1, CUDA_VISIBLE_DEVICES="")
+    assert job.wait(timeout=20) != 0
+    assert "asks for 1 GPU(s) but 0 are visible" in job.stderr.read()
+    assert received(tmp_path, "none", seconds=0.1) is None
+
+
+def test_train_rule_runs_its_command_through_gpu_slot_with_its_gpu_count(tmp_path: Path):
+    """The train rule's shell command, in a dry run of a config asking for one GPU per run."""
+    for name in ("Snakefile", "environment.yml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    for name in ("workflow", "config", "profiles", "src"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    config = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
+    config["resources"]["gpu"] = 1
+    (tmp_path / "gpu.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--printshellcmds", "--configfile",
+                             "gpu.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    commands = re.findall(r"\bpython \S*gpu_slot\.py --gpus (\d+) -- python -m itlin train ", output)
+    assert len(commands) == output.count("rule train:") > 0 and set(commands) == {"1"}, output

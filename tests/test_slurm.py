@@ -1,0 +1,219 @@
+"""SLURM: the tiny config submitted with a profile derived from profiles/slurm to a real one-node
+cluster started on this machine (tests/slurm/setup.sh), and a train job cancelled mid-run that
+Snakemake resubmits and that resumes from its checkpoint to the metrics of an uninterrupted run.
+
+Every claim is checked against SLURM itself (squeue, scontrol, the job logs). The tests skip,
+with the reason, where the machine cannot run a cluster (not root, no apt-get or no network for
+it, daemons that cannot start); the daemons they start are stopped by PID at the end, pass or
+fail (tests/slurm/teardown.sh)."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "tests" / "slurm"
+PARTITION = "debug"  # the one partition of the test cluster (tests/slurm/setup.sh)
+SETUP_SECONDS = 600  # apt-get update and install on a fresh machine, then the daemons
+SNAKEMAKE_SECONDS = 600  # a stuck Snakemake ignores SIGTERM: `timeout -k` kills it after this
+
+
+@dataclass
+class Cluster:
+    """A running test cluster: its state folder and the environment its clients need."""
+
+    state: Path
+    env: dict[str, str]  # PATH to this interpreter's environment, SLURM_CONF, JAX_PLATFORMS
+
+    def run(self, *command: str) -> str:
+        """Run a SLURM client command against this cluster; its stdout."""
+        result = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, f"{' '.join(command)}: {result.stderr}"
+        return result.stdout
+
+    def jobs(self, name: str) -> list[dict[str, str]]:
+        """Every job of one Snakemake run (its SLURM run ID is the job name), finished ones included."""
+        lines = self.run("squeue", "--states=all", "--noheader", f"--name={name}", "--format=%i|%T|%k").split()
+        return [dict(zip(("id", "state", "comment"), line.split("|"))) for line in lines]
+
+    def job(self, job_id: str) -> dict[str, str]:
+        """`scontrol show job` as a mapping."""
+        return dict(re.findall(r"(\w+)=(\S*)", self.run("scontrol", "show", "job", job_id)))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> Iterator[Cluster]:
+    """A one-node SLURM cluster on this machine for this module; its daemons are stopped afterwards."""
+    state = tmp_path_factory.mktemp("slurm")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", SLURM_CONF=str(state / "slurm.conf"),
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"], "/usr/sbin", "/sbin"]),
+               SLURMCTLD_PORT=str(_free_port()), SLURMD_PORT=str(_free_port()))
+    try:
+        try:
+            setup = subprocess.run(["bash", str(SCRIPTS / "setup.sh"), str(state)], env=env, capture_output=True,
+                                   text=True, timeout=SETUP_SECONDS)
+        except subprocess.TimeoutExpired:
+            pytest.skip(f"SLURM cluster not ready after {SETUP_SECONDS} s (tests/slurm/setup.sh)")
+        if setup.returncode == 77:
+            pytest.skip(setup.stderr.strip())
+        assert setup.returncode == 0, setup.stdout + setup.stderr
+        yield Cluster(state, env)
+    finally:
+        subprocess.run(["bash", str(SCRIPTS / "teardown.sh"), str(state)], env=env, timeout=120)
+
+
+def cluster_profile(workdir: Path) -> Path:
+    """profiles/slurm with this cluster's partition, no account and no GPUs (there are none here),
+    and status checks through squeue every few seconds (there is no accounting database, so no sacct)."""
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    defaults = profile["default-resources"]
+    defaults["slurm_partition"] = PARTITION
+    del defaults["slurm_account"]
+    profile["set-resources"] = {rule: {"slurm_partition": PARTITION, "gpu": 0}  # drops cpus_per_gpu too
+                                for rule in profile["set-resources"]}
+    profile.update({
+        "slurm-status-command": "squeue",  # setup.sh's MinJobAge is 300 s, over 3 x 2 s
+        "slurm-init-seconds-before-status-checks": 2,
+        "seconds-between-status-checks": 2,
+        "slurm-keep-successful-logs": True,
+        "latency-wait": 5,
+    })
+    folder = workdir / "slurm_test_profile"
+    folder.mkdir()
+    (folder / "config.yaml").write_text(yaml.safe_dump(profile))
+    return folder
+
+
+def snakemake_command(workdir: Path, *args: str) -> list[str]:
+    """Snakemake of this interpreter with the test profile, under `timeout -k` (SIGKILL 10 s after SIGTERM)."""
+    return ["timeout", "-k", "10", str(SNAKEMAKE_SECONDS), sys.executable, "-m", "snakemake",
+            "--profile", str(cluster_profile(workdir)), *args]
+
+
+def slurm_run_id(output: str) -> str | None:
+    """The SLURM run ID Snakemake logs at start (every job of the run is named by it); None before that."""
+    match = re.search(r"SLURM run ID: (\S+)", output)
+    return match.group(1) if match else None
+
+
+def derived_config(workdir: Path, name: str, **training) -> Path:
+    """config/test.yaml with some training keys changed, written into the workdir."""
+    config = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
+    config["training"].update(training)
+    path = workdir / name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.slow
+def test_tiny_config_runs_on_slurm_through_the_profile(cluster: Cluster, workdir: Path):
+    config = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
+    result = subprocess.run(snakemake_command(workdir, "--configfile", "config/test.yaml"), cwd=workdir,
+                            env=cluster.env, capture_output=True, text=True, timeout=SNAKEMAKE_SECONDS + 30)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+
+    for figure in config["figures"]:
+        assert (workdir / "figures" / f"{figure}.pdf").read_bytes().startswith(b"%PDF"), figure
+        assert (workdir / "figures" / f"{figure}.png").read_bytes().startswith(b"\x89PNG"), figure
+
+    # Every training run was a SLURM job that completed, on this cluster's partition,
+    # in the workdir; its SLURM log is Snakemake's record of that job.
+    runs = sorted(path.parent for path in (workdir / "results" / "runs").rglob("metrics.parquet"))
+    run_id = slurm_run_id(output)
+    assert run_id, output
+    jobs = cluster.jobs(run_id)
+    train_jobs = [job for job in jobs if job["comment"].startswith("rule_train_")]
+    assert len(runs) >= 3 and len(train_jobs) == len(runs), (runs, jobs)
+    for job in train_jobs:
+        details = cluster.job(job["id"])
+        assert (job["state"], details["ExitCode"]) == ("COMPLETED", "0:0"), details
+        assert details["Partition"] == PARTITION and Path(details["WorkDir"]) == workdir, details
+        logs = list((workdir / ".snakemake" / "slurm_logs" / "rule_train").rglob(f"{job['id']}.log"))
+        assert len(logs) == 1 and "Finished job" in logs[0].read_text(), logs
+    # ... and its command saw no GPU, as the config asks (resources.gpu: 0).
+    for run in runs:
+        log = workdir / "results" / "logs" / "train" / f"{run.relative_to(workdir / 'results' / 'runs')}.log"
+        assert "gpu_slot: 0 GPU(s) asked; CUDA_VISIBLE_DEVICES=''" in log.read_text()
+    # The GPU rules that profiles/slurm names, and only they, became SLURM jobs: a GPU rule missing
+    # from the profile would land on the CPU partition; data, tables, figures and claims are
+    # localrules and ran here.
+    submitted_rules = {re.sub(r"^rule_(\w+?)(_wildcards_.*)?$", r"\1", job["comment"]) for job in jobs}
+    gpu_rules = set(yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())["set-resources"])
+    assert submitted_rules == gpu_rules, submitted_rules
+
+
+@pytest.mark.slow
+def test_cancelled_train_job_is_resubmitted_and_resumes_from_its_checkpoint(cluster: Cluster, workdir: Path):
+    """scancel sends SIGTERM (the run checkpoints at its next block and exits 143), then SIGKILL
+    after KillWait; Snakemake sees the job CANCELLED and resubmits it (profile `retries`)."""
+    config_file = derived_config(workdir, "long_run.yaml", steps=4_000, eval_every=1_000, checkpoint_every=200)
+    config = yaml.safe_load(config_file.read_text())
+    run = "{}/{}/K1/seed{}/{}".format(config["dataset"]["name"], next(iter(config["models"])), config["seeds"][0],
+                                      next(iter(config["variants"])))
+    run_dir, checkpoints = workdir / "results" / "runs" / run, workdir / "results" / "scratch" / run / "checkpoints"
+
+    def train_jobs() -> list[dict[str, str]]:
+        run_id = slurm_run_id((workdir / "snakemake.log").read_text())
+        return [job for job in cluster.jobs(run_id) if job["comment"].startswith("rule_train_")] if run_id else []
+
+    with open(workdir / "snakemake.log", "w") as log, open(workdir / "reference.log", "w") as reference_log:
+        snakemake = subprocess.Popen(
+            snakemake_command(workdir, f"results/runs/{run}/metrics.parquet", "--configfile", config_file.name),
+            cwd=workdir, env=cluster.env, stdout=log, stderr=subprocess.STDOUT)
+        reference = None
+        try:
+            _wait_for(lambda: [job["state"] for job in train_jobs()] == ["RUNNING"], 120, "running SLURM train job")
+            # The uninterrupted run to compare with: the same run config (its data are ready, since
+            # the train job runs), trained here meanwhile.
+            reference = subprocess.Popen(
+                [sys.executable, "-m", "itlin", "train", "--config", str(run_dir / "config.yaml"),
+                 "--out", "reference", "--scratch", "reference_scratch"],
+                cwd=workdir, env=cluster.env, stdout=subprocess.DEVNULL, stderr=reference_log)
+            _wait_for(lambda: checkpoints.is_dir() and any(path.name.isdigit() for path in checkpoints.iterdir()),
+                      120, "checkpoint of the SLURM train job")
+            cancelled = train_jobs()
+            assert [job["state"] for job in cancelled] == ["RUNNING"], cancelled
+            cluster.run("scancel", cancelled[0]["id"])
+            assert snakemake.wait(timeout=SNAKEMAKE_SECONDS + 30) == 0, (workdir / "snakemake.log").read_text()
+            assert reference.wait(timeout=120) == 0, (workdir / "reference.log").read_text()
+        finally:
+            for process in (snakemake, reference):
+                if process is not None and process.poll() is None:
+                    process.kill()
+
+    jobs = sorted(train_jobs(), key=lambda job: int(job["id"]))
+    assert [job["state"] for job in jobs] == ["CANCELLED", "COMPLETED"], jobs
+    assert jobs[0]["id"] == cancelled[0]["id"], jobs
+    resumed = re.search(r"resuming from checkpoint at step (\d+)", (workdir / "results" / "logs" / "train" /
+                                                                     f"{run}.log").read_text())
+    assert resumed and 0 < int(resumed.group(1)) < config["training"]["steps"]
+    without_clock = lambda frame: frame.drop(columns="wall_time_s")  # noqa: E731
+    pd.testing.assert_frame_equal(without_clock(pd.read_parquet(run_dir / "metrics.parquet")),
+                                  without_clock(pd.read_parquet(workdir / "reference" / "metrics.parquet")))
+
+
+def _wait_for(condition, seconds: float, what: str) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} after {seconds} s"
+        time.sleep(0.2)
