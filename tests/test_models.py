@@ -1,12 +1,14 @@
-"""Models: shapes, the registry, and per-example independence (GroupNorm in resnet18)."""
+"""Models: shapes, the registry, per-example independence (GroupNorm in resnet18), compute dtypes."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
 from itlin import models
+from itlin.linearise import linearise
 
 SMALL = {"mlp": {"depth": 2, "width": 16}, "cnn": {"depth": 2, "width": 8}, "resnet18": {"width": 4}}
 
@@ -52,3 +54,66 @@ def test_resnet18_has_the_standard_size():
 def test_unknown_model_names_the_key():
     with pytest.raises(ValueError, match="model.name"):
         models.create("vgg", input_shape=(8, 8, 1), num_classes=3, seed=0)
+
+
+def _dtype_case(name: str, compute_dtype: str):
+    """A small model in ``compute_dtype``, a batch, labels and a linearisation point ≠ initialisation."""
+    size = 16 if name == "resnet18" else 8  # resnet18's last stage needs at least a 2x2 map
+    model = models.create(name, input_shape=(size, size, 3), num_classes=5, seed=0, compute_dtype=compute_dtype,
+                          **SMALL[name])
+    x = jax.random.normal(jax.random.key(1), (4, size, size, 3))
+    theta_lin = jax.tree.map(lambda p: p + 0.05, model.params)
+    return model, x, jnp.arange(4) % 5, theta_lin
+
+
+def _identities(model, x, y, theta_lin) -> dict:
+    """At θ_lin: the logits of f and of f_lin, and the loss and gradient of each (one compilation)."""
+    f_lin = linearise(model.apply)
+
+    def measure(theta_lin):
+        def loss(f):
+            return jax.value_and_grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(f(p), y).mean())
+
+        value, grads = loss(lambda p: model.apply(p, x))(theta_lin)
+        value_lin, grads_lin = loss(lambda p: f_lin(p, theta_lin, x))(theta_lin)
+        flat, flat_lin = (jnp.concatenate([g.ravel() for g in jax.tree.leaves(tree)]) for tree in (grads, grads_lin))
+        return dict(logits=model.apply(theta_lin, x), logits_lin=f_lin(theta_lin, theta_lin, x), value=value,
+                    value_lin=value_lin, grads=flat, grads_lin=flat_lin)
+
+    return jax.jit(measure)(theta_lin)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_float32_compute_keeps_the_linearisation_identities_exact(name):
+    """compute_dtype=float32 is the default model bit for bit, f_lin = f exactly at θ_lin, and the
+    gradients of f_lin and f there agree to float32 rounding."""
+    model, x, y, theta_lin = _dtype_case(name, "float32")
+    default = models.create(name, input_shape=x.shape[1:], num_classes=5, seed=0, **SMALL[name])
+    found = _identities(model, x, y, theta_lin)
+    np.testing.assert_array_equal(found["logits"], jax.jit(default.apply)(theta_lin, x))
+    np.testing.assert_array_equal(found["logits_lin"], found["logits"])
+    np.testing.assert_allclose(found["value_lin"], found["value"], rtol=1e-6)
+    np.testing.assert_allclose(found["grads_lin"], found["grads"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_bfloat16_compute_runs_close_to_float32(name):
+    """bfloat16 matmuls: parameters and logits stay float32, the outputs are within bfloat16
+    rounding of float32 ones, and f_lin still equals f (and has its gradient) at θ_lin."""
+    model, x, y, theta_lin = _dtype_case(name, "bfloat16")
+    reference, *_ = _dtype_case(name, "float32")
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(model.params))
+    found = _identities(model, x, y, theta_lin)
+    expected = jax.jit(reference.apply)(theta_lin, x)
+    assert found["logits"].dtype == jnp.float32
+    assert not np.array_equal(found["logits"], expected)  # the matmuls did run in bfloat16
+    assert float(jnp.linalg.norm(found["logits"] - expected) / jnp.linalg.norm(expected)) < 2e-2
+    np.testing.assert_array_equal(found["logits_lin"], found["logits"])
+    np.testing.assert_allclose(found["value_lin"], found["value"], rtol=1e-3)
+    difference = jnp.linalg.norm(found["grads_lin"] - found["grads"]) / jnp.linalg.norm(found["grads"])
+    assert float(difference) < 1e-2
+
+
+def test_unknown_compute_dtype_names_the_key():
+    with pytest.raises(ValueError, match="model.compute_dtype"):
+        models.create("mlp", input_shape=(8, 8, 1), num_classes=3, seed=0, compute_dtype="float16")

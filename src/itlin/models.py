@@ -2,6 +2,10 @@
 
 Training and NTK code see only ``Model.apply`` and ``Model.params``, so every method in the
 library is a pure function of a parameter pytree (a nested dict of arrays).
+
+Every model takes ``compute_dtype``: ``float32`` (the default) or ``bfloat16``, the dtype of its
+matrix multiplications and convolutions. Parameters stay float32 either way; normalisation
+statistics and the returned logits are float32, so only the matmuls run at lower precision.
 """
 
 from __future__ import annotations
@@ -16,39 +20,52 @@ from flax import nnx
 
 Params = Any  # a nested dict of arrays
 
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def _compute_dtype(name: str) -> jnp.dtype:
+    """The dtype of the matmuls and convolutions; float32 keeps the linearisation identities exact."""
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"model.compute_dtype: must be one of {COMPUTE_DTYPES}, got {name!r}")
+    return jnp.dtype(name)
+
 
 class MLP(nnx.Module):
     """Fully connected ReLU network on the flattened image: ``depth`` hidden layers of ``width``."""
 
-    def __init__(self, input_shape, num_classes: int, *, depth: int = 2, width: int = 128, rngs: nnx.Rngs):
+    def __init__(self, input_shape, num_classes: int, *, depth: int = 2, width: int = 128,
+                 compute_dtype: str = "float32", rngs: nnx.Rngs):
+        dtype = _compute_dtype(compute_dtype)
         sizes = [math.prod(input_shape)] + [width] * depth
-        self.hidden = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
-        self.head = nnx.Linear(sizes[-1], num_classes, rngs=rngs)
+        self.hidden = nnx.List([nnx.Linear(a, b, dtype=dtype, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
+        self.head = nnx.Linear(sizes[-1], num_classes, dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
         x = x.reshape(x.shape[0], -1)
         for layer in self.hidden:
             x = jax.nn.relu(layer(x))
-        return self.head(x)
+        return self.head(x).astype(jnp.float32)
 
 
 class CNN(nnx.Module):
     """``depth`` 3x3 conv + ReLU blocks of ``width`` channels; 2x2 average pooling after each block
     while the feature map is at least 4 pixels wide; global average pooling; a dense head."""
 
-    def __init__(self, input_shape, num_classes: int, *, depth: int = 2, width: int = 32, rngs: nnx.Rngs):
+    def __init__(self, input_shape, num_classes: int, *, depth: int = 2, width: int = 32,
+                 compute_dtype: str = "float32", rngs: nnx.Rngs):
+        dtype = _compute_dtype(compute_dtype)
         channels = [input_shape[-1]] + [width] * depth
         self.convs = nnx.List(
-            [nnx.Conv(a, b, kernel_size=(3, 3), rngs=rngs) for a, b in zip(channels[:-1], channels[1:])]
+            [nnx.Conv(a, b, kernel_size=(3, 3), dtype=dtype, rngs=rngs) for a, b in zip(channels[:-1], channels[1:])]
         )
-        self.head = nnx.Linear(channels[-1], num_classes, rngs=rngs)
+        self.head = nnx.Linear(channels[-1], num_classes, dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
         for conv in self.convs:
             x = jax.nn.relu(conv(x))
             if x.shape[1] >= 4:
                 x = nnx.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
-        return self.head(x.mean(axis=(1, 2)))
+        return self.head(x.mean(axis=(1, 2))).astype(jnp.float32)
 
 
 def _group_norm(channels: int, rngs: nnx.Rngs) -> nnx.GroupNorm:
@@ -63,8 +80,8 @@ def _group_norm(channels: int, rngs: nnx.Rngs) -> nnx.GroupNorm:
 class BasicBlock(nnx.Module):
     """ResNet basic block (two 3x3 convolutions) with GroupNorm and a projection shortcut."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, *, rngs: nnx.Rngs):
-        conv = dict(kernel_size=(3, 3), use_bias=False, rngs=rngs)
+    def __init__(self, in_channels: int, out_channels: int, stride: int, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+        conv = dict(kernel_size=(3, 3), use_bias=False, dtype=dtype, rngs=rngs)
         self.conv1 = nnx.Conv(in_channels, out_channels, strides=(stride, stride), **conv)
         self.norm1 = _group_norm(out_channels, rngs)
         self.conv2 = nnx.Conv(out_channels, out_channels, **conv)
@@ -73,7 +90,7 @@ class BasicBlock(nnx.Module):
         if stride != 1 or in_channels != out_channels:
             projection = nnx.Sequential(
                 nnx.Conv(in_channels, out_channels, kernel_size=(1, 1), strides=(stride, stride),
-                         use_bias=False, rngs=rngs),
+                         use_bias=False, dtype=dtype, rngs=rngs),
                 _group_norm(out_channels, rngs),
             )
         self.shortcut = nnx.data(projection)
@@ -87,23 +104,25 @@ class BasicBlock(nnx.Module):
 class ResNet18(nnx.Module):
     """ResNet-18 with the CIFAR stem (3x3 conv, no max-pool) and GroupNorm instead of BatchNorm."""
 
-    def __init__(self, input_shape, num_classes: int, *, width: int = 64, rngs: nnx.Rngs):
-        self.stem = nnx.Conv(input_shape[-1], width, kernel_size=(3, 3), use_bias=False, rngs=rngs)
+    def __init__(self, input_shape, num_classes: int, *, width: int = 64, compute_dtype: str = "float32",
+                 rngs: nnx.Rngs):
+        dtype = _compute_dtype(compute_dtype)
+        self.stem = nnx.Conv(input_shape[-1], width, kernel_size=(3, 3), use_bias=False, dtype=dtype, rngs=rngs)
         self.stem_norm = _group_norm(width, rngs)
         blocks, channels = [], width
         for stage, out_channels in enumerate([width, 2 * width, 4 * width, 8 * width]):
             for index in range(2):
                 stride = 2 if stage > 0 and index == 0 else 1
-                blocks.append(BasicBlock(channels, out_channels, stride, rngs=rngs))
+                blocks.append(BasicBlock(channels, out_channels, stride, dtype=dtype, rngs=rngs))
                 channels = out_channels
         self.blocks = nnx.List(blocks)
-        self.head = nnx.Linear(channels, num_classes, rngs=rngs)
+        self.head = nnx.Linear(channels, num_classes, dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
         x = jax.nn.relu(self.stem_norm(self.stem(x)))
         for block in self.blocks:
             x = block(x)
-        return self.head(x.mean(axis=(1, 2)))
+        return self.head(x.mean(axis=(1, 2))).astype(jnp.float32)
 
 
 MODELS: dict[str, type[nnx.Module]] = {"mlp": MLP, "cnn": CNN, "resnet18": ResNet18}

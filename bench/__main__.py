@@ -1,0 +1,255 @@
+"""Run the benchmark suite and record it in ``bench/results/<device>.json``.
+
+    python -m bench                      # every benchmark, sized for a CPU (30 to 40 min on 2 cores)
+    python -m bench --skip pipeline      # all but the default pipeline's end-to-end run
+    python -m bench --full               # sized for a GPU: the paper's models at full width, batch 128
+    python -m bench steps ntk --full     # some benchmarks (each rewrites its own section of the file)
+    python -m bench cost                 # the paper's H100-hours (uses a GPU results file if there is one)
+    python -m bench report --markdown    # print the tables of a results file again
+
+Benchmarks: ``steps`` (linearised against standard step, K = 1 against a plain Flax step), ``compile``
+(compile time, one compilation for every K, no host transfer, donation, the persistent cache across
+jobs), ``ntk`` (NTK throughput), ``dag`` (DAG build time of config/paper.yaml), ``pipeline`` (the
+default pipeline end to end, in a temporary copy), ``cost`` (the paper's GPU-hours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import jax
+
+from bench import common, compilation, cost, ntk, pipeline, steps
+
+BENCHMARKS = ("steps", "compile", "ntk", "dag", "pipeline", "cost")
+CPU_SIZES = dict(batch=[32, 128], block=2, repeats=3, data_size=1024, resnet_width=16, compile_batch=16,
+                 compile_block=2, ntk_n=[20], ntk_width=16)
+GPU_SIZES = dict(batch=[128], block=None, repeats=5, data_size=50_000, resnet_width=None, compile_batch=128,
+                 compile_block=None, ntk_n=[100, 500, 1000], ntk_width=64)
+"""``--full``: the paper's models on CIFAR-sized data; blocks of the paper's ``scan_steps`` (None)."""
+DIGITS_MLP = common.ModelSpec("mlp", "mlp", {"depth": 2, "width": 128}, common.DIGITS_SHAPE)
+"""The default config's MLP on its 8x8 digits: the CPU suite's smallest model."""
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, with the sizes of ``--full`` or of a CPU filled in where not given."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("benchmarks", nargs="*", metavar="BENCHMARK",
+                        help=f"what to run, of {', '.join(BENCHMARKS)} (default: all) or report")
+    parser.add_argument("--skip", nargs="+", choices=BENCHMARKS, default=[], help="benchmarks to leave out")
+    parser.add_argument("--full", action="store_true", help="GPU sizes: paper models at full width (see GPU_SIZES)")
+    parser.add_argument("--batch", type=int, nargs="+", help="steps: batch sizes")
+    parser.add_argument("--block", type=int, help="steps: steps per timed block (with --full: the paper's scan_steps)")
+    parser.add_argument("--repeats", type=int, help="steps: timed blocks per variant")
+    parser.add_argument("--data-size", type=int, help="steps: synthetic training examples on the device")
+    parser.add_argument("--resnet-width", type=int, help="steps, compile: resnet18 width (paper: 64)")
+    parser.add_argument("--compile-batch", type=int, help="compile: batch size of the probed runs")
+    parser.add_argument("--compile-block", type=int, help="compile: steps per block (default with --full: the "
+                                                          "paper's scan_steps)")
+    parser.add_argument("--bfloat16", action="store_true",
+                        help="steps: also time resnet18 with compute_dtype bfloat16 (on by default with --full)")
+    parser.add_argument("--ntk-n", type=int, nargs="+", help="ntk: probe-set sizes")
+    parser.add_argument("--ntk-width", type=int, help="ntk: resnet18 width")
+    parser.add_argument("--ntk-strategies", nargs="+", default=["jacobian", "ntk_vector"],
+                        help="ntk: strategies compared at the smallest size")
+    parser.add_argument("--cores", default="all", help="pipeline: snakemake --cores")
+    parser.add_argument("--config", type=Path, default=common.PAPER_CONFIG, help="the paper config (models, training)")
+    parser.add_argument("--results", type=Path, help="results file to write (default bench/results/<device>.json)")
+    parser.add_argument("--measured", type=Path,
+                        help="cost: a GPU results file whose step times replace FLOP estimates "
+                             "(default: bench/results/*h100*.json if there is one)")
+    parser.add_argument("--markdown", action="store_true", help="print tables as Markdown")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.benchmarks) - {*BENCHMARKS, "report"})
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)} or report")
+    sizes = GPU_SIZES if args.full else CPU_SIZES
+    for key, value in sizes.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    args.bfloat16 = args.bfloat16 or args.full
+    args.benchmarks = [name for name in (args.benchmarks or BENCHMARKS) if name not in args.skip]
+    return args
+
+
+def step_specs(args, config: dict) -> list[common.ModelSpec]:
+    """The models the steps and compile benchmarks run: the paper's (resnet18 at ``--resnet-width``),
+    resnet18 in bfloat16 with ``--bfloat16``, and on a CPU also the default config's MLP."""
+    specs = common.paper_models(config, resnet_width=args.resnet_width)
+    if args.bfloat16:
+        specs += [spec for spec in common.paper_models(config, resnet_width=args.resnet_width,
+                                                       compute_dtype="bfloat16") if spec.name == "resnet18"]
+    return specs if args.full else [DIGITS_MLP, *specs]
+
+
+def show(title: str, rows: list[dict], columns, markdown: bool) -> None:
+    """Print a titled table."""
+    print(f"\n{title}\n{common.format_table(rows, columns, markdown)}", flush=True)
+
+
+def run_steps(args, config: dict) -> dict:
+    """The ``steps`` section: one row per model and batch size."""
+    rows = []
+    for spec in step_specs(args, config):
+        for batch in args.batch:
+            rows.append(steps.measure(spec, batch_size=batch, block=args.block or config["training"]["scan_steps"],
+                                      repeats=args.repeats,
+                                      data_size=args.data_size, config=config))
+            print(f"  {spec.label} batch {batch}: standard {rows[-1]['standard_ms']:.2f} ms, linearised "
+                  f"{rows[-1]['linearised_ms']:.2f} ms, K=1 {rows[-1]['k1_ms']:.2f} ms, plain "
+                  f"{rows[-1]['plain_ms']:.2f} ms", flush=True)
+    return dict(rows=rows)
+
+
+def show_steps(section: dict, markdown: bool) -> None:
+    """Print the ``steps`` tables."""
+    show("Linearised step against standard step (time ratio within 10% of the FLOP ratio: time/FLOP <= 1.10)",
+         section["rows"], steps.LINEAR_TABLE, markdown)
+    show("Standard training (K = 1) against a plain Flax NNX + optax step (ours/plain >= 1)",
+         section["rows"], steps.PLAIN_TABLE, markdown)
+
+
+def run_compile(args, config: dict) -> dict:
+    """The ``compile`` section: one row per float32 model."""
+    block = args.compile_block or config["training"]["scan_steps"]
+    rows = []
+    for spec in step_specs(args, config):
+        if "compute_dtype" not in spec.kwargs:
+            rows.append(compilation.measure(spec, batch_size=args.compile_batch, block=block, config_path=args.config))
+    return dict(rows=rows)
+
+
+def show_compile(section: dict, markdown: bool) -> None:
+    """Print the ``compile`` table."""
+    show("Compilation: a fresh process per run, sharing one persistent cache; every schedule in one process",
+         section["rows"], compilation.TABLE, markdown)
+
+
+def run_ntk(args, config: dict) -> dict:
+    """The ``ntk`` section: the paper's resnet18 at ``--ntk-width``."""
+    resnet = next(spec for spec in common.paper_models(config, resnet_width=args.ntk_width) if spec.name == "resnet18")
+    return ntk.measure(resnet, sizes=args.ntk_n, strategies=args.ntk_strategies)
+
+
+def show_ntk(section: dict, markdown: bool) -> None:
+    """Print the ``ntk`` table."""
+    agreement = section["strategies_agree_to"]
+    show(f"Trace NTK of {section['model']} ({section['params']:,} parameters, "
+         f"{section['forward_mflop_per_example']:.1f} MFLOP forward per example)"
+         + (f"; strategies agree to {agreement:.1e}" if agreement is not None else ""),
+         section["rows"], ntk.TABLE, markdown)
+
+
+def run_dag(args, config: dict) -> dict:
+    """The ``dag`` section: ``snakemake -n`` of ``--config``."""
+    return pipeline.dag(_relative(args.config))
+
+
+def show_dag(section: dict, markdown: bool) -> None:
+    """Print the ``dag`` result."""
+    print(f"\nDAG of `{section['command']}`: {section['seconds']:.1f} s for {section['jobs']['total']} jobs")
+
+
+def run_pipeline(args, config: dict) -> dict:
+    """The ``pipeline`` section: the default pipeline in a temporary copy."""
+    return pipeline.default_pipeline(args.cores)
+
+
+def show_pipeline(section: dict, markdown: bool) -> None:
+    """Print the ``pipeline`` result."""
+    print(f"\nDefault pipeline `{section['command']}` from a fresh copy: {section['seconds'] / 60:.1f} min "
+          f"for {section['jobs']['total']} jobs on {section['cores']} cores")
+
+
+def run_cost(args, config: dict) -> dict:
+    """The ``cost`` section: H100-hours of ``--config`` per stage, the single changes, the break-even throughput."""
+    measured_path = args.measured or next(iter(sorted(common.RESULTS.glob("*h100*.json"))), None)
+    measured = json.loads(measured_path.read_text()) if measured_path else None
+    dry_run = json.loads(args.results.read_text()) if args.results.exists() else None
+    assumptions = cost.Assumptions()
+    work = {spec.label: cost.model_work(spec, config, measured) for spec in common.paper_models(config)}
+    costs = {label: cost.model_costs(done, assumptions) for label, done in work.items()}
+    stages = cost.estimate(config, costs, assumptions)
+    fraction = cost.break_even_fraction(config, work, assumptions)
+    return dict(config=_relative(args.config), measured=_relative(measured_path) if measured_path else None,
+                assumptions=vars(assumptions) | {"training_tflops": assumptions.training_flops_per_s / 1e12,
+                                                 "ntk_tflops": assumptions.ntk_flops_per_s / 1e12},
+                models=[dict(model=label, standard_ms=1e3 * c.standard_step, linearised_ms=1e3 * c.linearised_step,
+                             ntk_s=c.ntk_kernel, basis=c.basis,
+                             standard_gflop=work[label].standard_step / 1e9,
+                             linearised_gflop=work[label].linearised_step / 1e9)
+                        for label, c in costs.items()],
+                stages=stages, levers=cost.levers(config, work, assumptions), budget_hours=cost.BUDGET_HOURS,
+                break_even_training_fraction=fraction, job_counts=cost.check_job_counts(config, dry_run))
+
+
+def show_cost(section: dict, markdown: bool) -> None:
+    """Print the ``cost`` tables and the verdict on the budget."""
+    assumed = section["assumptions"]
+    print(f"\nEstimated H100-hours of {section['config']} (training at {assumed['training_tflops']:.0f} TFLOP/s "
+          f"sustained = {assumed['training_fraction']:.0%} of the dense TF32 peak; NTK at {assumed['ntk_tflops']:.0f} "
+          f"TFLOP/s; steps at least {assumed['step_floor_ms']} ms; {assumed['job_overhead_s']:.0f} s a job"
+          + (f"; measured times from {section['measured']}" if section["measured"] else "; no GPU measurement yet")
+          + f")\n{section['job_counts']}")
+    show("Per-step and per-kernel costs", section["models"], cost.COSTS_TABLE, markdown)
+    show("Per stage", section["stages"], cost.STAGES_TABLE, markdown)
+    total, budget = section["stages"][-1]["hours"], section["budget_hours"]
+    show(f"Single changes (goal: at most {budget:g} H100-hours; estimate as configured: {total:,.1f})",
+         section["levers"], cost.LEVERS_TABLE, markdown)
+    fraction = section["break_even_training_fraction"]
+    print(f"{budget:g} H100-hours " + ("are met." if total <= budget else "are not met.")
+          + (f" The FLOP estimate fits them if training sustains {fraction:.0%} of the TF32 peak "
+             f"({fraction * cost.H100_DENSE_PEAK['tf32'] / 1e12:.0f} TFLOP/s)." if fraction
+             else " Not even at the full TF32 peak."))
+
+
+RUNNERS = {"steps": (run_steps, show_steps), "compile": (run_compile, show_compile), "ntk": (run_ntk, show_ntk),
+           "dag": (run_dag, show_dag), "pipeline": (run_pipeline, show_pipeline), "cost": (run_cost, show_cost)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen benchmarks, recording each section as it finishes (or print a results file)."""
+    args = parse(argv)
+    args.results = args.results or common.results_path()
+    if "report" in args.benchmarks:
+        stored = json.loads(args.results.read_text())
+        print(f"{args.results}: {stored['device']}, jax {stored['versions']['jax']}")
+        for name, section in stored["sections"].items():
+            print(f"\n[{name}, measured {section['date']}]")
+            RUNNERS[name][1](section, args.markdown)
+        return 0
+    config = common.paper_config(args.config)
+    device = jax.devices()[0]
+    print(f"device: {device.platform} ({device.device_kind}), jax {jax.__version__}; results -> {args.results}")
+    for name in args.benchmarks:
+        print(f"\n== {name}", flush=True)
+        run, display = RUNNERS[name]
+        section = run(args, config)
+        common.record(name, section | {"arguments": {key: _plain(value) for key, value in vars(args).items()}},
+                      args.results)
+        display(section, args.markdown)
+    return 0
+
+
+def _relative(path: Path) -> str:
+    """``path`` relative to the repository where it lies inside it (results files travel between machines)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(common.REPOSITORY)) if path.is_relative_to(common.REPOSITORY) else str(path)
+
+
+def _plain(value):
+    """A command-line value as JSON can hold it."""
+    if isinstance(value, Path):
+        return _relative(value)
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

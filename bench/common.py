@@ -1,0 +1,204 @@
+"""What the benchmarks share: the paper's run settings, synthetic data, one timing helper, a
+compilation counter and the results file ``bench/results/<device>.json``."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import yaml
+from flax import nnx
+
+from itlin import models, train
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+PAPER_CONFIG = REPOSITORY / "config" / "paper.yaml"
+RESULTS = Path(__file__).resolve().parent / "results"
+NUM_CLASSES = 10
+CIFAR_SHAPE = (32, 32, 3)
+DIGITS_SHAPE = (8, 8, 1)
+BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # one per XLA executable built or loaded
+CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"  # loaded from the persistent cache instead of compiled
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model of the registry at one size and input shape; ``label`` names it in tables."""
+
+    label: str
+    name: str
+    kwargs: dict = field(hash=False)
+    input_shape: tuple[int, ...] = CIFAR_SHAPE
+
+    def create(self, seed: int = 0) -> models.Model:
+        """The network as the pipeline builds it: a pure ``apply`` and its parameters."""
+        return models.create(self.name, input_shape=self.input_shape, num_classes=NUM_CLASSES, seed=seed,
+                             **self.kwargs)
+
+    def module(self, seed: int = 0) -> nnx.Module:
+        """The same network as ``create`` builds, as a plain Flax NNX module (for the plain baseline)."""
+        return models.MODELS[self.name](self.input_shape, NUM_CLASSES, rngs=nnx.Rngs(seed), **self.kwargs)
+
+
+def paper_config(path: Path = PAPER_CONFIG) -> dict:
+    """The pipeline config the benchmarks size themselves on (``config/paper.yaml``)."""
+    return yaml.safe_load(Path(path).read_text())
+
+
+def paper_models(config: dict, *, resnet_width: int | None = None, compute_dtype: str = "float32") -> list[ModelSpec]:
+    """The paper config's models on CIFAR-shaped input; ``resnet_width`` shrinks resnet18 for a CPU."""
+    specs = []
+    for label, entry in config["models"].items():
+        kwargs = dict(entry["kwargs"])
+        if entry["name"] == "resnet18" and resnet_width is not None:
+            kwargs["width"] = resnet_width
+        if compute_dtype != "float32":
+            kwargs["compute_dtype"] = compute_dtype
+        label += f"-w{kwargs['width']}" if kwargs.get("width") != entry["kwargs"].get("width") else ""
+        label += "-bf16" if compute_dtype == "bfloat16" else ""
+        specs.append(ModelSpec(label, entry["name"], kwargs))
+    return specs
+
+
+def run_config(spec: ModelSpec, *, batch_size: int, scan_steps: int, config: dict, K: float = math.inf,
+               switch_step: int | None = None, seed: int = 0) -> train.RunConfig:
+    """A run of ``spec`` with the config's training settings (as the pipeline writes them), on
+    in-memory synthetic data; evaluation and checkpoints fall outside the benchmarked blocks."""
+    training = dict(config["training"])
+    steps = scan_steps * math.ceil(training["steps"] / scan_steps)
+    training.update(batch_size=batch_size, scan_steps=scan_steps, steps=steps, eval_every=steps,
+                    checkpoint_every=steps)
+    return train.RunConfig.from_dict(dict(
+        data="synthetic (in memory)", dataset="synthetic", model={"name": spec.name, **spec.kwargs}, K=K,
+        switch_step=switch_step, seed=seed, variant="base", augment=False, **training))
+
+
+def synthetic_data(shape: tuple[int, ...], size: int, seed: int = 0) -> train.TrainData:
+    """``size`` Gaussian images with uniform labels, resident on the default device (as ``train.run`` holds data)."""
+    key_x, key_y = jax.random.split(jax.random.key(seed))
+    return train.TrainData(jax.random.normal(key_x, (size, *shape)),
+                           jax.random.randint(key_y, (size,), 0, NUM_CLASSES, dtype=jnp.int32))
+
+
+def schedule_for(trainer: train.Trainer, K: float, switch_step: int | None = None, **changes) -> train.Schedule:
+    """The trainer's traced schedule with another period K (and switch step): same shapes, same compiled program."""
+    period, switch = train.schedule_arrays(K, switch_step, trainer.config.steps)
+    return trainer.schedule()._replace(period=period, switch_step=switch, **changes)
+
+
+def alternating_times(runners: dict[str, Callable[[], Any]], repeats: int) -> dict[str, dict]:
+    """Seconds per call of each runner: the first call (with the XLA compilations it triggered)
+    and the median of ``repeats`` further calls. The runners alternate within every repeat, so a
+    noisy, shared machine loads them alike; each call is waited for (``jax.block_until_ready``)."""
+    found = {name: {"times_s": []} for name in runners}
+    for name, run in runners.items():
+        with CompileLog() as compiled:
+            started = time.perf_counter()
+            jax.block_until_ready(run())
+            found[name]["first_call_s"] = time.perf_counter() - started
+        found[name]["first_call_compilations"] = len(compiled.compilations)
+    for _ in range(repeats):
+        for name, run in runners.items():
+            started = time.perf_counter()
+            jax.block_until_ready(run())
+            found[name]["times_s"].append(time.perf_counter() - started)
+    for timing in found.values():
+        timing["median_s"] = statistics.median(timing["times_s"])
+    return found
+
+
+class CompileLog:
+    """Counts, while active, the XLA executables built (``compilations``, with their names and
+    seconds) and those loaded from the persistent compilation cache (``cache_hits``)."""
+
+    def __init__(self):
+        self.compilations: list[tuple[str, float]] = []
+        self.cache_hits = 0
+
+    def _on_duration(self, event: str, duration: float, **kwargs) -> None:
+        if event == BACKEND_COMPILE_EVENT:
+            self.compilations.append((str(kwargs.get("fun_name", "?")), duration))
+
+    def _on_event(self, event: str, **kwargs) -> None:
+        if event == CACHE_HIT_EVENT:
+            self.cache_hits += 1
+
+    def __enter__(self) -> "CompileLog":
+        jax.monitoring.register_event_duration_secs_listener(self._on_duration)
+        jax.monitoring.register_event_listener(self._on_event)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        jax.monitoring.unregister_event_duration_listener(self._on_duration)
+        jax.monitoring.unregister_event_listener(self._on_event)
+
+    @property
+    def seconds(self) -> float:
+        return sum(seconds for _, seconds in self.compilations)
+
+
+def lowered_flops(function: Callable, *args) -> float:
+    """XLA's FLOP count of one call of ``function`` (HLO cost analysis of the lowered program; a
+    loop body counts once)."""
+    return float(jax.jit(function).lower(*args).cost_analysis()["flops"])
+
+
+def device_label() -> str:
+    """The default device as the results file names it: ``cpu``, ``nvidia-h100-80gb-hbm3``, ..."""
+    device = jax.devices()[0]
+    kind = device.device_kind if device.platform != "cpu" else "cpu"
+    return re.sub(r"[^a-z0-9]+", "-", kind.lower()).strip("-")
+
+
+def results_path(device: str | None = None) -> Path:
+    """``bench/results/<device>.json``, for the default device unless one is named."""
+    return RESULTS / f"{device or device_label()}.json"
+
+
+def record(section: str, result: dict, path: Path | None = None) -> Path:
+    """Write ``result`` as ``section`` of the device's results file, keeping the other sections,
+    with the device, library versions and date of this measurement."""
+    path = path or results_path()
+    stored = json.loads(path.read_text()) if path.exists() else {"sections": {}}
+    environment = train.environment()
+    stored.update(device=environment["device"] | {"cpu": cpu_model(), "cpu_count": os.cpu_count()},
+                  versions=environment["versions"])
+    stored["sections"][section] = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                                   **result}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(stored, indent=2) + "\n")
+    return path
+
+
+def cpu_model() -> str:
+    """The host CPU's model name (Linux ``/proc/cpuinfo``), else the platform's processor string."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def format_table(rows: list[dict], columns: list[tuple[str, str, str]], markdown: bool = False) -> str:
+    """``rows`` as a text (or Markdown) table; ``columns`` are (key, header, format spec) and a
+    missing or None value prints as ``-``."""
+    cells = [[header for _, header, _ in columns]]
+    for row in rows:
+        cells.append(["-" if row.get(key) is None else format(row[key], spec) for key, _, spec in columns])
+    if markdown:
+        lines = ["| " + " | ".join(line) + " |" for line in cells]
+        return "\n".join([lines[0], "|" + "---|" * len(columns), *lines[1:]])
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in cells)

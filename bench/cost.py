@@ -1,0 +1,323 @@
+"""The paper's GPU cost: the H100-hours that a pipeline config (``config/paper.yaml``) needs, per
+stage and in total, and what changes would bring it under a budget.
+
+Until the suite has run on a GPU this is an estimate from FLOP counts: XLA's count of each program
+the pipeline runs (the training step, standard and linearised; the evaluation; the NTK cost model
+of ``itlin.ntk``), at the config's models, batch and CIFAR input size, divided by an assumed
+sustained throughput, a named fraction of the H100 SXM's dense peak (``Assumptions``). Where a
+results file from a GPU (``python -m bench --full``) holds step times measured for the config's
+models at its batch, and NTK times for its resnet18, those replace the FLOP estimates.
+
+Runs are counted as ``workflow/rules/common.smk`` lists them (every model × K × seed × variant,
+the switch runs, the Gauss-Newton and kernel-regression runs), and checked against the job counts
+of ``snakemake -n`` where the results file holds them (``python -m bench dag``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from bench.common import ModelSpec, lowered_flops, run_config, schedule_for
+from bench.steps import NetworkGradientTrainer
+from itlin import gauss_newton, ntk, train
+
+H100_DENSE_PEAK = {"tf32": 494.7e12, "bf16": 989.4e12, "fp32": 66.9e12}
+"""FLOP/s of an H100 SXM5 without sparsity (NVIDIA datasheet): tensor cores in TF32 and BF16, CUDA cores in FP32."""
+H100_MEMORY_BYTES = 80e9
+CIFAR_TRAIN_SIZE, CIFAR_TEST_SIZE = 50_000, 10_000
+BUDGET_HOURS = 24.0
+
+STAGES_TABLE = [("stage", "stage", ""), ("jobs", "jobs", "d"), ("hours", "H100-hours", ",.1f"), ("basis", "basis", "")]
+COSTS_TABLE = [("model", "model", ""), ("standard_gflop", "standard step GFLOP", ",.1f"),
+               ("linearised_gflop", "linearised step GFLOP", ",.1f"), ("standard_ms", "standard step ms", ".2f"),
+               ("linearised_ms", "linearised step ms", ".2f"), ("ntk_s", "NTK on the probe set s", ".2f"),
+               ("basis", "basis", "")]
+LEVERS_TABLE = [("change", "change", ""), ("hours", "H100-hours", ",.1f"), ("saved", "saved", ",.1f")]
+
+
+@dataclass(frozen=True)
+class Assumptions:
+    """What the FLOP estimate assumes of the GPU; a GPU results file's step and NTK times replace the first two."""
+
+    training_fraction: float = 0.15
+    """Sustained share of the TF32 tensor-core peak in training and evaluation steps (XLA runs float32
+    matmuls and convolutions in TF32 on an H100 by default). A judgement, not a measurement: the
+    convolutions of 32x32 images at batch 128 are too small to keep an H100's tensor cores busy."""
+    ntk_fraction: float = 0.5
+    """Sustained share of the FP32 peak in NTK computations (precision "highest", i.e. true float32),
+    dominated by large Jacobian contractions that run near peak."""
+    step_floor_ms: float = 0.5
+    """No training step is faster: a step launches about a hundred kernels of a few µs each."""
+    job_overhead_s: float = 30.0
+    """Per pipeline job: interpreter and JAX start, loading the data, compiling or loading from the
+    compilation cache, snapshots and checkpoints."""
+    bf16_speedup: float = 2.0
+    """Training throughput of ``compute_dtype: bfloat16`` over float32 (the BF16 peak is twice TF32's)."""
+
+    @property
+    def training_flops_per_s(self) -> float:
+        return self.training_fraction * H100_DENSE_PEAK["tf32"]
+
+    @property
+    def ntk_flops_per_s(self) -> float:
+        return self.ntk_fraction * H100_DENSE_PEAK["fp32"]
+
+
+class ModelWork(NamedTuple):
+    """The work the pipeline does with one model, in FLOPs (XLA's counts and ``itlin.ntk``'s cost
+    model), and what a GPU results file measured of it (None where nothing was)."""
+
+    standard_step: float  # a training step with the network's gradient, at the config's batch
+    linearised_step: float  # a training step with f_lin's gradient, at the config's batch
+    eval_example: float  # evaluating f_lin and f on one example
+    ntk_kernel: float  # one per-class NTK on the probe set
+    regression_kernels: float  # the full NTKs of kernel regression: train × train and test × train
+    measured_steps: dict | None  # a ``steps`` row of a GPU results file
+    measured_ntk_s: float | None  # seconds of one NTK on the probe set, from a GPU results file
+
+
+class ModelCosts(NamedTuple):
+    """Seconds on the GPU of each piece of work the pipeline does with one model."""
+
+    standard_step: float
+    linearised_step: float  # also the pipeline's step at K = 1: train.py takes f_lin's gradient at every step
+    eval_example: float
+    ntk_kernel: float
+    regression_kernels: float
+    basis: str
+
+
+def model_work(spec: ModelSpec, config: dict, results: dict | None) -> ModelWork:
+    """``ModelWork`` of ``spec`` under ``config``, from abstract shapes (nothing large is allocated)."""
+    batch = config["training"]["batch_size"]
+    settings = run_config(spec, batch_size=batch, scan_steps=1, config=config)
+    model = spec.create()
+    pipeline, standard = train.Trainer(settings, model), NetworkGradientTrainer(settings, model)
+    state = jax.eval_shape(pipeline.init_state)
+    data = train.TrainData(jax.ShapeDtypeStruct((CIFAR_TRAIN_SIZE, *spec.input_shape), jnp.float32),
+                           jax.ShapeDtypeStruct((CIFAR_TRAIN_SIZE,), jnp.int32))
+    never = schedule_for(pipeline, math.inf)
+    chunk = jax.ShapeDtypeStruct((train.EVAL_CHUNK, *spec.input_shape), jnp.float32)
+    labels = jax.ShapeDtypeStruct((train.EVAL_CHUNK,), jnp.int32)
+    evaluation = pipeline.evaluate.lower(state.params, state.params_lin, chunk, labels).cost_analysis()["flops"]
+    probe_size = config["ntk"]["probe_size"]
+    regression_size = config.get("kernel_regression", {}).get("train_size")
+    regression = 0.0
+    if regression_size:
+        regression = (ntk_kernel_flops(model, spec, regression_size, kind="full")
+                      + ntk_kernel_flops(model, spec, CIFAR_TEST_SIZE, kind="full", n2=regression_size))
+    return ModelWork(standard_step=lowered_flops(standard.train_step, state, data, never),
+                     linearised_step=lowered_flops(pipeline.train_step, state, data, never),
+                     eval_example=float(evaluation) / train.EVAL_CHUNK,
+                     ntk_kernel=ntk_kernel_flops(model, spec, probe_size), regression_kernels=regression,
+                     measured_steps=measured_steps(results, spec, batch),
+                     measured_ntk_s=measured_ntk_seconds(results, spec, probe_size))
+
+
+def ntk_kernel_flops(model, spec: ModelSpec, n: int, *, kind: str = "per_class", n2: int | None = None) -> float:
+    """FLOPs of one NTK of ``kind`` on n probes (or n × n2) by ``itlin.ntk``'s cost model, with the
+    cheaper strategy at its chunk size under the H100's memory budget."""
+    profile = ntk.profile_model(model.apply, model.params, jnp.zeros((1, *spec.input_shape)))
+    budget = ntk.JACOBIAN_MEMORY_FRACTION * H100_MEMORY_BYTES
+    symmetric = n2 is None
+    n2 = n if symmetric else n2
+    return min(ntk.estimate_costs(profile, n1=n, n2=n2, kind=kind, symmetric=symmetric,
+                                  chunk_size=ntk.auto_chunk_size(profile, strategy, n=max(n, n2),
+                                                                 budget_bytes=budget))[strategy].flops
+               for strategy in ntk.STRATEGIES)
+
+
+def measured_steps(results: dict | None, spec: ModelSpec, batch: int) -> dict | None:
+    """The step row of ``spec`` at ``batch`` in a results file from a GPU, if there is one."""
+    if not results or results.get("device", {}).get("platform") == "cpu":
+        return None
+    for row in results.get("sections", {}).get("steps", {}).get("rows", []):
+        if (row["architecture"], row["kwargs"], row["batch"], tuple(row["input_shape"])) == (
+                spec.name, spec.kwargs, batch, spec.input_shape):
+            return row
+    return None
+
+
+def measured_ntk_seconds(results: dict | None, spec: ModelSpec, n: int) -> float | None:
+    """Seconds of one NTK of ``spec`` on n probes, scaled by n² from the largest measured size on a GPU."""
+    if not results or results.get("device", {}).get("platform") == "cpu":
+        return None
+    section = results.get("sections", {}).get("ntk", {})
+    if section.get("kwargs") != spec.kwargs or tuple(section.get("input_shape", ())) != spec.input_shape:
+        return None
+    largest = max(section["rows"], key=lambda row: (row["n"], -row["seconds"]))
+    return largest["seconds"] * (n / largest["n"]) ** 2
+
+
+def model_costs(work: ModelWork, assumptions: Assumptions, *, bfloat16: bool = False) -> ModelCosts:
+    """Seconds of each piece of ``work``: measured where a GPU measured it, else FLOPs over the assumed
+    throughput (``bfloat16``: training at the assumed bfloat16 speed-up, never a measured float32 time)."""
+    rate, floor = assumptions.training_flops_per_s, assumptions.step_floor_ms / 1e3
+    if bfloat16:
+        rate *= assumptions.bf16_speedup
+    ntk_seconds = work.measured_ntk_s or work.ntk_kernel / assumptions.ntk_flops_per_s
+    regression = work.regression_kernels / assumptions.ntk_flops_per_s
+    if work.measured_steps and not bfloat16:
+        standard, linearised = (work.measured_steps[f"{name}_ms"] / 1e3 for name in ("standard", "linearised"))
+        basis = "measured step times"
+    else:
+        standard, linearised = (max(floor, flops / rate) for flops in (work.standard_step, work.linearised_step))
+        basis = "FLOPs"
+    return ModelCosts(standard, linearised, work.eval_example / rate, ntk_seconds, regression, basis)
+
+
+def relinearising_block_steps(K: float, switch_step: int | None, steps: int, scan_steps: int) -> int:
+    """Steps in blocks that re-linearise at every step (all of a K = 1 run; a switch run's blocks
+    that end by its switch step): the blocks the proposed change to train.py runs as standard steps."""
+    if K != 1:
+        return 0
+    if switch_step is None:
+        return steps
+    return min(steps, (switch_step + 1) // scan_steps * scan_steps)
+
+
+def distinct_kernels(K: float, training: dict) -> int:
+    """NTKs the NTK stage computes for one sweep run: one per distinct parameter vector among θ and
+    θ_lin at its snapshots (``ntk.measure_run`` computes identical snapshots once)."""
+    steps = training["steps"]
+    snapshots = train.snapshot_steps(steps, training["scan_steps"], training["num_snapshots"])
+    period = steps if math.isinf(K) else int(K)
+    points = set()
+    for step in snapshots:
+        points.add(step)  # θ after `step` steps
+        points.add(((step - 1) // period) * period if step > 0 else 0)  # θ_lin: θ at the last re-linearisation
+    return len(points)
+
+
+def runs(config: dict) -> dict[str, list[tuple]]:
+    """Every job of the config's compute stages, as ``workflow/rules/common.smk`` lists them."""
+    seeds, variants = config["seeds"], list(config["variants"])
+    sweep = [(model, float(K), None, seed, variant) for model in config["models"] for K in config["K"]
+             for seed in seeds for variant in variants]
+    switch = [(model, 1.0, t, seed, variant) for model in config["switch"]["models"]
+              for t in config["switch"]["steps"] for seed in seeds for variant in variants]
+    found = {"train": sweep + switch, "measure_ntk": sweep}
+    if "gauss_newton" in config:
+        found["gauss_newton"] = [(model, damping, seed) for model in config["gauss_newton"]["models"]
+                                 for damping in config["gauss_newton"]["damping"] for seed in seeds]
+    if "kernel_regression" in config:
+        found["kernel_regression_run"] = [(model, seed) for model in config["kernel_regression"]["models"]
+                                          for seed in seeds]
+    return found
+
+
+def estimate(config: dict, costs: dict[str, ModelCosts], assumptions: Assumptions, *,
+             standard_relinearising_blocks: bool = False) -> list[dict]:
+    """H100-hours per stage of ``config`` from per-model ``costs``, and their total (last row).
+    ``standard_relinearising_blocks`` prices blocks that re-linearise at every step as standard
+    steps (the change to ``train.py`` the README proposes); as train.py is, every step is linearised."""
+    training, floor = config["training"], assumptions.step_floor_ms / 1e3
+    steps, batch = training["steps"], training["batch_size"]
+    jobs = runs(config)
+    evaluations = steps // training["eval_every"] + 1
+    eval_examples = training["eval_train_size"] + CIFAR_TEST_SIZE
+    stages: dict[str, dict] = {}
+
+    def add(stage: str, seconds: float, basis: str) -> None:
+        row = stages.setdefault(stage, dict(stage=stage, jobs=0, hours=0.0, basis=basis))
+        row["jobs"] += 1
+        row["hours"] += seconds / 3600
+
+    for label, K, switch_step, _, _ in jobs["train"]:
+        cost = costs[label]
+        standard = relinearising_block_steps(K, switch_step, steps, training["scan_steps"])
+        standard *= standard_relinearising_blocks
+        add(f"train {label}", standard * cost.standard_step + (steps - standard) * cost.linearised_step, cost.basis)
+        add(f"evaluate {label} (in the train jobs)", evaluations * eval_examples * cost.eval_example, "FLOPs")
+    for label, K, _, _, _ in jobs["measure_ntk"]:
+        add("NTK", distinct_kernels(K, training) * costs[label].ntk_kernel, "FLOPs or measured NTK times")
+
+    def linearised_step_at(label: str, batch_size: int | None) -> float:
+        """A linearised step at another batch size (None: full batch, the CIFAR-10 training set)."""
+        return max(floor, costs[label].linearised_step * (batch_size or CIFAR_TRAIN_SIZE) / batch)
+
+    for label, damping, _ in jobs.get("gauss_newton", []):
+        options = config["gauss_newton"]
+        add("Gauss-Newton", gauss_newton.outer_steps(damping, options["time"]) * (options["cg_max_iterations"] + 1)
+            * linearised_step_at(label, options["batch_size"]), "FLOPs, every CG solve at its iteration cap")
+    for label, _ in jobs.get("kernel_regression_run", []):
+        options = config["kernel_regression"]
+        add("kernel regression", options["steps"] * linearised_step_at(label, options["train_size"])
+            + costs[label].regression_kernels, "FLOPs")
+    rows = list(stages.values())
+    job_count = sum(len(listed) for listed in jobs.values())
+    rows.append(dict(stage="job overhead", jobs=job_count, hours=job_count * assumptions.job_overhead_s / 3600,
+                     basis=f"assumed {assumptions.job_overhead_s:g} s a job"))
+    rows.append(dict(stage="total", jobs=job_count, hours=sum(row["hours"] for row in rows), basis=""))
+    return rows
+
+
+def without_resnet18(config: dict) -> dict:
+    """``config`` without its resnet18 models (and their switch runs)."""
+    changed = copy.deepcopy(config)
+    changed["models"] = {label: entry for label, entry in config["models"].items() if entry["name"] != "resnet18"}
+    changed["switch"]["models"] = [label for label in config["switch"]["models"] if label in changed["models"]]
+    return changed
+
+
+def levers(config: dict, work: dict[str, ModelWork], assumptions: Assumptions) -> list[dict]:
+    """The total H100-hours under single changes to the config or the code, and what each saves."""
+    costs = {label: model_costs(done, assumptions) for label, done in work.items()}
+    total = estimate(config, costs, assumptions)[-1]["hours"]
+    fewer_seeds, no_augmentation, fewer_evaluations = (copy.deepcopy(config) for _ in range(3))
+    fewer_seeds["seeds"] = config["seeds"][:2]
+    fewer_evaluations["training"]["eval_every"] = 5 * config["training"]["eval_every"]
+    no_augmentation["variants"] = {name: value for name, value in config["variants"].items() if not value["augment"]}
+    scenarios = {
+        "standard steps in blocks that re-linearise at every step (proposed train.py change)":
+            estimate(config, costs, assumptions, standard_relinearising_blocks=True),
+        f"compute_dtype: bfloat16 (assumed {assumptions.bf16_speedup:g}x the float32 throughput)":
+            estimate(config, {label: model_costs(done, assumptions, bfloat16=True) for label, done in work.items()},
+                     assumptions),
+        "2 seeds instead of 3": estimate(fewer_seeds, costs, assumptions),
+        f"evaluate every {fewer_evaluations['training']['eval_every']} steps": estimate(
+            fewer_evaluations, costs, assumptions),
+        "base variant only (no augmentation)": estimate(no_augmentation, costs, assumptions),
+        "without resnet18": estimate(without_resnet18(config), costs, assumptions),
+    }
+    return [dict(change=change, hours=stages[-1]["hours"], saved=total - stages[-1]["hours"])
+            for change, stages in scenarios.items()]
+
+
+def break_even_fraction(config: dict, work: dict[str, ModelWork], assumptions: Assumptions,
+                        budget: float = BUDGET_HOURS) -> float | None:
+    """The least share of the TF32 peak that training must sustain for the FLOP estimate to fit
+    ``budget`` hours (measured times ignored); None if even the full peak does not."""
+    estimated = {label: done._replace(measured_steps=None) for label, done in work.items()}
+
+    def total(fraction: float) -> float:
+        changed = dataclasses.replace(assumptions, training_fraction=fraction)
+        return estimate(config, {label: model_costs(done, changed) for label, done in estimated.items()},
+                        changed)[-1]["hours"]
+
+    low, high = 1e-3, 1.0
+    if total(high) > budget:
+        return None
+    for _ in range(40):
+        middle = math.sqrt(low * high)
+        low, high = (middle, high) if total(middle) > budget else (low, middle)
+    return high
+
+
+def check_job_counts(config: dict, results: dict | None) -> str:
+    """Whether the counted runs match ``snakemake -n``'s job counts in the results file (``dag`` section)."""
+    dry_run = (results or {}).get("sections", {}).get("dag", {}).get("jobs")
+    if not dry_run:
+        return "job counts not checked: no `dag` section in the results file (python -m bench dag)"
+    counted = {rule: len(listed) for rule, listed in runs(config).items()}
+    differing = {rule: (count, dry_run.get(rule)) for rule, count in counted.items() if dry_run.get(rule) != count}
+    if differing:
+        return f"WARNING: counted runs differ from snakemake -n (counted, dry run): {differing}"
+    return "counted runs match snakemake -n: " + ", ".join(f"{rule} {count}" for rule, count in counted.items())

@@ -1,0 +1,114 @@
+"""Step cost, per model and batch size, all timed alternately in one process:
+
+- ``standard``: the pipeline's training step with the network f in place of f_lin (a standard
+  training step; sampling, optimiser and bookkeeping exactly as the pipeline runs them);
+- ``K=1`` and ``K=inf``: the pipeline's step (``itlin.train.Trainer``) re-linearising every step
+  and never; one compiled program serves both;
+- ``plain``: a plain Flax NNX + optax step written the usual way (``nnx.Optimizer``, ``@nnx.jit``,
+  ``nnx.value_and_grad`` on the module), same network, optimiser and batch.
+
+The time ratio K=inf / standard is set beside the ratio of XLA's FLOP counts of the two steps
+(about 5/3: a jvp plus its transpose against a forward plus a backward pass); images/s of the
+pipeline's K = 1 beside those of the plain step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import optax
+from flax import nnx
+
+from bench.common import (ModelSpec, alternating_times, lowered_flops, run_config, schedule_for,
+                          synthetic_data)
+from itlin import train
+
+LINEAR_TABLE = [("model", "model", ""), ("batch", "batch", "d"), ("params", "params", ",d"),
+                ("standard_ms", "standard ms", ".2f"), ("linearised_ms", "linearised ms", ".2f"),
+                ("time_ratio", "time ratio", ".3f"), ("flop_ratio", "FLOP ratio", ".3f"),
+                ("time_over_flop_ratio", "time/FLOP ratio", ".3f")]
+PLAIN_TABLE = [("model", "model", ""), ("batch", "batch", "d"), ("plain_images_per_s", "plain Flax img/s", ",.0f"),
+               ("k1_images_per_s", "ours K=1 img/s", ",.0f"), ("k1_over_plain", "ours/plain", ".3f"),
+               ("standard_images_per_s", "standard-gradient img/s", ",.0f"),
+               ("standard_over_plain", "standard/plain", ".3f")]
+
+
+class NetworkGradientTrainer(train.Trainer):
+    """The pipeline's training step with the network f in place of its linearisation f_lin: a
+    standard training step, every other part (batch sampling, optimiser, bookkeeping) unchanged."""
+
+    def __init__(self, config: train.RunConfig, model):
+        super().__init__(config, model)
+        self.f_lin = lambda params, params_lin, x: model.apply(params, x)
+
+
+def plain_flax_step():
+    """A training step written the usual Flax NNX way: the module and optimiser are mutated in place."""
+
+    @nnx.jit
+    def step(model: nnx.Module, optimizer: nnx.Optimizer, x, y):
+        def loss_fn(model):
+            return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads)
+        return loss
+
+    return step
+
+
+class CarriedBlock:
+    """Calls ``run_block(state, *args)`` and keeps the returned state for the next call (each call
+    donates the state it is given, as in ``train.run``)."""
+
+    def __init__(self, run_block, state, *args):
+        self.run_block, self.state, self.args = run_block, state, args
+
+    def __call__(self):
+        self.state = self.run_block(self.state, *self.args)
+        return self.state
+
+
+def measure(spec: ModelSpec, *, batch_size: int, block: int, repeats: int, data_size: int, config: dict) -> dict:
+    """Milliseconds per step of each variant (median over ``repeats`` blocks of ``block`` steps),
+    images/s, the XLA FLOP counts of the standard and linearised steps, and their ratios."""
+    model = spec.create()
+    settings = run_config(spec, batch_size=batch_size, scan_steps=block, config=config)
+    data = synthetic_data(spec.input_shape, max(data_size, batch_size))
+    pipeline, standard = train.Trainer(settings, model), NetworkGradientTrainer(settings, model)
+    k1, never = schedule_for(pipeline, 1), schedule_for(pipeline, math.inf)
+    state = pipeline.init_state()
+    flops = {"standard": lowered_flops(standard.train_step, state, data, never),
+             "linearised": lowered_flops(pipeline.train_step, state, data, never)}
+
+    module = spec.module()
+    optimizer = nnx.Optimizer(module, train.make_optimizer(settings), wrt=nnx.Param)
+    plain_step, x, y = plain_flax_step(), data.x[:batch_size], data.y[:batch_size]
+
+    def plain():
+        for _ in range(block):
+            loss = plain_step(module, optimizer, x, y)
+        return loss
+
+    timings = alternating_times({
+        "plain": plain,
+        "standard": CarriedBlock(standard.run_block, standard.init_state(), data, never),
+        "k1": CarriedBlock(pipeline.run_block, pipeline.init_state(), data, k1),
+        "linearised": CarriedBlock(pipeline.run_block, pipeline.init_state(), data, never),
+    }, repeats)
+    ms = {name: 1e3 * timing["median_s"] / block for name, timing in timings.items()}
+    per_second = {name: batch_size / (value / 1e3) for name, value in ms.items()}
+    time_ratio, flop_ratio = ms["linearised"] / ms["standard"], flops["linearised"] / flops["standard"]
+    return dict(
+        model=spec.label, architecture=spec.name, kwargs=spec.kwargs, input_shape=list(spec.input_shape),
+        batch=batch_size, params=model.num_params, block=block, repeats=repeats,
+        **{f"{name}_ms": value for name, value in ms.items()},
+        **{f"{name}_images_per_s": value for name, value in per_second.items()},
+        standard_flops=flops["standard"], linearised_flops=flops["linearised"],
+        time_ratio=time_ratio, flop_ratio=flop_ratio, time_over_flop_ratio=time_ratio / flop_ratio,
+        k1_over_plain=per_second["k1"] / per_second["plain"],
+        standard_over_plain=per_second["standard"] / per_second["plain"],
+        first_call_s={name: timing["first_call_s"] for name, timing in timings.items()},
+        first_call_compilations={name: timing["first_call_compilations"] for name, timing in timings.items()},
+        times_s={name: timing["times_s"] for name, timing in timings.items()},
+    )

@@ -1,0 +1,124 @@
+"""The hot path's promises, asserted with the benchmark suite's own instruments: one compilation
+serves every schedule (K, switch step, optimiser reset, seed), a block makes no host transfer and
+donates the state it is given; and the pieces of the paper's cost estimate."""
+
+import math
+import sys
+from pathlib import Path
+
+import jax
+import pytest
+import yaml
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPOSITORY))  # bench/ is a folder of the repository, not part of the installed package
+
+from bench import common, compilation, cost, pipeline  # noqa: E402
+from itlin import train  # noqa: E402
+
+TINY_MLP = common.ModelSpec("mlp", "mlp", {"depth": 1, "width": 16}, common.DIGITS_SHAPE)
+
+
+@pytest.fixture(scope="module")
+def test_config() -> dict:
+    return yaml.safe_load((REPOSITORY / "config" / "test.yaml").read_text())
+
+
+def test_one_compilation_serves_every_schedule(test_config):
+    """A block compiles once; every other schedule reuses it, with no host transfer (the transfer
+    guard would raise) and the parameter and optimiser buffers donated."""
+    test_config = {**test_config, "K": [1, 10, 100, "inf"]}
+    found = compilation.probe(TINY_MLP, batch_size=8, block=2, K=1, seed=0, config=test_config)
+    assert any("train_step" in name or "scanned" in name for name in found["compilations"])
+    assert found["schedules"] == ["K=1", "K=10", "K=100", "K=inf", "switch at step 1", "optimiser reset", "seed 1"]
+    assert found["sweep_compilations"] == 0
+    assert found["state_donated"]
+
+
+def test_the_compilation_counter_sees_a_recompilation(test_config):
+    """Control for the test above: data of another shape does make the block compile again."""
+    trainer = train.Trainer(common.run_config(TINY_MLP, batch_size=8, scan_steps=2, config=test_config),
+                            TINY_MLP.create())
+    state, schedule = trainer.init_state(), trainer.schedule()
+    state = jax.block_until_ready(trainer.run_block(state, common.synthetic_data(TINY_MLP.input_shape, 32), schedule))
+    larger = common.synthetic_data(TINY_MLP.input_shape, 48)
+    with common.CompileLog() as compiled:
+        jax.block_until_ready(trainer.run_block(state, larger, schedule))
+    assert len(compiled.compilations) == 1
+
+
+def test_transfer_guard_catches_a_host_transfer(test_config):
+    """Control for the transfer guard: handing a block NumPy data (a host-to-device copy) raises."""
+    trainer = train.Trainer(common.run_config(TINY_MLP, batch_size=8, scan_steps=2, config=test_config),
+                            TINY_MLP.create())
+    data = common.synthetic_data(TINY_MLP.input_shape, 32)
+    on_host = train.TrainData(*jax.device_get(tuple(data)))
+    with pytest.raises(Exception, match="host-to-device"), jax.transfer_guard("disallow"):
+        trainer.run_block(trainer.init_state(), on_host, trainer.schedule())
+
+
+@pytest.mark.parametrize("K, switch_step, expected", [(1, None, 100), (10, None, 0), (math.inf, None, 0),
+                                                      (1, 25, 20), (1, 29, 30), (1, 100, 100)])
+def test_steps_in_blocks_that_relinearise_at_every_step(K, switch_step, expected):
+    """Blocks of 10 steps: a switch run at t re-linearises at steps 0..t, so a block counts if it ends by t."""
+    assert cost.relinearising_block_steps(K, switch_step, 100, 10) == expected
+
+
+def test_distinct_kernels_of_a_run():
+    """θ and θ_lin at each snapshot, identical parameter vectors counted once."""
+    training = {"steps": 100, "scan_steps": 10, "num_snapshots": 4}
+    assert train.snapshot_steps(100, 10, 4) == [0, 10, 20, 50, 100]
+    assert cost.distinct_kernels(math.inf, training) == 5  # θ_lin is θ₀ throughout
+    assert cost.distinct_kernels(1, training) == 9  # θ_lin: θ one step earlier (0, 9, 19, 49, 99)
+    assert cost.distinct_kernels(10, training) == 7  # θ_lin: θ at steps 0, 0, 10, 40, 90
+
+
+def test_runs_are_counted_as_the_pipeline_lists_them(test_config):
+    counted = cost.runs(test_config)
+    assert len(counted["train"]) == 2 + 1  # K in {1, inf}, one switch run; one seed, one variant
+    assert len(counted["measure_ntk"]) == 2
+    assert len(counted["gauss_newton"]) == len(test_config["gauss_newton"]["damping"])
+
+
+def test_job_counts_are_read_from_snakemake_output():
+    output = ("Building DAG of jobs...\nJob stats:\njob          count\n---------  -------\n"
+              "train            3\nall              1\ntotal            4\n\nReasons:\n")
+    assert pipeline.job_counts(output) == {"train": 3, "all": 1, "total": 4}
+
+
+def test_training_hours_as_built_and_with_the_proposed_change(test_config):
+    """K = 1 (100 steps), K = ∞ (100) and a switch at 50 (its 5 blocks up to step 49 re-linearise
+    at every step): as built every step is linearised; the proposed change makes 150 steps standard."""
+    costs = {"mlp": cost.ModelCosts(standard_step=1.0, linearised_step=2.0, eval_example=0.0, ntk_kernel=0.0,
+                                    regression_kernels=0.0, basis="test")}
+    assumptions = cost.Assumptions(step_floor_ms=0.0)
+
+    def train_hours(**options):
+        rows = cost.estimate(test_config, costs, assumptions, **options)
+        return next(row["hours"] for row in rows if row["stage"] == "train mlp")
+
+    assert train_hours() == pytest.approx(300 * 2.0 / 3600)
+    assert train_hours(standard_relinearising_blocks=True) == pytest.approx((150 * 1.0 + 150 * 2.0) / 3600)
+
+
+def test_measured_step_and_ntk_times_replace_flop_estimates():
+    spec = common.ModelSpec("resnet18", "resnet18", {"width": 64})
+    row = dict(architecture="resnet18", kwargs={"width": 64}, batch=128, input_shape=[32, 32, 3],
+               standard_ms=10.0, linearised_ms=16.0)
+    results = {"device": {"platform": "gpu"},
+               "sections": {"steps": {"rows": [row]},
+                            "ntk": {"kwargs": {"width": 64}, "input_shape": [32, 32, 3],
+                                    "rows": [dict(n=100, seconds=1.0), dict(n=1000, seconds=40.0)]}}}
+    assert cost.measured_steps(results, spec, 128) == row
+    assert cost.measured_steps(results, spec, 256) is None  # another batch size
+    assert cost.measured_steps(results | {"device": {"platform": "cpu"}}, spec, 128) is None  # not a GPU
+    work = cost.ModelWork(standard_step=1e12, linearised_step=2e12, eval_example=0.0, ntk_kernel=1e12,
+                          regression_kernels=0.0, measured_steps=row,
+                          measured_ntk_s=cost.measured_ntk_seconds(results, spec, 500))
+    assumptions = cost.Assumptions()
+    measured = cost.model_costs(work, assumptions)
+    assert (measured.standard_step, measured.linearised_step) == (0.010, 0.016)
+    assert measured.ntk_kernel == pytest.approx(40.0 * (500 / 1000) ** 2)
+    estimated = cost.model_costs(work._replace(measured_steps=None, measured_ntk_s=None), assumptions)
+    assert estimated.standard_step == pytest.approx(1e12 / assumptions.training_flops_per_s)
+    assert estimated.ntk_kernel == pytest.approx(1e12 / assumptions.ntk_flops_per_s)
