@@ -23,11 +23,17 @@ Params = Any  # a nested dict of arrays
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
-def _compute_dtype(name: str) -> jnp.dtype:
-    """The dtype of the matmuls and convolutions; float32 keeps the linearisation identities exact."""
+def _compute_dtype(name: str) -> jnp.dtype | None:
+    """The dtype of the matmuls and convolutions: None (Flax's default, the dtype of the inputs and
+    parameters: exact float32, or float64 under x64) for ``float32``, else bfloat16."""
     if name not in COMPUTE_DTYPES:
         raise ValueError(f"model.compute_dtype: must be one of {COMPUTE_DTYPES}, got {name!r}")
-    return jnp.dtype(name)
+    return None if name == "float32" else jnp.dtype(name)
+
+
+def _full_precision(logits: jax.Array) -> jax.Array:
+    """Logits in at least float32 (bfloat16 compute returns float32; float64 under x64 stays float64)."""
+    return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
 
 
 class MLP(nnx.Module):
@@ -44,7 +50,7 @@ class MLP(nnx.Module):
         x = x.reshape(x.shape[0], -1)
         for layer in self.hidden:
             x = jax.nn.relu(layer(x))
-        return self.head(x).astype(jnp.float32)
+        return _full_precision(self.head(x))
 
 
 class CNN(nnx.Module):
@@ -65,7 +71,7 @@ class CNN(nnx.Module):
             x = jax.nn.relu(conv(x))
             if x.shape[1] >= 4:
                 x = nnx.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
-        return self.head(x.mean(axis=(1, 2))).astype(jnp.float32)
+        return _full_precision(self.head(x.mean(axis=(1, 2))))
 
 
 def _group_norm(channels: int, rngs: nnx.Rngs) -> nnx.GroupNorm:
@@ -80,7 +86,7 @@ def _group_norm(channels: int, rngs: nnx.Rngs) -> nnx.GroupNorm:
 class BasicBlock(nnx.Module):
     """ResNet basic block (two 3x3 convolutions) with GroupNorm and a projection shortcut."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, *, dtype: jnp.dtype | None, rngs: nnx.Rngs):
         conv = dict(kernel_size=(3, 3), use_bias=False, dtype=dtype, rngs=rngs)
         self.conv1 = nnx.Conv(in_channels, out_channels, strides=(stride, stride), **conv)
         self.norm1 = _group_norm(out_channels, rngs)
@@ -122,7 +128,7 @@ class ResNet18(nnx.Module):
         x = jax.nn.relu(self.stem_norm(self.stem(x)))
         for block in self.blocks:
             x = block(x)
-        return self.head(x.mean(axis=(1, 2))).astype(jnp.float32)
+        return _full_precision(self.head(x.mean(axis=(1, 2))))
 
 
 MODELS: dict[str, type[nnx.Module]] = {"mlp": MLP, "cnn": CNN, "resnet18": ResNet18}
