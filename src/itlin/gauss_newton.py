@@ -140,8 +140,9 @@ def run(*, data_path: Path, model: dict, seed: int, damping: float, outer_steps:
 
     The result holds the final train and test accuracy of the network, the NTK distance from
     initialisation on the probe set of the NTK stage (trace kernel) and the CG statistics; a run
-    whose loss turns non-finite stops there and is marked ``diverged``. ``batch_size`` None is
-    full batch; otherwise step t uses ``train.sample_batch`` (a pure function of seed and t).
+    whose loss or parameters turn non-finite is marked ``diverged``, with no final values.
+    ``batch_size`` None is full batch; otherwise step t uses ``train.sample_batch`` (a pure
+    function of seed and t).
     """
     started = time.perf_counter()
     dataset = datasets.load(Path(data_path))
@@ -170,8 +171,9 @@ def run(*, data_path: Path, model: dict, seed: int, damping: float, outer_steps:
 
     train_accuracy = test_accuracy = ntk_distance = math.nan
     if status == "ok":
-        train_accuracy = _accuracy(network.apply, params, dataset.x_train, dataset.y_train)
-        test_accuracy = _accuracy(network.apply, params, dataset.x_test, dataset.y_test)
+        predict = jax.jit(lambda p, xb: network.apply(p, xb).argmax(-1))  # compiled once for both splits
+        train_accuracy = _accuracy(predict, params, dataset.x_train, dataset.y_train)
+        test_accuracy = _accuracy(predict, params, dataset.x_test, dataset.y_test)
         probe = jnp.asarray(dataset.x_train[datasets.probe_indices(dataset.y_train, probe_size, seed=probe_seed)])
         ntk_distance = ntk.kernel_distance(ntk.empirical_ntk(network.apply, network.params, probe),
                                            ntk.empirical_ntk(network.apply, params, probe))
@@ -187,11 +189,11 @@ def run(*, data_path: Path, model: dict, seed: int, damping: float, outer_steps:
     return tables.validate_gauss_newton(result, f"Gauss-Newton run λ={damping:g}"), history
 
 
-def _accuracy(apply: Callable, params, x: np.ndarray, y: np.ndarray) -> float:
-    """Accuracy of ``apply`` at ``params``, in chunks of ``train.EVAL_CHUNK`` examples."""
-    predict = jax.jit(lambda p, xb: apply(p, xb).argmax(-1))
+def _accuracy(predict: Callable, params, x: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy of ``predict(params, x) -> classes``, in chunks of ``train.EVAL_CHUNK`` examples."""
+    chunks = range(0, len(y), training.EVAL_CHUNK)
     correct = sum(int((np.asarray(predict(params, jnp.asarray(x[i:i + training.EVAL_CHUNK]))) ==
-                       y[i:i + training.EVAL_CHUNK]).sum()) for i in range(0, len(y), training.EVAL_CHUNK))
+                       y[i:i + training.EVAL_CHUNK]).sum()) for i in chunks)
     return correct / len(y)
 
 
