@@ -1,12 +1,14 @@
 """Compilation and the hot path, per model, each measured in fresh processes as a pipeline job is.
 
 A first process, with an empty persistent compilation cache set as the pipeline sets it
-(``JAX_COMPILATION_CACHE_DIR``), builds the training block of one run and times its compilation.
-It then runs one block under every schedule of the config (each period K, a switch run, the
-optimiser reset, another seed) and counts the XLA compilations they trigger (the hot path's
-promise: none, one compilation serves every K), under ``jax.transfer_guard("disallow")`` (no
-host transfer inside a block), checking that each block donated the parameter and optimiser
-buffers it was given (so the state is updated in place, not copied).
+(``JAX_COMPILATION_CACHE_DIR``), builds the two block programs of a model (the linearised block
+every schedule runs; the block that re-linearises at every step, which K = 1 runs use) and times
+their compilation. It then runs one block under every schedule of the config (each period K, a
+switch run, the optimiser reset, another seed), with the program ``Trainer.block_for`` picks, and
+counts the XLA compilations they trigger (the hot path's promise: none, the two programs serve
+every K), under ``jax.transfer_guard("disallow")`` (no host transfer inside a block), checking
+that each block donated the parameter and optimiser buffers it was given (so the state is
+updated in place, not copied).
 A second process, another run (K = ∞, seed 1) sharing the cache like the next job of a pipeline,
 must load the block from the cache instead of compiling it.
 """
@@ -22,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -29,39 +32,50 @@ import jax.numpy as jnp
 from bench.common import (REPOSITORY, CompileLog, ModelSpec, paper_config, run_config, schedule_for,
                           synthetic_data)
 from itlin import train
+from itlin.linearise import relinearises_throughout
 
-TABLE = [("model", "model", ""), ("first_block_s", "first block s (empty cache)", ".1f"),
-         ("first_compile_s", "of which XLA compile s", ".1f"), ("second_block_s", "first block s (next job)", ".1f"),
-         ("second_compile_s", "of which cache load s", ".1f"), ("second_cache_hits", "cache hits (next job)", "d"),
-         ("schedules", "schedules run", "d"), ("sweep_compilations", "compilations across them", "d"),
-         ("host_transfers", "host transfers", ""), ("state_donated", "state donated", "")]
+TABLE = [("model", "model", ""), ("programs", "block programs", "d"),
+         ("first_block_s", "first blocks s (empty cache)", ".1f"), ("first_compile_s", "of which XLA compile s", ".1f"),
+         ("second_block_s", "first blocks s (next job)", ".1f"), ("second_compile_s", "of which cache load s", ".1f"),
+         ("second_cache_hits", "cache hits (next job)", "d"), ("schedules", "schedules run", "d"),
+         ("sweep_compilations", "compilations across them", "d"), ("host_transfers", "host transfers", ""),
+         ("state_donated", "state donated", "")]
 
 
-def schedules(trainer: train.Trainer, config: dict) -> dict[str, train.Schedule]:
-    """One schedule per period K of ``config``, a switch run, an optimiser reset and another seed."""
-    found = {f"K={k}": schedule_for(trainer, float(k)) for k in config["K"]}
-    found["switch at step 1"] = schedule_for(trainer, 1, switch_step=1)
-    found["optimiser reset"] = schedule_for(trainer, 10, reset_optimizer=jnp.asarray(True))
-    found["seed 1"] = schedule_for(trainer, 10, seed=jnp.asarray(1, jnp.int32))
+def schedules(trainer: train.Trainer, config: dict) -> dict[str, tuple[Callable, train.Schedule]]:
+    """One schedule per period K of ``config``, a switch run, an optimiser reset and another seed,
+    each with the block program the pipeline runs its first block with."""
+
+    def run_of(K: float, switch_step: int | None = None, **changes) -> tuple[Callable, train.Schedule]:
+        every_step = relinearises_throughout(K, switch_step, 0, trainer.config.scan_steps)
+        block = trainer.run_relinearising_block if every_step else trainer.run_block
+        return block, schedule_for(trainer, K, switch_step, **changes)
+
+    found = {f"K={k}": run_of(float(k)) for k in config["K"]}
+    found["switch at step 1"] = run_of(1, switch_step=1)
+    found["optimiser reset"] = run_of(10, reset_optimizer=jnp.asarray(True))
+    found["seed 1"] = run_of(10, seed=jnp.asarray(1, jnp.int32))
     return found
 
 
 def probe(spec: ModelSpec, *, batch_size: int, block: int, K: float, seed: int, config: dict) -> dict:
-    """In this process: compile and run one block of a run of ``spec``, then one block under every
-    schedule of ``schedules``; what it compiled, whether it transferred or kept donated buffers."""
+    """In this process: compile and run one block of each program of a run of ``spec``, then one
+    block under every schedule of ``schedules``; what it compiled, whether it transferred or kept
+    donated buffers."""
     trainer = train.Trainer(run_config(spec, batch_size=batch_size, scan_steps=block, config=config, K=K, seed=seed),
                             spec.create(seed))
     data = synthetic_data(spec.input_shape, 4 * batch_size)
     state, schedule = jax.block_until_ready((trainer.init_state(), trainer.schedule()))
     with CompileLog() as first:
         started = time.perf_counter()
-        state = jax.block_until_ready(trainer.run_block(state, data, schedule))
+        for block in (trainer.run_relinearising_block, trainer.run_block):
+            state = jax.block_until_ready(block(state, data, schedule))
         first_block_s = time.perf_counter() - started
     swept, donated = schedules(trainer, config), True
     with CompileLog() as sweep, jax.transfer_guard("disallow"):
-        for schedule in swept.values():
+        for block, schedule in swept.values():
             given = state
-            state = trainer.run_block(given, data, schedule)
+            state = block(given, data, schedule)
             large = (given.params, given.params_lin, given.opt_state)
             donated &= all(leaf.is_deleted() for leaf in jax.tree.leaves(large))
         jax.block_until_ready(state)
@@ -79,7 +93,7 @@ def measure(spec: ModelSpec, *, batch_size: int, block: int, config_path: Path) 
                          for K, seed in ((1, 0), (math.inf, 1)))
         cache_entries = sum(1 for _ in Path(cache).iterdir())
     return dict(model=spec.label, architecture=spec.name, kwargs=spec.kwargs, input_shape=list(spec.input_shape),
-                batch=batch_size, block=block, first_compile_s=first["compile_s"],
+                batch=batch_size, block=block, programs=len(first["compilations"]), first_compile_s=first["compile_s"],
                 first_compilations=first["compilations"], first_block_s=first["first_block_s"],
                 second_compile_s=second["compile_s"], second_cache_hits=second["cache_hits"],
                 second_block_s=second["first_block_s"], cache_entries=cache_entries,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -25,8 +26,8 @@ import jax
 import jax.numpy as jnp
 
 from bench.common import ModelSpec, lowered_flops, run_config, schedule_for
-from bench.steps import NetworkGradientTrainer
 from itlin import gauss_newton, ntk, train
+from itlin.linearise import relinearises_throughout
 
 H100_DENSE_PEAK = {"tf32": 494.7e12, "bf16": 989.4e12, "fp32": 66.9e12}
 """FLOP/s of an H100 SXM5 without sparsity (NVIDIA datasheet): tensor cores in TF32 and BF16, CUDA cores in FP32."""
@@ -74,8 +75,8 @@ class ModelWork(NamedTuple):
     """The work the pipeline does with one model, in FLOPs (XLA's counts and ``itlin.ntk``'s cost
     model), and what a GPU results file measured of it (None where nothing was)."""
 
-    standard_step: float  # a training step with the network's gradient, at the config's batch
-    linearised_step: float  # a training step with f_lin's gradient, at the config's batch
+    standard_step: float  # a step that re-linearises (f's gradient; K = 1), at the config's batch
+    linearised_step: float  # a step with f_lin's gradient (every other schedule), at the config's batch
     eval_example: float  # evaluating f_lin and f on one example
     ntk_kernel: float  # one per-class NTK on the probe set
     regression_kernels: float  # the full NTKs of kernel regression: train × train and test × train
@@ -87,7 +88,7 @@ class ModelCosts(NamedTuple):
     """Seconds on the GPU of each piece of work the pipeline does with one model."""
 
     standard_step: float
-    linearised_step: float  # also the pipeline's step at K = 1: train.py takes f_lin's gradient at every step
+    linearised_step: float
     eval_example: float
     ntk_kernel: float
     regression_kernels: float
@@ -99,7 +100,7 @@ def model_work(spec: ModelSpec, config: dict, results: dict | None) -> ModelWork
     batch = config["training"]["batch_size"]
     settings = run_config(spec, batch_size=batch, scan_steps=1, config=config)
     model = spec.create()
-    pipeline, standard = train.Trainer(settings, model), NetworkGradientTrainer(settings, model)
+    pipeline = train.Trainer(settings, model)
     state = jax.eval_shape(pipeline.init_state)
     data = train.TrainData(jax.ShapeDtypeStruct((CIFAR_TRAIN_SIZE, *spec.input_shape), jnp.float32),
                            jax.ShapeDtypeStruct((CIFAR_TRAIN_SIZE,), jnp.int32))
@@ -113,7 +114,8 @@ def model_work(spec: ModelSpec, config: dict, results: dict | None) -> ModelWork
     if regression_size:
         regression = (ntk_kernel_flops(model, spec, regression_size, kind="full")
                       + ntk_kernel_flops(model, spec, CIFAR_TEST_SIZE, kind="full", n2=regression_size))
-    return ModelWork(standard_step=lowered_flops(standard.train_step, state, data, never),
+    standard_step = functools.partial(pipeline.train_step, relinearise_every_step=True)
+    return ModelWork(standard_step=lowered_flops(standard_step, state, data, never),
                      linearised_step=lowered_flops(pipeline.train_step, state, data, never),
                      eval_example=float(evaluation) / train.EVAL_CHUNK,
                      ntk_kernel=ntk_kernel_flops(model, spec, probe_size), regression_kernels=regression,
@@ -175,12 +177,9 @@ def model_costs(work: ModelWork, assumptions: Assumptions, *, bfloat16: bool = F
 
 def relinearising_block_steps(K: float, switch_step: int | None, steps: int, scan_steps: int) -> int:
     """Steps in blocks that re-linearise at every step (all of a K = 1 run; a switch run's blocks
-    that end by its switch step): the blocks the proposed change to train.py runs as standard steps."""
-    if K != 1:
-        return 0
-    if switch_step is None:
-        return steps
-    return min(steps, (switch_step + 1) // scan_steps * scan_steps)
+    that end by its switch step), which ``train.Trainer.block_for`` runs as standard steps."""
+    return sum(scan_steps for start in range(0, steps, scan_steps)
+               if relinearises_throughout(K, switch_step, start, scan_steps))
 
 
 def distinct_kernels(K: float, training: dict) -> int:
@@ -213,11 +212,9 @@ def runs(config: dict) -> dict[str, list[tuple]]:
     return found
 
 
-def estimate(config: dict, costs: dict[str, ModelCosts], assumptions: Assumptions, *,
-             standard_relinearising_blocks: bool = False) -> list[dict]:
-    """H100-hours per stage of ``config`` from per-model ``costs``, and their total (last row).
-    ``standard_relinearising_blocks`` prices blocks that re-linearise at every step as standard
-    steps (the change to ``train.py`` the README proposes); as train.py is, every step is linearised."""
+def estimate(config: dict, costs: dict[str, ModelCosts], assumptions: Assumptions) -> list[dict]:
+    """H100-hours per stage of ``config`` from per-model ``costs``, and their total (last row):
+    blocks that re-linearise at every step at the standard step's cost, all others linearised."""
     training, floor = config["training"], assumptions.step_floor_ms / 1e3
     steps, batch = training["steps"], training["batch_size"]
     jobs = runs(config)
@@ -233,7 +230,6 @@ def estimate(config: dict, costs: dict[str, ModelCosts], assumptions: Assumption
     for label, K, switch_step, _, _ in jobs["train"]:
         cost = costs[label]
         standard = relinearising_block_steps(K, switch_step, steps, training["scan_steps"])
-        standard *= standard_relinearising_blocks
         add(f"train {label}", standard * cost.standard_step + (steps - standard) * cost.linearised_step, cost.basis)
         add(f"evaluate {label} (in the train jobs)", evaluations * eval_examples * cost.eval_example, "FLOPs")
     for label, K, _, _, _ in jobs["measure_ntk"]:
@@ -276,8 +272,6 @@ def levers(config: dict, work: dict[str, ModelWork], assumptions: Assumptions) -
     fewer_evaluations["training"]["eval_every"] = 5 * config["training"]["eval_every"]
     no_augmentation["variants"] = {name: value for name, value in config["variants"].items() if not value["augment"]}
     scenarios = {
-        "standard steps in blocks that re-linearise at every step (proposed train.py change)":
-            estimate(config, costs, assumptions, standard_relinearising_blocks=True),
         f"compute_dtype: bfloat16 (assumed {assumptions.bf16_speedup:g}x the float32 throughput)":
             estimate(config, {label: model_costs(done, assumptions, bfloat16=True) for label, done in work.items()},
                      assumptions),

@@ -1,6 +1,7 @@
 """The method of PAPER.md, asserted: K = 1 is standard training, f_lin is the first-order Taylor
 model of f, K = ∞ never moves θ_lin, feature-update counts, switch runs, resume, divergence."""
 
+import functools
 import json
 import math
 import os
@@ -19,7 +20,7 @@ import yaml
 from jax.flatten_util import ravel_pytree
 
 from itlin import data, models, train
-from itlin.linearise import expected_feature_updates, linearise
+from itlin.linearise import expected_feature_updates, linearise, relinearise_now, relinearises_throughout
 
 MODELS = {"mlp": {"depth": 2, "width": 16}, "cnn": {"depth": 2, "width": 8}, "resnet18": {"width": 4}}
 
@@ -37,9 +38,11 @@ def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
         np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
 
 
+@pytest.mark.parametrize("relinearise_every_step", [False, True], ids=["linearised step", "relinearising step"])
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_K1_is_standard_training(run_config, tiny_data_16, name):
-    """K = 1 through the linearised step equals plain gradient training of f, step by step."""
+def test_K1_is_standard_training(run_config, tiny_data_16, name, relinearise_every_step):
+    """K = 1 equals plain gradient training of f, step by step: through the linearised step (the
+    program of every schedule) and through the re-linearising step (the one K = 1 runs use)."""
     config = run_config(model={"name": name, **MODELS[name]}, K=1)
     if name == "resnet18":
         config["data"] = str(tiny_data_16)
@@ -55,7 +58,8 @@ def test_K1_is_standard_training(run_config, tiny_data_16, name):
         return optax.apply_updates(params, updates), opt_state, loss
 
     params, opt_state = trainer.model.params, optimizer.init(trainer.model.params)
-    state, one_step = trainer.init_state(), train.block_runner(trainer.train_step, 1)
+    step_program = functools.partial(trainer.train_step, relinearise_every_step=relinearise_every_step)
+    state, one_step = trainer.init_state(), train.block_runner(step_program, 1)
     for step in range(steps):
         params, opt_state, loss = standard_step(params, opt_state, step)
         state = one_step(state, train_data, schedule)
@@ -104,6 +108,15 @@ def test_K_infinity_never_moves_the_linearisation_point(run_config):
     assert all(jax.tree.leaves(jax.tree.map(jnp.array_equal, state.params_lin, trainer.model.params)))
     assert not all(jax.tree.leaves(jax.tree.map(jnp.array_equal, state.params, trainer.model.params)))
     assert int(state.feature_updates) == 0
+
+
+@pytest.mark.parametrize("K, switch_step", [(1, None), (1, 0), (1, 13), (1, 40), (2, None), (math.inf, None)])
+def test_blocks_that_relinearise_throughout_are_those_of_the_traced_schedule(K, switch_step):
+    """The host's choice of a block's program agrees with the traced schedule at every step."""
+    period, switch = train.schedule_arrays(K, switch_step, 40)
+    for start in range(0, 40, 4):
+        traced = all(bool(relinearise_now(jnp.int32(t), period, switch)) for t in range(start, start + 4))
+        assert relinearises_throughout(K, switch_step, start, 4) == traced
 
 
 @pytest.mark.parametrize("K", [1, 3, 7, 10, 40, 1000, "inf"])

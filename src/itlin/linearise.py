@@ -39,6 +39,12 @@ def relinearise_now(step: jax.Array, period: jax.Array, switch_step: jax.Array) 
     return (step % period == 0) & (step <= switch_step)
 
 
+def relinearises_throughout(K: float, switch_step: int | None, start: int, length: int) -> bool:
+    """Whether ``relinearise_now`` holds at every step of ``start`` … ``start + length − 1`` of a
+    run of period ``K``: the host's static twin, from the run config, for choosing a block's program."""
+    return K == 1 and (switch_step is None or start + length - 1 <= switch_step)
+
+
 def schedule_arrays(K: float, switch_step: int | None, steps: int) -> tuple[jax.Array, jax.Array]:
     """Encode a schedule (K an integer ≥ 1 or ``inf``; optional switch step) as traced int32 values."""
     period = steps if math.isinf(K) else min(int(K), steps)
