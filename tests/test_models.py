@@ -114,6 +114,17 @@ def test_bfloat16_compute_runs_close_to_float32(name):
     assert float(difference) < 1e-2
 
 
+def test_a_config_model_spec_builds_its_model():
+    """A config's model mapping: ``label`` names it, every other key but ``name`` is an argument;
+    overrides replace arguments."""
+    spec = {"name": "mlp", "label": "mlp_small", "depth": 1, "width": 8}
+    built = models.from_spec(spec, input_shape=(4, 4, 1), num_classes=3, seed=0)
+    direct = models.create("mlp", input_shape=(4, 4, 1), num_classes=3, seed=0, depth=1, width=8)
+    assert built.kwargs == {"depth": 1, "width": 8}
+    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, built.params, direct.params)))
+    assert models.from_spec(spec, input_shape=(4, 4, 1), num_classes=3, seed=0, width=4).kwargs["width"] == 4
+
+
 def test_unknown_compute_dtype_names_the_key():
     with pytest.raises(ValueError, match="model.compute_dtype"):
         models.create("mlp", input_shape=(8, 8, 1), num_classes=3, seed=0, compute_dtype="float16")

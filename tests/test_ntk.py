@@ -5,7 +5,9 @@ Kernels are compared in float64 (``jax.enable_x64``), so that a difference is a 
 rounding; one test checks the float32 path against float64. Models are small and shared per module.
 """
 
+import json
 import math
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -289,6 +291,18 @@ def test_table_follows_the_ntk_schema_with_the_run_keys(measured, linearised_run
     assert (per_point_and_step["alignment"] == 1).all()
     assert per_point_and_step.loc[0, "velocity"].eq(0).all() and per_point_and_step.drop(index=0)["velocity"].eq(1).all()
     assert table.loc[table["metric"] == "alignment", "value"].between(-1, 1).all()
+
+
+def test_kernels_are_measured_in_float32_whatever_the_runs_compute_dtype(measured, linearised_run, tiny_data,
+                                                                         tmp_path):
+    """A run trained with bfloat16 matmuls is measured with float32 ones: its snapshots give the
+    same table as the float32 model's."""
+    run = tmp_path / "run"
+    shutil.copytree(linearised_run, run)
+    summary = json.loads((run / "run.json").read_text())
+    summary["config"]["model"]["compute_dtype"] = "bfloat16"
+    (run / "run.json").write_text(json.dumps(summary))
+    np.testing.assert_array_equal(ntk.measure_run(run, tiny_data, probe_size=16)["value"], measured[0]["value"])
 
 
 def test_missing_run_snapshots_or_initial_snapshot_are_named(linearised_run, tiny_data, tmp_path):

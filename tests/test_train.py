@@ -28,8 +28,8 @@ MODELS = {"mlp": {"depth": 2, "width": 16}, "cnn": {"depth": 2, "width": 8}, "re
 def trainer_for(config: dict) -> tuple[train.Trainer, train.TrainData]:
     run_config = train.RunConfig.from_dict(config)
     dataset = data.load(run_config.data)
-    model = models.create(run_config.model["name"], input_shape=dataset.input_shape,
-                          num_classes=dataset.num_classes, seed=run_config.seed, **run_config.model_kwargs)
+    model = models.from_spec(run_config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
+                             seed=run_config.seed)
     return train.Trainer(run_config, model), train.TrainData(jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train))
 
 

@@ -146,8 +146,7 @@ def run(*, data_path: Path, model: dict, seed: int, damping: float, outer_steps:
     """
     started = time.perf_counter()
     dataset = datasets.load(Path(data_path))
-    network = models.create(model["name"], input_shape=dataset.input_shape, num_classes=dataset.num_classes,
-                            seed=seed, **{k: v for k, v in model.items() if k not in ("name", "label")})
+    network = models.from_spec(model, input_shape=dataset.input_shape, num_classes=dataset.num_classes, seed=seed)
     step = make_step(network.apply, loss, tolerance=tolerance, max_iterations=max_iterations)
     train_data = training.TrainData(jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train, jnp.int32))
     full_batch = batch_size is None or batch_size >= len(dataset.y_train)

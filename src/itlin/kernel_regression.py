@@ -100,8 +100,7 @@ def run(*, data_path: Path, model: dict, seed: int, train_size: int, kind: str, 
     subset = datasets.probe_indices(dataset.y_train, train_size, seed=training.TRAIN_SUBSET_SEED)
     x_train, y_train = jnp.asarray(dataset.x_train[subset]), np.asarray(dataset.y_train[subset])
     x_test, y_test = jnp.asarray(dataset.x_test), np.asarray(dataset.y_test)
-    network = models.create(model["name"], input_shape=dataset.input_shape, num_classes=dataset.num_classes,
-                            seed=seed, **{k: v for k, v in model.items() if k not in ("name", "label")})
+    network = models.from_spec(model, input_shape=dataset.input_shape, num_classes=dataset.num_classes, seed=seed)
 
     kernel_train = ntk.empirical_ntk(network.apply, network.params, x_train, kind="full")
     kernel_test = ntk.empirical_ntk(network.apply, network.params, x_test, x_train, kind="full")

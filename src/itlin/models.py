@@ -159,3 +159,10 @@ def create(name: str, *, input_shape, num_classes: int, seed: int, **kwargs) -> 
         return nnx.merge(graphdef, params)(x)
 
     return Model(name=name, apply=apply, params=nnx.to_pure_dict(state), kwargs=dict(kwargs))
+
+
+def from_spec(spec: dict, *, input_shape, num_classes: int, seed: int, **overrides) -> Model:
+    """Build the model a config's ``model`` mapping describes: its ``name`` and the model's keyword
+    arguments (``label``, the config's name for it, is not one); ``overrides`` replace arguments."""
+    kwargs = {key: value for key, value in spec.items() if key not in ("name", "label")} | overrides
+    return create(spec["name"], input_shape=input_shape, num_classes=num_classes, seed=seed, **kwargs)

@@ -433,8 +433,9 @@ def measure_run(run_dir: Path, data_path: Path, probe_size: int, *, probe_seed: 
         raise FileNotFoundError(f"{summary_path}: not found; is {run_dir} a finished training run?")
     config = training.RunConfig.from_dict(json.loads(summary_path.read_text())["config"])
     dataset = datasets.load(Path(data_path))
-    model = models.create(config.model["name"], input_shape=dataset.input_shape, num_classes=dataset.num_classes,
-                          seed=config.seed, **config.model_kwargs)
+    # kernels in float32 whatever the run's compute_dtype, so that every run's NTK is measured alike
+    model = models.from_spec(config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
+                             seed=config.seed, compute_dtype="float32")
     probe = datasets.probe_indices(dataset.y_train, probe_size, seed=probe_seed)
     x, labels = jnp.asarray(dataset.x_train[probe]), dataset.y_train[probe]
     snapshots = _snapshots(run_dir / "snapshots")

@@ -114,10 +114,6 @@ class RunConfig:
         """The model's name in results (``model.label`` if set, e.g. ``cnn_deep``)."""
         return self.model.get("label", self.model["name"])
 
-    @property
-    def model_kwargs(self) -> dict:
-        return {k: v for k, v in self.model.items() if k not in ("name", "label")}
-
     def to_dict(self) -> dict:
         values = dataclasses.asdict(self)
         values["K"] = "inf" if math.isinf(self.K) else int(self.K)
@@ -400,8 +396,8 @@ def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None) -> st
     started = time.perf_counter()
     out_dir, scratch_dir = Path(out_dir), Path(scratch_dir or Path(out_dir) / "scratch")
     dataset = datasets.load(Path(config.data))
-    model = models.create(config.model["name"], input_shape=dataset.input_shape,
-                          num_classes=dataset.num_classes, seed=config.seed, **config.model_kwargs)
+    model = models.from_spec(config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
+                             seed=config.seed)
     trainer = Trainer(config, model)
     train_data = TrainData(jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train, jnp.int32))
     subset = np.random.default_rng(TRAIN_SUBSET_SEED).permutation(len(dataset.y_train))[: config.eval_train_size]
