@@ -202,7 +202,7 @@ def show_cost(section: dict, markdown: bool) -> None:
          section["levers"], cost.LEVERS_TABLE, markdown)
     fraction = section["break_even_training_fraction"]
     print(f"{budget:g} H100-hours " + ("are met." if total <= budget else "are not met.")
-          + (f" The FLOP estimate fits them if training sustains {fraction:.0%} of the TF32 peak "
+          + (f" The FLOP estimate fits them if training sustains {fraction:.1%} of the TF32 peak "
              f"({fraction * cost.H100_DENSE_PEAK['tf32'] / 1e12:.0f} TFLOP/s)." if fraction
              else " Not even at the full TF32 peak."))
 
