@@ -44,7 +44,8 @@ TABLE = [("model", "model", ""), ("programs", "block programs", "d"),
 
 def schedules(trainer: train.Trainer, config: dict) -> dict[str, tuple[Callable, train.Schedule]]:
     """One schedule per period K of ``config``, a switch run, an optimiser reset and another seed,
-    each with the block program the pipeline runs its first block with."""
+    each with the block program the pipeline runs its first block with (the sweep counts
+    compilations; which steps the blocks happen to run does not matter)."""
 
     def run_of(K: float, switch_step: int | None = None, **changes) -> tuple[Callable, train.Schedule]:
         every_step = relinearises_throughout(K, switch_step, 0, trainer.config.scan_steps)

@@ -112,7 +112,8 @@ def test_K_infinity_never_moves_the_linearisation_point(run_config):
 
 @pytest.mark.parametrize("K, switch_step", [(1, None), (1, 0), (1, 13), (1, 40), (2, None), (math.inf, None)])
 def test_blocks_that_relinearise_throughout_are_those_of_the_traced_schedule(K, switch_step):
-    """The host's choice of a block's program agrees with the traced schedule at every step."""
+    """The host's choice of a block's program agrees with the traced schedule at every step
+    (blocks of 4 steps: a period K > 1 never re-linearises at each of them)."""
     period, switch = train.schedule_arrays(K, switch_step, 40)
     for start in range(0, 40, 4):
         traced = all(bool(relinearise_now(jnp.int32(t), period, switch)) for t in range(start, start + 4))

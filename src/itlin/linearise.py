@@ -40,8 +40,10 @@ def relinearise_now(step: jax.Array, period: jax.Array, switch_step: jax.Array) 
 
 
 def relinearises_throughout(K: float, switch_step: int | None, start: int, length: int) -> bool:
-    """Whether ``relinearise_now`` holds at every step of ``start`` … ``start + length − 1`` of a
-    run of period ``K``: the host's static twin, from the run config, for choosing a block's program."""
+    """Whether a block of steps ``start`` … ``start + length − 1`` is a K = 1 block (of a switch
+    run: one that ends by its switch step), so that ``relinearise_now`` holds at every step: the
+    host's static test, from the run config, for choosing a block's program. (A block of a
+    period K > 1 is never one, even where it happens to re-linearise at each of its steps.)"""
     return K == 1 and (switch_step is None or start + length - 1 <= switch_step)
 
 

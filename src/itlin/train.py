@@ -2,9 +2,9 @@
 
 The hot path is a jitted ``jax.lax.scan`` over ``scan_steps`` steps of the linearised model;
 the schedule (K, switch step), the seed and the optimiser-reset flag are traced values, so
-one compilation serves every run of a model. Blocks in which every step re-linearises (K = 1;
-a switch run before its switch) run a second program that takes f's own gradient, equal to
-f_lin's at θ = θ_lin but at the cost of a standard step. The host only intervenes between
+one compiled program serves every schedule of a model. K = 1 blocks (also a switch run's blocks
+that end by its switch step), where every step re-linearises, run a second program that takes
+f's own gradient, equal to f_lin's at θ = θ_lin but at the cost of a standard step. The host only intervenes between
 blocks: to evaluate, to save snapshots of θ and θ_lin, and to write Orbax checkpoints into a
 scratch folder from which a killed run resumes.
 """
@@ -207,7 +207,7 @@ def block_runner(step: Callable, length: int) -> Callable:
     On accelerators this is one jitted ``jax.lax.scan``. On the CPU backend the jitted step is
     dispatched ``length`` times instead (asynchronously, still one compilation): XLA:CPU runs
     convolutions inside a loop body far slower than the same step on its own (measured with
-    jax 0.10.2 by bench/step_cost.py: 8.2 s against 1.0 s per step for the CNN at 32x32).
+    jax 0.10.2: 8.2 s against 1.0 s per step for the CNN at 32x32).
     """
     if jax.default_backend() == "cpu":
         single = jax.jit(step, donate_argnums=(0,))
@@ -271,7 +271,8 @@ class Trainer:
         (λ/2)‖θ − θ_lin‖²: run to convergence, a round is one damped Gauss-Newton step (C5).
         ``relinearise_every_step`` (static) re-linearises whatever the schedule says; θ = θ_lin
         then, where f_lin and its gradient equal f's, so the step differentiates f itself: a
-        standard training step, without the jvp (about 3/5 of the linearised step's FLOPs).
+        standard training step, without the jvp (about 3/5 of the linearised step's FLOPs). The
+        caller (``block_for``) uses it only where the schedule re-linearises at every step.
         """
         t = state.step
         if relinearise_every_step:
