@@ -154,6 +154,14 @@ def lowered_flops(function: Callable, *args) -> float:
     return float(jax.jit(function).lower(*args).cost_analysis()["flops"])
 
 
+def step_flops(trainer: train.Trainer, state: train.TrainState, data: train.TrainData) -> dict[str, float]:
+    """XLA's FLOP counts of the trainer's two steps: ``standard`` (re-linearising, f's gradient) and
+    ``linearised`` (f_lin's gradient); the schedule's values do not change them."""
+    schedule = trainer.schedule()
+    return {"standard": lowered_flops(trainer.relinearising_step, state, data, schedule),
+            "linearised": lowered_flops(trainer.train_step, state, data, schedule)}
+
+
 def device_label() -> str:
     """The default device as the results file names it: ``cpu``, ``nvidia-h100-80gb-hbm3``, ..."""
     device = jax.devices()[0]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -25,7 +24,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from bench.common import ModelSpec, lowered_flops, run_config, schedule_for
+from bench.common import ModelSpec, run_config, step_flops
 from itlin import gauss_newton, ntk, train
 from itlin.linearise import relinearises_throughout
 
@@ -104,7 +103,6 @@ def model_work(spec: ModelSpec, config: dict, results: dict | None) -> ModelWork
     state = jax.eval_shape(pipeline.init_state)
     data = train.TrainData(jax.ShapeDtypeStruct((CIFAR_TRAIN_SIZE, *spec.input_shape), jnp.float32),
                            jax.ShapeDtypeStruct((CIFAR_TRAIN_SIZE,), jnp.int32))
-    never = schedule_for(pipeline, math.inf)
     chunk = jax.ShapeDtypeStruct((train.EVAL_CHUNK, *spec.input_shape), jnp.float32)
     labels = jax.ShapeDtypeStruct((train.EVAL_CHUNK,), jnp.int32)
     evaluation = pipeline.evaluate.lower(state.params, state.params_lin, chunk, labels).cost_analysis()["flops"]
@@ -114,9 +112,8 @@ def model_work(spec: ModelSpec, config: dict, results: dict | None) -> ModelWork
     if regression_size:
         regression = (ntk_kernel_flops(model, spec, regression_size, kind="full")
                       + ntk_kernel_flops(model, spec, CIFAR_TEST_SIZE, kind="full", n2=regression_size))
-    standard_step = functools.partial(pipeline.train_step, relinearise_every_step=True)
-    return ModelWork(standard_step=lowered_flops(standard_step, state, data, never),
-                     linearised_step=lowered_flops(pipeline.train_step, state, data, never),
+    flops = step_flops(pipeline, state, data)
+    return ModelWork(standard_step=flops["standard"], linearised_step=flops["linearised"],
                      eval_example=float(evaluation) / train.EVAL_CHUNK,
                      ntk_kernel=ntk_kernel_flops(model, spec, probe_size), regression_kernels=regression,
                      measured_steps=measured_steps(results, spec, batch),

@@ -14,14 +14,12 @@ the pipeline's K = 1 beside those of the plain step.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import optax
 from flax import nnx
 
-from bench.common import (ModelSpec, alternating_times, lowered_flops, run_config, schedule_for,
-                          synthetic_data)
+from bench.common import ModelSpec, alternating_times, run_config, schedule_for, step_flops, synthetic_data
 from itlin import train
 
 LINEAR_TABLE = [("model", "model", ""), ("batch", "batch", "d"), ("params", "params", ",d"),
@@ -68,9 +66,7 @@ def measure(spec: ModelSpec, *, batch_size: int, block: int, repeats: int, data_
     pipeline = train.Trainer(settings, model)
     k1, never = pipeline.schedule(), schedule_for(pipeline, math.inf)
     state = pipeline.init_state()
-    standard_step = functools.partial(pipeline.train_step, relinearise_every_step=True)
-    flops = {"standard": lowered_flops(standard_step, state, data, k1),
-             "linearised": lowered_flops(pipeline.train_step, state, data, never)}
+    flops = step_flops(pipeline, state, data)
 
     module = spec.module()
     optimizer = nnx.Optimizer(module, train.make_optimizer(settings), wrt=nnx.Param)

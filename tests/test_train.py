@@ -1,7 +1,6 @@
 """The method of PAPER.md, asserted: K = 1 is standard training, f_lin is the first-order Taylor
 model of f, K = ∞ never moves θ_lin, feature-update counts, switch runs, resume, divergence."""
 
-import functools
 import json
 import math
 import os
@@ -58,7 +57,7 @@ def test_K1_is_standard_training(run_config, tiny_data_16, name, relinearise_eve
         return optax.apply_updates(params, updates), opt_state, loss
 
     params, opt_state = trainer.model.params, optimizer.init(trainer.model.params)
-    step_program = functools.partial(trainer.train_step, relinearise_every_step=relinearise_every_step)
+    step_program = trainer.relinearising_step if relinearise_every_step else trainer.train_step
     state, one_step = trainer.init_state(), train.block_runner(step_program, 1)
     for step in range(steps):
         params, opt_state, loss = standard_step(params, opt_state, step)

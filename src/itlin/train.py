@@ -4,9 +4,9 @@ The hot path is a jitted ``jax.lax.scan`` over ``scan_steps`` steps of the linea
 the schedule (K, switch step), the seed and the optimiser-reset flag are traced values, so
 one compiled program serves every schedule of a model. K = 1 blocks (also a switch run's blocks
 that end by its switch step), where every step re-linearises, run a second program that takes
-f's own gradient, equal to f_lin's at θ = θ_lin but at the cost of a standard step. The host only intervenes between
-blocks: to evaluate, to save snapshots of θ and θ_lin, and to write Orbax checkpoints into a
-scratch folder from which a killed run resumes.
+f's own gradient, equal to f_lin's at θ = θ_lin but at the cost of a standard step. The host
+only intervenes between blocks: to evaluate, to save snapshots of θ and θ_lin, and to write
+Orbax checkpoints into a scratch folder from which a killed run resumes.
 """
 
 from __future__ import annotations
@@ -235,9 +235,9 @@ class Trainer:
         self.optimizer = make_optimizer(config)
         self.f_lin = linearise(model.apply)
         self.loss = LOSSES[config.loss]
+        self.relinearising_step = functools.partial(self.train_step, relinearise_every_step=True)
         self.run_block = block_runner(self.train_step, config.scan_steps)
-        self.run_relinearising_block = block_runner(
-            functools.partial(self.train_step, relinearise_every_step=True), config.scan_steps)
+        self.run_relinearising_block = block_runner(self.relinearising_step, config.scan_steps)
         self.evaluate = jax.jit(self._evaluate)
 
     def block_for(self, step: int) -> Callable:
