@@ -217,6 +217,12 @@ def run_settings(wildcards):
     }
 
 
+def grows_with_attempt(amount):
+    """A job resource that a retried job (after a time-out or an out-of-memory kill) gets
+    ``attempt`` times of; ``amount`` is a number or a function of the wildcards."""
+    return lambda wildcards, attempt: attempt * (amount(wildcards) if callable(amount) else amount)
+
+
 def train_mem_mb(wildcards):
     """Memory of one training job, per model label."""
     return config["models"][wildcards.model]["mem_mb"]

@@ -25,8 +25,8 @@ rule kernel_regression_run:
     threads: config["resources"]["threads"]
     # A retry (after a time-out or an out-of-memory kill) asks for more time and memory.
     resources:
-        mem_mb=lambda wildcards, attempt: attempt * train_mem_mb(wildcards),
-        runtime=lambda wildcards, attempt: attempt * config["kernel_regression"]["runtime_minutes"],
+        mem_mb=grows_with_attempt(train_mem_mb),
+        runtime=grows_with_attempt(config["kernel_regression"]["runtime_minutes"]),
         gpu=config["resources"]["gpu"],
     script:
         "../scripts/kernel_regression.py"

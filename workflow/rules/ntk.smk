@@ -27,8 +27,8 @@ rule measure_ntk:
     threads: config["resources"]["threads"]
     # A retry (after a time-out or an out-of-memory kill) asks for more time and memory.
     resources:
-        mem_mb=lambda wildcards, attempt: attempt * train_mem_mb(wildcards),
-        runtime=lambda wildcards, attempt: attempt * config["ntk"]["runtime_minutes"],
+        mem_mb=grows_with_attempt(train_mem_mb),
+        runtime=grows_with_attempt(config["ntk"]["runtime_minutes"]),
         gpu=config["resources"]["gpu"],
     script:
         "../scripts/measure_ntk.py"

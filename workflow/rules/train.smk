@@ -44,8 +44,8 @@ rule train:
     # A retry (after a time-out or an out-of-memory kill) asks for more time and memory; it
     # resumes from the run's last checkpoint.
     resources:
-        mem_mb=lambda wildcards, attempt: attempt * train_mem_mb(wildcards),
-        runtime=lambda wildcards, attempt: attempt * train_runtime_minutes(wildcards),
+        mem_mb=grows_with_attempt(train_mem_mb),
+        runtime=grows_with_attempt(train_runtime_minutes),
         gpu=config["resources"]["gpu"],
     shell:
         "JAX_COMPILATION_CACHE_DIR={params.compilation_cache}"
