@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from bench.common import ModelSpec, run_config, step_flops
-from itlin import gauss_newton, ntk, train
+from itlin import gauss_newton, linearise, ntk, train
 from itlin.linearise import relinearises_throughout
 
 H100_DENSE_PEAK = {"tf32": 494.7e12, "bf16": 989.4e12, "fp32": 66.9e12}
@@ -197,8 +197,9 @@ def runs(config: dict) -> dict[str, list[tuple]]:
     seeds, variants = config["seeds"], list(config["variants"])
     sweep = [(model, float(K), None, seed, variant) for model in config["models"] for K in config["K"]
              for seed in seeds for variant in variants]
+    switch_steps = linearise.switch_steps(config["switch"]["fractions"], config["training"]["steps"])
     switch = [(model, 1.0, t, seed, variant) for model in config["switch"]["models"]
-              for t in config["switch"]["steps"] for seed in seeds for variant in variants]
+              for t in switch_steps for seed in seeds for variant in variants]
     found = {"train": sweep + switch, "measure_ntk": sweep}
     if "gauss_newton" in config:
         found["gauss_newton"] = [(model, damping, seed) for model in config["gauss_newton"]["models"]

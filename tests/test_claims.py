@@ -1,220 +1,225 @@
-"""Tests of the claim verdicts (itlin.claims) on synthetic metrics whose answer is known."""
+"""Tests of the claim verdicts (itlin.claims): per-model verdicts with bootstrap intervals, on
+synthetic tables whose answer is known."""
 
+import json
 import math
+from pathlib import Path
 
+import jsonschema
+import numpy as np
 import pytest
+import yaml
 
 from itlin import claims, tables
 
-NOT_MEASURED_YET = ["C3", "C5", "C6", "S1", "S2"]  # without their tables
+ROOT = Path(__file__).resolve().parents[1]
+SECTION = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["claims"]
 
 
-def make_metrics(final_accuracy, *, Ks=(1, 10, 100, math.inf), switch_steps=(0, 10, 100), diverged=()):
-    """Two models, three seeds, no noise: final test accuracies exactly as ``final_accuracy`` says."""
-    return tables.example_metrics(models=("cnn", "mlp"), Ks=Ks, seeds=(0, 1, 2), switch_steps=switch_steps,
-                                  steps=1000, eval_every=250, noise=0.0, diverged=diverged,
-                                  final_accuracy=final_accuracy)
+def settings(**changes):
+    """The default config's claims settings, with ``changes`` (claim -> {key: value}) applied."""
+    section = {key: dict(value) if isinstance(value, dict) else value for key, value in SECTION.items()}
+    for claim, values in changes.items():
+        section[claim].update(values)
+    return claims.Settings.from_config(section)
 
 
-def accuracies(by_K=None, by_t=None, default=0.90):
-    """A ``final_accuracy`` function from a dict K -> accuracy and a dict switch step -> accuracy."""
+def measured(final_accuracy, *, models=("cnn", "mlp"), Ks=(1, 10, 100, math.inf), switch_steps=(10, 100),
+             seeds=(0, 1, 2), n_test=400, agreement=0.9, diverged=()):
+    """Metrics (1000 steps) and per-example predictions with final test accuracies as ``final_accuracy``
+    says, exactly (no noise): 999, 99, 9 and 0 feature updates for K = 1, 10, 100, ∞."""
+    metrics = tables.example_metrics(models=models, Ks=Ks, seeds=seeds, switch_steps=switch_steps, steps=1000,
+                                     eval_every=250, noise=0.0, diverged=diverged, final_accuracy=final_accuracy)
+    return {"metrics": metrics, "predictions": tables.example_predictions(metrics, n_test=n_test, agreement=agreement)}
+
+
+def accuracies(by_K=None, by_t=None, default=0.90, per_model=None):
+    """A ``final_accuracy`` function from dicts K -> accuracy and switch step -> accuracy (per model if
+    ``per_model`` maps a model to its own pair of dicts)."""
     def final_accuracy(model, K, switch_step):
+        K_table, t_table = (per_model or {}).get(model, (by_K, by_t))
         if switch_step is not None:
-            return (by_t or {}).get(switch_step, default)
-        return (by_K or {}).get(K, default)
+            return (t_table or {}).get(switch_step, default)
+        return (K_table or {}).get(K, default)
 
     return final_accuracy
 
 
-def verdicts(metrics):
-    return claims.evaluate(metrics).set_index("claim")
+def result(tables_, claim, settings_=None):
+    """The ClaimResult of ``claim``."""
+    return next(r for r in claims.evaluate(tables_, settings_ or settings()) if r.id == claim)
 
 
-def test_one_row_per_claim_in_order_with_the_columns():
-    table = claims.evaluate(make_metrics(accuracies()))
-    assert list(table.columns) == ["claim", "statement", "measured", "rule", "verdict"]
-    assert list(table["claim"]) == ["C1", "C2", "C3", "C4", "C5", "C6", "S1", "S2"]
-    assert set(table["verdict"]) <= set(claims.VERDICTS)
-    assert table["statement"].str.len().min() > 20 and table["rule"].str.len().min() > 20
+def by_model(claim_result):
+    return {model.model: model for model in claim_result.models}
 
 
-def test_later_stage_claims_are_not_measured_and_say_why():
-    table = verdicts(make_metrics(accuracies()))
-    for claim in NOT_MEASURED_YET:
-        assert table.loc[claim, "verdict"] == "not measured"
-        assert "not produced yet" in table.loc[claim, "measured"]
-    assert "'ntk' table" in table.loc["C3", "measured"]
+# ---------------------------------------------------------------- the rule and the bootstrap
 
 
-def test_c2_supported_when_linearised_is_clearly_worse():
-    table = verdicts(make_metrics(accuracies({1: 0.95, math.inf: 0.85})))
-    assert table.loc["C2", "verdict"] == "supported"
-    assert "gap +10.0 pt" in table.loc["C2", "measured"]
+@pytest.mark.parametrize("low, high, op, verdict", [
+    (1.5, 2.5, ">=", "supported"), (0.2, 0.8, ">=", "not supported"), (0.5, 1.5, ">=", "inconclusive"),
+    (1.0, 1.2, ">=", "supported"), (1.0, 1.2, ">", "inconclusive"), (3, 9, "<=", "supported"),
+    (9, 29, "<=", "inconclusive"), (29, 29, "<=", "not supported"), (math.nan, math.nan, "<=", "not measured"),
+])
+def test_a_test_is_inconclusive_exactly_when_its_interval_straddles_the_threshold(low, high, op, verdict):
+    threshold = 10 if op == "<=" else 1.0
+    middle = (low + high) / 2
+    assert claims.Test("x", middle, low, high, op, threshold).verdict == verdict
 
 
-@pytest.mark.parametrize("linearised", [0.95, 0.945])
-def test_c2_not_supported_when_linearised_is_as_good(linearised):
-    table = verdicts(make_metrics(accuracies({1: 0.95, math.inf: linearised})))
-    assert table.loc["C2", "verdict"] == "not supported"
+def test_model_verdict_combines_its_tests():
+    def test(low, high):
+        return claims.Test("x", (low + high) / 2, low, high, ">=", 1.0)
+
+    combine = lambda *tests: claims.ModelVerdict("d", "m", "v", tests).verdict  # noqa: E731
+    assert combine(test(2, 3), test(2, 3)) == "supported"
+    assert combine(test(2, 3), test(0.5, 2)) == "inconclusive"
+    assert combine(test(0, 0.5), test(0.5, 2)) == "not supported"
+    assert combine() == "not measured"
 
 
-def test_c2_not_measured_without_linearised_runs():
-    table = verdicts(make_metrics(accuracies(), Ks=(1, 10)))
-    assert table.loc["C2", "verdict"] == "not measured"
+def test_bootstrap_is_deterministic_and_independent_of_other_models():
+    data = measured(accuracies({1: 0.95, 10: 0.945, 100: 0.94, math.inf: 0.85}))
+    first = claims.to_json(claims.evaluate(data, settings()), settings())
+    again = claims.to_json(claims.evaluate(measured(accuracies({1: 0.95, 10: 0.945, 100: 0.94, math.inf: 0.85})),
+                                           settings()), settings())
+    assert first == again
+    alone = measured(accuracies({1: 0.95, 10: 0.945, 100: 0.94, math.inf: 0.85}), models=("cnn",))
+    cnn_alone = by_model(result(alone, "C2"))["cnn"].tests[0]
+    cnn_beside_mlp = by_model(result(data, "C2"))["cnn"].tests[0]
+    assert (cnn_alone.low, cnn_alone.high) == (cnn_beside_mlp.low, cnn_beside_mlp.high)
+    other_seed = by_model(result(data, "C2", settings(bootstrap={"seed": 1})))["cnn"].tests[0]
+    assert (other_seed.low, other_seed.high) != (cnn_alone.low, cnn_alone.high)
 
 
-@pytest.mark.parametrize(("infrequent", "verdict"), [(0.94, "supported"), (0.935, "supported"), (0.925, "not supported")])
-def test_c1_follows_the_tolerance_below_K1(infrequent, verdict):
-    table = verdicts(make_metrics(accuracies({1: 0.95, 10: 0.95, 100: infrequent, math.inf: 0.80})))
-    assert claims.C1_TOLERANCE_PT == 2.0
-    assert table.loc["C1", "verdict"] == verdict
-    assert "best infrequent K=10² (9 updates)" in table.loc["C1", "measured"]
+def test_accuracy_draws_pair_conditions_and_weight_seeds_and_examples():
+    correct = np.array([[[1, 1, 0, 0], [1, 1, 1, 1]], [[1, 0, 0, 0], [np.nan] * 4]], float)  # (C=2, S=2, N=4)
+    point = claims.accuracy_draws(correct, np.ones((1, 2)), np.ones((1, 4)))[:, 0]
+    assert point.tolist() == [75.0, 25.0]  # condition 1 has one seed (the other run is missing)
+    draws = claims.accuracy_draws(correct, np.array([[2.0, 0.0]]), np.array([[0.0, 0.0, 4.0, 0.0]]))[:, 0]
+    assert draws.tolist() == [0.0, 0.0]  # seed 0 twice, example 2 four times, for both conditions
+    assert np.isnan(claims.accuracy_draws(correct, np.array([[0.0, 2.0]]), np.ones((1, 4)))[1, 0])
 
 
-def test_c1_ignores_frequent_updates_when_infrequent_ones_exist():
-    table = verdicts(make_metrics(accuracies({1: 0.95, 10: 0.95, 100: 0.90, math.inf: 0.95})))
-    assert table.loc["C1", "verdict"] == "not supported"  # K = 10 and K = ∞ being good does not count
+def test_paired_interval_is_tighter_than_the_spread_of_either_accuracy():
+    data = measured(accuracies({1: 0.95, 10: 0.95, 100: 0.95, math.inf: 0.90}), agreement=0.95)
+    gap = by_model(result(data, "C2"))["cnn"].tests[0]
+    assert gap.value == pytest.approx(5.0)
+    assert gap.low > 3.0 and gap.high < 7.0  # 400 examples: an unpaired interval would be about ±3 pt
 
 
-def test_c1_uses_the_fewest_updates_when_no_K_is_infrequent():
-    table = verdicts(make_metrics(accuracies({1: 0.95, 10: 0.94, 20: 0.90}), Ks=(1, 10, 20)))
-    assert "K=20 (49 updates)" in table.loc["C1", "measured"]
-    assert table.loc["C1", "verdict"] == "not supported"
+# ---------------------------------------------------------------- per-model verdicts and summary
 
 
-def test_c1_must_hold_for_every_model():
-    def final_accuracy(model, K, switch_step):
-        return 0.80 if (model == "mlp" and K == 100) else 0.95
-
-    assert verdicts(make_metrics(final_accuracy)).loc["C1", "verdict"] == "not supported"
-
-
-def test_diverged_runs_are_excluded_and_reported():
-    metrics = make_metrics(accuracies({1: 0.95, 100: 0.945, math.inf: 0.85}), diverged=[("cnn", 100.0, 0)])
-    table = verdicts(metrics)
-    assert table.loc["C1", "verdict"] == "supported"
-    assert "cnn: K=1 95.0%, best infrequent K=10² (9 updates) 94.5%" in table.loc["C1", "measured"]
-    assert "[1 diverged run(s) excluded]" in table.loc["C1", "measured"]
+def test_a_claim_that_holds_for_one_model_and_fails_for_another_gets_per_model_verdicts():
+    data = measured(accuracies(per_model={"cnn": ({1: 0.95, math.inf: 0.80}, None),
+                                          "mlp": ({1: 0.95, math.inf: 0.97}, None)}))
+    c2 = result(data, "C2")
+    assert {model: verdict.verdict for model, verdict in by_model(c2).items()} == {
+        "cnn": "supported", "mlp": "not supported"}
+    assert c2.summary == "supported on 1 of 2 models: cnn; not supported on 1 of 2 models: mlp"
 
 
-def test_c4_supported_when_accuracy_grows_with_switch_step():
-    by_t = {0: 0.86, 10: 0.89, 100: 0.94}
-    table = verdicts(make_metrics(accuracies({1: 0.95, math.inf: 0.85}, by_t)))
-    assert table.loc["C4", "verdict"] == "supported"
-    assert "within 1 pt of K=1 from t=100" in table.loc["C4", "measured"]
+def test_c2_straddling_its_threshold_is_inconclusive():
+    data = measured(accuracies({1: 0.95, math.inf: 0.94}), agreement=0.5)  # gap 1 pt = the threshold
+    gap = by_model(result(data, "C2"))["cnn"].tests[0]
+    assert gap.low < 1.0 < gap.high and gap.verdict == "inconclusive"
 
 
-def test_c4_not_supported_when_accuracy_falls_with_switch_step():
-    by_t = {0: 0.93, 10: 0.90, 100: 0.88}
-    table = verdicts(make_metrics(accuracies({1: 0.95, math.inf: 0.93}, by_t)))
-    assert table.loc["C4", "verdict"] == "not supported"
-    assert "largest drop 3.0 pt" in table.loc["C4", "measured"]
+def test_c2_not_measured_without_linearised_runs_and_says_why():
+    model = by_model(result(measured(accuracies(), Ks=(1, 10)), "C2"))["cnn"]
+    assert model.verdict == "not measured" and "K = ∞" in model.note
+
+
+def test_c1_reports_the_fewest_updates_within_tolerance_on_a_hand_made_table():
+    # 999, 99, 9, 0 updates for K = 1, 10, 100, ∞; K = 100 is 0.25 pt below K = 1: within 1 pt
+    data = measured(accuracies({1: 0.95, 10: 0.95, 100: 0.9475, math.inf: 0.80}), agreement=1.0)
+    test = by_model(result(data, "C1"))["cnn"].tests[0]
+    assert test.value == 9 and (test.low, test.high) == (9, 9)
+    assert test.verdict == "supported"  # 9 <= 10
+    assert "K=10² (9 updates) -0.2" in test.detail
+
+
+def test_c1_fewest_updates_above_the_maximum_is_not_supported():
+    data = measured(accuracies({1: 0.95, 10: 0.95, 100: 0.90, math.inf: 0.80}), agreement=1.0)
+    test = by_model(result(data, "C1"))["cnn"].tests[0]
+    assert test.value == 99 and test.verdict == "not supported"
+
+
+def test_c1_counts_linearised_training_when_it_is_on_par():
+    data = measured(accuracies({1: 0.95, 10: 0.95, 100: 0.95, math.inf: 0.95}), agreement=1.0)
+    assert by_model(result(data, "C1"))["cnn"].tests[0].value == 0
+
+
+def test_c1_interval_spans_counts_when_a_period_is_at_the_tolerance():
+    data = measured(accuracies({1: 0.95, 10: 0.95, 100: 0.94, math.inf: 0.80}), agreement=0.5)
+    test = by_model(result(data, "C1"))["cnn"].tests[0]
+    assert test.low == 9 and test.high >= 99 and test.verdict == "inconclusive"
+
+
+def test_diverged_runs_are_excluded_and_named():
+    data = measured(accuracies({1: 0.95, 10: 0.95, 100: 0.95, math.inf: 0.85}), diverged=[("cnn", 100.0, 0)])
+    model = by_model(result(data, "C1"))["cnn"]
+    assert model.tests[0].value == 9  # the two completed K = 100 runs still count
+    assert "1 diverged run(s) excluded: K=10² seed 0" in model.note
+
+
+def test_c4_reports_the_earliest_switch_fraction_within_tolerance():
+    data = measured(accuracies({1: 0.95, math.inf: 0.85}, {10: 0.90, 100: 0.948}), agreement=1.0)
+    test = by_model(result(data, "C4"))["cnn"].tests[0]
+    assert test.value == pytest.approx(0.1) and test.verdict == "supported"  # t = 100 of 1000 steps
+
+
+def test_c4_not_supported_when_only_late_switches_recover():
+    data = measured(accuracies({1: 0.95, math.inf: 0.85}, {10: 0.88, 100: 0.90}), agreement=1.0)
+    test = by_model(result(data, "C4"))["cnn"].tests[0]
+    assert test.value == 1.0 and test.verdict == "not supported"
 
 
 def test_c4_not_measured_without_switch_runs():
-    table = verdicts(make_metrics(accuracies(), switch_steps=()))
-    assert table.loc["C4", "verdict"] == "not measured"
-    assert "no switch runs" in table.loc["C4", "measured"]
+    model = by_model(result(measured(accuracies(), switch_steps=()), "C4"))["cnn"]
+    assert model.verdict == "not measured" and "switch runs" in model.note
 
 
-def test_to_markdown_renders_every_row_and_escapes_pipes():
-    table = claims.evaluate(make_metrics(accuracies()))
-    table.loc[0, "measured"] = "a | b\nc"
-    lines = claims.to_markdown(table).splitlines()
-    assert lines[0] == "| claim | statement | measured | rule | verdict |"
-    assert lines[1] == "|---|---|---|---|---|"
-    assert len(lines) == 2 + len(table)
-    assert "a \\| b<br>c" in lines[2]
-    assert all(line.startswith("| ") and line.endswith(" |") for line in lines[2:])
+def test_claims_missing_their_tables_are_not_measured():
+    results = {r.id: r for r in claims.evaluate(measured(accuracies()), settings())}
+    for claim in ("C3", "C5", "C6", "S1", "S2"):
+        assert results[claim].models == ()
+        assert results[claim].summary.startswith("not measured")
 
 
-# ---------------------------------------------------------------- C3, S1, S2 (NTK table)
+# ---------------------------------------------------------------- renderings
 
 
-def ntk_verdicts(**example):
-    ntk = tables.example_ntk(**{"Ks": (1, 100, math.inf), "seeds": (0, 1), **example})
-    return claims.evaluate(make_metrics(accuracies()), {"ntk": ntk}).set_index("claim")
+def test_markdown_has_a_summary_table_the_method_once_and_per_model_rows():
+    data = measured(accuracies({1: 0.95, math.inf: 0.85}))
+    text = claims.to_markdown(claims.evaluate(data, settings()), settings())
+    assert text.count("percentile bootstrap") == 1
+    summary = text.split("## How to read this")[0]
+    assert "| C2 | Feature learning is essential" in summary and "supported on 2 of 2 models: cnn, mlp" in summary
+    c2 = text.split("## C2:")[1].split("## C3:")[0]
+    assert "| cnn | K = 1 minus K = ∞ test accuracy | +10.0 pt [" in c2 and "| > 1 pt | supported |" in c2
 
 
-def test_ntk_claims_supported_when_the_kernel_moves_early_aligns_and_specialises():
-    table = ntk_verdicts()
-    for claim in ("C3", "S1", "S2"):
-        assert table.loc[claim, "verdict"] == "supported", table.loc[claim, "measured"]
-    assert "K=∞ 0.000" in table.loc["C3", "measured"]
-    assert "deeper faster: True, larger: True" in table.loc["S1", "measured"]
+def test_json_follows_its_schema_and_matches_the_markdown():
+    schema = json.loads((ROOT / "workflow" / "schemas" / "claims.schema.json").read_text())
+    data = measured(accuracies({1: 0.95, math.inf: 0.85}), diverged=[("mlp", 10.0, 1)])
+    results = claims.evaluate(data, settings())
+    document = claims.to_json(results, settings())
+    jsonschema.validate(document, schema)
+    assert [claim["id"] for claim in document["claims"]] == ["C1", "C2", "C3", "C4", "C5", "C6", "S1", "S2"]
+    c2 = document["claims"][1]
+    assert c2["summary"] == results[1].summary
+    assert c2["models"][0]["tests"][0]["interval"][0] < 10 < c2["models"][0]["tests"][0]["interval"][1]
+    broken = json.loads(json.dumps(document))
+    broken["claims"][1]["models"][0]["verdict"] = "maybe"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)
 
 
-def test_c3_and_s1_not_supported_when_the_change_is_late():
-    table = ntk_verdicts(time_constant=0.5)  # a quarter of the final change by 10% of training
-    assert table.loc["C3", "verdict"] == "not supported"
-    assert table.loc["S1", "verdict"] == "not supported"
-
-
-@pytest.mark.parametrize("distance", [claims.C3_MIN_DISTANCE * 0.5, claims.C3_MIN_DISTANCE * 2])
-def test_c3_follows_the_minimum_distance(distance):
-    table = ntk_verdicts(final_distance=lambda model, K: 0.0 if math.isinf(K) else distance)
-    assert table.loc["C3", "verdict"] == ("supported" if distance >= claims.C3_MIN_DISTANCE else "not supported")
-
-
-def test_s1_not_supported_when_the_deeper_model_aligns_less():
-    table = ntk_verdicts(alignment_gain=lambda model, K: 0.0 if math.isinf(K) else (0.2 if model == "cnn_deep" else 0.4))
-    assert table.loc["S1", "verdict"] == "not supported"
-    assert "larger: False" in table.loc["S1", "measured"]
-
-
-def test_s1_judges_the_rise_alone_with_one_depth_per_architecture():
-    table = ntk_verdicts(depths={"cnn": 2, "mlp_wide": 2})
-    assert table.loc["S1", "verdict"] == "supported"
-    assert "not compared (one depth per architecture)" in table.loc["S1", "measured"]
-
-
-def test_s2_needs_more_specialisation_than_the_linearised_model():
-    table = ntk_verdicts(specialisation_gain=lambda model, K: claims.S2_MIN_CONTRAST_GAIN / 2)
-    assert table.loc["S2", "verdict"] == "not supported"
-    without_linearised = ntk_verdicts(Ks=(1, 100))
-    assert without_linearised.loc["S2", "verdict"] == "not measured"
-
-
-def test_ntk_claims_not_measured_on_an_empty_ntk_table():
-    ntk = tables.example_ntk().iloc[:0]
-    table = claims.evaluate(make_metrics(accuracies()), {"ntk": ntk}).set_index("claim")
-    assert (table.loc[["C3", "S1", "S2"], "verdict"] == "not measured").all()
-
-
-# ---------------------------------------------------------------- C5 and C6
-
-
-def test_c5_supported_when_damping_orders_kernel_change_and_moves_accuracy():
-    table = claims.evaluate(make_metrics(accuracies()), {"gauss_newton": tables.example_gauss_newton()}).set_index("claim")
-    assert table.loc["C5", "verdict"] == "supported"
-    assert "ρ(λ, NTK distance) = +1.00" in table.loc["C5", "measured"]
-    assert "K=10³ +0.0 pt" in table.loc["C5", "measured"]  # the K-runs sit on the curve in the example
-
-
-@pytest.mark.parametrize("accuracy, distance", [
-    (lambda model, damping: 0.9, None),                                      # accuracy flat in λ
-    (None, lambda model, damping: 0.01 * (round(2 * math.log10(damping)) % 2) if damping else 0.0),  # alternates
-])
-def test_c5_not_supported_when_damping_controls_nothing(accuracy, distance):
-    damping = tables.example_gauss_newton(accuracy=accuracy, distance=distance, dampings=(1e-3, 3e-3, 1e-2, 3e-2, 0.1))
-    assert claims.check_c5(damping)[1] == "not supported"
-
-
-def test_c5_not_measured_with_too_few_dampings_and_reports_diverged():
-    damping = tables.example_gauss_newton(dampings=(0.1, 1.0), diverged=[("mlp", 1.0, 0)])
-    measured, verdict = claims.check_c5(damping)
-    assert verdict == "not measured" and "1 diverged run(s) excluded" in measured
-
-
-@pytest.mark.parametrize("difference, verdict", [(1e-4, "supported"), (0.05, "not supported")])
-def test_c6_follows_the_largest_difference(difference, verdict):
-    predictions = tables.example_kernel_regression(difference=difference)
-    measured, found = claims.check_c6(predictions)
-    assert found == verdict
-    assert f"max |f_lin − kernel regression| = {claims.kernel_regression_summary(predictions)['max_difference'].iloc[0]:.2g}" in measured
-
-
-def test_kernel_regression_summary_counts_argmax_accuracy():
-    predictions = tables.example_kernel_regression(difference=0.0)
-    summary = claims.kernel_regression_summary(predictions).iloc[0]
-    assert summary["linear_accuracy"] == summary["kernel_accuracy"] > 0.9
+def test_html_is_a_table_with_verdict_colours_and_escaped_text():
+    page = claims.to_html(claims.evaluate(measured(accuracies({1: 0.95, math.inf: 0.85})), settings()), settings())
+    assert page.startswith("<!DOCTYPE html>") and "<table class='claims'>" in page
+    assert "<td class='supported'>supported</td>" in page
+    assert "K = 1 minus K = ∞" in page and "<script" not in page

@@ -241,3 +241,26 @@ def test_wrong_kernel_name_names_the_column():
     predictions["kernel"] = "diagonal"
     with pytest.raises(tables.MetricsSchemaError, match="some.parquet: column 'kernel'"):
         tables.validate_kernel_regression(predictions, "some.parquet")
+
+
+def test_predictions_round_trip_and_name_duplicates(metrics, tmp_path):
+    predictions = tables.example_predictions(metrics, n_test=50)
+    assert list(predictions.columns) == list(tables.PREDICTIONS_COLUMNS)
+    completed = tables.final_metrics(metrics)
+    assert len(predictions) == 2 * 50 * (completed["status"] == "ok").sum()  # diverged runs have none
+    first = tmp_path / "a.parquet"
+    tables.write_predictions(predictions, first)
+    assert len(tables.aggregate_predictions([first])) == len(predictions)
+    with pytest.raises(tables.MetricsSchemaError, match="appears more than once"):
+        tables.aggregate_predictions([first, first])
+    with pytest.raises(tables.MetricsSchemaError, match="'evaluator'"):
+        tables.validate_predictions(predictions.assign(evaluator="both"), "x")
+
+
+def test_example_predictions_hit_each_run_final_accuracy(metrics):
+    predictions = tables.example_predictions(metrics, n_test=200)
+    rows = predictions[predictions["evaluator"] == "linear"]
+    accuracy = (rows["prediction"] == rows["label"]).groupby([rows[key] for key in tables.RUN_KEYS], dropna=False).mean()
+    finals = tables.final_metrics(metrics).set_index(tables.RUN_KEYS)["accuracy"].dropna()
+    assert len(accuracy) == len(finals)
+    np.testing.assert_allclose(accuracy.reindex(finals.index), finals, atol=0.005)

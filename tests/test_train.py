@@ -18,7 +18,7 @@ import pytest
 import yaml
 from jax.flatten_util import ravel_pytree
 
-from itlin import data, models, train
+from itlin import data, models, tables, train
 from itlin.linearise import expected_feature_updates, linearise, relinearise_now, relinearises_throughout
 
 MODELS = {"mlp": {"depth": 2, "width": 16}, "cnn": {"depth": 2, "width": 8}, "resnet18": {"width": 4}}
@@ -166,6 +166,11 @@ def test_metrics_schema_and_run_json(run_config, tmp_path):
     assert summary["versions"]["jax"] == jax.__version__ and summary["device"]["platform"] == "cpu"
     steps = sorted(int(p.stem.split("_")[1]) for p in (tmp_path / "out" / "snapshots").glob("step_*.npz"))
     assert steps[0] == 0 and steps[-1] == 40 and steps == train.snapshot_steps(40, 5, 4)
+    predictions = tables.read_predictions(tmp_path / "out" / "predictions.parquet")
+    final = metrics[(metrics.step == 40) & (metrics.split == "test")].set_index("evaluator")["accuracy"]
+    for evaluator, rows in predictions.groupby("evaluator"):  # the final test accuracy, example by example
+        assert len(rows) == 128 and rows["example"].tolist() == list(range(128)) and set(rows["step"]) == {40}
+        assert (rows["prediction"] == rows["label"]).mean() == pytest.approx(final[evaluator])
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers(run_config, tmp_path):
@@ -240,6 +245,7 @@ def test_divergence_is_recorded_and_exits_zero(run_config, tmp_path):
     assert set(metrics.status) == {"diverged"}
     last = metrics[metrics.step == metrics.step.max()]
     assert last.step.iloc[0] == summary["diverged_step"] and last.loss.isna().all()
+    assert tables.read_predictions(tmp_path / "out" / "predictions.parquet").empty  # no final predictions
 
 
 @pytest.mark.parametrize("override, key", [

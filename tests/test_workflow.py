@@ -4,12 +4,14 @@ temporary folder, so the repository never gets a .snakemake/ or results/ of its 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
@@ -48,10 +50,10 @@ def expected_jobs(config: dict) -> dict[str, int]:
     """The job counts of the whole pipeline, computed from a config."""
     per_schedule = len(config["seeds"]) * len(config["variants"])
     runs = len(config["models"]) * len(config["K"]) * per_schedule
-    runs += len(config["switch"]["models"]) * len(config["switch"]["steps"]) * per_schedule
+    runs += len(config["switch"]["models"]) * len(config["switch"]["fractions"]) * per_schedule
     sweep_runs = len(config["models"]) * len(config["K"]) * per_schedule
     jobs = {"prepare_data": 1, "run_config": runs, "train": runs, "aggregate": 1, "aggregate_sweep": 1,
-            "measure_ntk": sweep_runs, "aggregate_ntk": 1, "claims": 1, "all": 1}
+            "aggregate_predictions": 1, "measure_ntk": sweep_runs, "aggregate_ntk": 1, "claims": 1, "all": 1}
     jobs.update({figure: 1 for figure in config["figures"]})
     solver_runs = {
         "gauss_newton": len(config["gauss_newton"]["models"]) * len(config["gauss_newton"]["damping"]),
@@ -71,7 +73,7 @@ def test_lint_is_clean(workdir: Path):
     assert "Lints for" not in output, output
 
 
-@pytest.mark.parametrize("config_name, runs", [("config.yaml", 36), ("paper.yaml", 156), ("test.yaml", 3)])
+@pytest.mark.parametrize("config_name, runs", [("config.yaml", 90), ("paper.yaml", 144), ("test.yaml", 3)])
 def test_dry_run_builds_every_job_of_the_config(workdir: Path, config_name: str, runs: int):
     config = load_config(config_name)
     args = [] if config_name == "config.yaml" else ["--configfile", f"config/{config_name}"]
@@ -80,6 +82,7 @@ def test_dry_run_builds_every_job_of_the_config(workdir: Path, config_name: str,
     assert jobs["train"] == runs
     if config_name == "paper.yaml":  # replaces the default config instead of being merged into it
         assert "results/runs/cifar10/resnet18/K50000/seed2/augment/metrics.parquet" in output
+        assert "results/runs/cifar10/cnn/switch30000/seed0/base/metrics.parquet" in output  # 0.3 of 100k steps
         assert "/mlp/" not in output and "digits" not in output
 
 
@@ -88,16 +91,23 @@ def test_default_config_is_the_embedded_digits_design():
     assert config["dataset"]["name"] == "digits"
     assert set(config["models"]) == {"mlp", "cnn", "cnn_deep"}
     assert config["models"]["cnn_deep"]["kwargs"]["depth"] > config["models"]["cnn"]["kwargs"]["depth"]
-    assert config["K"] == [1, 10, 100, 1000, float("inf")]
+    assert config["K"] == [1, 100, 300, 750, 1500, float("inf")]  # 2999, 29, 9, 3, 1, 0 feature updates
+    assert len(config["seeds"]) >= 3
+    assert config["switch"] == {"fractions": [0.01, 0.03, 0.1, 0.3], "models": list(config["models"])}
     assert config["resources"]["gpu"] == 0
     assert config["figures"] == FIGURES
+
+
+def test_default_and_paper_configs_judge_claims_alike():
+    assert load_config("config.yaml")["claims"] == load_config("paper.yaml")["claims"]
 
 
 def test_paper_config_is_the_cifar10_design():
     config = load_config("paper.yaml")
     assert config["dataset"]["name"] == "cifar10"
     assert {model["name"] for model in config["models"].values()} == {"cnn", "resnet18"}
-    assert config["K"] == [1, 10, 100, 1000, 10000, 20000, 50000, float("inf")]
+    assert config["K"] == [1, 100, 1000, 3300, 10000, 25000, 50000, float("inf")]  # ..., 30, 9, 3, 1, 0 updates
+    assert config["switch"]["fractions"] == [0.01, 0.03, 0.1, 0.3]
     assert config["training"]["steps"] == 100_000
     assert config["training"]["optimizer"] == {"name": "adam", "learning_rate": 1e-3, "momentum": 0.0,
                                                "schedule": "constant"}
@@ -138,7 +148,11 @@ def _mutate(config: dict, path: str, value) -> None:
         ("models.mlp.name", "transformer", "['models']['mlp']['name']"),
         ("K", [0, float("inf")], "['K'][0]"),
         ("training.eval_evry", 50, "'eval_evry' was unexpected"),
-        ("switch.steps", [500], "switch.steps[0]"),
+        ("switch.fractions", [0.999], "switch.fractions[0]"),
+        ("switch.fractions", [0.5, 0.501], "gives the same switch step twice"),
+        ("claims.C1.tolerance_pt", -1.0, "tolerance_pt"),
+        ("claims.bootstrap.confidence", 1.5, "confidence"),
+        ("claims.C9", {"min_gap_pt": 1.0}, "'C9' was unexpected"),
         ("switch.models", ["cnn"], "switch.models[0]"),
         ("training.eval_every", 55, "training.eval_every"),
         ("gauss_newton.models", ["cnn"], "gauss_newton.models[0]"),
@@ -169,6 +183,12 @@ def test_tiny_config_runs_end_to_end_and_reruns_only_what_changed(workdir: Path)
     claims = (workdir / "results" / "claims.md").read_text()
     for claim in CLAIM_IDS:
         assert re.search(rf"^\| {claim} \|", claims, flags=re.MULTILINE), claim
+    document = json.loads((workdir / "results" / "claims.json").read_text())
+    jsonschema.validate(document, json.loads((ROOT / "workflow" / "schemas" / "claims.schema.json").read_text()))
+    assert [claim["id"] for claim in document["claims"]] == CLAIM_IDS
+    assert "<table class='claims'>" in (workdir / "results" / "claims.html").read_text()
+    predictions = tables.read_predictions(workdir / "results" / "tables" / "predictions.parquet")
+    assert len(predictions) == 3 * 2 * 450  # 3 runs, 2 evaluators, every digits test example
     metrics = tables.read(workdir / "results" / "tables" / "metrics.parquet")
     sweep = tables.read(workdir / "results" / "tables" / "metrics_sweep.parquet")
     assert list(metrics.columns) == list(tables.METRICS_COLUMNS)
@@ -192,6 +212,12 @@ def test_tiny_config_runs_end_to_end_and_reruns_only_what_changed(workdir: Path)
     test_config = ["--configfile", "config/test.yaml"]
     assert planned_jobs(workdir, *test_config)[0] == {}
 
+    # A claim's threshold is a param of the claims rule alone: changing it rejudges, nothing more.
+    config = load_config("test.yaml")
+    config["claims"]["C2"]["min_gap_pt"] = 2.0
+    (workdir / "stricter.yaml").write_text(yaml.safe_dump(config))
+    assert planned_jobs(workdir, "--configfile", "stricter.yaml")[0] == {"claims": 1, "all": 1}
+
     # Restyling a figure redraws the figures and retrains nothing (Snakemake ignores a mere touch).
     plotting_code = workdir / "src" / "itlin" / "plots.py"
     plotting_code.write_text(plotting_code.read_text() + "\n# restyled\n")
@@ -202,7 +228,8 @@ def test_tiny_config_runs_end_to_end_and_reruns_only_what_changed(workdir: Path)
     config["K"] = [1, 10, float("inf")]
     (workdir / "more_K.yaml").write_text(yaml.safe_dump(config))
     jobs, _ = planned_jobs(workdir, "--configfile", "more_K.yaml")
-    assert jobs == {"run_config": 1, "train": 1, "aggregate": 1, "aggregate_sweep": 1, "measure_ntk": 1,
+    assert jobs == {"run_config": 1, "train": 1, "aggregate": 1, "aggregate_sweep": 1, "aggregate_predictions": 1,
+                    "measure_ntk": 1,
                     "aggregate_ntk": 1, "aggregate_gauss_newton": 1, "claims": 1, "all": 1,
                     **{figure: 1 for figure in FIGURES}}  # (kernel_regression: still restyled, not redrawn yet)
 

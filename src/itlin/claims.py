@@ -1,259 +1,484 @@
-"""The paper's claims (PAPER.md: C1..C6, S1, S2) checked against the measured tables.
+"""The paper's claims (C1–C6, S1, S2 of docs/science.md) judged per model, with bootstrap intervals.
 
-Each claim has a decision rule with an explicit threshold (module constants below). All
-accuracies are final test accuracies of the trained (linear) evaluator, averaged over seeds;
-diverged runs are excluded from the means and reported. The kernel claims (C3, S1, S2) read the
-NTK table (``tables.NTK_COLUMNS``), the kernel of the trained linear model averaged over seeds.
-A claim is judged per model (model, dataset and variant group) and is 'supported' only if it
-holds for every model measured. No JAX is imported here.
+Every claim is judged separately for each model (dataset, model label, variant). A judgement is
+one or more *tests*: a measured quantity, its 95% bootstrap interval and a rule ``value op
+threshold``. A test is ``supported`` when its whole interval satisfies the rule, ``not supported``
+when none of it does, and ``inconclusive`` when the interval straddles the threshold; ``not
+measured`` when the runs it needs are missing. A model's verdict combines its tests (any ``not
+supported`` decides; then any ``not measured``; then any ``inconclusive``). Thresholds come from
+the config's ``claims:`` section (``Settings``), never from this module.
+
+Intervals (``Bootstrap``): percentile bootstrap over seeds and, for accuracies, over test examples
+too, both resampled with replacement; runs that share seeds and the test split are resampled
+together (paired), so a difference between two periods K keeps the correlation of their errors.
+Each model's resamples are drawn from a generator seeded by the configured seed and the claim and
+model names, so the table is deterministic and adding a model changes no other row. No JAX here.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import html
+import json
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from itlin import tables
 
-C1_TOLERANCE_PT = 2.0
-"""C1: the best infrequent-update run may be at most this many percentage points below K = 1."""
-INFREQUENT_K = 100
-"""C1: periods K >= this count as infrequent feature updates (else the fewest updates > 0 are used)."""
-C2_MIN_GAP_PT = 1.0
-"""C2: K = ∞ must be more than this many percentage points below K = 1."""
-C4_TOLERANCE_PT = 1.0
-"""C4: largest drop (points) between consecutive switch steps still counted as non-decreasing; also
-the distance to K = 1 at which a switch step counts as having recovered standard training."""
+VERDICTS = ("supported", "not supported", "inconclusive", "not measured")
+OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    ">=": lambda value, threshold: value >= threshold,
+    ">": lambda value, threshold: value > threshold,
+    "<=": lambda value, threshold: value <= threshold,
+    "<": lambda value, threshold: value < threshold,
+}
+GROUP_KEYS = ["dataset", "model", "variant"]
+"""A 'model' of a verdict: one row of the claims table per value of these."""
 
-EARLY_PHASE_FRACTION = 0.1
-"""C3, S1: the early phase of training is its first this fraction of steps."""
-MIN_EARLY_SHARE = 0.5
-"""C3, S1: at least this share of the final change must have happened by the end of the early phase."""
-C3_MIN_DISTANCE = 0.1
-"""C3: the K = 1 kernel must end at least this kernel distance from its initial value (0: unchanged
-up to scale, 1: orthogonal; Fort et al. 2020 report ~0.3-0.6 for CIFAR-10 ResNets)."""
-S1_MIN_GAIN = 0.05
-"""S1: K = 1 centred kernel-target alignment must rise by at least this much over training."""
-S2_MIN_CONTRAST_GAIN = 0.05
-"""S2: the specialisation contrast (diagonal minus off-diagonal mean of the class-specialisation
-matrix) of K = 1 at the end must exceed that of K = ∞ by more than this."""
-C5_MIN_RANK_CORRELATION = 0.8
-"""C5: |Spearman ρ| between the damping λ and the NTK distance from initialisation of the
-Gauss-Newton runs must reach this: the damping controls feature learning (monotonically)."""
-C5_MIN_ACCURACY_RANGE_PT = 2.0
-"""C5: the Gauss-Newton runs' final test accuracy must vary by at least this many points over the λ
-grid: the damping controls generalisation."""
-C6_MAX_DIFFERENCE = 1e-2
-"""C6: largest absolute difference, over test examples, output classes and seeds, allowed between the
-trained linear model and kernel regression (outputs are one-hot regressions, of order 1)."""
 
-VERDICTS = ("supported", "not supported", "not measured")
-COLUMNS = ["claim", "statement", "measured", "rule", "verdict"]
+# ---------------------------------------------------------------- settings and the bootstrap
 
 
 @dataclass(frozen=True)
-class Claim:
-    """One claim of PAPER.md: its statement, decision rule, and the check measuring it.
+class Bootstrap:
+    """Percentile bootstrap: ``resamples`` draws, a ``confidence`` interval, a fixed ``seed``."""
 
-    ``check(table)`` takes the table named by ``needs`` (``metrics``, or a table passed to
-    ``evaluate`` such as ``ntk``) and returns (measured, verdict).
-    """
+    resamples: int
+    confidence: float
+    seed: int
+
+    def generator(self, *names: str) -> np.random.Generator:
+        """A generator for one (claim, model): seeded by ``seed`` and a checksum of the names."""
+        return np.random.default_rng([self.seed, zlib.crc32("/".join(names).encode())])
+
+    def weights(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """(resamples, size) multiplicities of a resample with replacement of ``size`` items."""
+        return rng.multinomial(size, np.full(size, 1 / size), size=self.resamples).astype(np.float64)
+
+    def interval(self, draws: np.ndarray) -> tuple[float, float]:
+        """The central ``confidence`` interval of the finite draws (NaN, NaN if there are none)."""
+        draws = np.asarray(draws, np.float64)
+        draws = draws[np.isfinite(draws)]
+        if draws.size == 0:
+            return math.nan, math.nan
+        tail = (1 - self.confidence) / 2
+        low, high = np.quantile(draws, [tail, 1 - tail], method="inverted_cdf")
+        return float(low), float(high)
+
+    def describe(self) -> str:
+        """The method, stated once at the top of claims.md."""
+        return (f"{self.confidence:.0%} intervals are percentile bootstrap intervals from {self.resamples:,} "
+                f"resamples (generator seed {self.seed}): seeds are resampled with replacement and, for "
+                "accuracies, so are the test examples; runs that share seeds and the test split are resampled "
+                "together (paired), so differences between them keep the correlation of their errors. A test is "
+                "supported when its whole interval satisfies the rule, not supported when none of it does, "
+                "inconclusive when the interval straddles the threshold.")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The config's ``claims:`` section: the bootstrap and each claim's thresholds (config/README.md)."""
+
+    bootstrap: Bootstrap
+    early_phase_fraction: float
+    thresholds: Mapping[str, Mapping[str, float]]
+
+    @classmethod
+    def from_config(cls, section: Mapping) -> "Settings":
+        """Build from the validated ``claims:`` mapping of a workflow config."""
+        section = dict(section)
+        return cls(bootstrap=Bootstrap(**section.pop("bootstrap")),
+                   early_phase_fraction=float(section.pop("early_phase_fraction")),
+                   thresholds={claim: dict(values) for claim, values in section.items()})
+
+    def __getitem__(self, claim: str) -> Mapping[str, float]:
+        return self.thresholds[claim]
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Test:
+    """One measured quantity of one model judged against its rule ``value op threshold``."""
+
+    measure: str
+    value: float
+    low: float
+    high: float
+    op: str
+    threshold: float
+    unit: str = ""
+    detail: str = ""
+
+    @property
+    def verdict(self) -> str:
+        if not all(np.isfinite([self.value, self.low, self.high])):
+            return "not measured"
+        holds = OPERATORS[self.op]
+        at_low, at_high = holds(self.low, self.threshold), holds(self.high, self.threshold)
+        if at_low and at_high:
+            return "supported"
+        return "inconclusive" if at_low or at_high else "not supported"
+
+    @property
+    def rule(self) -> str:
+        return f"{self.op} {_number(self.threshold)}{self.unit}"
+
+
+@dataclass(frozen=True)
+class ModelVerdict:
+    """A claim's judgement of one model: its tests and a note (missing or excluded runs)."""
+
+    dataset: str
+    model: str
+    variant: str
+    tests: tuple[Test, ...] = ()
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        verdicts = [test.verdict for test in self.tests]
+        if not verdicts:
+            return "not measured"
+        for verdict in ("not supported", "not measured", "inconclusive"):
+            if verdict in verdicts:
+                return verdict
+        return "supported"
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """One claim: its statement, rule, the measure its verdict rests on, and one verdict per model."""
 
     id: str
     statement: str
     rule: str
-    needs: str
-    check: Callable[[pd.DataFrame], tuple[str, str]]
+    basis: str
+    models: tuple[ModelVerdict, ...] = field(default_factory=tuple)
+
+    def labels(self) -> list[str]:
+        """A short label per model: its name, plus dataset and variant where several are judged."""
+        frame = pd.DataFrame([dataclasses.asdict(m) for m in self.models], columns=GROUP_KEYS + ["tests", "note"])
+        return list(tables.group_labels(frame)) if len(frame) else []
+
+    @property
+    def summary(self) -> str:
+        """'supported on 2 of 3 models: cnn, cnn_deep; not supported on mlp' (and so on)."""
+        if not self.models:
+            return "not measured: no model has the runs this claim needs"
+        by_verdict: dict[str, list[str]] = {}
+        for label, model in zip(self.labels(), self.models):
+            by_verdict.setdefault(model.verdict, []).append(label)
+        total = len(self.models)
+        parts = []
+        for verdict in VERDICTS:
+            names = by_verdict.get(verdict)
+            if names:
+                count = f"{len(names)} of {total} models" if total > 1 else "the one model"
+                parts.append(f"{verdict} on {count}: {', '.join(names)}")
+        return "; ".join(parts)
 
 
-def evaluate(metrics: pd.DataFrame, measurements: Mapping[str, pd.DataFrame] | None = None) -> pd.DataFrame:
-    """One row per claim (columns ``COLUMNS``) with what was measured and the verdict.
+# ---------------------------------------------------------------- resampling helpers
 
-    ``measurements`` holds the tables of later stages by name (``ntk``, ``gauss_newton``,
-    ``kernel_regression``); a claim whose table is missing is 'not measured', saying so in ``measured``.
-    """
-    available = {**(measurements or {}), "metrics": tables.validate(metrics, "metrics")}
-    rows = []
+
+def accuracy_draws(correct: np.ndarray, seed_weights: np.ndarray, example_weights: np.ndarray) -> np.ndarray:
+    """Accuracy (%) of each condition under each resample: (C, R) from ``correct`` (C, S, N), 1/0 per
+    condition, seed and test example (NaN rows for a missing run), ``seed_weights`` (R, S) and
+    ``example_weights`` (R, N). The same weights serve every condition: the resample is paired."""
+    C, S, N = correct.shape
+    present = np.isfinite(correct[:, :, 0])
+    counts = np.nan_to_num(correct).reshape(C * S, N) @ example_weights.T  # one matrix product: (C·S, R)
+    per_seed = (counts / example_weights.sum(1)).reshape(C, S, -1).transpose(0, 2, 1)
+    weights = seed_weights[None] * present[:, None, :]
+    with np.errstate(invalid="ignore"):
+        return 100 * (per_seed * weights).sum(-1) / weights.sum(-1)
+
+
+def seed_mean_draws(values: np.ndarray, seed_weights: np.ndarray) -> np.ndarray:
+    """Mean over seeds of each condition under each resample of seeds: (C, R) from ``values`` (C, S)
+    (NaN for a missing run) and ``seed_weights`` (R, S)."""
+    present = np.isfinite(values)
+    weights = seed_weights[None] * present[:, None, :]
+    with np.errstate(invalid="ignore"):
+        return (np.nan_to_num(values)[:, None, :] * weights).sum(-1) / weights.sum(-1)
+
+
+def judged(bootstrap: Bootstrap, statistic: Callable[[np.ndarray], np.ndarray], point: np.ndarray,
+           draws: np.ndarray) -> tuple[float, float, float]:
+    """(value, low, high) of ``statistic`` (conditions × draws → draws) at the data and over the resamples."""
+    value = float(statistic(point[:, None])[0])
+    return (value, *bootstrap.interval(statistic(draws)))
+
+
+# ---------------------------------------------------------------- the claims
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim: statement, the rule (a text built from the settings) and its check."""
+
+    id: str
+    statement: str
+    rule: Callable[[Settings], str]
+    basis: str
+    needs: tuple[str, ...]
+    check: Callable[[Mapping[str, pd.DataFrame], Settings], list[ModelVerdict]]
+
+
+def evaluate(measured: Mapping[str, pd.DataFrame], settings: Settings) -> list[ClaimResult]:
+    """Every claim judged on the tables in ``measured`` (by name: ``metrics``, ``predictions``, ``ntk``,
+    ``gauss_newton``, ``kernel_regression``); a claim whose tables are missing has no models judged."""
+    results = []
     for claim in CLAIMS:
-        if claim.needs not in available:
-            measured, verdict = f"needs the '{claim.needs}' table (not produced yet)", "not measured"
-        else:
-            measured, verdict = claim.check(available[claim.needs])
-        rows.append({"claim": claim.id, "statement": claim.statement, "measured": measured, "rule": claim.rule,
-                     "verdict": verdict})
-    return pd.DataFrame(rows, columns=COLUMNS)
+        models = claim.check(measured, settings) if all(name in measured for name in claim.needs) else []
+        results.append(ClaimResult(claim.id, claim.statement, claim.rule(settings), claim.basis, tuple(models)))
+    return results
 
 
-def to_markdown(claims: pd.DataFrame) -> str:
-    """Render the claims table as a GitHub Markdown table (pipes escaped, newlines as <br>)."""
-    def cell(value: object) -> str:
-        return str(value).replace("|", "\\|").replace("\n", "<br>")
-
-    lines = ["| " + " | ".join(claims.columns) + " |", "|" + "---|" * len(claims.columns)]
-    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in claims.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
+def _groups(frame: pd.DataFrame) -> list[tuple[tuple[str, str, str], pd.DataFrame]]:
+    return list(frame.groupby(GROUP_KEYS, sort=True)) if len(frame) else []
 
 
-def check_c1(metrics: pd.DataFrame) -> tuple[str, str]:
-    """C1: per model, the best infrequent-update period K is within the tolerance of K = 1."""
-    def judge(runs: pd.DataFrame) -> tuple[str, bool | None]:
-        means = _means_by(runs, "K")
-        if 1.0 not in means.index:
-            return "no K = 1 runs", None
-        periodic = np.isfinite(means.index) & (means.index > 1) & (means["updates"] >= 1)
-        candidates = means[periodic].dropna(subset=["accuracy"])
-        if candidates.empty:
-            return "no runs with finite K > 1 and >= 1 feature update", None
-        infrequent = candidates[candidates.index >= INFREQUENT_K]
-        if infrequent.empty:
-            infrequent = candidates[candidates["updates"] == candidates["updates"].min()]
-        best_K = infrequent["accuracy"].idxmax()
-        best, standard = infrequent.loc[best_K], means.loc[1.0, "accuracy"]
-        difference = best["accuracy"] - standard
-        measured = (f"K=1 {standard:.1f}%, best infrequent K={tables.format_K(best_K)} "
-                    f"({int(best['updates'])} updates) {best['accuracy']:.1f}%, Δ {difference:+.1f} pt")
-        return measured, bool(difference >= -C1_TOLERANCE_PT)
-
-    return _judge_per_model(_period_runs(metrics), judge)
+def _period_runs(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows of runs with a fixed re-linearisation period K (not switch runs)."""
+    return table[table["switch_step"].isna()]
 
 
-def check_c2(metrics: pd.DataFrame) -> tuple[str, str]:
-    """C2: per model, K = ∞ final test accuracy is more than the minimum gap below K = 1."""
-    def judge(runs: pd.DataFrame) -> tuple[str, bool | None]:
-        means = _means_by(runs, "K")["accuracy"].dropna()
-        if 1.0 not in means.index or math.inf not in means.index:
-            return "needs completed K = 1 and K = ∞ runs", None
-        gap = means[1.0] - means[math.inf]
-        return f"K=1 {means[1.0]:.1f}%, K=∞ {means[math.inf]:.1f}%, gap {gap:+.1f} pt", bool(gap > C2_MIN_GAP_PT)
-
-    return _judge_per_model(_period_runs(metrics), judge)
+def _excluded_note(finals: pd.DataFrame) -> str:
+    diverged = finals[finals["status"] != "ok"]
+    if diverged.empty:
+        return ""
+    runs = ", ".join(f"{_condition(row.K, row.switch_step)} seed {row.seed} (step {row.step})"
+                     for row in diverged.itertuples())
+    return f"{len(diverged)} diverged run(s) excluded: {runs}"
 
 
-def check_c4(metrics: pd.DataFrame) -> tuple[str, str]:
-    """C4: per model, final accuracy is non-decreasing in the switch step t (within the tolerance)."""
-    def judge(runs: pd.DataFrame) -> tuple[str, bool | None]:
-        switched = runs[runs["switch_step"].notna()]
-        if switched.empty:
-            return "no switch runs", None
-        period = runs[runs["switch_step"].isna()]
-        training_length = int(switched["step"].max())
-        curve = pd.concat([
-            switched.assign(t=switched["switch_step"].astype("int64")),
-            period[np.isinf(period["K"])].assign(t=0),
-            period[period["K"] == 1].assign(t=training_length),
-        ])
-        means = _means_by(curve, "t")["accuracy"].dropna()
-        if len(means) < 2:
-            return "fewer than two switch steps with completed runs", None
-        drops = -means.diff().dropna()
-        non_decreasing = bool(drops.max() <= C4_TOLERANCE_PT and means.iloc[-1] >= means.iloc[0])
-        points = ", ".join(f"t={t}: {accuracy:.1f}" for t, accuracy in means.items())
-        measured = (f"{points} (%; t=0 is K=∞, t={training_length} is K=1); "
-                    f"largest drop {max(drops.max(), 0):.1f} pt")
-        standard = _means_by(period, "K")["accuracy"].get(1.0, np.nan)
-        if np.isfinite(standard):
-            recovered = means.index[means >= standard - C4_TOLERANCE_PT]
-            measured += f"; within {C4_TOLERANCE_PT:g} pt of K=1 from t={recovered.min()}"
-        return measured, non_decreasing
-
-    return _judge_per_model(metrics, judge)
+def _condition(K: float, switch_step) -> str:
+    return f"switch t={int(switch_step)}" if pd.notna(switch_step) else f"K={tables.format_K(K)}"
 
 
-def check_c3(ntk: pd.DataFrame) -> tuple[str, str]:
-    """C3: per model, the K = 1 kernel ends far from its initial value and moved mostly early."""
-    def judge(curves: pd.DataFrame) -> tuple[str, bool | None]:
-        if not (curves["K"] == 1).any():
-            return "no K = 1 runs", None
-        change = _early_and_final(curves[curves["K"] == 1])
-        if change is None:
-            return f"no K = 1 snapshot in the first {EARLY_PHASE_FRACTION:.0%} of training", None
-        early_step, early, final_step, final = change
-        share = early / final if final > 0 else math.nan
-        measured = (f"K=1 kernel distance from init {final:.3f} at step {final_step}, {early:.3f} ({share:.0%}) "
-                    f"by step {early_step}")
-        linearised = curves[np.isinf(curves["K"])]
-        if not linearised.empty:
-            measured += f"; K=∞ {linearised.sort_values('step')['value'].iloc[-1]:.3f}"
-        return measured, bool(final >= C3_MIN_DISTANCE and share >= MIN_EARLY_SHARE)
-
-    return _judge_groups(_trained_kernel_curves(ntk, "distance_from_init"), judge)
+def _correct_grid(predictions: pd.DataFrame, conditions: pd.Series, seeds: Sequence[int]) -> np.ndarray:
+    """(C, S, N) correctness (1/0, NaN for a missing run) of the trained evaluator's test predictions,
+    ``conditions`` giving each prediction row's condition index."""
+    rows = predictions.assign(condition=conditions.to_numpy())
+    examples = np.sort(rows["example"].unique())
+    grid = np.full((int(rows["condition"].max()) + 1, len(seeds), len(examples)), np.nan)
+    seed_index = {seed: i for i, seed in enumerate(seeds)}
+    for (condition, seed), run in rows.groupby(["condition", "seed"]):
+        order = np.searchsorted(examples, run["example"].to_numpy())
+        grid[condition, seed_index[seed], order] = (run["prediction"] == run["label"]).to_numpy(np.float64)
+    return grid
 
 
-def check_s1(ntk: pd.DataFrame) -> tuple[str, str]:
-    """S1: per model, K = 1 alignment rises by the minimum gain, mostly early; deeper models of one
-    architecture rise more in the early phase and more overall."""
-    curves = _trained_kernel_curves(ntk, "alignment")
-    if curves.empty:
-        return "no runs", "not measured"
-    rises = {}
+def _accuracy_conditions(measured: Mapping[str, pd.DataFrame], settings: Settings, claim: str,
+                         condition_of: Callable[[pd.DataFrame], pd.Series]):
+    """Per model: (group, finals, conditions, point accuracies, resampled accuracies) of its runs.
 
-    def judge(rows: pd.DataFrame) -> tuple[str, bool | None]:
-        if not (rows["K"] == 1).any():
-            return "no K = 1 runs", None
-        standard = rows[rows["K"] == 1]
-        change = _early_and_final(standard.assign(value=standard["value"] - _initial(standard)))
-        if change is None:
-            return f"no K = 1 snapshot in the first {EARLY_PHASE_FRACTION:.0%} of training", None
-        early_step, early, final_step, final = change
-        rises[rows["group"].iloc[0]] = (early, final)
-        share = early / final if final > 0 else math.nan
-        measured = f"K=1 alignment {_initial(standard):.3f} -> {standard.sort_values('step')['value'].iloc[-1]:.3f}"
-        measured += f" (rise {final:+.3f}, {share:.0%} of it by step {early_step})"
-        return measured, bool(final >= S1_MIN_GAIN and share >= MIN_EARLY_SHARE)
-
-    text, verdict = _judge_groups(curves, judge)
-    depth_texts, depth_outcomes = _compare_depths(curves, rises)
-    text += "; depth: " + ("; ".join(depth_texts) or "not compared (one depth per architecture)")
-    if verdict == "not measured" or not depth_outcomes:
-        return text, verdict
-    return text, "supported" if verdict == "supported" and all(depth_outcomes) else "not supported"
-
-
-def _compare_depths(curves: pd.DataFrame, rises: dict[str, tuple[float, float]]) -> tuple[list[str], list[bool]]:
-    """Per architecture (and dataset, variant) with several depths: do deeper models rise more,
-    in the early phase and overall? ``rises``: group -> (early rise, final rise)."""
-    models = curves[curves["group"].isin(rises)].drop_duplicates("group")
-    texts, outcomes = [], []
-    for (_, _, architecture), same in models.dropna(subset=["depth"]).groupby(["dataset", "variant", "architecture"]):
-        same = same.sort_values("depth")
-        if same["depth"].nunique() < 2:
+    ``condition_of(rows)`` maps run rows (RUN_KEYS columns) to a condition label, NaN for runs that do
+    not take part; accuracies are of ``tables.TRAINED_EVALUATOR`` on the test split, in %.
+    """
+    metrics, predictions = measured["metrics"], measured["predictions"]
+    predictions = predictions[predictions["evaluator"] == tables.TRAINED_EVALUATOR]
+    finals = tables.final_metrics(metrics)
+    for group, runs in _groups(finals):
+        runs = runs.assign(condition=condition_of(runs))
+        runs = runs[runs["condition"].notna()]
+        completed = runs[runs["status"] == "ok"]
+        labels = sorted(completed["condition"].unique())
+        seeds = sorted(runs["seed"].unique())
+        index = {label: i for i, label in enumerate(labels)}
+        rows = predictions.merge(completed[tables.RUN_KEYS + ["condition"]], on=tables.RUN_KEYS)
+        if rows.empty:
+            yield group, runs, [], None, None
             continue
-        rise = [rises[group] for group in same["group"]]
-        deeper_faster = all(b[0] >= a[0] for a, b in zip(rise, rise[1:]))
-        deeper_larger = all(b[1] >= a[1] for a, b in zip(rise, rise[1:]))
-        listing = ", ".join(f"depth {depth}: early {early:+.3f}, final {final:+.3f}"
-                            for depth, (early, final) in zip(same["depth"], rise))
-        texts.append(f"{architecture} {listing} (deeper faster: {deeper_faster}, larger: {deeper_larger})")
-        outcomes.append(deeper_faster and deeper_larger)
-    return texts, outcomes
+        correct = _correct_grid(rows, rows["condition"].map(index), seeds)
+        rng = settings.bootstrap.generator(claim, *group)
+        seed_weights = settings.bootstrap.weights(rng, len(seeds))
+        example_weights = settings.bootstrap.weights(rng, correct.shape[2])
+        point = accuracy_draws(correct, np.ones((1, len(seeds))), np.ones((1, correct.shape[2])))[:, 0]
+        yield group, runs, labels, point, accuracy_draws(correct, seed_weights, example_weights)
 
 
-def check_s2(ntk: pd.DataFrame) -> tuple[str, str]:
-    """S2: per model, the final specialisation contrast of K = 1 exceeds that of K = ∞ by the minimum."""
-    contrasts = specialisation_contrast(ntk)
-    final = contrasts.sort_values("step").groupby(tables.RUN_KEYS, dropna=False).tail(1)
+def _differences_detail(labels: Sequence, names: Mapping, differences_point: np.ndarray, differences: np.ndarray,
+                        bootstrap: Bootstrap, reference) -> str:
+    """'Δ vs K = 1 (pt): K=1500 (1 update) −0.4 [−1.2, +0.4]; …' for every condition but the reference."""
+    parts = []
+    for i, label in enumerate(labels):
+        if label == reference:
+            continue
+        low, high = bootstrap.interval(differences[i])
+        parts.append(f"{names[label]} {differences_point[i]:+.1f} [{low:+.1f}, {high:+.1f}]")
+    return "; ".join(parts)
 
-    def judge(runs: pd.DataFrame) -> tuple[str, bool | None]:
-        means = runs.groupby("K")["contrast"].mean()
-        if 1.0 not in means.index or math.inf not in means.index:
-            return "needs K = 1 and K = ∞ runs", None
-        gain = means[1.0] - means[math.inf]
-        measured = f"final contrast K=1 {means[1.0]:+.3f}, K=∞ {means[math.inf]:+.3f}, difference {gain:+.3f}"
-        return measured, bool(gain > S2_MIN_CONTRAST_GAIN)
 
-    return _judge_groups(final, judge)
+def check_c1(measured: Mapping[str, pd.DataFrame], settings: Settings) -> list[ModelVerdict]:
+    """C1: per model, the fewest feature updates whose test accuracy is within tolerance of K = 1."""
+    tolerance, most = settings["C1"]["tolerance_pt"], settings["C1"]["max_feature_updates"]
+    results = []
+    period = lambda runs: runs["K"].where(runs["switch_step"].isna())  # noqa: E731
+    for group, runs, Ks, point, draws in _accuracy_conditions(measured, settings, "C1", period):
+        note = _excluded_note(runs)
+        if 1.0 not in Ks or len(Ks) < 2:
+            results.append(ModelVerdict(*group, note=_join("needs completed K = 1 runs and another K", note)))
+            continue
+        updates = np.array([runs.loc[runs["K"] == K, "feature_updates"].max() for K in Ks], np.float64)
+        standard = Ks.index(1.0)
+
+        def fewest(accuracy: np.ndarray) -> np.ndarray:
+            within = accuracy - accuracy[standard] >= -tolerance  # NaN (a missing resample) is not within
+            return np.where(within, updates[:, None], np.inf).min(0)
+
+        value, low, high = judged(settings.bootstrap, fewest, point, draws)
+        names = {K: f"K={tables.format_K(K)} ({int(u)} updates)" for K, u in zip(Ks, updates)}
+        detail = "Δ test accuracy vs K = 1 (pt): " + _differences_detail(
+            Ks, names, point - point[standard], draws - draws[standard], settings.bootstrap, 1.0)
+        test = Test(f"fewest feature updates within {_number(tolerance)} pt of K = 1", value, low, high, "<=", most,
+                    detail=f"K = 1 {point[standard]:.1f}%; {detail}")
+        results.append(ModelVerdict(*group, (test,), note))
+    return results
+
+
+def check_c2(measured: Mapping[str, pd.DataFrame], settings: Settings) -> list[ModelVerdict]:
+    """C2: per model, K = 1 minus K = ∞ test accuracy (paired) exceeds the minimum gap."""
+    gap = settings["C2"]["min_gap_pt"]
+    results = []
+    ends = lambda runs: runs["K"].where(runs["switch_step"].isna() & ((runs["K"] == 1) | np.isinf(runs["K"])))  # noqa: E731
+    for group, runs, Ks, point, draws in _accuracy_conditions(measured, settings, "C2", ends):
+        note = _excluded_note(runs)
+        if Ks != [1.0, math.inf]:
+            results.append(ModelVerdict(*group, note=_join("needs completed K = 1 and K = ∞ runs", note)))
+            continue
+        difference = lambda accuracy: accuracy[0] - accuracy[1]  # noqa: E731
+        value, low, high = judged(settings.bootstrap, difference, point, draws)
+        test = Test("K = 1 minus K = ∞ test accuracy", value, low, high, ">", gap, unit=" pt",
+                    detail=f"K = 1 {point[0]:.1f}%, K = ∞ {point[1]:.1f}%")
+        results.append(ModelVerdict(*group, (test,), note))
+    return results
+
+
+def check_c4(measured: Mapping[str, pd.DataFrame], settings: Settings) -> list[ModelVerdict]:
+    """C4: per model, the earliest switch step t/T whose test accuracy is within tolerance of K = 1
+    (K = ∞ counts as t = 0 and K = 1 as t = T)."""
+    tolerance, latest = settings["C4"]["tolerance_pt"], settings["C4"]["max_switch_fraction"]
+    length = measured["metrics"].groupby(GROUP_KEYS)["step"].max()
+
+    def fraction(runs: pd.DataFrame) -> pd.Series:
+        T = float(length[tuple(runs[GROUP_KEYS].iloc[0])])
+        t = runs["switch_step"].astype("float64") / T
+        t = t.where(runs["switch_step"].notna(), np.where(runs["K"] == 1, 1.0, np.where(np.isinf(runs["K"]), 0.0, np.nan)))
+        return t
+
+    results = []
+    for group, runs, fractions, point, draws in _accuracy_conditions(measured, settings, "C4", fraction):
+        note = _excluded_note(runs)
+        if 1.0 not in fractions or not runs["switch_step"].notna().any():
+            results.append(ModelVerdict(*group, note=_join("needs switch runs and completed K = 1 runs", note)))
+            continue
+        standard = fractions.index(1.0)
+        at = np.array(fractions)
+
+        def earliest(accuracy: np.ndarray) -> np.ndarray:
+            within = accuracy - accuracy[standard] >= -tolerance
+            return np.where(within, at[:, None], np.inf).min(0)
+
+        value, low, high = judged(settings.bootstrap, earliest, point, draws)
+        names = {f: "K=∞ (t=0)" if f == 0 else f"t/T={_number(f)}" for f in fractions}
+        detail = "Δ test accuracy vs K = 1 (pt): " + _differences_detail(
+            fractions, names, point - point[standard], draws - draws[standard], settings.bootstrap, 1.0)
+        test = Test(f"earliest switch t/T within {_number(tolerance)} pt of K = 1", value, low, high, "<=", latest,
+                    detail=f"K = 1 {point[standard]:.1f}%; {detail}")
+        results.append(ModelVerdict(*group, (test,), note))
+    return results
+
+
+# ---------------------------------------------------------------- C3, S1, S2 (the NTK table)
+
+
+def _kernel_seed_values(ntk: pd.DataFrame, metric: str, point: str = tables.TRAINED_POINT) -> pd.DataFrame:
+    """Rows of ``metric`` at ``point`` of the period runs: RUN_KEYS, architecture, depth, step, value."""
+    rows = _period_runs(tables.validate_ntk(ntk, "ntk"))
+    return rows[(rows["metric"] == metric) & (rows["point"] == point)]
+
+
+def _seed_matrix(rows: pd.DataFrame, seeds: Sequence[int], column: str = "value") -> np.ndarray:
+    """(1, S) values of one condition per seed (NaN for a seed without a row)."""
+    values = rows.set_index("seed")[column]
+    return np.array([[values.get(seed, np.nan) for seed in seeds]], np.float64)
+
+
+def _early_and_final_per_seed(rows: pd.DataFrame, early_fraction: float) -> pd.DataFrame | None:
+    """Per seed: the value at the last snapshot in the first ``early_fraction`` of training and at the
+    last snapshot, minus the value at step 0. None without a snapshot in the early phase."""
+    final_step = int(rows["step"].max())
+    early_steps = rows.loc[(rows["step"] > 0) & (rows["step"] <= early_fraction * final_step), "step"]
+    if early_steps.empty:
+        return None
+    early_step = int(early_steps.max())
+    by_step = rows.pivot_table(index="seed", columns="step", values="value")
+    return pd.DataFrame({"early": by_step[early_step] - by_step[0], "final": by_step[final_step] - by_step[0],
+                         "early_step": early_step, "final_step": final_step})
+
+
+def check_c3(measured: Mapping[str, pd.DataFrame], settings: Settings) -> list[ModelVerdict]:
+    """C3: per model, the K = 1 trained kernel ends far from its initial value, mostly early."""
+    minimum, share = settings["C3"]["min_distance"], settings["C3"]["min_early_share"]
+    rows = _kernel_seed_values(measured["ntk"], "distance_from_init")
+    results = []
+    for group, runs in _groups(rows):
+        standard = runs[runs["K"] == 1]
+        change = _early_and_final_per_seed(standard, settings.early_phase_fraction) if len(standard) else None
+        if change is None:
+            results.append(ModelVerdict(*group, note="needs K = 1 snapshots at step 0, in the early phase and at the end"))
+            continue
+        seeds = sorted(change.index)
+        values = np.vstack([change["final"].to_numpy(), change["early"].to_numpy()])
+        rng = settings.bootstrap.generator("C3", *group)
+        draws = seed_mean_draws(values, settings.bootstrap.weights(rng, len(seeds)))
+        point = np.nanmean(values, axis=1)
+        final = Test("K = 1 kernel distance from θ₀ at the end", *judged(settings.bootstrap, lambda v: v[0], point, draws),
+                     ">=", minimum)
+        early = Test(f"share of it reached by step {int(change['early_step'].iloc[0])}",
+                     *judged(settings.bootstrap, lambda v: v[1] / v[0], point, draws), ">=", share)
+        results.append(ModelVerdict(*group, (final, early)))
+    return results
+
+
+def check_s1(measured: Mapping[str, pd.DataFrame], settings: Settings) -> list[ModelVerdict]:
+    """S1: per model, the K = 1 centred kernel-target alignment rises, mostly early."""
+    minimum, share = settings["S1"]["min_rise"], settings["S1"]["min_early_share"]
+    rows = _kernel_seed_values(measured["ntk"], "alignment")
+    results = []
+    for group, runs in _groups(rows):
+        standard = runs[runs["K"] == 1]
+        change = _early_and_final_per_seed(standard, settings.early_phase_fraction) if len(standard) else None
+        if change is None:
+            results.append(ModelVerdict(*group, note="needs K = 1 snapshots at step 0, in the early phase and at the end"))
+            continue
+        values = np.vstack([change["final"].to_numpy(), change["early"].to_numpy()])
+        rng = settings.bootstrap.generator("S1", *group)
+        draws = seed_mean_draws(values, settings.bootstrap.weights(rng, len(change)))
+        point = np.nanmean(values, axis=1)
+        rise = Test("K = 1 centred alignment rise over training", *judged(settings.bootstrap, lambda v: v[0], point, draws),
+                    ">=", minimum)
+        early = Test(f"share of it reached by step {int(change['early_step'].iloc[0])}",
+                     *judged(settings.bootstrap, lambda v: v[1] / v[0], point, draws), ">=", share)
+        results.append(ModelVerdict(*group, (rise, early)))
+    return results
 
 
 def specialisation_contrast(ntk: pd.DataFrame) -> pd.DataFrame:
     """Per period run and snapshot step, the trained kernel's specialisation contrast: mean diagonal
     minus mean off-diagonal entry of its class-specialisation matrix (0 for a kernel that treats
     every class alike). Columns ``RUN_KEYS``, step, contrast."""
-    entries = _period_runs(tables.validate_ntk(ntk, "ntk"))
-    entries = entries[(entries["metric"] == "specialisation") & (entries["point"] == tables.TRAINED_POINT)]
+    entries = _kernel_seed_values(ntk, "specialisation")
     diagonal = entries["output_class"] == entries["target_class"]
     keys = tables.RUN_KEYS + ["step"]
     on = entries[diagonal].groupby(keys, dropna=False)["value"].mean()
@@ -261,185 +486,273 @@ def specialisation_contrast(ntk: pd.DataFrame) -> pd.DataFrame:
     return (on - off).rename("contrast").reset_index()
 
 
-def _trained_kernel_curves(ntk: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Mean over seeds of ``metric`` of the trained kernel (``tables.TRAINED_POINT``) per model,
-    K and step, for period runs; with the model's group label, architecture and depth."""
-    rows = _period_runs(tables.validate_ntk(ntk, "ntk"))
-    rows = rows[(rows["metric"] == metric) & (rows["point"] == tables.TRAINED_POINT)]
-    keys = ["dataset", "variant", "model", "architecture", "depth", "K", "step"]
-    curves = rows.groupby(keys, dropna=False, sort=True)["value"].mean().reset_index()
-    return curves.assign(group=tables.group_labels(curves))
-
-
-def _initial(curve: pd.DataFrame) -> float:
-    """Value of a curve (rows with step, value) at its first step."""
-    return float(curve.sort_values("step")["value"].iloc[0])
-
-
-def _early_and_final(curve: pd.DataFrame) -> tuple[int, float, int, float] | None:
-    """(early step, value, final step, value) of a curve, the early step being the last snapshot
-    in the first ``EARLY_PHASE_FRACTION`` of training; None without one after step 0."""
-    curve = curve.sort_values("step")
-    final_step = int(curve["step"].iloc[-1])
-    early = curve[(curve["step"] > 0) & (curve["step"] <= EARLY_PHASE_FRACTION * final_step)]
-    if early.empty:
-        return None
-    return int(early["step"].iloc[-1]), float(early["value"].iloc[-1]), final_step, float(curve["value"].iloc[-1])
-
-
-def check_c5(damping: pd.DataFrame) -> tuple[str, str]:
-    """C5: per model, the damping λ orders the Gauss-Newton runs' kernel change and moves their accuracy;
-    the K-runs' gap to the Gauss-Newton curve at their effective damping is reported."""
-    texts, outcomes = [], []
-    for model, rows in damping[damping["status"] == "ok"].groupby("model", sort=True):
-        solver = rows[rows["method"] == "gauss_newton"].groupby("damping", sort=True)[["test_accuracy", "ntk_distance"]].mean()
-        if len(solver) < 3:
-            texts.append(f"{model}: needs Gauss-Newton runs at >= 3 damping values, has {len(solver)}")
+def check_s2(measured: Mapping[str, pd.DataFrame], settings: Settings) -> list[ModelVerdict]:
+    """S2: per model, the final specialisation contrast of K = 1 exceeds that of K = ∞ by the minimum."""
+    gain = settings["S2"]["min_contrast_gain"]
+    contrasts = specialisation_contrast(measured["ntk"])
+    final = contrasts.sort_values("step").groupby(tables.RUN_KEYS, dropna=False).tail(1)
+    results = []
+    for group, runs in _groups(final):
+        if not ((runs["K"] == 1).any() and np.isinf(runs["K"]).any()):
+            results.append(ModelVerdict(*group, note="needs K = 1 and K = ∞ runs"))
             continue
-        correlation = solver.reset_index()[["damping", "ntk_distance"]].corr(method="spearman").iloc[0, 1]
-        accuracy = 100 * solver["test_accuracy"]
-        spread = accuracy.max() - accuracy.min()
-        outcomes.append(bool(abs(correlation) >= C5_MIN_RANK_CORRELATION and spread >= C5_MIN_ACCURACY_RANGE_PT))
-        text = (f"{model}: Spearman ρ(λ, NTK distance) = {correlation:+.2f}; test accuracy "
-                f"{accuracy.min():.1f}–{accuracy.max():.1f}% over λ = {solver.index.min():g}–{solver.index.max():g} "
-                f"(best at λ = {accuracy.idxmax():g})")
-        texts.append(text + _gaps_to_solver(rows, solver))
-    diverged = damping[damping["status"] != "ok"]
-    note = f" [{len(diverged)} diverged run(s) excluded]" if not diverged.empty else ""
-    if not outcomes:
-        return ("; ".join(texts) or "no runs") + note, "not measured"
-    return "; ".join(texts) + note, "supported" if all(outcomes) else "not supported"
+        seeds = sorted(runs["seed"].unique())
+        values = np.vstack([_seed_matrix(runs[runs["K"] == 1], seeds, "contrast"),
+                            _seed_matrix(runs[np.isinf(runs["K"])], seeds, "contrast")])
+        rng = settings.bootstrap.generator("S2", *group)
+        draws = seed_mean_draws(values, settings.bootstrap.weights(rng, len(seeds)))
+        point = np.nanmean(values, axis=1)
+        test = Test("final specialisation contrast, K = 1 minus K = ∞",
+                    *judged(settings.bootstrap, lambda v: v[0] - v[1], point, draws), ">", gain,
+                    detail=f"K = 1 {point[0]:+.3f}, K = ∞ {point[1]:+.3f}")
+        results.append(ModelVerdict(*group, (test,)))
+    return results
 
 
-def _gaps_to_solver(rows: pd.DataFrame, solver: pd.DataFrame) -> str:
-    """', K-runs minus Gauss-Newton at 1/(ηK): K=10 +1.2 pt, ...' for K-runs inside the λ grid."""
-    runs = rows[(rows["method"] == "iterative_linearisation") & (rows["damping"] > 0)]
-    means = runs.groupby("K", sort=True).agg(damping=("damping", "first"), accuracy=("test_accuracy", "mean"))
-    inside = means[(means["damping"] >= solver.index.min()) & (means["damping"] <= solver.index.max())]
-    if inside.empty:
-        return "; no K-run's effective damping 1/(ηK) lies inside the λ grid"
-    curve = np.interp(np.log(inside["damping"]), np.log(solver.index.to_numpy()), solver["test_accuracy"].to_numpy())
-    gaps = ", ".join(f"K={tables.format_K(K)} {100 * gap:+.1f} pt" for K, gap in zip(inside.index, inside["accuracy"] - curve))
-    return f"; K-runs minus Gauss-Newton at 1/(ηK): {gaps}"
+# ---------------------------------------------------------------- C5, C6 (solver tables)
+
+
+def check_c5(measured: Mapping[str, pd.DataFrame], settings: Settings) -> list[ModelVerdict]:
+    """C5: per model, λ orders the Gauss-Newton runs' kernel change and moves their accuracy."""
+    correlation, spread = settings["C5"]["min_rank_correlation"], settings["C5"]["min_accuracy_range_pt"]
+    damping = measured["gauss_newton"]
+    results = []
+    for (dataset, model), rows in damping.groupby(["dataset", "model"], sort=True):
+        note = f"{(rows['status'] != 'ok').sum()} diverged run(s) excluded" if (rows["status"] != "ok").any() else ""
+        solver = rows[(rows["method"] == "gauss_newton") & (rows["status"] == "ok")]
+        dampings = np.sort(solver["damping"].unique())
+        if len(dampings) < 3:
+            results.append(ModelVerdict(dataset, model, "", note=_join("needs Gauss-Newton runs at >= 3 dampings", note)))
+            continue
+        seeds = sorted(solver["seed"].unique())
+        accuracy = np.vstack([_seed_matrix(solver[solver["damping"] == d], seeds, "test_accuracy") for d in dampings])
+        distance = np.vstack([_seed_matrix(solver[solver["damping"] == d], seeds, "ntk_distance") for d in dampings])
+        rng = settings.bootstrap.generator("C5", dataset, model)
+        weights = settings.bootstrap.weights(rng, len(seeds))
+        ranks = pd.Series(dampings).rank().to_numpy()
+
+        def spearman(values: np.ndarray) -> np.ndarray:
+            value_ranks = pd.DataFrame(values).rank(axis=0).to_numpy()
+            centred = value_ranks - value_ranks.mean(0)
+            return np.abs((centred * (ranks - ranks.mean())[:, None]).sum(0)
+                          / np.sqrt((centred**2).sum(0) * ((ranks - ranks.mean()) ** 2).sum()))
+
+        span = lambda values: 100 * (values.max(0) - values.min(0))  # noqa: E731
+        tests = (Test("|Spearman ρ| of λ and NTK distance", *judged(settings.bootstrap, spearman,
+                      np.nanmean(distance, 1), seed_mean_draws(distance, weights)), ">=", correlation),
+                 Test("test accuracy range over λ", *judged(settings.bootstrap, span, np.nanmean(accuracy, 1),
+                      seed_mean_draws(accuracy, weights)), ">=", spread, unit=" pt"))
+        results.append(ModelVerdict(dataset, model, "", tests, note))
+    return results
 
 
 def kernel_regression_summary(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Per model: the largest |f_lin − kernel regression| (all test outputs and seeds), the mean test
-    accuracy of each predictor over seeds, and the largest GD steps, final train loss and jitter."""
+    """Per model and seed: the largest |f_lin − kernel regression| (all test outputs), the test accuracy of
+    each predictor, and the GD steps, final train loss and jitter."""
     rows = []
-    for model, runs in predictions.groupby("model", sort=True):
-        accuracies = {"linear": [], "kernel_regression": []}
-        for _, run in runs.groupby("seed"):
-            for column in accuracies:
-                outputs = run.pivot(index="example", columns="output_class", values=column)
-                labels = run.groupby("example")["label"].first().reindex(outputs.index)
-                accuracies[column].append(float((outputs.to_numpy().argmax(1) == labels.to_numpy()).mean()))
-        rows.append(dict(model=model, max_difference=float((runs["linear"] - runs["kernel_regression"]).abs().max()),
-                         linear_accuracy=float(np.mean(accuracies["linear"])),
-                         kernel_accuracy=float(np.mean(accuracies["kernel_regression"])),
-                         gd_steps=int(runs["gd_steps"].max()), train_loss=float(runs["train_loss"].max()),
-                         jitter=float(runs["jitter"].max())))
+    for (model, seed), run in predictions.groupby(["model", "seed"], sort=True):
+        accuracies = {}
+        for column in ("linear", "kernel_regression"):
+            outputs = run.pivot(index="example", columns="output_class", values=column)
+            labels = run.groupby("example")["label"].first().reindex(outputs.index)
+            accuracies[column] = float((outputs.to_numpy().argmax(1) == labels.to_numpy()).mean())
+        rows.append(dict(dataset=run["dataset"].iloc[0], model=model, seed=seed,
+                         max_difference=float((run["linear"] - run["kernel_regression"]).abs().max()),
+                         linear_accuracy=accuracies["linear"], kernel_accuracy=accuracies["kernel_regression"],
+                         gd_steps=int(run["gd_steps"].max()), train_loss=float(run["train_loss"].max()),
+                         jitter=float(run["jitter"].max())))
     return pd.DataFrame(rows)
 
 
-def check_c6(predictions: pd.DataFrame) -> tuple[str, str]:
+def check_c6(measured: Mapping[str, pd.DataFrame], settings: Settings) -> list[ModelVerdict]:
     """C6: per model, the trained K = ∞ linear model's test outputs equal kernel regression's."""
-    summary = kernel_regression_summary(predictions)
-    if summary.empty:
-        return "no kernel-regression runs", "not measured"
-    texts = [f"{row.model}: max |f_lin − kernel regression| = {row.max_difference:.2g} after {row.gd_steps:,} GD steps "
-             f"(train loss {row.train_loss:.1g}, jitter {row.jitter:.1g}); test accuracy f_lin "
-             f"{100 * row.linear_accuracy:.1f}% vs kernel {100 * row.kernel_accuracy:.1f}%"
-             for row in summary.itertuples()]
-    supported = bool((summary["max_difference"] <= C6_MAX_DIFFERENCE).all())
-    return "; ".join(texts), "supported" if supported else "not supported"
+    tolerance = settings["C6"]["max_difference"]
+    summary = kernel_regression_summary(measured["kernel_regression"])
+    results = []
+    for (dataset, model), runs in summary.groupby(["dataset", "model"], sort=True) if len(summary) else []:
+        values = runs["max_difference"].to_numpy()[None, :]
+        rng = settings.bootstrap.generator("C6", dataset, model)
+        draws = seed_mean_draws(values, settings.bootstrap.weights(rng, values.shape[1]))
+        largest = Test("largest |f_lin − kernel regression| over test outputs (mean over seeds)",
+                       *judged(settings.bootstrap, lambda v: v[0], values.mean(1), draws), "<=", tolerance,
+                       detail=f"after {runs['gd_steps'].max():,} GD steps, train loss {runs['train_loss'].max():.1g}")
+        results.append(ModelVerdict(dataset, model, "", (largest,)))
+    return results
 
 
-def _judge_per_model(metrics: pd.DataFrame,
-                     judge: Callable[[pd.DataFrame], tuple[str, bool | None]]) -> tuple[str, str]:
-    """Apply ``judge`` to each model's final runs; combine texts and verdicts (all must hold)."""
-    finals = tables.final_metrics(metrics)
-    finals["accuracy"] *= 100
-
-    def judge_noting_diverged(runs: pd.DataFrame) -> tuple[str, bool | None]:
-        text, outcome = judge(runs)
-        diverged = runs[runs["status"] == "diverged"]
-        if not diverged.empty:
-            text += f" [{len(diverged)} diverged run(s) excluded]"
-        return text, outcome
-
-    return _judge_groups(finals, judge_noting_diverged)
+# ---------------------------------------------------------------- the claims, in order
 
 
-def _judge_groups(rows: pd.DataFrame, judge: Callable[[pd.DataFrame], tuple[str, bool | None]]) -> tuple[str, str]:
-    """Apply ``judge`` to the rows of each model group; combine texts and verdicts (all must hold)."""
-    rows = rows.assign(group=tables.group_labels(rows))
-    texts, outcomes = [], []
-    for group, runs in rows.groupby("group", sort=True):
-        text, outcome = judge(runs)
-        texts.append(f"{group}: {text}")
-        if outcome is not None:
-            outcomes.append(outcome)
-    if not outcomes:
-        return "; ".join(texts) or "no runs", "not measured"
-    return "; ".join(texts), "supported" if all(outcomes) else "not supported"
+def _number(value: float) -> str:
+    return f"{value:g}"
 
 
-def _period_runs(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Rows of runs with a fixed re-linearisation period K (not switch runs)."""
-    return metrics[metrics["switch_step"].isna()]
-
-
-def _means_by(runs: pd.DataFrame, key: str) -> pd.DataFrame:
-    """Mean final accuracy (%, completed runs only) and largest feature-update count per ``key``."""
-    completed = runs[runs["status"] == "ok"]
-    return completed.groupby(key, sort=True).agg(accuracy=("accuracy", "mean"), updates=("feature_updates", "max"))
+def _join(*parts: str) -> str:
+    return "; ".join(part for part in parts if part)
 
 
 CLAIMS: tuple[Claim, ...] = (
     Claim("C1", "Iterative linearisation performs on par with standard training (K = 1), even with very "
                 "infrequent feature updates.",
-          f"per model: best final test accuracy among periods K >= {INFREQUENT_K} with >= 1 feature update (else the "
-          f"fewest updates > 0) is at most {C1_TOLERANCE_PT:g} pt below K = 1; supported if so for every model",
-          "metrics", check_c1),
+          lambda s: (f"per model: the fewest feature updates ⌈T/K⌉ − 1 among periods K whose final test accuracy is "
+                     f"within {_number(s['C1']['tolerance_pt'])} pt of K = 1 (paired) is at most "
+                     f"{_number(s['C1']['max_feature_updates'])}"),
+          "final test accuracy of f_lin per K, paired with K = 1", ("metrics", "predictions"), check_c1),
     Claim("C2", "Feature learning is essential: linearised training (K = ∞) generalises clearly worse than the "
                 "network (K = 1).",
-          f"per model: final test accuracy of K = ∞ more than {C2_MIN_GAP_PT:g} pt below K = 1; supported if so for "
-          "every model", "metrics", check_c2),
+          lambda s: f"per model: K = 1 minus K = ∞ final test accuracy (paired) is more than {_number(s['C2']['min_gap_pt'])} pt",
+          "final test accuracy of K = 1 and K = ∞", ("metrics", "predictions"), check_c2),
     Claim("C3", "The empirical NTK changes substantially during training, most in the first phase of training.",
-          f"per model: the trained kernel of K = 1 (probe set, mean over seeds) ends at kernel distance >= "
-          f"{C3_MIN_DISTANCE:g} from initialisation, and >= {MIN_EARLY_SHARE:.0%} of that distance is reached in the "
-          f"first {EARLY_PHASE_FRACTION:.0%} of training steps; supported if so for every model (K = ∞ reported)",
-          "ntk", check_c3),
+          lambda s: (f"per model: the K = 1 trained kernel (probe set) ends at kernel distance >= "
+                     f"{_number(s['C3']['min_distance'])} from θ₀, and >= {s['C3']['min_early_share']:.0%} of it is "
+                     f"reached in the first {s.early_phase_fraction:.0%} of training"),
+          "Fort kernel distance of the trace NTK from initialisation", ("ntk",), check_c3),
     Claim("C4", "Some early feature learning suffices: training normally for t steps, then linearising at θ_t, "
-                "approaches standard training as t grows.",
-          f"per model: mean final test accuracy vs t (K = ∞ as t = 0, K = 1 as t = T) never drops by more than "
-          f"{C4_TOLERANCE_PT:g} pt between consecutive t and ends no lower than it starts; supported if so for "
-          f"every model (the smallest t within {C4_TOLERANCE_PT:g} pt of K = 1 is reported)",
-          "metrics", check_c4),
+                "approaches standard training.",
+          lambda s: (f"per model: the earliest switch step t/T (K = ∞ as t = 0, K = 1 as t = T) whose final test "
+                     f"accuracy is within {_number(s['C4']['tolerance_pt'])} pt of K = 1 (paired) is at most "
+                     f"{_number(s['C4']['max_switch_fraction'])}"),
+          "final test accuracy of the switch runs, paired with K = 1", ("metrics", "predictions"), check_c4),
     Claim("C5", "With large K, iterative linearisation is a damped Gauss-Newton method; the damping controls "
                 "feature learning and generalisation.",
-          f"per model, damped Gauss-Newton runs (mean over seeds) over the λ grid: |Spearman ρ| between λ and the NTK "
-          f"distance from initialisation >= {C5_MIN_RANK_CORRELATION:g} and final test accuracy spanning >= "
-          f"{C5_MIN_ACCURACY_RANGE_PT:g} pt; supported if so for every model (the K-runs' accuracy minus the "
-          "Gauss-Newton curve at their effective damping 1/(ηK) is reported, not judged: the sweep's Adam steps are "
-          "not η·gradient)", "gauss_newton", check_c5),
+          lambda s: (f"per model: over the λ grid of damped Gauss-Newton, |Spearman ρ(λ, NTK distance)| >= "
+                     f"{_number(s['C5']['min_rank_correlation'])} and the final test accuracy spans >= "
+                     f"{_number(s['C5']['min_accuracy_range_pt'])} pt"),
+          "Gauss-Newton runs over λ", ("gauss_newton",), check_c5),
     Claim("C6", "Under MSE loss and full-batch gradient descent to convergence, K = ∞ equals NTK kernel regression "
                 "with the empirical NTK at initialisation.",
-          f"per model: the outputs of the linear model trained by K = ∞ full-batch gradient descent on MSE differ from "
-          f"the kernel-regression closed form (empirical NTK at θ₀) by at most {C6_MAX_DIFFERENCE:g} on every test "
-          "example, output class and seed; supported if so for every model", "kernel_regression", check_c6),
+          lambda s: (f"per model: the trained linear model's test outputs differ from kernel regression's by at most "
+                     f"{_number(s['C6']['max_difference'])}"),
+          "outputs of the trained K = ∞ model and of kernel regression", ("kernel_regression",), check_c6),
     Claim("S1", "(companion) Kernel-target alignment rises fast in an early feature-learning phase, then plateaus; "
                 "faster and larger in deeper networks.",
-          f"per model: K = 1 centred kernel-target alignment rises by >= {S1_MIN_GAIN:g} over training, >= "
-          f"{MIN_EARLY_SHARE:.0%} of the rise in the first {EARLY_PHASE_FRACTION:.0%} of steps; per architecture "
-          "with several depths: a deeper model rises at least as much by then and at the end; supported if all hold",
-          "ntk", check_s1),
+          lambda s: (f"per model: the K = 1 centred kernel-target alignment rises by >= {_number(s['S1']['min_rise'])}, "
+                     f">= {s['S1']['min_early_share']:.0%} of the rise in the first {s.early_phase_fraction:.0%} of "
+                     "training"),
+          "centred kernel-target alignment of the trace NTK", ("ntk",), check_s1),
     Claim("S2", "(companion) Networks with several outputs develop class-specific kernels (kernel "
                 "specialisation); linear networks do not.",
-          f"per model: the specialisation contrast (mean diagonal minus mean off-diagonal of the class-"
-          f"specialisation matrix, c-th output kernel vs c'-th target) at the end of training is more than "
-          f"{S2_MIN_CONTRAST_GAIN:g} higher for K = 1 than for K = ∞ (linearised); supported if so for every model",
-          "ntk", check_s2),
+          lambda s: (f"per model: the final specialisation contrast (mean diagonal minus mean off-diagonal of the "
+                     f"class-specialisation matrix) of K = 1 exceeds that of K = ∞ by more than "
+                     f"{_number(s['S2']['min_contrast_gain'])}"),
+          "class-specialisation matrix of the per-class NTK", ("ntk",), check_s2),
 )
-"""Every claim of PAPER.md, in order."""
+"""Every claim, in the order of docs/science.md."""
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def to_json(results: Sequence[ClaimResult], settings: Settings) -> dict:
+    """The results as a JSON-ready mapping (schema: workflow/schemas/claims.schema.json)."""
+    def finite(value: float) -> float | None:
+        return float(value) if np.isfinite(value) else None
+
+    return {
+        "method": settings.bootstrap.describe(),
+        "bootstrap": dataclasses.asdict(settings.bootstrap),
+        "claims": [{
+            "id": result.id, "statement": result.statement, "rule": result.rule, "basis": result.basis,
+            "summary": result.summary,
+            "models": [{
+                "dataset": model.dataset, "model": model.model, "variant": model.variant, "label": label,
+                "verdict": model.verdict, "note": model.note,
+                "tests": [{"measure": test.measure, "value": finite(test.value),
+                           "interval": [finite(test.low), finite(test.high)], "op": test.op,
+                           "threshold": test.threshold, "unit": test.unit, "verdict": test.verdict,
+                           "detail": test.detail} for test in model.tests],
+            } for label, model in zip(result.labels(), result.models)],
+        } for result in results],
+    }
+
+
+def _value(test: Test) -> str:
+    if not np.isfinite(test.value):
+        return "—"
+    if test.unit.strip() == "pt":
+        return f"{test.value:+.1f}{test.unit} [{test.low:+.1f}, {test.high:+.1f}]"
+    return f"{_short(test.value)} [{_short(test.low)}, {_short(test.high)}]"
+
+
+def _short(value: float) -> str:
+    if not np.isfinite(value):
+        return "∞" if value > 0 else "—"
+    return f"{value:.0f}" if float(value).is_integer() and abs(value) >= 1 else f"{value:.3g}"
+
+
+def _summary_rows(results: Sequence[ClaimResult]) -> list[list[str]]:
+    return [[result.id, result.statement, result.summary] for result in results]
+
+
+def _detail_rows(result: ClaimResult) -> list[list[str]]:
+    rows = []
+    for label, model in zip(result.labels(), result.models):
+        if not model.tests:
+            rows.append([label, "—", "—", "—", "not measured", model.note])
+        for number, test in enumerate(model.tests):
+            notes = _join(test.detail, model.note if number == 0 else "")
+            rows.append([label if number == 0 else "", test.measure, _value(test), test.rule,
+                         f"{test.verdict}" + (f" (model: {model.verdict})" if len(model.tests) > 1 and number == 0 else ""),
+                         notes])
+    return rows
+
+
+DETAIL_COLUMNS = ["model", "measure", "value [95% interval]", "rule", "verdict", "notes"]
+
+
+def to_markdown(results: Sequence[ClaimResult], settings: Settings) -> str:
+    """claims.md: a summary table on top, the method once, then each claim's per-model table."""
+    def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+        def cell(text: str) -> str:
+            return str(text).replace("|", "\\|").replace("\n", "<br>")
+
+        return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                + ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows])
+
+    lines = ["# The paper's claims, judged per model", "", *table(["claim", "statement", "verdict per model"],
+                                                                   _summary_rows(results)),
+             "", "## How to read this", "", settings.bootstrap.describe(), ""]
+    for result in results:
+        lines += [f"## {result.id}: {result.statement}", "", f"**Rule.** {result.rule}. **Rests on:** {result.basis}.",
+                  "", f"**Verdict:** {result.summary}.", ""]
+        if result.models:
+            lines += table(DETAIL_COLUMNS, _detail_rows(result)) + [""]
+    return "\n".join(lines)
+
+
+def to_html(results: Sequence[ClaimResult], settings: Settings) -> str:
+    """claims.html: the same content as claims.md as one HTML page (shown inline by the report)."""
+    def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td class='{_css(c)}'>{html.escape(str(c))}</td>" for c in row) + "</tr>"
+                       for row in rows)
+        return f"<table class='claims'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>Claims</title><style>",
+             "body{font-family:sans-serif;max-width:75em;margin:1em auto;font-size:14px}"
+             "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:4px 6px;"
+             "vertical-align:top;text-align:left}th{background:#f3f3f3}.supported{background:#e3f4e3}"
+             ".not-supported{background:#f8e1e1}.inconclusive{background:#fdf3d8}.not-measured{color:#777}",
+             "</style></head><body><h1>The paper's claims, judged per model</h1>",
+             table(["claim", "statement", "verdict per model"], _summary_rows(results)),
+             f"<h2>How to read this</h2><p>{html.escape(settings.bootstrap.describe())}</p>"]
+    for result in results:
+        parts.append(f"<h2>{html.escape(result.id)}: {html.escape(result.statement)}</h2>"
+                     f"<p><b>Rule.</b> {html.escape(result.rule)}. <b>Rests on:</b> {html.escape(result.basis)}.</p>"
+                     f"<p><b>Verdict:</b> {html.escape(result.summary)}.</p>")
+        if result.models:
+            parts.append(table(DETAIL_COLUMNS, _detail_rows(result)))
+    return "\n".join(parts + ["</body></html>"]) + "\n"
+
+
+def _css(text: object) -> str:
+    """The verdict class of a table cell (for colour), or none."""
+    verdict = str(text).split(" (")[0]
+    return verdict.replace(" ", "-") if verdict in VERDICTS else ""
+
+
+def write(results: Sequence[ClaimResult], settings: Settings, markdown: Path, json_path: Path, html_path: Path) -> None:
+    """Write claims.md, claims.json and claims.html."""
+    markdown.write_text(to_markdown(results, settings))
+    json_path.write_text(json.dumps(to_json(results, settings), indent=2, ensure_ascii=False) + "\n")
+    html_path.write_text(to_html(results, settings))

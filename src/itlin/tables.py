@@ -129,8 +129,27 @@ descent on MSE (``gd_steps`` steps of size ``learning_rate`` on ``train_size`` e
 ``train_loss``), ``kernel_regression`` the closed form with the empirical NTK at initialisation
 (``kernel`` ``full`` or ``trace``) and the jitter ``jitter`` added to its diagonal."""
 
+PREDICTIONS_COLUMNS: dict[str, str] = {
+    "dataset": "str",
+    "model": "str",
+    "K": "float64",
+    "switch_step": "Int64",
+    "seed": "int64",
+    "variant": "str",
+    "step": "int64",
+    "evaluator": "str",
+    "example": "int64",
+    "label": "int64",
+    "prediction": "int64",
+}
+"""Column name -> dtype of a predictions table: one row per (run, evaluator, test example) at the run's
+final evaluation (``step``). ``example`` indexes the dataset's test split, ``label`` is its class and
+``prediction`` the evaluator's argmax class. The claims bootstrap resamples these examples
+(``itlin.claims``), paired across runs, which all share the test split. A diverged run has none."""
+
 _SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 _MEASUREMENT_KEYS = RUN_KEYS + ["step", "split", "evaluator"]
+_PREDICTION_KEYS = RUN_KEYS + ["evaluator", "example"]
 _NTK_MEASUREMENT_KEYS = RUN_KEYS + ["step", "point", "metric", "output_class", "target_class"]
 
 
@@ -146,6 +165,19 @@ def validate(df: pd.DataFrame, source: str) -> pd.DataFrame:
     """
     result = _with_schema_dtypes(df, METRICS_COLUMNS, source)
     _check_values(result, source)
+    return result.reset_index(drop=True)
+
+
+def validate_predictions(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Check ``df`` against ``PREDICTIONS_COLUMNS`` and return a copy with the schema's dtypes."""
+    result = _with_schema_dtypes(df, PREDICTIONS_COLUMNS, source)
+    bad = sorted(set(result["evaluator"]) - set(ALLOWED_VALUES["evaluator"]))
+    if bad:
+        raise MetricsSchemaError(f"{source}: column 'evaluator' has value(s) {bad}, allowed {list(ALLOWED_VALUES['evaluator'])}")
+    _check_K(result, source)
+    for column in ("step", "example", "label", "prediction"):
+        if (result[column] < 0).any():
+            raise MetricsSchemaError(f"{source}: column {column!r} has negative values")
     return result.reset_index(drop=True)
 
 
@@ -262,6 +294,11 @@ def aggregate(paths: Sequence[Path]) -> pd.DataFrame:
     return _concatenate(paths, validate, _MEASUREMENT_KEYS, "metrics")
 
 
+def aggregate_predictions(paths: Sequence[Path]) -> pd.DataFrame:
+    """Read, validate (``validate_predictions``) and concatenate per-run predictions, like ``aggregate``."""
+    return _concatenate(paths, validate_predictions, _PREDICTION_KEYS, "predictions")
+
+
 def aggregate_ntk(paths: Sequence[Path]) -> pd.DataFrame:
     """Read, validate (``validate_ntk``) and concatenate per-run NTK tables, like ``aggregate``."""
     return _concatenate(paths, validate_ntk, _NTK_MEASUREMENT_KEYS, "NTK")
@@ -307,6 +344,16 @@ def read(path: Path) -> pd.DataFrame:
 def write(df: pd.DataFrame, path: Path) -> None:
     """Validate ``df`` and write it as Parquet to ``path``, creating parent folders."""
     _write_parquet(validate(df, source=str(path)), path)
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    """Read one predictions table (per-run or aggregated) and validate it."""
+    return validate_predictions(pd.read_parquet(path), source=str(path))
+
+
+def write_predictions(df: pd.DataFrame, path: Path) -> None:
+    """Validate ``df`` as a predictions table and write it as Parquet to ``path``."""
+    _write_parquet(validate_predictions(df, source=str(path)), path)
 
 
 def read_ntk(path: Path) -> pd.DataFrame:
@@ -447,6 +494,34 @@ def example_metrics(
     table = pd.DataFrame(rows)
     table["switch_step"] = pd.array(table["switch_step"], dtype="Int64")
     return validate(table, source="example_metrics")
+
+
+def example_predictions(metrics: pd.DataFrame, *, n_test: int = 400, num_classes: int = 10,
+                        agreement: float = 0.9) -> pd.DataFrame:
+    """Per-example test predictions (``PREDICTIONS_COLUMNS``) consistent with a metrics table, for tests.
+
+    Every completed run gets exactly round(accuracy · ``n_test``) correct examples, its final test
+    accuracy (evaluator by evaluator). Examples have a fixed difficulty shared by all runs, blended
+    with a per-run draw (``agreement``: weight of the shared part), so that runs agree on most
+    examples, as networks trained on one test set do: paired comparisons are then tighter than
+    unpaired ones.
+    """
+    rng = np.random.default_rng(0)
+    difficulty = rng.random(n_test)
+    labels = np.arange(n_test) % num_classes
+    rows = []
+    for evaluator in ALLOWED_VALUES["evaluator"]:
+        finals = final_metrics(metrics, evaluator=evaluator)
+        for run in finals[finals["status"] == "ok"].itertuples(index=False):
+            order = np.argsort(agreement * difficulty + (1 - agreement) * rng.random(n_test))
+            correct = np.zeros(n_test, bool)
+            correct[order[: int(round(run.accuracy * n_test))]] = True
+            prediction = np.where(correct, labels, (labels + 1) % num_classes)
+            rows.append(pd.DataFrame(dict(
+                dataset=run.dataset, model=run.model, K=run.K, switch_step=run.switch_step, seed=run.seed,
+                variant=run.variant, step=run.step, evaluator=evaluator, example=np.arange(n_test), label=labels,
+                prediction=prediction)))
+    return validate_predictions(pd.concat(rows, ignore_index=True), source="example_predictions")
 
 
 def _default_final_accuracy(steps: int) -> Callable[[str, float, int | None], float]:

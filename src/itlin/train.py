@@ -302,7 +302,7 @@ class Trainer:
         )
 
     def _evaluate(self, params, params_lin, x: jax.Array, y: jax.Array) -> jax.Array:
-        """Per-example (loss, correct) of f_lin and f at the same θ: shape (2 evaluators, 2, n)."""
+        """Per-example (loss, correct, predicted class) of f_lin and f at the same θ: shape (2 evaluators, 3, n)."""
         n = x.shape[0]
         padded = -(-n // EVAL_CHUNK) * EVAL_CHUNK
         x = jnp.pad(x, [(0, padded - n)] + [(0, 0)] * (x.ndim - 1)).reshape(-1, EVAL_CHUNK, *x.shape[1:])
@@ -312,11 +312,13 @@ class Trainer:
             xb, yb = batch
             out = []
             for logits in (self.f_lin(params, params_lin, xb), self.model.apply(params, xb)):
-                out.append(jnp.stack([self.loss(logits, yb), (logits.argmax(-1) == yb).astype(jnp.float32)]))
+                predicted = logits.argmax(-1)
+                out.append(jnp.stack([self.loss(logits, yb), (predicted == yb).astype(jnp.float32),
+                                      predicted.astype(jnp.float32)]))
             return jnp.stack(out)
 
-        per_example = jax.lax.map(chunk, (x, y))  # (chunks, 2, 2, EVAL_CHUNK)
-        return jnp.moveaxis(per_example, 0, 2).reshape(2, 2, padded)[..., :n]
+        per_example = jax.lax.map(chunk, (x, y))  # (chunks, 2, 3, EVAL_CHUNK)
+        return jnp.moveaxis(per_example, 0, 2).reshape(2, 3, padded)[..., :n]
 
 
 EVALUATORS = ("linear", "network")
@@ -392,6 +394,19 @@ def metrics_frame(config: RunConfig, rows: list[dict], status: str) -> pd.DataFr
     return tables.validate(pd.DataFrame(rows).assign(**keys), f"run {config.model_label} K={config.to_dict()['K']}")
 
 
+def predictions_frame(config: RunConfig, step: int, predicted: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
+    """The test split's per-example predictions of both evaluators at ``step`` (``predicted``: (2, n)
+    classes), in ``tables.PREDICTIONS_COLUMNS``; for the claims' bootstrap over test examples."""
+    n = len(labels)
+    frame = pd.DataFrame(dict(
+        dataset=config.dataset, model=config.model_label, K=config.K, switch_step=config.switch_step,
+        seed=config.seed, variant=config.variant, step=step, evaluator=np.repeat(EVALUATORS, n),
+        example=np.tile(np.arange(n), len(EVALUATORS)), label=np.tile(labels, len(EVALUATORS)),
+        prediction=predicted.reshape(-1).astype(np.int64)), columns=list(tables.PREDICTIONS_COLUMNS))
+    frame["switch_step"] = pd.array(frame["switch_step"], dtype="Int64")
+    return tables.validate_predictions(frame, f"predictions of run {config.model_label} K={config.to_dict()['K']}")
+
+
 def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None) -> str:
     """Train one run into ``out_dir``; checkpoints go to ``scratch_dir``. Returns ``ok`` or ``diverged``."""
     started = time.perf_counter()
@@ -413,7 +428,7 @@ def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None) -> st
     snapshots_dir.mkdir(parents=True, exist_ok=True)
     snapshot_at = set(snapshot_steps(config.steps, config.scan_steps, config.num_snapshots))
     step = int(state.step)
-    status, diverged_step = "ok", None
+    status, diverged_step, final_predicted = "ok", None, None
     clock = time.perf_counter() - elapsed
 
     termination = _TerminationRequest()
@@ -433,6 +448,8 @@ def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None) -> st
             per_example = np.asarray(trainer.evaluate(state.params, state.params_lin, eval_x, eval_y))
             new = _metric_rows(step, int(state.feature_updates), per_example, splits, time.perf_counter() - clock)
             rows += new
+            if step == config.steps:
+                final_predicted = per_example[:, 2, splits["test"]]
             _report_progress(bar, step, config.steps, float(state.last_loss), int(state.feature_updates), new)
         if step in snapshot_at and step != resumed_step:
             save_snapshot(snapshots_dir / f"step_{step:07d}.npz", state.params, state.params_lin)
@@ -456,6 +473,9 @@ def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None) -> st
     wall_time = time.perf_counter() - clock
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_frame(config, rows, status).to_parquet(out_dir / "metrics.parquet", index=False)
+    predicted = np.empty((len(EVALUATORS), 0)) if final_predicted is None else final_predicted  # none if diverged
+    labels = dataset.y_test if final_predicted is not None else np.empty(0, np.int64)
+    predictions_frame(config, config.steps, predicted, labels).to_parquet(out_dir / "predictions.parquet", index=False)
     final = {f"{r['split']}_{r['evaluator']}_accuracy": r["accuracy"] for r in rows[-4:]}
     summary = dict(config=config.to_dict(), status=status, diverged_step=diverged_step,
                    steps_done=step if status == "ok" else diverged_step,

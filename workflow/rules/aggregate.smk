@@ -1,4 +1,5 @@
-"""Stage 3: the runs' metrics in tidy tables of one schema (itlin.tables.METRICS_COLUMNS).
+"""Stage 3: the runs' metrics in tidy tables of one schema (itlin.tables.METRICS_COLUMNS), and their
+final per-example test predictions (itlin.tables.PREDICTIONS_COLUMNS) for the claims' bootstrap.
 
 metrics.parquet holds every run (claims, linearise_after_t); metrics_sweep.parquet only the
 K sweep, so that the sweep figures never wait for (or rerun after) the switch runs."""
@@ -36,3 +37,20 @@ rule aggregate_sweep:
         "results/benchmarks/aggregate/metrics_sweep.tsv"
     script:
         "../scripts/aggregate.py"
+
+
+rule aggregate_predictions:
+    localrule: True
+    input:
+        predictions=[f"results/runs/{run}/predictions.parquet" for run in SWEEP_RUNS + SWITCH_RUNS],
+        code=library_source("tables"),
+    output:
+        table="results/tables/predictions.parquet",
+    conda:
+        "../../environment.yml"
+    log:
+        "results/logs/aggregate/predictions.log",
+    benchmark:
+        "results/benchmarks/aggregate/predictions.tsv"
+    script:
+        "../scripts/aggregate_predictions.py"

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from itlin import linearise
+
 
 class WorkflowConfigError(ValueError):
     """A config value the JSON Schema accepts but the workflow cannot run."""
@@ -43,21 +45,27 @@ def check_config(cfg):
     periods = [k_value(k) for k in cfg["K"]]
     if len(set(periods)) != len(periods):
         raise WorkflowConfigError(f"config key 'K' lists a period twice: {cfg['K']}")
-    for index, t in enumerate(cfg["switch"]["steps"]):
+    switch_steps = linearise.switch_steps(cfg["switch"]["fractions"], steps)
+    for index, (fraction, t) in enumerate(zip(cfg["switch"]["fractions"], switch_steps)):
         if not 0 < t < steps:
             raise WorkflowConfigError(
-                f"config key 'switch.steps[{index}]' = {t} must lie strictly between 0 and "
-                f"'training.steps' = {steps}"
+                f"config key 'switch.fractions[{index}]' = {fraction} gives switch step {t}, which must lie "
+                f"strictly between 0 and 'training.steps' = {steps}"
             )
+    if len(set(switch_steps)) != len(switch_steps):
+        raise WorkflowConfigError(
+            f"config key 'switch.fractions' gives the same switch step twice: {switch_steps} "
+            f"(of 'training.steps' = {steps})"
+        )
     for index, label in enumerate(cfg["switch"]["models"]):
         if label not in cfg["models"]:
             raise WorkflowConfigError(
                 f"config key 'switch.models[{index}]' = {label!r} is not a label under 'models' "
                 f"({', '.join(cfg['models'])})"
             )
-    if "linearise_after_t" in cfg["figures"] and not (cfg["switch"]["steps"] and cfg["switch"]["models"]):
+    if "linearise_after_t" in cfg["figures"] and not (cfg["switch"]["fractions"] and cfg["switch"]["models"]):
         raise WorkflowConfigError(
-            "config key 'figures' lists linearise_after_t, which needs 'switch.steps' and 'switch.models'"
+            "config key 'figures' lists linearise_after_t, which needs 'switch.fractions' and 'switch.models'"
         )
     for stage in ("gauss_newton", "kernel_regression"):
         for index, label in enumerate(cfg[stage]["models"]):
@@ -106,7 +114,9 @@ def alternatives(values):
 DATASET = config["dataset"]["name"]
 RUN = "{dataset}/{model}/{schedule}/seed{seed}/{variant}"
 SWEEP_SCHEDULES = [schedule_name(k) for k in config["K"]]
-SWITCH_SCHEDULES = [f"switch{t}" for t in config["switch"]["steps"]]
+SWITCH_SCHEDULES = [
+    f"switch{t}" for t in linearise.switch_steps(config["switch"]["fractions"], config["training"]["steps"])
+]
 
 
 DAMPINGS = {damping_name(value): value for value in config["gauss_newton"]["damping"]}

@@ -17,6 +17,13 @@ FIGURE_TABLES = {
 }
 
 
+# figure name -> keyword arguments of its plotting function (the claims' tolerances it shades)
+FIGURE_OPTIONS = {
+    "accuracy_vs_feature_updates": {"tolerance_pt": config["claims"]["C1"]["tolerance_pt"]},
+    "linearise_after_t": {"tolerance_pt": config["claims"]["C4"]["tolerance_pt"]},
+}
+
+
 for figure, table in FIGURE_TABLES.items():
 
     rule:
@@ -41,6 +48,7 @@ for figure, table in FIGURE_TABLES.items():
             ),
         params:
             figure=figure,
+            options=FIGURE_OPTIONS.get(figure, {}),
         conda:
             "../../environment.yml"
         log:

@@ -22,6 +22,7 @@ rule train:
         data="resources/data/{dataset}.npz",
     output:
         metrics=f"results/runs/{RUN}/metrics.parquet",
+        predictions=f"results/runs/{RUN}/predictions.parquet",
         run=f"results/runs/{RUN}/run.json",
         snapshots=directory(f"results/runs/{RUN}/snapshots"),
     params:

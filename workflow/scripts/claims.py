@@ -1,4 +1,4 @@
-"""Snakemake adapter: check the paper's claims against the tables (itlin.claims)."""
+"""Snakemake adapter: judge the paper's claims on the tables (itlin.claims): claims.md, .json, .html."""
 
 import sys
 from pathlib import Path
@@ -7,9 +7,12 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)  # tracebacks
 
 from itlin import claims, tables  # noqa: E402
 
-readers = {"ntk": tables.read_ntk, "gauss_newton": tables.read_gauss_newton,
-           "kernel_regression": tables.read_kernel_regression}
-measurements = {name: read(Path(snakemake.input[name])) for name, read in readers.items() if snakemake.input.get(name)}
-verdicts = claims.evaluate(tables.read(Path(snakemake.input.table)), measurements)
-Path(snakemake.output[0]).write_text(claims.to_markdown(verdicts))
-print(verdicts.to_string())
+readers = {"metrics": tables.read, "predictions": tables.read_predictions, "ntk": tables.read_ntk,
+           "gauss_newton": tables.read_gauss_newton, "kernel_regression": tables.read_kernel_regression}
+measured = {name: read(Path(snakemake.input[name])) for name, read in readers.items() if snakemake.input.get(name)}
+settings = claims.Settings.from_config(snakemake.params.settings)
+results = claims.evaluate(measured, settings)
+claims.write(results, settings, Path(snakemake.output.markdown), Path(snakemake.output.json),
+             Path(snakemake.output.html))
+for result in results:
+    print(f"{result.id}: {result.summary}")

@@ -9,5 +9,5 @@ from itlin import plots  # noqa: E402
 
 name = snakemake.params.figure
 table = plots.READERS[name](Path(snakemake.input.table))
-plots.ALL_FIGURES[name](table, Path(snakemake.output.pdf), Path(snakemake.output.png))
+plots.ALL_FIGURES[name](table, Path(snakemake.output.pdf), Path(snakemake.output.png), **snakemake.params.options)
 print(f"{name}: {len(table)} rows -> {snakemake.output.pdf}, {snakemake.output.png}")
