@@ -316,3 +316,45 @@ def test_missing_run_snapshots_or_initial_snapshot_are_named(linearised_run, tin
     (tmp_path / "snapshots" / last.name).write_bytes(last.read_bytes())
     with pytest.raises(ValueError, match="step_0000000.npz"):
         ntk.measure_run(tmp_path, tiny_data, probe_size=8)
+
+
+def _hand_made_kernel(n: int = 6, seed: int = 0) -> np.ndarray:
+    features = np.random.default_rng(seed).normal(size=(n, 4))
+    return features @ features.T
+
+
+def test_scaled_kernel_fort_distance_zero_relative_change_99_norm_ratio_100():
+    kernel = _hand_made_kernel()
+    assert ntk.kernel_distance(kernel, 100 * kernel) == pytest.approx(0.0, abs=1e-12)
+    assert ntk.relative_change(kernel, 100 * kernel) == pytest.approx(99.0)
+    assert ntk.norm_ratio(kernel, 100 * kernel) == pytest.approx(100.0)
+    assert ntk.centred_distance(kernel, 100 * kernel) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_kernel_shifted_by_a_constant_has_centred_distance_zero_but_moves():
+    kernel = _hand_made_kernel()
+    shifted = kernel + 5.0
+    assert ntk.centred_distance(kernel, shifted) == pytest.approx(0.0, abs=1e-12)
+    assert ntk.kernel_distance(kernel, shifted) > 0.05
+    assert ntk.relative_change(kernel, shifted) == pytest.approx(5.0 * 6 / np.linalg.norm(kernel))
+
+
+def test_new_kernel_metrics_against_numpy_formulas():
+    a, b = _hand_made_kernel(seed=1), _hand_made_kernel(seed=2)
+    norm = np.linalg.norm
+    assert ntk.relative_change(a, b) == pytest.approx(norm(b - a) / norm(a))
+    assert ntk.norm_ratio(a, b) == pytest.approx(norm(b) / norm(a))
+    H = np.eye(6) - np.ones((6, 6)) / 6
+    ca, cb = H @ a @ H, H @ b @ H
+    assert ntk.centred_distance(a, b) == pytest.approx(1 - np.sum(ca * cb) / (norm(ca) * norm(cb)))
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    Y = np.eye(3)[labels]
+    target = Y @ Y.T
+    assert ntk.uncentred_target_alignment(a, labels, 3) == pytest.approx(np.sum(a * target) / (norm(a) * norm(target)))
+    ct = H @ target @ H
+    assert ntk.target_alignment(a, labels, 3) == pytest.approx(np.sum(ca * ct) / (norm(ca) * norm(ct)))
+
+
+def test_relative_change_of_a_zero_kernel_is_nan():
+    assert math.isnan(ntk.relative_change(np.zeros((3, 3)), np.eye(3)))
+    assert math.isnan(ntk.norm_ratio(np.zeros((3, 3)), np.eye(3)))

@@ -357,6 +357,29 @@ def kernel_distance(kernel1: np.ndarray, kernel2: np.ndarray) -> float:
     return 1.0 - _cosine(kernel1, kernel2)
 
 
+def relative_change(kernel0: np.ndarray, kernel: np.ndarray) -> float:
+    """‖Θ − Θ₀‖_F / ‖Θ₀‖_F (Lee et al. 2019): the change NTK theory predicts to vanish with width;
+    scale-aware, unlike ``kernel_distance`` (a kernel grown 100-fold has relative change 99)."""
+    kernel0, kernel = np.asarray(kernel0, np.float64), np.asarray(kernel, np.float64)
+    return _ratio(np.linalg.norm(kernel - kernel0), np.linalg.norm(kernel0))
+
+
+def norm_ratio(kernel0: np.ndarray, kernel: np.ndarray) -> float:
+    """‖Θ‖_F / ‖Θ₀‖_F: how much the kernel grew (or shrank), beside ``relative_change``."""
+    return _ratio(np.linalg.norm(np.asarray(kernel, np.float64)), np.linalg.norm(np.asarray(kernel0, np.float64)))
+
+
+def centred_distance(kernel1: np.ndarray, kernel2: np.ndarray) -> float:
+    """``kernel_distance`` of the centred kernels HΘH (H = I − 11ᵀ/n): blind to the constant mode that
+    dominates ‖Θ‖_F for ReLU features (all positive), so it sees changes in how examples are separated."""
+    return kernel_distance(centre(kernel1), centre(kernel2))
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator, NaN for a zero denominator (a degenerate, all-zero kernel)."""
+    return float(numerator / denominator) if denominator > 0 else math.nan
+
+
 def kernel_velocity(kernel_before: np.ndarray, kernel_after: np.ndarray, steps: int) -> float:
     """Kernel distance between two snapshots per training step between them."""
     if steps <= 0:
@@ -376,9 +399,15 @@ def centred_alignment(kernel1: np.ndarray, kernel2: np.ndarray) -> float:
 
 
 def target_alignment(kernel: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
-    """Centred kernel-target alignment A(Θ, Y) = A(Θ, YYᵀ) with the one-hot label matrix Y."""
+    """Centred kernel-target alignment A(Θ, Y) = A(Θ, YYᵀ) with the one-hot label matrix Y (Cortes et al. 2012)."""
     targets = one_hot(labels, num_classes)
     return centred_alignment(kernel, targets @ targets.T)
+
+
+def uncentred_target_alignment(kernel: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
+    """Uncentred kernel-target alignment ⟨Θ, YYᵀ⟩_F / (‖Θ‖_F ‖YYᵀ‖_F) (Cristianini et al. 2002)."""
+    targets = one_hot(labels, num_classes)
+    return _cosine(kernel, targets @ targets.T)
 
 
 def specialisation(per_class: np.ndarray, labels: np.ndarray) -> np.ndarray:
