@@ -78,7 +78,7 @@ def run_config(spec: ModelSpec, *, batch_size: int, scan_steps: int, config: dic
     training = dict(config["training"])
     steps = scan_steps * math.ceil(training["steps"] / scan_steps)
     training.update(batch_size=batch_size, scan_steps=scan_steps, steps=steps, eval_every=steps,
-                    checkpoint_every=steps)
+                    checkpoint_every=steps, velocity_interval=scan_steps)
     return train.RunConfig.from_dict(dict(
         data="synthetic (in memory)", dataset="synthetic", model={"name": spec.name, **spec.kwargs}, K=K,
         switch_step=switch_step, seed=seed, variant="base", augment=False, **training))

@@ -179,11 +179,11 @@ def relinearising_block_steps(K: float, switch_step: int | None, steps: int, sca
                if relinearises_throughout(K, switch_step, start, scan_steps))
 
 
-def distinct_kernels(K: float, training: dict) -> int:
+def distinct_kernels(K: float, training: dict, velocity_interval: int) -> int:
     """NTKs the NTK stage computes for one sweep run: one per distinct parameter vector among θ and
     θ_lin at its snapshots (``ntk.measure_run`` computes identical snapshots once)."""
     steps = training["steps"]
-    snapshots = train.snapshot_steps(steps, training["scan_steps"], training["num_snapshots"])
+    snapshots = train.snapshot_steps(steps, training["scan_steps"], training["num_snapshots"], velocity_interval)
     period = steps if math.isinf(K) else int(K)
     points = set()
     for step in snapshots:
@@ -231,7 +231,7 @@ def estimate(config: dict, costs: dict[str, ModelCosts], assumptions: Assumption
         add(f"train {label}", standard * cost.standard_step + (steps - standard) * cost.linearised_step, cost.basis)
         add(f"evaluate {label} (in the train jobs)", evaluations * eval_examples * cost.eval_example, "FLOPs")
     for label, K, _, _, _ in jobs["measure_ntk"]:
-        add("NTK", distinct_kernels(K, training) * costs[label].ntk_kernel, "FLOPs or measured NTK times")
+        add("NTK", distinct_kernels(K, training, config["ntk"]["velocity_interval"]) * costs[label].ntk_kernel, "FLOPs or measured NTK times")
 
     def linearised_step_at(label: str, batch_size: int | None) -> float:
         """A linearised step at another batch size (None: full batch, the CIFAR-10 training set)."""

@@ -47,7 +47,7 @@ def run_config(tiny_data):
             K=1, switch_step=None, seed=0, variant="base", steps=40, batch_size=32,
             optimizer={"name": "adam", "learning_rate": 1e-3, "momentum": 0.0, "schedule": "constant"},
             loss="cross_entropy", augment=False, reset_optimizer=False, proximal_damping=0.0, eval_every=20,
-            eval_train_size=64, scan_steps=5, num_snapshots=4, checkpoint_every=10,
+            eval_train_size=64, scan_steps=5, num_snapshots=4, velocity_interval=5, checkpoint_every=10,
         )
         config.update(overrides)
         return config

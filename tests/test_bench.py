@@ -70,10 +70,10 @@ def test_steps_in_blocks_that_relinearise_at_every_step(K, switch_step, expected
 def test_distinct_kernels_of_a_run():
     """θ and θ_lin at each snapshot, identical parameter vectors counted once."""
     training = {"steps": 100, "scan_steps": 10, "num_snapshots": 4}
-    assert train.snapshot_steps(100, 10, 4) == [0, 10, 20, 50, 100]
-    assert cost.distinct_kernels(math.inf, training) == 5  # θ_lin is θ₀ throughout
-    assert cost.distinct_kernels(1, training) == 9  # θ_lin: θ one step earlier (0, 9, 19, 49, 99)
-    assert cost.distinct_kernels(10, training) == 7  # θ_lin: θ at steps 0, 0, 10, 40, 90
+    assert train.snapshot_steps(100, 10, 4, 10) == [0, 10, 20, 30, 50, 60, 100]  # velocity pairs t, t + 10
+    assert cost.distinct_kernels(math.inf, training, 10) == 7  # θ_lin is θ₀ throughout
+    assert cost.distinct_kernels(1, training, 10) == 13  # θ_lin: θ one step earlier (0, 9, 19, 29, 49, 59, 99)
+    assert cost.distinct_kernels(10, training, 10) == 9  # θ_lin adds θ at steps 40 and 90
 
 
 def test_runs_are_counted_as_the_pipeline_lists_them(test_config):

@@ -223,3 +223,70 @@ def test_html_is_a_table_with_verdict_colours_and_escaped_text():
     assert page.startswith("<!DOCTYPE html>") and "<table class='claims'>" in page
     assert "<td class='supported'>supported</td>" in page
     assert "K = 1 minus K = ∞" in page and "<script" not in page
+
+
+# ---------------------------------------------------------------- C3, S1, S2 (the NTK table)
+
+
+def ntk_results(twins=None, **example):
+    """Claim results on ``tables.example_ntk`` (three seeds, small noise) with the default twin of cnn_deep."""
+    twins = {"cnn_deep_linear": "cnn_deep"} if twins is None else twins
+    ntk = tables.example_ntk(**{"Ks": (1, 100, math.inf), "seeds": (0, 1, 2), "noise": 0.005, "twins": twins,
+                                **example})
+    return {r.id: r for r in claims.evaluate({"ntk": ntk}, settings(), twins=twins)}
+
+
+def test_ntk_claims_supported_when_the_kernel_moves_early_aligns_and_specialises():
+    results = ntk_results()
+    for claim in ("C3", "S1"):
+        assert all(model.verdict == "supported" for model in results[claim].models), results[claim].summary
+    s2 = by_model(results["S2"])
+    assert s2["cnn_deep"].verdict == "supported"
+    assert s2["cnn"].verdict == "not measured" and "deep linear twin" in s2["cnn"].note
+    assert "cnn_deep_linear" not in by_model(results["C3"])  # the twin is S2's control only
+
+
+def test_c3_rests_on_relative_change_and_centred_distance_not_the_fort_distance():
+    c3 = by_model(ntk_results()["C3"])["cnn"]
+    assert [test.measure.split(" at the end")[0] for test in c3.tests[::2]] == [
+        "K = 1 relative change ‖Θ − Θ₀‖/‖Θ₀‖", "K = 1 centred distance from Θ₀"]
+    assert "Fort distance at the end: K=1" in c3.note and "K=∞ 0" in c3.note
+
+
+@pytest.mark.parametrize("change, verdict", [(0.5, "not supported"), (3.0, "supported")])
+def test_c3_follows_the_minimum_relative_change(change, verdict):
+    results = ntk_results(final_change=lambda model, K: 0.0 if math.isinf(K) else change)
+    assert by_model(results["C3"])["cnn"].tests[0].verdict == verdict  # threshold 1.0
+
+
+def test_c3_and_s1_not_supported_when_the_change_is_late():
+    results = ntk_results(time_constant=0.5)  # a fifth of the final change by 10% of training
+    assert by_model(results["C3"])["cnn"].verdict == "not supported"
+    assert by_model(results["S1"])["cnn"].verdict == "not supported"
+
+
+def test_s1_compares_depths_by_rise_per_step_and_rise():
+    results = ntk_results()
+    depth = by_model(results["S1"])["cnn_deep vs cnn (depth 4 vs 2)"]
+    assert [test.verdict for test in depth.tests] == ["supported", "supported"]
+    assert "per 1000 steps" in depth.tests[0].measure
+    shallower_larger = ntk_results(alignment_gain=lambda model, K: 0.0 if math.isinf(K) else
+                                   (0.2 if model == "cnn_deep" else 0.4))
+    assert by_model(shallower_larger["S1"])["cnn_deep vs cnn (depth 4 vs 2)"].verdict == "not supported"
+
+
+def test_s1_reports_the_uncentred_alignment_beside_the_centred_verdict():
+    rise = by_model(ntk_results()["S1"])["cnn"].tests[0]
+    assert "centred alignment rise" in rise.measure and "uncentred alignment rise" in rise.detail
+
+
+def test_s2_not_supported_when_the_network_specialises_no_more_than_its_deep_linear_twin():
+    results = ntk_results(specialisation_gain=lambda model, K: -0.01)  # the twin's contrast stays 0
+    test = by_model(results["S2"])["cnn_deep"].tests[0]
+    assert test.value == pytest.approx(-0.01) and test.verdict == "not supported"
+
+
+def test_ntk_claims_not_measured_on_an_empty_ntk_table():
+    ntk = tables.example_ntk().iloc[:0]
+    results = claims.evaluate({"ntk": ntk}, settings())
+    assert all(r.models == () for r in results if r.id in ("C3", "S1", "S2"))

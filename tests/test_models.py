@@ -128,3 +128,32 @@ def test_a_config_model_spec_builds_its_model():
 def test_unknown_compute_dtype_names_the_key():
     with pytest.raises(ValueError, match="model.compute_dtype"):
         models.create("mlp", input_shape=(8, 8, 1), num_classes=3, seed=0, compute_dtype="float16")
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_linear_activation_makes_a_network_exactly_affine_in_its_input(name):
+    """A deep linear network (S2's control): f(αx + (1 − α)y) = αf(x) + (1 − α)f(y), in float64."""
+    with jax.enable_x64(True):
+        model = models.create(name, input_shape=(8, 8, 1), num_classes=3, seed=0, depth=3, width=6,
+                              activation="linear")
+        params = jax.tree.map(lambda leaf: jnp.asarray(leaf, jnp.float64), model.params)
+        x, y = jax.random.normal(jax.random.key(0), (2, 4, 8, 8, 1), jnp.float64)
+        mixed = model.apply(params, 0.3 * x + 0.7 * y)
+        np.testing.assert_allclose(mixed, 0.3 * model.apply(params, x) + 0.7 * model.apply(params, y), rtol=1e-12,
+                                   atol=1e-12)
+        relu = models.create(name, input_shape=(8, 8, 1), num_classes=3, seed=0, depth=3, width=6)
+        relu_params = jax.tree.map(lambda leaf: jnp.asarray(leaf, jnp.float64), relu.params)
+        assert not np.allclose(relu.apply(relu_params, 0.3 * x + 0.7 * y),
+                               0.3 * relu.apply(relu_params, x) + 0.7 * relu.apply(relu_params, y))
+
+
+def test_unknown_activation_names_the_key():
+    with pytest.raises(ValueError, match="model.activation"):
+        models.create("mlp", input_shape=(8, 8, 1), num_classes=3, seed=0, activation="tanh")
+
+
+def test_below_readout_selects_every_parameter_but_the_head():
+    model = models.create("cnn", input_shape=(8, 8, 1), num_classes=3, seed=0, depth=2, width=4)
+    paths = models.parameter_paths(model.params)
+    assert paths == ["convs/0/bias", "convs/0/kernel", "convs/1/bias", "convs/1/kernel", "head/bias", "head/kernel"]
+    assert [path for path in paths if models.below_readout(path)] == paths[:4]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from itlin import models, ntk, tables, train
+from itlin import data, models, ntk, tables, train
 
 NUM_CLASSES = 3
 MODELS = {  # name -> (kwargs, input shape): resnet18 needs 16x16 inputs for a 2x2 last stage
@@ -43,6 +43,7 @@ class Case:
             flat, unravel = ravel_pytree(self.params)
             jacobian = np.asarray(jax.jit(jax.jacrev(lambda theta: model.apply(unravel(theta), inputs)))(flat))
         self.x1, self.x2 = inputs[:N1], inputs[N1:]  # jacobian: (n, C, P)
+        self.jacobian = jacobian
         j1, j2 = jacobian[:N1], jacobian[N1:]
         self.reference = {
             (symmetric, kind): np.einsum(equation, j1, j1 if symmetric else j2)
@@ -84,6 +85,36 @@ def test_every_kind_equals_the_product_of_full_jacobians(cases, x64, name, strat
             reference = case.reference[symmetric, kind]
             assert result.shape == reference.shape
             assert relative_error(result, reference) < 1e-5, (kind, symmetric)
+
+
+def brute_force_subset_kernel(case, keep, symmetric):
+    """The per-class kernel of the parameters whose path ``keep`` accepts, from the Jacobian columns of
+    exactly those parameters (ravel_pytree orders the columns leaf by leaf)."""
+    sizes = [leaf.size for leaf in jax.tree.leaves(case.params)]
+    columns = np.concatenate([np.full(size, keep(path)) for path, size in zip(models.parameter_paths(case.params), sizes)])
+    jacobian = case.jacobian[..., columns]
+    j1, j2 = jacobian[:N1], jacobian[N1:]
+    return np.einsum("icp,jcp->cij", j1, j1 if symmetric else j2)
+
+
+@pytest.mark.parametrize("strategy", ntk.STRATEGIES)
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_parameter_filtered_kernel_equals_the_jacobian_of_exactly_those_parameters(cases, x64, name, strategy):
+    case = cases(name)
+    for keep in (models.below_readout, lambda path: path.startswith("head/"), lambda path: path.endswith("bias")):
+        for symmetric in (True, False):
+            result = case.kernel("per_class", symmetric=symmetric, chunk_size=CHUNK, strategy=strategy,
+                                 parameter_filter=keep)
+            assert relative_error(result, brute_force_subset_kernel(case, keep, symmetric)) < 1e-5
+    groups = ntk.empirical_ntks(case.apply, case.params, case.x1, groups={"all": None, "backbone": models.below_readout},
+                                kind="per_class", chunk_size=CHUNK, strategy=strategy)
+    assert relative_error(groups["all"], case.reference[True, "per_class"]) < 1e-5
+    assert relative_error(groups["backbone"], brute_force_subset_kernel(case, models.below_readout, True)) < 1e-5
+
+
+def test_a_filter_that_selects_nothing_is_named(cases, x64):
+    with pytest.raises(ValueError, match="selects none of the parameters"):
+        cases("mlp").kernel("trace", parameter_filter=lambda path: False)
 
 
 def test_float32_kernel_matches_float64_to_1e5(cases):
@@ -237,7 +268,7 @@ def linearised_run(tiny_data, tmp_path_factory):
         K="inf", switch_step=None, seed=0, variant="base", steps=40, batch_size=32,
         optimizer={"name": "adam", "learning_rate": 1e-2, "momentum": 0.0, "schedule": "constant"},
         loss="cross_entropy", augment=False, reset_optimizer=False, proximal_damping=0.0, eval_every=20, eval_train_size=64, scan_steps=5,
-        num_snapshots=4, checkpoint_every=20,
+        num_snapshots=4, velocity_interval=5, checkpoint_every=20,
     )
     assert train.run(train.RunConfig.from_dict(config), out) == "ok"
     return out
@@ -247,14 +278,14 @@ def linearised_run(tiny_data, tmp_path_factory):
 def measured(linearised_run, tiny_data):
     """The NTK table of the K = ∞ run, and how many kernels were computed for it."""
     calls = []
-    original = ntk.empirical_ntk
+    original = ntk.empirical_ntks
 
     def counting(*args, **kwargs):
         calls.append(kwargs["kind"])
         return original(*args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ntk, "empirical_ntk", counting)
+        patch.setattr(ntk, "empirical_ntks", counting)
         table = ntk.measure_run(linearised_run, tiny_data, probe_size=16)
     return table, calls
 
@@ -281,15 +312,20 @@ def test_table_follows_the_ntk_schema_with_the_run_keys(measured, linearised_run
     table, _ = measured
     assert list(table.columns) == list(tables.NTK_COLUMNS)
     tables.validate_ntk(table, "measured")
-    run = {"dataset": "synthetic", "model": "mlp_small", "architecture": "mlp", "depth": 1, "K": math.inf,
-           "seed": 0, "variant": "base", "probe_size": 16}
+    run = {"dataset": "synthetic", "model": "mlp_small", "architecture": "mlp", "depth": 1, "activation": "relu",
+           "K": math.inf, "seed": 0, "variant": "base", "probe_size": 16}
     for column, value in run.items():
         assert (table[column] == value).all(), column
     assert table["switch_step"].isna().all()
     per_point_and_step = table.groupby(["step", "point"])["metric"].value_counts().unstack(fill_value=0)
-    assert (per_point_and_step["specialisation"] == 4 * 4).all()  # the tiny data has 4 classes
-    assert (per_point_and_step["alignment"] == 1).all()
-    assert per_point_and_step.loc[0, "velocity"].eq(0).all() and per_point_and_step.drop(index=0)["velocity"].eq(1).all()
+    for metric in ("specialisation", "specialisation_backbone"):
+        assert (per_point_and_step[metric] == 4 * 4).all()  # the tiny data has 4 classes
+    for metric in ("alignment", "alignment_uncentred", "distance_from_init", "relative_change", "norm_ratio",
+                   "centred_distance"):
+        assert (per_point_and_step[metric] == 1).all(), metric
+    # snapshots 0, 5, 10, 15, 20, 25, 40: the velocity of step t needs the snapshot t + 5
+    velocity_steps = per_point_and_step["velocity"].unstack()["network"]
+    assert velocity_steps[velocity_steps == 1].index.tolist() == [0, 5, 10, 15, 20]
     assert table.loc[table["metric"] == "alignment", "value"].between(-1, 1).all()
 
 
@@ -316,6 +352,71 @@ def test_missing_run_snapshots_or_initial_snapshot_are_named(linearised_run, tin
     (tmp_path / "snapshots" / last.name).write_bytes(last.read_bytes())
     with pytest.raises(ValueError, match="step_0000000.npz"):
         ntk.measure_run(tmp_path, tiny_data, probe_size=8)
+
+
+def test_ntk_table_equals_brute_force_jacobians_of_the_runs_own_snapshots(tiny_data, tmp_path):
+    """A K = 10 run (θ and θ_lin differ): every new metric of the table at the last snapshot against
+    NumPy formulas on float64 per-class kernels from full Jacobians of the snapshot's parameters."""
+    config = dict(
+        data=str(tiny_data), dataset="synthetic", model={"name": "mlp", "depth": 2, "width": 8}, K=10,
+        switch_step=None, seed=1, variant="base", steps=40, batch_size=32,
+        optimizer={"name": "adam", "learning_rate": 3e-2, "momentum": 0.0, "schedule": "constant"},
+        loss="cross_entropy", augment=False, reset_optimizer=False, proximal_damping=0.0, eval_every=20,
+        eval_train_size=64, scan_steps=5, num_snapshots=3, velocity_interval=5, checkpoint_every=40)
+    run = tmp_path / "run"
+    train.run(train.RunConfig.from_dict(config), run)
+    table = ntk.measure_run(run, tiny_data, probe_size=12)
+    dataset = data.load(tiny_data)
+    probe = data.probe_indices(dataset.y_train, 12, seed=0)
+    x, labels = dataset.x_train[probe], dataset.y_train[probe]
+    model = models.create("mlp", input_shape=dataset.input_shape, num_classes=4, seed=1, depth=2, width=8)
+    backbone = np.array([models.below_readout(path) for path, leaf in
+                         zip(models.parameter_paths(model.params), jax.tree.leaves(model.params)) for _ in range(leaf.size)])
+
+    def per_class(params, columns=slice(None)):
+        with jax.enable_x64(True):
+            flat, unravel = ravel_pytree(jax.tree.map(lambda leaf: jnp.asarray(leaf, jnp.float64), params))
+            jacobian = np.asarray(jax.jacrev(lambda theta: model.apply(unravel(theta), jnp.asarray(x, jnp.float64)))(flat))
+        jacobian = jacobian[..., columns]
+        return np.einsum("icp,jcp->cij", jacobian, jacobian)
+
+    def cosine(a, b):
+        return float(np.sum(a * b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+    H = np.eye(12) - 1 / 12
+    Y = np.eye(4)[labels]
+    theta0, _ = train.load_snapshot(run / "snapshots" / "step_0000000.npz", model.params)
+    initial = per_class(theta0).sum(0)
+    last = 40
+    for point, index in (("network", 0), ("linearisation", 1)):
+        params = train.load_snapshot(run / "snapshots" / f"step_{last:07d}.npz", model.params)[index]
+        kernels = per_class(params)
+        trace = kernels.sum(0)
+        expected = {
+            "distance_from_init": 1 - cosine(initial, trace),
+            "relative_change": np.linalg.norm(trace - initial) / np.linalg.norm(initial),
+            "norm_ratio": np.linalg.norm(trace) / np.linalg.norm(initial),
+            "centred_distance": 1 - cosine(H @ initial @ H, H @ trace @ H),
+            "alignment": cosine(H @ trace @ H, H @ Y @ Y.T @ H),
+            "alignment_uncentred": cosine(trace, Y @ Y.T),
+        }
+        rows = table[(table["step"] == last) & (table["point"] == point)].set_index("metric")
+        for metric, value in expected.items():
+            assert rows.loc[metric, "value"] == pytest.approx(value, rel=1e-4, abs=1e-6), (point, metric)
+        for metric, matrices in (("specialisation", kernels), ("specialisation_backbone", per_class(params, backbone))):
+            matrix = np.array([[cosine(H @ k @ H, H @ np.outer(Y[:, t], Y[:, t]) @ H) for t in range(4)] for k in matrices])
+            found = table[(table["step"] == last) & (table["point"] == point) & (table["metric"] == metric)]
+            np.testing.assert_allclose(found.pivot(index="output_class", columns="target_class", values="value"),
+                                       matrix, rtol=1e-4, atol=1e-6)
+    steps = train.snapshot_steps(40, 5, 3, 5)
+    pairs = [(t, t + 5) for t in steps if t + 5 in steps]
+    assert pairs == [(0, 5), (5, 10), (10, 15), (15, 20)]
+    velocities = table[(table["point"] == "network") & (table["metric"] == "velocity")].set_index("step")["value"]
+    assert velocities.index.tolist() == [t for t, _ in pairs]
+    t, later = pairs[-1]
+    kernel_t, kernel_later = (per_class(train.load_snapshot(run / "snapshots" / f"step_{step:07d}.npz", model.params)[0]).sum(0)
+                              for step in (t, later))
+    assert velocities[t] == pytest.approx((1 - cosine(kernel_t, kernel_later)) / 5, rel=1e-3, abs=1e-8)
 
 
 def _hand_made_kernel(n: int = 6, seed: int = 0) -> np.ndarray:

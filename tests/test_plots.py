@@ -185,9 +185,12 @@ def test_plotting_modules_do_not_import_jax():
 # ---------------------------------------------------------------- NTK figures
 
 
+TWINS = {"cnn_deep_linear": "cnn_deep"}
+
+
 @pytest.fixture(scope="module")
 def ntk_table():
-    return tables.example_ntk(Ks=(1, 100, math.inf), seeds=(0, 1), noise=0.01)
+    return tables.example_ntk(Ks=(1, 100, math.inf), seeds=(0, 1), noise=0.01, twins=TWINS)
 
 
 @pytest.fixture(scope="module")
@@ -202,33 +205,43 @@ def test_ntk_figures_are_titled_with_their_claim_and_labelled(ntk_figures, name,
     fig = ntk_figures[name]
     assert fig._suptitle.get_text().startswith(f"{claim}: ")
     for ax in fig.axes:
-        if ax.get_label() != "<colorbar>":
+        if ax.get_label() != "<colorbar>" and ax.axison:  # (a panel of missing runs is a note, axes off)
             assert ax.get_xlabel() and ax.get_ylabel()
 
 
-def test_ntk_distance_draws_linearised_training_flat_at_zero_black_dashed(ntk_figures):
+def test_ntk_distance_shows_relative_change_centred_and_fort_distance_and_velocity(ntk_figures):
     fig = ntk_figures["ntk_distance"]
-    assert [ax.get_title() for ax in fig.axes] == ["cnn: kernel distance from θ₀", "cnn: kernel velocity",
-                                                   "cnn_deep: kernel distance from θ₀", "cnn_deep: kernel velocity"]
+    assert [ax.get_title() for ax in fig.axes] == [
+        f"{model}: {panel}" for model in ("cnn", "cnn_deep")
+        for panel in ("relative change ‖Θ−Θ₀‖/‖Θ₀‖", "centred distance from Θ₀", "Fort distance from Θ₀", "velocity d(Θ_t, Θ_t+δ)/δ")]
     dashed = [line for line in fig.axes[0].get_lines() if line.get_linestyle() == "--"]
-    assert len(dashed) == 1 and dashed[0].get_color() == "black"
+    assert len(dashed) == 1 and dashed[0].get_color() == "black"  # K = ∞: its kernel never moves
     assert np.all(dashed[0].get_ydata() == 0)
-    assert fig.axes[0].get_xscale() == "symlog"
+    assert fig.axes[0].get_xscale() == "symlog" and fig.axes[0].get_yscale() == "symlog"
+    assert "cnn_deep_linear" not in " ".join(texts_of(fig))  # the deep linear twin is S2's control
 
 
-def test_kernel_alignment_compares_depths_under_K1(ntk_figures):
+def test_kernel_alignment_shows_centred_and_uncentred_and_compares_depths_under_K1(ntk_figures):
     fig = ntk_figures["kernel_alignment"]
-    assert [ax.get_title() for ax in fig.axes] == ["cnn", "cnn_deep", "K = 1 (standard), by model"]
+    assert [ax.get_title() for ax in fig.axes] == [
+        "cnn: centred alignment (verdict)", "cnn: uncentred alignment",
+        "cnn_deep: centred alignment (verdict)", "cnn_deep: uncentred alignment",
+        "K = 1 (standard), by model: centred alignment (verdict)", "K = 1 (standard), by model: uncentred alignment"]
     assert {"K = 1: cnn (depth 2)", "K = 1: cnn_deep (depth 4)"} <= set(texts_of(fig))
 
 
-def test_kernel_specialisation_shows_K1_against_Kinf_and_notes_missing_runs(ntk_figures, ntk_table, tmp_path):
-    titles = [ax.get_title() for ax in ntk_figures["kernel_specialisation"].axes if ax.get_title()]
-    assert titles[0].startswith("cnn: K = 1 (standard network)\nstep 1000, contrast +0.300")
-    assert titles[1].startswith("cnn: K = ∞ (linearised)\nstep 1000, contrast +0.000")
+def test_kernel_specialisation_shows_network_twin_and_frozen_kernel_full_and_backbone(ntk_table, tmp_path):
+    out_pdf, out_png = tmp_path / "s.pdf", tmp_path / "s.png"
+    fig = plots.kernel_specialisation(ntk_table, out_pdf, out_png, twins=TWINS)
+    titles = [ax.get_title() for ax in fig.axes if "cnn_deep" in ax.get_title()]
+    assert titles[:3] == [
+        "cnn_deep, K = 1\nall parameters, step 1000, contrast +0.300",
+        "deep linear twin cnn_deep_linear, K = 1\nall parameters, step 1000, contrast +0.000",
+        "cnn_deep, K = ∞ (frozen kernel)\nall parameters, step 1000, contrast +0.000"]
+    assert titles[3].startswith("cnn_deep, K = 1\nbackbone (below the readout)")
+    assert "no deep linear twin in the config" in texts_of(fig)  # cnn has none
     fig = draw("kernel_specialisation", ntk_table[~np.isinf(ntk_table["K"])], tmp_path)
-    assert "no runs: K = ∞ (linearised)" in texts_of(fig)
-
+    assert "no runs: cnn, K = ∞ (frozen kernel)" in texts_of(fig)
 
 
 @pytest.mark.parametrize("name", ["ntk_distance", "kernel_alignment"])

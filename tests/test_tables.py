@@ -193,7 +193,7 @@ def test_wrong_ntk_value_names_source_and_column(ntk_table, change, message):
 def test_class_columns_are_set_exactly_on_specialisation_rows(ntk_table):
     broken = ntk_table.copy()
     broken.loc[broken["metric"] == "alignment", "output_class"] = 0
-    with pytest.raises(tables.MetricsSchemaError, match="'output_class' must be set on 'specialisation' rows"):
+    with pytest.raises(tables.MetricsSchemaError, match="'output_class' must be set on specialisation rows"):
         tables.validate_ntk(broken, source="ntk")
     with pytest.raises(tables.MetricsSchemaError, match=r"missing column\(s\) \['value'\]"):
         tables.validate_ntk(ntk_table.drop(columns="value"), source="ntk")

@@ -191,7 +191,7 @@ def _command(config_path, out, scratch):
 def test_stopped_run_resumes_from_its_checkpoint(run_config, tmp_path, stop):
     """Stop a run after its first checkpoint (SIGKILL: a crash; SIGTERM: SLURM's pre-emption, which
     checkpoints and exits 143); the same command resumes and ends where an uninterrupted run ends."""
-    config = run_config(K=10, steps=3000, eval_every=500, checkpoint_every=500, scan_steps=50)
+    config = run_config(K=10, steps=3000, eval_every=500, checkpoint_every=500, scan_steps=50, velocity_interval=50)
     config_path = tmp_path / "run.yaml"
     config_path.write_text(yaml.safe_dump(config))
     checkpoints = tmp_path / "scratch" / "checkpoints"
@@ -215,6 +215,15 @@ def test_stopped_run_resumes_from_its_checkpoint(run_config, tmp_path, stop):
     pd.testing.assert_frame_equal(columns(pd.read_parquet(tmp_path / "out" / "metrics.parquet")),
                                   columns(pd.read_parquet(tmp_path / "uninterrupted" / "metrics.parquet")))
     assert not (tmp_path / "scratch").exists()  # scratch is removed once the outputs are written
+    # the snapshot pairs (t, t + δ) of the velocity are all there and equal an uninterrupted run's
+    saved = sorted(path.name for path in (tmp_path / "out" / "snapshots").glob("step_*.npz"))
+    expected = train.snapshot_steps(3000, 50, config["num_snapshots"], config["velocity_interval"])
+    assert saved == [f"step_{step:07d}.npz" for step in expected]
+    for name in saved:
+        with np.load(tmp_path / "out" / "snapshots" / name) as resumed_arrays, \
+                np.load(tmp_path / "uninterrupted" / "snapshots" / name) as clean_arrays:
+            for key in clean_arrays.files:
+                np.testing.assert_array_equal(resumed_arrays[key], clean_arrays[key])
 
 
 def test_checkpoint_of_another_config_is_not_resumed(run_config, tmp_path, caplog):
@@ -258,8 +267,14 @@ def test_invalid_run_config_names_the_key(run_config, override, key):
         train.RunConfig.from_dict(run_config(**override))
 
 
+def test_snapshots_come_in_pairs_t_and_t_plus_the_velocity_interval():
+    main = train.snapshot_steps(1000, 10, 5, 1001)  # an interval longer than the run adds no partner
+    assert main == [0, 10, 30, 100, 320, 1000]  # log-spaced on the scan grid, dense early
+    assert train.snapshot_steps(1000, 10, 5, 20) == sorted(set(main) | {t + 20 for t in main if t + 20 <= 1000})
+
+
 def test_snapshot_steps_are_log_spaced_on_the_scan_grid():
-    steps = train.snapshot_steps(3000, 10, 12)
+    steps = train.snapshot_steps(3000, 10, 12, 3001)
     assert steps[0] == 0 and steps[-1] == 3000 and steps[1] == 10
     assert all(s % 10 == 0 for s in steps)
     gaps = np.diff(steps[1:])

@@ -51,7 +51,9 @@ def expected_jobs(config: dict) -> dict[str, int]:
     per_schedule = len(config["seeds"]) * len(config["variants"])
     runs = len(config["models"]) * len(config["K"]) * per_schedule
     runs += len(config["switch"]["models"]) * len(config["switch"]["fractions"]) * per_schedule
-    sweep_runs = len(config["models"]) * len(config["K"]) * per_schedule
+    twin_runs = len(config["deep_linear"]["models"]) * per_schedule  # K = 1 only
+    runs += twin_runs
+    sweep_runs = len(config["models"]) * len(config["K"]) * per_schedule + twin_runs  # measured by the NTK stage
     jobs = {"prepare_data": 1, "run_config": runs, "train": runs, "aggregate": 1, "aggregate_sweep": 1,
             "aggregate_predictions": 1, "measure_ntk": sweep_runs, "aggregate_ntk": 1, "claims": 1, "all": 1}
     jobs.update({figure: 1 for figure in config["figures"]})
@@ -73,7 +75,7 @@ def test_lint_is_clean(workdir: Path):
     assert "Lints for" not in output, output
 
 
-@pytest.mark.parametrize("config_name, runs", [("config.yaml", 90), ("paper.yaml", 144), ("test.yaml", 3)])
+@pytest.mark.parametrize("config_name, runs", [("config.yaml", 96), ("paper.yaml", 150), ("test.yaml", 4)])
 def test_dry_run_builds_every_job_of_the_config(workdir: Path, config_name: str, runs: int):
     config = load_config(config_name)
     args = [] if config_name == "config.yaml" else ["--configfile", f"config/{config_name}"]
@@ -199,6 +201,9 @@ def test_tiny_config_runs_end_to_end_and_reruns_only_what_changed(workdir: Path)
     assert sorted(damping.loc[damping["method"] == "gauss_newton", "outer_steps"]) == [1, 10]  # ⌈τλ⌉, τ = 10
     predictions = tables.read_kernel_regression(workdir / "results" / "tables" / "kernel_regression.parquet")
     assert len(predictions) == 450 * 10  # every digits test example, every class
+    assert set(ntk["metric"]) == set(tables.NTK_METRICS)
+    twin = ntk[ntk["model"] == "mlp_linear"]  # the deep linear twin of mlp, K = 1 only
+    assert set(twin["activation"]) == {"linear"} and set(twin["K"]) == {1.0}
     frozen = ntk[(ntk.K == float("inf")) & (ntk.point == "linearisation") & (ntk.metric == "distance_from_init")]
     assert len(frozen) > 1 and (frozen.value == 0).all()  # K = ∞ never moves its kernel
     runs = metrics[["model", "K", "switch_step"]].drop_duplicates()

@@ -111,7 +111,8 @@ def run(*, data_path: Path, model: dict, seed: int, train_size: int, kind: str, 
         variant="kernel_regression", steps=steps, batch_size=train_size,
         optimizer={"name": "sgd", "learning_rate": float(learning_rate), "momentum": 0.0, "schedule": "constant"},
         loss="mse", augment=False, reset_optimizer=False, proximal_damping=0.0, eval_every=steps,
-        eval_train_size=train_size, scan_steps=math.gcd(steps, scan_steps), num_snapshots=0, checkpoint_every=steps))
+        eval_train_size=train_size, scan_steps=math.gcd(steps, scan_steps), num_snapshots=0,
+        velocity_interval=math.gcd(steps, scan_steps), checkpoint_every=steps))
     trainer = training.Trainer(config, network)
     state, schedule = trainer.init_state(), trainer.schedule()
     train_data = training.TrainData(x_train, jnp.asarray(y_train, jnp.int32))

@@ -31,17 +31,45 @@ def _compute_dtype(name: str) -> jnp.dtype | None:
     return None if name == "float32" else jnp.dtype(name)
 
 
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {"relu": jax.nn.relu, "linear": lambda x: x}
+"""Hidden-layer nonlinearity of mlp and cnn: ``linear`` (the identity) makes a deep linear network,
+the companion paper's control for class specialisation (S2)."""
+
+READOUT = "head"
+"""Name of every model's readout layer (the last, dense one): the parameters below it are the
+'backbone' whose per-head kernel shows class specialisation (``below_readout``)."""
+
+
+def parameter_paths(tree: Params) -> list[str]:
+    """The '/'-joined key path of every leaf of a parameter pytree, in leaf order ('convs/0/kernel')."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return ["/".join(str(getattr(key, "key", getattr(key, "idx", key))) for key in path) for path, _ in leaves]
+
+
+def below_readout(path: str) -> bool:
+    """Whether the parameter at ``path`` ('convs/0/kernel', 'head/bias') lies below the readout layer."""
+    return path.split("/")[0] != READOUT
+
+
+def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"model.activation: must be one of {sorted(ACTIVATIONS)}, got {name!r}")
+    return ACTIVATIONS[name]
+
+
 def _full_precision(logits: jax.Array) -> jax.Array:
     """Logits in at least float32 (bfloat16 compute returns float32; float64 under x64 stays float64)."""
     return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
 
 
 class MLP(nnx.Module):
-    """Fully connected ReLU network on the flattened image: ``depth`` hidden layers of ``width``."""
+    """Fully connected network on the flattened image: ``depth`` hidden layers of ``width``, ReLU
+    (or ``activation="linear"``: a deep linear network)."""
 
     def __init__(self, input_shape, num_classes: int, *, depth: int = 2, width: int = 128,
-                 compute_dtype: str = "float32", rngs: nnx.Rngs):
+                 activation: str = "relu", compute_dtype: str = "float32", rngs: nnx.Rngs):
         dtype = _compute_dtype(compute_dtype)
+        self.activation = _activation(activation)
         sizes = [math.prod(input_shape)] + [width] * depth
         self.hidden = nnx.List([nnx.Linear(a, b, dtype=dtype, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
         self.head = nnx.Linear(sizes[-1], num_classes, dtype=dtype, rngs=rngs)
@@ -49,17 +77,19 @@ class MLP(nnx.Module):
     def __call__(self, x):
         x = x.reshape(x.shape[0], -1)
         for layer in self.hidden:
-            x = jax.nn.relu(layer(x))
+            x = self.activation(layer(x))
         return _full_precision(self.head(x))
 
 
 class CNN(nnx.Module):
     """``depth`` 3x3 conv + ReLU blocks of ``width`` channels; 2x2 average pooling after each block
-    while the feature map is at least 4 pixels wide; global average pooling; a dense head."""
+    while the feature map is at least 4 pixels wide; global average pooling; a dense head. With
+    ``activation="linear"`` every layer is linear: a deep linear network."""
 
     def __init__(self, input_shape, num_classes: int, *, depth: int = 2, width: int = 32,
-                 compute_dtype: str = "float32", rngs: nnx.Rngs):
+                 activation: str = "relu", compute_dtype: str = "float32", rngs: nnx.Rngs):
         dtype = _compute_dtype(compute_dtype)
+        self.activation = _activation(activation)
         channels = [input_shape[-1]] + [width] * depth
         self.convs = nnx.List(
             [nnx.Conv(a, b, kernel_size=(3, 3), dtype=dtype, rngs=rngs) for a, b in zip(channels[:-1], channels[1:])]
@@ -68,7 +98,7 @@ class CNN(nnx.Module):
 
     def __call__(self, x):
         for conv in self.convs:
-            x = jax.nn.relu(conv(x))
+            x = self.activation(conv(x))
             if x.shape[1] >= 4:
                 x = nnx.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
         return _full_precision(self.head(x.mean(axis=(1, 2))))

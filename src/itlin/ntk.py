@@ -44,10 +44,18 @@ HOST_JACOBIAN_BYTES = 1 << 30
 SNAPSHOT_NAME = re.compile(r"step_(\d+)\.npz")
 
 
+ParameterFilter = Callable[[str], bool]
+"""A predicate on a parameter's path ('convs/0/kernel', ``models.parameter_paths``): the parameters
+whose Jacobian columns a kernel sums over (e.g. ``models.below_readout``: the backbone)."""
+
+
 def empirical_ntk(apply: Apply, params: Params, x1: jax.Array, x2: jax.Array | None = None, *,
                   kind: str = "trace", chunk_size: int | None = None, strategy: str = "auto",
-                  precision: str | None = "highest") -> np.ndarray:
+                  precision: str | None = "highest", parameter_filter: ParameterFilter | None = None) -> np.ndarray:
     """The empirical NTK J(x1) J(x2)ᵀ of ``apply`` at ``params``, computed in chunks of examples.
+
+    ``parameter_filter`` restricts J to the columns of the parameters whose path it accepts (all by
+    default): the kernel of those parameters alone, Θ = Σ_{p selected} ∂f/∂p ∂f/∂pᵀ.
 
     ``kind``: ``trace`` gives Σ_c J_c(x1) J_c(x2)ᵀ, shape (n1, n2); ``full`` every pair of outputs,
     Θ[i, j, c, c'] = J_c(x1_i)·J_c'(x2_j), shape (n1, n2, C, C); ``per_class`` the kernel of each
@@ -76,6 +84,22 @@ def empirical_ntk(apply: Apply, params: Params, x1: jax.Array, x2: jax.Array | N
     ``precision`` is the matmul/convolution precision while tracing (``"highest"``: true float32
     on GPUs, whose default TF32 would add ~1e-3 relative error to every kernel entry).
     """
+    return empirical_ntks(apply, params, x1, x2, groups={"kernel": parameter_filter}, kind=kind,
+                          chunk_size=chunk_size, strategy=strategy, precision=precision)["kernel"]
+
+
+def empirical_ntks(apply: Apply, params: Params, x1: jax.Array, x2: jax.Array | None = None, *,
+                   groups: dict[str, ParameterFilter | None], kind: str = "trace", chunk_size: int | None = None,
+                   strategy: str = "auto", precision: str | None = "highest") -> dict[str, np.ndarray]:
+    """``empirical_ntk`` of several parameter groups (name -> filter, None for all) in one pass: the
+    Jacobian chunks are computed once and contracted per group (``jacobian``), or their rows pushed
+    once per group with the other parameters' tangents zeroed (``ntk_vector``)."""
+    paths = models.parameter_paths(params)
+    masks = {}
+    for name, keep in groups.items():
+        masks[name] = tuple(keep is None or bool(keep(path)) for path in paths)
+        if not any(masks[name]):
+            raise ValueError(f"parameter_filter of {name!r} selects none of the parameters {paths}")
     if kind not in KINDS:
         raise ValueError(f"kind: must be one of {KINDS}, got {kind!r}")
     if strategy not in STRATEGIES + ("auto",):
@@ -97,8 +121,9 @@ def empirical_ntk(apply: Apply, params: Params, x1: jax.Array, x2: jax.Array | N
     chunks2 = chunks1 if symmetric else _chunks(x2, chunk_size)
     block_pairs = _jacobian_contraction if strategy == "jacobian" else _ntk_vector_products
     with jax.default_matmul_precision(precision):
-        blocks = block_pairs(compiled, params, chunks1, chunks2, symmetric, kind)
-    return _assemble(blocks, kind, chunk_size, (n1, n2), num_outputs, symmetric)
+        blocks = block_pairs(compiled, params, chunks1, chunks2, symmetric, kind, masks)
+    return {name: _assemble(group_blocks, kind, chunk_size, (n1, n2), num_outputs, symmetric)
+            for name, group_blocks in blocks.items()}
 
 
 class _Compiled:
@@ -182,34 +207,49 @@ def _chunks(x: jax.Array, size: int) -> list[jax.Array]:
     return [padded[start:start + size] for start in range(0, padded.shape[0], size)]
 
 
-def _jacobian_contraction(compiled: _Compiled, params, chunks1, chunks2, symmetric: bool, kind: str) -> dict:
-    """Blocks (i, j) by Jacobian contraction: hold chunk i's Jacobian, stream those of the x2 chunks.
+def _selected(tree, mask: tuple[bool, ...]) -> list:
+    """The leaves of ``tree`` that ``mask`` keeps, in leaf order."""
+    return [leaf for leaf, keep in zip(jax.tree.leaves(tree), mask) if keep]
+
+
+def _jacobian_contraction(compiled: _Compiled, params, chunks1, chunks2, symmetric: bool, kind: str,
+                          masks: dict[str, tuple[bool, ...]]) -> dict[str, dict]:
+    """Blocks (i, j) of each group by Jacobian contraction: hold chunk i's Jacobian, stream those of
+    the x2 chunks, and contract each pair over each group's leaves.
 
     Each block is waited for and its streamed Jacobian released before the next is computed, so at
     most two Jacobian chunks are alive (asynchronous dispatch would otherwise queue up more).
     """
-    blocks = {}
+    blocks = {name: {} for name in masks}
     for i, x1 in enumerate(chunks1):
         jacobian1 = compiled.jacobian(params, x1)
         for j in range(i if symmetric else 0, len(chunks2)):
             jacobian2 = jacobian1 if symmetric and i == j else compiled.jacobian(params, chunks2[j])
-            blocks[i, j] = _contract(jacobian1, jacobian2, kind=kind).block_until_ready()
+            for name, mask in masks.items():
+                blocks[name][i, j] = _contract(_selected(jacobian1, mask), _selected(jacobian2, mask),
+                                               kind=kind).block_until_ready()
             del jacobian2
         del jacobian1
     return blocks
 
 
-def _ntk_vector_products(compiled: _Compiled, params, chunks1, chunks2, symmetric: bool, kind: str) -> dict:
-    """Blocks (i, j) by NTK-vector products: the vjp rows of x2 chunk j pushed through each x1 chunk.
+def _ntk_vector_products(compiled: _Compiled, params, chunks1, chunks2, symmetric: bool, kind: str,
+                         masks: dict[str, tuple[bool, ...]]) -> dict[str, dict]:
+    """Blocks (i, j) of each group by NTK-vector products: the vjp rows of x2 chunk j, with the leaves
+    outside the group zeroed, pushed through each x1 chunk.
 
     Blocks are waited for and the rows released before the next chunk's, so one chunk of rows is alive.
     """
-    blocks = {}
+    blocks = {name: {} for name in masks}
+    treedef = jax.tree.structure(params)
     for j, x2 in enumerate(chunks2):
         rows = compiled.jacobian(params, x2)
-        for i in range(j + 1 if symmetric else len(chunks1)):
-            full = compiled.ntk_vector_block(params, rows, chunks1[i])
-            blocks[i, j] = _reduce_full(full, kind=kind).block_until_ready()
+        for name, mask in masks.items():
+            leaves = [leaf if keep else jnp.zeros_like(leaf) for leaf, keep in zip(jax.tree.leaves(rows), mask)]
+            group_rows = jax.tree.unflatten(treedef, leaves)
+            for i in range(j + 1 if symmetric else len(chunks1)):
+                full = compiled.ntk_vector_block(params, group_rows, chunks1[i])
+                blocks[name][i, j] = _reduce_full(full, kind=kind).block_until_ready()
         del rows
     return blocks
 
@@ -436,11 +476,26 @@ def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 class KernelSummary(NamedTuple):
-    """What the measurements need of one parameter snapshot's kernel on the probe set."""
+    """What the measurements need of one parameter snapshot's kernels on the probe set."""
 
-    trace: np.ndarray  # (n, n)
-    alignment: float
-    specialisation: np.ndarray  # (C, C)
+    trace: np.ndarray  # (n, n), every parameter
+    alignment: float  # centred (Cortes et al. 2012)
+    alignment_uncentred: float  # uncentred (Cristianini et al. 2002)
+    specialisation: np.ndarray  # (C, C), per-head kernels of every parameter
+    specialisation_backbone: np.ndarray  # (C, C), per-head kernels of the parameters below the readout
+
+
+KERNEL_GROUPS: dict[str, ParameterFilter | None] = {"all": None, "backbone": models.below_readout}
+"""The parameter groups whose per-head kernels are measured: every parameter, and the backbone (every
+parameter below the readout layer, which adds the same φ(x)·φ(x') to every head's kernel)."""
+
+
+def summarise_kernels(per_class: dict[str, np.ndarray], labels: np.ndarray, num_classes: int) -> KernelSummary:
+    """The ``KernelSummary`` of the per-class kernels of ``KERNEL_GROUPS`` on a probe set with ``labels``."""
+    trace = per_class["all"].sum(0)
+    return KernelSummary(trace, target_alignment(trace, labels, num_classes),
+                         uncentred_target_alignment(trace, labels, num_classes),
+                         specialisation(per_class["all"], labels), specialisation(per_class["backbone"], labels))
 
 
 def measure_run(run_dir: Path, data_path: Path, probe_size: int, *, probe_seed: int = 0,
@@ -448,13 +503,15 @@ def measure_run(run_dir: Path, data_path: Path, probe_size: int, *, probe_seed: 
     """NTK measurements at every snapshot of a training run, in the ``tables.NTK_COLUMNS`` schema.
 
     At each snapshot step and for each point (``network``: θ, ``linearisation``: θ_lin) the
-    kernel on the dataset's class-balanced probe set (``data.probe_indices``) gives the kernel
-    distance from initialisation (to Θ at θ₀, the step-0 snapshot), the velocity from the previous
-    snapshot of the same point (no row at the first), the centred kernel-target alignment and the
-    C×C specialisation matrix (one row per entry). The model is rebuilt from ``run.json``; kernels
-    of identical parameters (θ_lin between re-linearisations, every θ_lin of K = ∞) are computed
-    once, so their distances are exactly zero. Snapshots with non-finite parameters (a diverged
-    run) are skipped with a warning.
+    per-class kernels on the dataset's class-balanced probe set (``data.probe_indices``), of every
+    parameter and of the backbone, give: against the kernel at θ₀ (the step-0 snapshot), the Fort
+    ``distance_from_init``, ``relative_change``, ``norm_ratio`` and ``centred_distance`` of the trace
+    kernel; its centred ``alignment`` and ``alignment_uncentred`` with the labels; the C×C
+    ``specialisation`` and ``specialisation_backbone`` matrices (one row per entry); and, where the
+    snapshot at t + δ exists (δ: the run's ``velocity_interval``), the ``velocity`` d(Θ_t, Θ_{t+δ})/δ
+    at step t. The model is rebuilt from ``run.json``; kernels of identical parameters (θ_lin
+    between re-linearisations, every θ_lin of K = ∞) are computed once, so their distances are
+    exactly zero. Snapshots with non-finite parameters (a diverged run) are skipped with a warning.
     """
     run_dir = Path(run_dir)
     summary_path = run_dir / "run.json"
@@ -474,14 +531,13 @@ def measure_run(run_dir: Path, data_path: Path, probe_size: int, *, probe_seed: 
     def summarise(params) -> KernelSummary:
         key = _fingerprint(params)
         if key not in cache:
-            per_class = empirical_ntk(model.apply, params, x, kind="per_class", chunk_size=chunk_size,
-                                      strategy=strategy)
-            trace = per_class.sum(0)
-            cache[key] = KernelSummary(trace, target_alignment(trace, labels, dataset.num_classes),
-                                       specialisation(per_class, labels))
+            per_class = empirical_ntks(model.apply, params, x, groups=KERNEL_GROUPS, kind="per_class",
+                                       chunk_size=chunk_size, strategy=strategy)
+            cache[key] = summarise_kernels(per_class, labels, dataset.num_classes)
         return cache[key]
 
-    rows, initial, previous = [], None, {}
+    rows, initial, measured = [], None, {}
+    interval = config.velocity_interval
     for step, path in snapshots:
         started = time.perf_counter()
         theta, theta_lin = training.load_snapshot(path, like=model.params)
@@ -495,17 +551,29 @@ def measure_run(run_dir: Path, data_path: Path, probe_size: int, *, probe_seed: 
                     raise ValueError(f"{run_dir / 'snapshots'}: the first snapshot is step {step}, "
                                      "but distances from initialisation need step_0000000.npz")
                 initial = kernel
-            rows.append(_row(step, point, "distance_from_init", kernel_distance(initial.trace, kernel.trace)))
-            if point in previous:
-                before_step, before = previous[point]
-                rows.append(_row(step, point, "velocity", kernel_velocity(before.trace, kernel.trace, step - before_step)))
-            rows.append(_row(step, point, "alignment", kernel.alignment))
-            rows += [_row(step, point, "specialisation", float(value), c, t)
-                     for (c, t), value in np.ndenumerate(kernel.specialisation)]
-            previous[point] = (step, kernel)
+            rows += [_row(step, point, metric, measure(initial.trace, kernel.trace))
+                     for metric, measure in CHANGE_MEASURES.items()]
+            rows += [_row(step, point, "alignment", kernel.alignment),
+                     _row(step, point, "alignment_uncentred", kernel.alignment_uncentred)]
+            for metric in ("specialisation", "specialisation_backbone"):
+                rows += [_row(step, point, metric, float(value), c, t)
+                         for (c, t), value in np.ndenumerate(getattr(kernel, metric))]
+            if (step - interval, point) in measured:
+                before = measured[step - interval, point]
+                rows.append(_row(step - interval, point, "velocity", kernel_velocity(before.trace, kernel.trace, interval)))
+            measured[step, point] = kernel
         log.info("%s step %d: %d distinct kernels so far, %.1f s", run_dir, step, len(cache),
                  time.perf_counter() - started)
     return _ntk_frame(rows, config, probe_size)
+
+
+CHANGE_MEASURES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "distance_from_init": kernel_distance,
+    "relative_change": relative_change,
+    "norm_ratio": norm_ratio,
+    "centred_distance": centred_distance,
+}
+"""NTK-table metric -> its measure of the trace kernel at a snapshot against the kernel at θ₀."""
 
 
 def _snapshots(folder: Path) -> list[tuple[int, Path]]:
@@ -537,7 +605,7 @@ def _ntk_frame(rows: list[dict], config: training.RunConfig, probe_size: int) ->
     """The rows of one run with its keys, in the ``tables.NTK_COLUMNS`` schema."""
     frame = pd.DataFrame(rows, columns=["step", "point", "metric", "output_class", "target_class", "value"])
     keys = dict(dataset=config.dataset, model=config.model_label, architecture=config.model["name"],
-                depth=config.model.get("depth"), K=config.K, switch_step=config.switch_step, seed=config.seed,
-                variant=config.variant, probe_size=probe_size)
+                depth=config.model.get("depth"), activation=config.model.get("activation", "relu"), K=config.K,
+                switch_step=config.switch_step, seed=config.seed, variant=config.variant, probe_size=probe_size)
     frame = frame.assign(**{key: [value] * len(frame) for key, value in keys.items()})
     return tables.validate_ntk(frame, source=f"NTK measurements of run {config.model_label} K={config.K}")

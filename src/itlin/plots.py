@@ -240,95 +240,128 @@ def linearise_after_t(metrics: pd.DataFrame, out_pdf: Path, out_png: Path, *,
 
 @_styled
 def ntk_distance(ntk: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
-    """C3: kernel distance of the trained kernel from initialisation (left) and kernel velocity
-    (right) against step, one row per model, colour = K; mean over seeds with range bands.
+    """C3: how the trained kernel moves, one row per model, colour = K: its relative change
+    ‖Θ − Θ₀‖/‖Θ₀‖ (log scale; scale-aware), its centred distance from Θ₀ (blind to the constant mode),
+    the Fort distance from Θ₀ (blind to scale) and the velocity d(Θ_t, Θ_{t+δ})/δ at a fixed interval δ
+    (log scale), against step; mean over seeds with range bands.
 
-    The trained kernel is that of f_lin, at θ_lin (``tables.TRAINED_POINT``): it never moves for
-    K = ∞ (black dashed, flat at zero). Snapshots are log-spaced, so the step axis is symlog.
+    The trained kernel is that of f_lin, at θ_lin (``tables.TRAINED_POINT``): it never moves for K = ∞
+    (black dashed, at zero). Snapshots are log-spaced, so the step axis is symlog. Deep linear twins
+    (S2's control) are left out.
     """
     title = "C3: change of the empirical NTK during training, per K"
-    rows = _trained_kernel_rows(ntk, ("distance_from_init", "velocity"))
+    rows = _trained_kernel_rows(ntk, tuple(metric for metric, _, _ in NTK_CHANGE_PANELS))
+    rows = rows[rows["activation"] != "linear"]
     if rows.empty:
         return _note_figure(title, NO_NTK_RUNS, out_pdf, out_png)
     colours = K_colours(rows["K"].unique())
     groups = _groups(rows)
-    fig, axes = plt.subplots(len(groups), 2, figsize=(10, 3.3 * len(groups) + 0.6), layout="constrained",
-                             squeeze=False, sharex="row")
-    panels = (("distance_from_init", "kernel distance from θ₀"), ("velocity", "kernel velocity (distance per step)"))
+    fig, axes = plt.subplots(len(groups), len(NTK_CHANGE_PANELS), figsize=(4.2 * len(NTK_CHANGE_PANELS) + 2.2,
+                             3.2 * len(groups) + 0.6), layout="constrained", squeeze=False)
     for row, (group, runs) in zip(axes, groups):
-        for ax, (metric, ylabel) in zip(row, panels):
+        for ax, (metric, ylabel, log_scale) in zip(row, NTK_CHANGE_PANELS):
             _K_curves(ax, runs[runs["metric"] == metric], colours)
+            if log_scale:
+                ax.set_yscale("symlog", linthresh=_linthresh(runs.loc[runs["metric"] == metric, "value"]))
             ax.set(title=f"{group}: {ylabel.split(' (')[0]}", xlabel=NTK_STEP_LABEL, ylabel=ylabel)
     handles = [_line_handle(colours[K], K_label(K), K) for K in sorted(colours)]
     return _finish(fig, title, handles, out_pdf, out_png, legend_title=NTK_LEGEND_TITLE)
 
 
+NTK_CHANGE_PANELS: tuple[tuple[str, str, bool], ...] = (
+    ("relative_change", "relative change ‖Θ−Θ₀‖/‖Θ₀‖ (symlog)", True),
+    ("centred_distance", "centred distance from Θ₀", False),
+    ("distance_from_init", "Fort distance from Θ₀ (scale-blind)", False),
+    ("velocity", "velocity d(Θ_t, Θ_t+δ)/δ (symlog)", True),
+)
+"""The ``ntk_distance`` panels: metric, axis label, whether the value axis is symlog."""
+
+
 @_styled
 def kernel_alignment(ntk: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
-    """S1: centred kernel-target alignment of the trained kernel against step, one panel per model
-    (colour = K), plus a panel comparing the models (depths) under K = 1 when there are several.
-    Mean over seeds with range bands; K = ∞ black dashed; symlog step axis."""
-    title = "S1: centred kernel-target alignment during training, per K and depth"
-    rows = _trained_kernel_rows(ntk, ("alignment",))
+    """S1: centred (left) and uncentred (right) kernel-target alignment of the trained kernel against
+    step, one row per model (colour = K), plus a row comparing the models (depths) under K = 1 when
+    there are several. Mean over seeds with range bands; K = ∞ black dashed; symlog step axis. The
+    verdict rests on the centred alignment: the uncentred one of a ReLU kernel is dominated by its
+    constant mode. Deep linear twins are left out."""
+    title = "S1: kernel-target alignment during training, per K and depth"
+    rows = _trained_kernel_rows(ntk, ALIGNMENTS)
+    rows = rows[rows["activation"] != "linear"]
     if rows.empty:
         return _note_figure(title, NO_NTK_RUNS, out_pdf, out_png)
     colours = K_colours(rows["K"].unique())
     groups = _groups(rows)
     standard = rows[rows["K"] == 1]
     compare_models = standard["model"].nunique() > 1
-    fig, axes = _grid(len(groups) + compare_models)
-    for ax, (group, runs) in zip(axes, groups):
-        _K_curves(ax, runs, colours)
-        ax.set(title=group, xlabel=NTK_STEP_LABEL, ylabel="centred kernel-target alignment")
+    fig, axes = plt.subplots(len(groups) + compare_models, 2, figsize=(10.5, 3.2 * (len(groups) + compare_models) + 0.6),
+                             layout="constrained", squeeze=False)
+    names = {"alignment": "centred alignment (verdict)", "alignment_uncentred": "uncentred alignment"}
+    for row, (group, runs) in zip(axes, groups):
+        for ax, metric in zip(row, ALIGNMENTS):
+            _K_curves(ax, runs[runs["metric"] == metric], colours)
+            ax.set(title=f"{group}: {names[metric]}", xlabel=NTK_STEP_LABEL, ylabel=names[metric].split(" (")[0])
     handles = [_line_handle(colours[K], K_label(K), K) for K in sorted(colours)]
     if compare_models:
-        ax = axes[-1]
         palette = _group_palette(standard.assign(group=tables.group_labels(standard)))
+        for ax, metric in zip(axes[-1], ALIGNMENTS):
+            for group, runs in _groups(standard[standard["metric"] == metric]):
+                _mean_curve(ax, runs, "value", {"color": palette[group], "linestyle": "-"})
+            _symlog_x(ax, _linthresh(standard["step"]))
+            ax.set(title=f"K = 1 (standard), by model: {names[metric]}", xlabel=NTK_STEP_LABEL,
+                   ylabel=names[metric].split(" (")[0])
         for group, runs in _groups(standard):
-            _mean_curve(ax, runs, "value", {"color": palette[group], "linestyle": "-"})
             depth = runs["depth"].iloc[0]
             label = f"{group} (depth {depth})" if pd.notna(depth) else group
             handles.append(Line2D([], [], color=palette[group], linewidth=2.4, label=f"K = 1: {label}"))
-        _symlog_x(ax, _linthresh(standard["step"]))
-        ax.set(title="K = 1 (standard), by model", xlabel=NTK_STEP_LABEL, ylabel="centred kernel-target alignment")
     return _finish(fig, title, handles, out_pdf, out_png, legend_title=NTK_LEGEND_TITLE)
 
 
+ALIGNMENTS = ("alignment", "alignment_uncentred")
+
+
 @_styled
-def kernel_specialisation(ntk: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
-    """S2: class-specialisation matrices of the trained kernel at the last snapshot, K = 1 (standard
-    network) against K = ∞ (linearised), one row per model; entry [c, c'] is the centred alignment
-    of output c's kernel with class c''s one-hot target column, mean over seeds. The panel title
-    gives the specialisation contrast (mean diagonal minus mean off-diagonal)."""
-    title = "S2: class specialisation of the NTK at the end of training, K = 1 vs K = ∞"
-    rows = _trained_kernel_rows(ntk, ("specialisation",))
+def kernel_specialisation(ntk: pd.DataFrame, out_pdf: Path, out_png: Path, *,
+                          twins: dict[str, str] | None = None) -> Figure:
+    """S2: class-specialisation matrices of the trained kernel at the last snapshot: for each model with
+    a deep linear twin (``twins``: twin label -> model), two rows (the per-head kernels of every
+    parameter, and of the backbone below the readout) and three columns (the network at K = 1, its
+    deep linear twin at K = 1, and the network at K = ∞, whose kernel is frozen: the reference). Entry
+    [c, c'] is the centred alignment of output c's kernel with class c''s one-hot target column, mean
+    over seeds; each title gives the specialisation contrast (mean diagonal minus mean off-diagonal).
+    Models without a twin get the K = 1 and K = ∞ columns only."""
+    title = "S2: class specialisation of the NTK at the end of training,\nnetwork vs deep linear twin (K = 1), K = ∞ frozen"
+    rows = _trained_kernel_rows(ntk, tables.SPECIALISATION_METRICS)
     rows = rows[(rows["K"] == 1) | np.isinf(rows["K"])]
     if rows.empty:
         return _note_figure(title, "No runs with K = 1 or K = ∞ in the NTK table: nothing to compare.",
                             out_pdf, out_png)
+    twin_of = {model: twin for twin, model in (twins or {}).items()}
     final = rows[rows["step"] == rows.groupby(tables.RUN_KEYS, dropna=False)["step"].transform("max")]
-    matrices = final.groupby(["group", "K", "output_class", "target_class"])["value"].mean()
+    matrices = final.groupby(["model", "metric", "K", "output_class", "target_class"])["value"].mean()
+    steps = final.groupby(["model", "K"])["step"].max()
     limit = max(float(matrices.abs().max()), 1e-6)
-    contrasts = claims.specialisation_contrast(final).assign(group=lambda runs: tables.group_labels(runs))
-    columns = {1.0: "K = 1 (standard network)", math.inf: "K = ∞ (linearised)"}
-    groups = sorted(final["group"].unique())
-    fig, axes = plt.subplots(len(groups), 2, figsize=(9.5, 3.8 * len(groups) + 0.6), layout="constrained",
+    models_ = sorted(set(final.loc[final["activation"] != "linear", "model"]))
+    kernels = {"specialisation": "all parameters", "specialisation_backbone": "backbone (below the readout)"}
+    fig, axes = plt.subplots(2 * len(models_), 3, figsize=(13, 3.6 * 2 * len(models_) + 0.8), layout="constrained",
                              squeeze=False)
-    for row, group in zip(axes, groups):
-        for column, (ax, (K, label)) in enumerate(zip(row, columns.items())):
-            if (group, K) not in matrices.index.droplevel([2, 3]):
-                ax.set_axis_off()
-                ax.text(0.5, 0.5, f"no runs: {label}", transform=ax.transAxes, ha="center", va="center", color="0.3",
-                        bbox={"facecolor": "white", "edgecolor": "0.7"})
-                continue
-            matrix = matrices.loc[(group, K)].unstack("target_class")
-            sns.heatmap(matrix, ax=ax, cmap="vlag", vmin=-limit, vmax=limit, center=0, square=True,
-                        annot=len(matrix) <= 10, fmt=".2f", annot_kws={"fontsize": 7}, cbar=column == 1,
-                        cbar_kws={"label": "centred alignment (shared scale)", "shrink": 0.8})
-            runs = contrasts[(contrasts["group"] == group) & (contrasts["K"] == K)]
-            step = int(final.loc[(final["group"] == group) & (final["K"] == K), "step"].max())
-            ax.set(title=f"{group}: {label}\nstep {step}, contrast {runs['contrast'].mean():+.3f}",
-                   xlabel="target class c' (one-hot column)", ylabel="output class c (its kernel)")
+    for index, model in enumerate(models_):
+        columns = [(model, 1.0, f"{model}, K = 1"), (twin_of.get(model), 1.0, f"deep linear twin {twin_of.get(model)}, K = 1"),
+                   (model, math.inf, f"{model}, K = ∞ (frozen kernel)")]
+        for offset, (metric, kernel) in enumerate(kernels.items()):
+            for column, (ax, (label, K, name)) in enumerate(zip(axes[2 * index + offset], columns)):
+                if label is None or (label, metric, K) not in matrices.index.droplevel([3, 4]):
+                    ax.set_axis_off()
+                    missing = "no deep linear twin in the config" if label is None else f"no runs: {name}"
+                    ax.text(0.5, 0.5, missing, transform=ax.transAxes, ha="center", va="center", color="0.3",
+                            bbox={"facecolor": "white", "edgecolor": "0.7"})
+                    continue
+                matrix = matrices.loc[(label, metric, K)].unstack("target_class")
+                sns.heatmap(matrix, ax=ax, cmap="vlag", vmin=-limit, vmax=limit, center=0, square=True,
+                            annot=len(matrix) <= 10, fmt=".2f", annot_kws={"fontsize": 6}, cbar=column == 2,
+                            cbar_kws={"label": "centred alignment (shared scale)", "shrink": 0.8})
+                contrast = float(np.mean(np.diag(matrix)) - matrix.to_numpy()[~np.eye(len(matrix), dtype=bool)].mean())
+                ax.set(title=f"{name}\n{kernel}, step {int(steps[label, K])}, contrast {contrast:+.3f}",
+                       xlabel="target class c' (one-hot column)", ylabel="output class c (its kernel)")
     return _finish(fig, title, [], out_pdf, out_png)
 
 

@@ -49,6 +49,7 @@ NTK_COLUMNS: dict[str, str] = {
     "model": "str",
     "architecture": "str",
     "depth": "Int64",
+    "activation": "str",
     "K": "float64",
     "switch_step": "Int64",
     "seed": "int64",
@@ -64,19 +65,26 @@ NTK_COLUMNS: dict[str, str] = {
 """Column name -> pandas dtype of an NTK table (``itlin.ntk.measure_run``), in file order.
 
 One row per (run, snapshot step, point, metric[, class pair]). ``model`` is the model's label as in
-the metrics table, ``architecture`` its registry name (``cnn``) and ``depth`` its ``depth`` setting
-(<NA> for a model without one, e.g. resnet18); ``probe_size`` is the number of probe examples.
-``point`` is the parameter vector whose kernel was measured: ``network`` (θ) or ``linearisation``
-(θ_lin, the kernel of the trained linear model). ``metric`` is one of ``NTK_METRICS``:
-``distance_from_init`` (kernel distance of the trace kernel from its value at θ₀), ``velocity``
-(kernel distance from the previous snapshot of the same point per step; none at the first
-snapshot), ``alignment`` (centred kernel-target alignment of the trace kernel) and
-``specialisation`` (entry [output_class, target_class] of the class-specialisation matrix: the
-centred alignment of output c's kernel with class c''s one-hot target column). The two class
-columns are set for ``specialisation`` rows only."""
+the metrics table, ``architecture`` its registry name (``cnn``), ``depth`` its ``depth`` setting
+(<NA> for a model without one, e.g. resnet18) and ``activation`` its hidden nonlinearity (``relu``,
+or ``linear`` for a deep linear network); ``probe_size`` is the number of probe examples. ``point``
+is the parameter vector whose kernel was measured: ``network`` (θ) or ``linearisation`` (θ_lin, the
+kernel of the trained linear model). ``metric`` is one of ``NTK_METRICS``, all of the trace kernel
+Θ = Σ_c J_c J_cᵀ unless said otherwise: against Θ₀ at θ₀, ``distance_from_init`` (Fort et al.'s
+kernel distance 1 − cos, blind to scale), ``relative_change`` ‖Θ − Θ₀‖/‖Θ₀‖ (Lee et al. 2019),
+``norm_ratio`` ‖Θ‖/‖Θ₀‖ and ``centred_distance`` (the kernel distance of HΘH, blind to the constant
+mode); ``velocity`` d(Θ_t, Θ_{t+δ})/δ at the fixed interval δ of the run's ``velocity_interval``, on
+the row of step t; ``alignment`` and ``alignment_uncentred`` (centred and uncentred kernel-target
+alignment); ``specialisation`` and ``specialisation_backbone``, entry [output_class, target_class] of
+the class-specialisation matrix (the centred alignment of output c's kernel with class c''s one-hot
+target column) of the per-head kernels of every parameter, and of the parameters below the readout
+layer. The two class columns are set for the specialisation rows only."""
 
 NTK_POINTS: tuple[str, ...] = ("network", "linearisation")
-NTK_METRICS: tuple[str, ...] = ("distance_from_init", "velocity", "alignment", "specialisation")
+NTK_METRICS: tuple[str, ...] = ("distance_from_init", "relative_change", "norm_ratio", "centred_distance", "velocity",
+                                "alignment", "alignment_uncentred", "specialisation", "specialisation_backbone")
+SPECIALISATION_METRICS: tuple[str, ...] = ("specialisation", "specialisation_backbone")
+ACTIVATIONS: tuple[str, ...] = ("relu", "linear")
 TRAINED_POINT = "linearisation"
 """Kernel drawn and judged for every run: that of the trained linear model f_lin, at θ_lin (for
 K = 1 it is the network's kernel one optimiser step earlier; for K = ∞ the kernel at θ₀)."""
@@ -195,10 +203,13 @@ def validate_ntk(df: pd.DataFrame, source: str) -> pd.DataFrame:
     for column, lowest in (("step", 0), ("probe_size", 1), ("depth", 1), ("output_class", 0), ("target_class", 0)):
         if (result[column].dropna() < lowest).any():
             raise MetricsSchemaError(f"{source}: column {column!r} has values below {lowest}")
-    is_specialisation = result["metric"] == "specialisation"
+    bad = sorted(set(result["activation"]) - set(ACTIVATIONS))
+    if bad:
+        raise MetricsSchemaError(f"{source}: column 'activation' has value(s) {bad}, allowed {list(ACTIVATIONS)}")
+    is_specialisation = result["metric"].isin(SPECIALISATION_METRICS)
     for column in ("output_class", "target_class"):
         if (result[column].isna() == is_specialisation).any():
-            raise MetricsSchemaError(f"{source}: column {column!r} must be set on 'specialisation' rows and only there")
+            raise MetricsSchemaError(f"{source}: column {column!r} must be set on specialisation rows and only there")
     return result.reset_index(drop=True)
 
 
@@ -551,12 +562,15 @@ def _feature_updates(step: int, K: float, switch_step: int | None) -> int:
 def example_ntk(
     *,
     depths: Mapping[str, int] | None = None,
+    twins: Mapping[str, str] | None = None,
     Ks: Sequence[float] = (1, 100, math.inf),
     seeds: Sequence[int] = (0, 1),
     steps: int = 1000,
     num_snapshots: int = 8,
+    velocity_interval: int = 10,
     num_classes: int = 3,
     time_constant: float = 0.03,
+    final_change: Callable[[str, float], float] | None = None,
     final_distance: Callable[[str, float], float] | None = None,
     alignment_gain: Callable[[str, float], float] | None = None,
     specialisation_gain: Callable[[str, float], float] | None = None,
@@ -566,44 +580,59 @@ def example_ntk(
 ) -> pd.DataFrame:
     """A small synthetic NTK table in the ``NTK_COLUMNS`` schema, for tests and for previewing figures.
 
-    Models are the keys of ``depths`` (default cnn: 2, cnn_deep: 4; architecture: the label up to
-    its first '_'). Every kernel quantity of a run moves as gain·(1 − exp(−t / (time_constant·T))):
-    fast, then a plateau. Gains per (model, K): ``final_distance`` (from initialisation),
-    ``alignment_gain`` (above 0.2) and ``specialisation_gain`` (added to the diagonal of a matrix of
-    0.1); by default they grow with depth and are 0 for K = ∞, whose linearisation point never
-    moves. The network point of every run follows the K = 1 curve (θ always moves). Velocity is
-    the change of the distance curve per step. ``noise``: standard deviation of a per-run Gaussian
-    shift of the alignment and specialisation values and relative change of the distance.
+    Models are the keys of ``depths`` (default cnn: 2, cnn_deep: 4; architecture: the label up to its
+    first '_'); ``twins`` maps deep linear twins (activation ``linear``, K = 1 runs only) to the model
+    they copy. Every kernel quantity of a run moves as gain·(1 − exp(−t / (time_constant·T))): fast,
+    then a plateau. Gains per (model, K): ``final_change`` (relative change; the norm ratio is one more),
+    ``final_distance`` (centred distance; the Fort distance is a tenth of it), ``alignment_gain`` (above
+    0.2; the uncentred alignment sits 0.5 higher and moves a tenth as much) and ``specialisation_gain``
+    (added to the diagonal of a matrix of 0.1, for the full and the backbone kernel alike; 0 for a deep
+    linear twin). By default they grow with depth and are 0 for K = ∞, whose linearisation point never
+    moves; the network point of every run follows K = 1 (θ always moves). Snapshots come in pairs t,
+    t + ``velocity_interval``; the velocity is that of the Fort distance. ``noise``: standard deviation of
+    a per-run Gaussian shift of every value (relative, for the changes).
     """
     depths = dict(depths or {"cnn": 2, "cnn_deep": 4})
-    final_distance = final_distance or (lambda model, K: 0.0 if math.isinf(K) else 0.3 + 0.05 * depths[model])
+    twins = dict(twins or {})
+    final_change = final_change or (lambda model, K: 0.0 if math.isinf(K) else 2.0 + depths[model])
+    final_distance = final_distance or (lambda model, K: 0.0 if math.isinf(K) else 0.2 + 0.05 * depths[model])
     alignment_gain = alignment_gain or (lambda model, K: 0.0 if math.isinf(K) else 0.2 + 0.05 * depths[model])
     specialisation_gain = specialisation_gain or (lambda model, K: 0.0 if math.isinf(K) else 0.3)
     rng = np.random.default_rng(0)
-    snapshot_steps = np.unique(np.concatenate([[0], np.round(np.geomspace(steps / 100, steps, num_snapshots - 1))]))
+    main = np.round(np.geomspace(steps / 100, steps, num_snapshots - 1))
+    snapshot_steps = np.unique(np.concatenate([[0], main, [t + velocity_interval for t in np.concatenate([[0], main])
+                                                           if t + velocity_interval <= steps]]))
+    tau = time_constant * steps
+    runs = [(model, model, depth, "relu", float(K)) for model, depth in depths.items() for K in Ks]
+    runs += [(twin, model, depths[model], "linear", 1.0) for twin, model in twins.items()]
     rows = []
-    for model, depth in depths.items():
-        for K in map(float, Ks):
-            for seed in seeds:
-                shift = rng.normal(0, noise)
-                for point, gain_K in (("network", 1.0), ("linearisation", K)):
-                    progress = 1 - np.exp(-snapshot_steps / (time_constant * steps))
-                    distance = np.clip(final_distance(model, gain_K) * progress * (1 + shift), 0, 2)
+    for label, model, depth, activation, K in runs:
+        for seed in seeds:
+            shift = rng.normal(0, noise)
+            for point, gain_K in (("network", 1.0), ("linearisation", K)):
+                specialising = 0.0 if activation == "linear" else specialisation_gain(model, gain_K)
+                for step in snapshot_steps:
+                    progress = 1 - np.exp(-step / tau)
+                    distance = float(np.clip(final_distance(model, gain_K) * progress * (1 + shift), 0, 2))
+                    change = final_change(model, gain_K) * progress * (1 + shift)
                     alignment = 0.2 + alignment_gain(model, gain_K) * progress + shift
-                    values = [("distance_from_init", distance), ("alignment", alignment)]
-                    for position, step in enumerate(snapshot_steps):
-                        measured = [(metric, curve[position], None, None) for metric, curve in values]
-                        if position:
-                            speed = abs(distance[position] - distance[position - 1]) / (step - snapshot_steps[position - 1])
-                            measured.append(("velocity", speed, None, None))
-                        diagonal = specialisation_gain(model, gain_K) * progress[position]
-                        measured += [("specialisation", 0.1 + diagonal * (c == t) + shift, c, t)
-                                     for c in range(num_classes) for t in range(num_classes)]
-                        rows += [dict(dataset=dataset, model=model, architecture=model.split("_")[0], depth=depth, K=K,
-                                      switch_step=None, seed=seed, variant=variant, probe_size=10 * num_classes,
-                                      step=int(step), point=point, metric=metric, output_class=c, target_class=t,
-                                      value=float(value))
-                                 for metric, value, c, t in measured]
+                    measured = [("centred_distance", distance, None, None), ("distance_from_init", distance / 10, None, None),
+                                ("relative_change", change, None, None), ("norm_ratio", 1 + change, None, None),
+                                ("alignment", alignment, None, None),
+                                ("alignment_uncentred", 0.7 + 0.1 * (alignment - 0.2), None, None)]
+                    if step + velocity_interval in snapshot_steps:
+                        later = 1 - np.exp(-(step + velocity_interval) / tau)
+                        speed = final_distance(model, gain_K) / 10 * (later - progress) / velocity_interval
+                        measured.append(("velocity", float(abs(speed * (1 + shift))), None, None))
+                    diagonal = specialising * progress
+                    measured += [(metric, 0.1 + diagonal * (c == t) + shift, c, t)
+                                 for metric in SPECIALISATION_METRICS
+                                 for c in range(num_classes) for t in range(num_classes)]
+                    rows += [dict(dataset=dataset, model=label, architecture=model.split("_")[0], depth=depth,
+                                  activation=activation, K=K, switch_step=None, seed=seed, variant=variant,
+                                  probe_size=10 * num_classes, step=int(step), point=point, metric=metric,
+                                  output_class=c, target_class=t, value=float(value))
+                             for metric, value, c, t in measured]
     return validate_ntk(pd.DataFrame(rows), source="example_ntk")
 
 

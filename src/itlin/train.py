@@ -66,6 +66,7 @@ class RunConfig:
     eval_train_size: int
     scan_steps: int
     num_snapshots: int
+    velocity_interval: int
     checkpoint_every: int
 
     @classmethod
@@ -92,11 +93,12 @@ class RunConfig:
         require(isinstance(self.model, dict) and self.model.get("name") in models.MODELS, "model.name",
                 f"must be one of {sorted(models.MODELS)}, got {self.model.get('name') if isinstance(self.model, dict) else self.model!r}")
         require(self.steps >= 1, "steps", "must be >= 1")
-        for key in ("eval_every", "checkpoint_every", "steps"):
+        for key in ("eval_every", "checkpoint_every", "steps", "velocity_interval"):
             require(getattr(self, key) % self.scan_steps == 0, key,
                     f"must be a multiple of scan_steps ({self.scan_steps})")
         require(self.scan_steps >= 1, "scan_steps", "must be >= 1")
         require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        require(0 < self.velocity_interval < self.steps, "velocity_interval", f"must lie in (0, steps={self.steps})")
         require(self.loss in LOSSES, "loss", f"must be one of {sorted(LOSSES)}")
         require(self.optimizer.get("name") in ("adam", "sgd"), "optimizer.name", "must be adam or sgd")
         require(self.optimizer.get("schedule", "constant") in ("constant", "cosine"), "optimizer.schedule",
@@ -324,17 +326,18 @@ class Trainer:
 EVALUATORS = ("linear", "network")
 
 
-def snapshot_steps(steps: int, scan_steps: int, count: int) -> list[int]:
-    """Log-spaced steps (dense early, where the NTK moves fastest) on the scan grid, plus 0 and the end."""
+def snapshot_steps(steps: int, scan_steps: int, count: int, interval: int) -> list[int]:
+    """Log-spaced steps t (dense early, where the NTK moves fastest) on the scan grid, plus 0 and the
+    end, each with its partner t + ``interval`` (where that is within the run): the pairs from which
+    the NTK stage measures the kernel velocity at a fixed interval."""
     grid = np.geomspace(scan_steps, steps, num=max(count, 1))
     rounded = {int(round(s / scan_steps)) * scan_steps for s in grid}
-    return sorted({0, steps} | {s for s in rounded if 0 < s <= steps})
+    main = {0, steps} | {s for s in rounded if 0 < s <= steps}
+    return sorted(main | {t + interval for t in main if t + interval <= steps})
 
 
 def _flatten_with_names(tree) -> dict[str, np.ndarray]:
-    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): np.asarray(leaf)
-            for path, leaf in leaves}
+    return dict(zip(models.parameter_paths(tree), (np.asarray(leaf) for leaf in jax.tree.leaves(tree))))
 
 
 def save_snapshot(path: Path, params, params_lin) -> None:
@@ -426,7 +429,7 @@ def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None) -> st
     state, rows, elapsed = checkpoints.restore(trainer.init_state())
     snapshots_dir = scratch_dir / "snapshots"
     snapshots_dir.mkdir(parents=True, exist_ok=True)
-    snapshot_at = set(snapshot_steps(config.steps, config.scan_steps, config.num_snapshots))
+    snapshot_at = set(snapshot_steps(config.steps, config.scan_steps, config.num_snapshots, config.velocity_interval))
     step = int(state.step)
     status, diverged_step, final_predicted = "ok", None, None
     clock = time.perf_counter() - elapsed

@@ -18,6 +18,8 @@ rule claims:
     params:
         # thresholds and the bootstrap: changing one reruns this rule only
         settings=config["claims"],
+        # deep linear twin label -> its model: S2 compares each model with its twin
+        twins=TWINS,
     conda:
         "../../environment.yml"
     log:

@@ -67,6 +67,23 @@ def check_config(cfg):
         raise WorkflowConfigError(
             "config key 'figures' lists linearise_after_t, which needs 'switch.fractions' and 'switch.models'"
         )
+    interval = cfg["ntk"]["velocity_interval"]
+    if interval % scan or not 0 < interval < steps:
+        raise WorkflowConfigError(
+            f"config key 'ntk.velocity_interval' = {interval} must be a multiple of 'training.scan_steps' = {scan} "
+            f"and less than 'training.steps' = {steps} (snapshots are taken between blocks of steps)"
+        )
+    for index, label in enumerate(cfg["deep_linear"]["models"]):
+        if label not in cfg["models"] or cfg["models"][label]["name"] not in ("mlp", "cnn"):
+            raise WorkflowConfigError(
+                f"config key 'deep_linear.models[{index}]' = {label!r} must be the label of an mlp or cnn under "
+                f"'models' ({', '.join(cfg['models'])})"
+            )
+        if twin_label(label) in cfg["models"]:
+            raise WorkflowConfigError(
+                f"config key 'deep_linear.models[{index}]': its twin's label {twin_label(label)!r} is already a "
+                "label under 'models'"
+            )
     for stage in ("gauss_newton", "kernel_regression"):
         for index, label in enumerate(cfg[stage]["models"]):
             if label not in cfg["models"]:
@@ -86,6 +103,11 @@ def check_config(cfg):
     for figure, stage in (("gauss_newton_damping", "gauss_newton"), ("kernel_regression", "kernel_regression")):
         if figure in cfg["figures"] and not cfg[stage]["models"]:
             raise WorkflowConfigError(f"config key 'figures' lists {figure}, which needs '{stage}.models'")
+
+
+def twin_label(label):
+    """Label of the deep linear twin of model ``label`` (S2): the same network with identity activations."""
+    return f"{label}_linear"
 
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=False)
@@ -119,6 +141,10 @@ SWITCH_SCHEDULES = [
 ]
 
 
+# deep linear twin label -> the model it copies (S2's control, trained at K = 1 only)
+TWINS = {twin_label(label): label for label in config["deep_linear"]["models"]}
+
+
 DAMPINGS = {damping_name(value): value for value in config["gauss_newton"]["damping"]}
 GAUSS_NEWTON_RUN = "{dataset}/{model}/lambda{damping}/seed{seed}"
 KERNEL_REGRESSION_RUN = "{dataset}/{model}/seed{seed}"
@@ -127,7 +153,7 @@ KERNEL_REGRESSION_RUN = "{dataset}/{model}/seed{seed}"
 wildcard_constraints:
     dataset=alternatives([DATASET]),
     damping=alternatives(DAMPINGS),
-    model=alternatives(config["models"]),
+    model=alternatives(list(config["models"]) + list(TWINS)),
     schedule=alternatives(SWEEP_SCHEDULES + SWITCH_SCHEDULES),
     seed=alternatives(config["seeds"]),
     variant=alternatives(config["variants"]),
@@ -146,6 +172,7 @@ def run_paths(models, schedules):
 
 SWEEP_RUNS = run_paths(config["models"], SWEEP_SCHEDULES)
 SWITCH_RUNS = run_paths(config["switch"]["models"], SWITCH_SCHEDULES)
+TWIN_RUNS = run_paths(TWINS, [schedule_name(1)])
 GAUSS_NEWTON_RUNS = [
     GAUSS_NEWTON_RUN.format(dataset=DATASET, model=model, damping=damping, seed=seed)
     for model in config["gauss_newton"]["models"]
@@ -181,9 +208,17 @@ def measurement_tables():
     }
 
 
+def model_entry(label):
+    """The config entry of a model label; a deep linear twin's is its model's with ``activation: linear``."""
+    if label in TWINS:
+        entry = config["models"][TWINS[label]]
+        return {**entry, "kwargs": {**entry["kwargs"], "activation": "linear"}}
+    return config["models"][label]
+
+
 def model_spec(label):
     """The model mapping of a run config (``label``, ``name`` and the kwargs, sorted) for a model label."""
-    model = config["models"][label]
+    model = model_entry(label)
     return {"label": label, "name": model["name"], **dict(sorted(model["kwargs"].items()))}
 
 
@@ -223,6 +258,7 @@ def run_settings(wildcards):
         "eval_train_size": training["eval_train_size"],
         "scan_steps": training["scan_steps"],
         "num_snapshots": training["num_snapshots"],
+        "velocity_interval": config["ntk"]["velocity_interval"],
         "checkpoint_every": training["checkpoint_every"],
     }
 
@@ -235,11 +271,11 @@ def grows_with_attempt(amount):
 
 def train_mem_mb(wildcards):
     """Memory of one training job, per model label."""
-    return config["models"][wildcards.model]["mem_mb"]
+    return model_entry(wildcards.model)["mem_mb"]
 
 
 def train_runtime_minutes(wildcards):
     """Wall-time limit of one training job: a fixed overhead plus the model's cost per step."""
-    per_thousand = config["models"][wildcards.model]["minutes_per_1000_steps"]
+    per_thousand = model_entry(wildcards.model)["minutes_per_1000_steps"]
     steps = config["training"]["steps"]
     return math.ceil(config["resources"]["runtime_overhead_minutes"] + per_thousand * steps / 1000)

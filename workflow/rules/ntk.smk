@@ -1,5 +1,6 @@
-"""Stage 3b: the empirical NTK of every sweep run at each of its snapshots (θ and θ_lin) on the
-dataset's fixed class-balanced probe set, then one tidy table (itlin.tables.NTK_COLUMNS)."""
+"""Stage 3b: the empirical NTK of every sweep run and every deep linear twin at each of its snapshots
+(θ and θ_lin) on the dataset's fixed class-balanced probe set, then one tidy table
+(itlin.tables.NTK_COLUMNS)."""
 
 
 rule measure_ntk:
@@ -37,7 +38,7 @@ rule measure_ntk:
 rule aggregate_ntk:
     localrule: True
     input:
-        ntk=[f"results/ntk/{run}.parquet" for run in SWEEP_RUNS],
+        ntk=[f"results/ntk/{run}.parquet" for run in SWEEP_RUNS + TWIN_RUNS],
         code=library_source("tables"),
     output:
         table="results/tables/ntk.parquet",

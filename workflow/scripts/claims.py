@@ -11,7 +11,7 @@ readers = {"metrics": tables.read, "predictions": tables.read_predictions, "ntk"
            "gauss_newton": tables.read_gauss_newton, "kernel_regression": tables.read_kernel_regression}
 measured = {name: read(Path(snakemake.input[name])) for name, read in readers.items() if snakemake.input.get(name)}
 settings = claims.Settings.from_config(snakemake.params.settings)
-results = claims.evaluate(measured, settings)
+results = claims.evaluate(measured, settings, twins=snakemake.params.twins)
 claims.write(results, settings, Path(snakemake.output.markdown), Path(snakemake.output.json),
              Path(snakemake.output.html))
 for result in results:
