@@ -1,4 +1,4 @@
-"""The method of PAPER.md, asserted: K = 1 is standard training, f_lin is the first-order Taylor
+"""The method of docs/science.md, asserted: K = 1 is standard training, f_lin is the first-order Taylor
 model of f, K = ∞ never moves θ_lin, feature-update counts, switch runs, resume, divergence."""
 
 import json

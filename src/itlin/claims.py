@@ -1,4 +1,4 @@
-"""The paper's claims (PAPER.md: C1..C6, S1, S2) checked against the measured tables.
+"""The paper's claims (C1..C6, S1, S2 of docs/science.md) checked against the measured tables.
 
 Each claim has a decision rule with an explicit threshold (module constants below). All
 accuracies are final test accuracies of the trained (linear) evaluator, averaged over seeds;
@@ -57,7 +57,7 @@ COLUMNS = ["claim", "statement", "measured", "rule", "verdict"]
 
 @dataclass(frozen=True)
 class Claim:
-    """One claim of PAPER.md: its statement, decision rule, and the check measuring it.
+    """One claim of docs/science.md: its statement, decision rule, and the check measuring it.
 
     ``check(table)`` takes the table named by ``needs`` (``metrics``, or a table passed to
     ``evaluate`` such as ``ntk``) and returns (measured, verdict).
@@ -442,4 +442,4 @@ CLAIMS: tuple[Claim, ...] = (
           f"{S2_MIN_CONTRAST_GAIN:g} higher for K = 1 than for K = ∞ (linearised); supported if so for every model",
           "ntk", check_s2),
 )
-"""Every claim of PAPER.md, in order."""
+"""Every claim of docs/science.md, in order."""

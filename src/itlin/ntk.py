@@ -1,4 +1,4 @@
-"""The empirical neural tangent kernel on a probe set, and the measurements PAPER.md takes of it.
+"""The empirical neural tangent kernel on a probe set, and the measurements docs/science.md defines on it.
 
     Θ(x, x') = J(x) J(x')ᵀ,   J = ∂f/∂θ  (one row per output class)
 

@@ -265,7 +265,7 @@ class Trainer:
 
     def train_step(self, state: TrainState, data: TrainData, schedule: Schedule, *,
                    relinearise_every_step: bool = False) -> TrainState:
-        """One step of PAPER.md's algorithm: maybe re-linearise, then an optimiser step on f_lin.
+        """One step of the algorithm in docs/science.md: maybe re-linearise, then an optimiser step on f_lin.
 
         With ``proximal_damping`` λ > 0 the objective of each round is the linearised loss plus
         (λ/2)‖θ − θ_lin‖²: run to convergence, a round is one damped Gauss-Newton step (C5).

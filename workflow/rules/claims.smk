@@ -1,4 +1,4 @@
-"""Stage 5: the paper's claims checked against the tables, one row per claim of PAPER.md."""
+"""Stage 5: the paper's claims checked against the tables, one row per claim of docs/science.md."""
 
 
 rule claims:
