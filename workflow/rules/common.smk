@@ -11,6 +11,8 @@ import math
 import re
 from pathlib import Path
 
+import yaml
+
 from snakemake.utils import validate
 
 
@@ -82,6 +84,45 @@ def check_config(cfg):
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=False)
 check_config(config)
+
+
+PROFILE_PLACEHOLDER = re.compile(r"\byour_\w+")
+"""The placeholders of profiles/slurm (your_account, your_cpu_partition, ...) that a user replaces."""
+
+
+def check_cluster_profile():
+    """Refuse, before any job is submitted, a SLURM profile that still holds a placeholder (naming
+    the line to edit), or a GPU config for a cluster whose partitions file lists no GPUs; run by
+    `onstart`, when the executor's settings are known."""
+    problems = []
+    resources = workflow.resource_settings
+    rules = {"default-resources": resources.default_resources or {}, **resources.overwrite_resources}
+    for rule, values in rules.items():
+        for name, value in values.items():
+            raw = getattr(value, "raw", value)
+            if isinstance(raw, str) and PROFILE_PLACEHOLDER.search(raw):
+                where = rule if rule == "default-resources" else f"set-resources: {rule}"
+                problems.append(f"the profile's config.yaml, {where}: {name}: {raw}")
+    partition_file = getattr(workflow.executor_settings, "partition_config", None)
+    if partition_file:
+        lines = Path(partition_file).read_text().splitlines()
+        problems += [
+            f"{partition_file}, line {number}: {line.strip()}"
+            for number, line in enumerate(lines, start=1)
+            if PROFILE_PLACEHOLDER.search(line.partition("#")[0])
+        ]
+        gpus = config["resources"]["gpu"]
+        partitions = (yaml.safe_load("\n".join(lines)) or {}).get("partitions") or {}
+        if gpus and not any((limits or {}).get("max_gpu", 0) >= gpus for limits in partitions.values()):
+            problems.append(
+                f"config key 'resources.gpu' = {gpus} asks for GPUs, but no partition in {partition_file} "
+                f"has 'max_gpu' >= {gpus}: add a partition with GPUs, or set resources.gpu to 0"
+            )
+    if problems:
+        raise WorkflowConfigError(
+            "the SLURM profile is not set up for this cluster; edit (README.md, 'On a SLURM cluster'):\n  "
+            + "\n  ".join(problems)
+        )
 
 
 def schedule_name(k):
