@@ -11,8 +11,6 @@ rule aggregate:
         code=library_source("tables"),
     output:
         table="results/tables/metrics.parquet",
-    conda:
-        "../../environment.yml"
     log:
         "results/logs/aggregate/metrics.log",
     benchmark:
@@ -28,8 +26,6 @@ rule aggregate_sweep:
         code=library_source("tables"),
     output:
         table="results/tables/metrics_sweep.parquet",
-    conda:
-        "../../environment.yml"
     log:
         "results/logs/aggregate/metrics_sweep.log",
     benchmark:

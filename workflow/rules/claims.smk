@@ -10,8 +10,6 @@ rule claims:
         code=library_source("claims"),
     output:
         report("results/claims.md", caption="../report/claims.rst", category="Claims"),
-    conda:
-        "../../environment.yml"
     log:
         "results/logs/claims/claims.log",
     script:

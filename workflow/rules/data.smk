@@ -10,8 +10,6 @@ rule prepare_data:
     params:
         seed=config["dataset"]["split_seed"],
         options=dataset_options,
-    conda:
-        "../../environment.yml"
     log:
         "results/logs/prepare_data/{dataset}.log",
     benchmark:

@@ -41,8 +41,6 @@ for figure, table in FIGURE_TABLES.items():
             ),
         params:
             figure=figure,
-        conda:
-            "../../environment.yml"
         log:
             f"results/logs/figures/{figure}.log",
         script:

@@ -22,8 +22,6 @@ rule gauss_newton:
         probe_seed=config["ntk"]["probe_seed"],
         # λ is traced: every run of a model compiles the same step, once.
         compilation_cache="results/jax_cache",
-    conda:
-        "../../environment.yml"
     log:
         f"results/logs/gauss_newton/{GAUSS_NEWTON_RUN}.log",
     benchmark:
@@ -52,8 +50,6 @@ rule aggregate_gauss_newton:
         models=config["gauss_newton"]["models"],
         # the Gauss-Newton runs see no augmentation: compare them with the K-runs that saw none either
         variants=[label for label, variant in config["variants"].items() if not variant["augment"]],
-    conda:
-        "../../environment.yml"
     log:
         "results/logs/aggregate/gauss_newton.log",
     benchmark:

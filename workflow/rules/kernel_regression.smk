@@ -16,8 +16,6 @@ rule kernel_regression_run:
         learning_rate=config["kernel_regression"]["learning_rate"],
         jitter=config["kernel_regression"]["jitter"],
         compilation_cache="results/jax_cache",
-    conda:
-        "../../environment.yml"
     log:
         f"results/logs/kernel_regression/{KERNEL_REGRESSION_RUN}.log",
     benchmark:
@@ -39,8 +37,6 @@ rule aggregate_kernel_regression:
         code=library_source("tables"),
     output:
         table="results/tables/kernel_regression.parquet",
-    conda:
-        "../../environment.yml"
     log:
         "results/logs/aggregate/kernel_regression.log",
     benchmark:

@@ -18,8 +18,6 @@ rule measure_ntk:
         strategy=config["ntk"]["strategy"],
         # Every run of a model compiles the same kernel programs: compile once, reuse.
         compilation_cache="results/jax_cache",
-    conda:
-        "../../environment.yml"
     log:
         f"results/logs/measure_ntk/{RUN}.log",
     benchmark:
@@ -41,8 +39,6 @@ rule aggregate_ntk:
         code=library_source("tables"),
     output:
         table="results/tables/ntk.parquet",
-    conda:
-        "../../environment.yml"
     log:
         "results/logs/aggregate/ntk.log",
     benchmark:

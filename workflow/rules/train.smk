@@ -8,8 +8,6 @@ rule run_config:
         f"results/runs/{RUN}/config.yaml",
     params:
         run=run_settings,
-    conda:
-        "../../environment.yml"
     log:
         f"results/logs/run_config/{RUN}.log",
     script:
@@ -34,8 +32,6 @@ rule train:
         # Shows the job only its own GPU(s): SLURM's allocation on a cluster, a free device
         # (locked for the job's lifetime) on a local machine, none when gpu is 0.
         gpu_slot=os.path.relpath(Path(workflow.basedir) / "workflow" / "scripts" / "gpu_slot.py"),
-    conda:
-        "../../environment.yml"
     log:
         f"results/logs/train/{RUN}.log",
     benchmark:
