@@ -64,11 +64,24 @@ def expected_jobs(config: dict) -> dict[str, int]:
     return jobs
 
 
+ONE_ENVIRONMENT_LINT = "Specify a conda environment or container for each rule."
+"""The one lint the workflow keeps: every job runs in the environment the README's commands create
+(jobs call its `python -m itlin`), so no rule names a conda environment of its own."""
+
+
 def test_lint_is_clean(workdir: Path):
     result = snakemake(workdir, "--lint")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert "Lints for" not in output, output
+    for lints in output.split("Lints for ")[1:]:
+        assert re.findall(r"^    \* (.+):$", lints, flags=re.MULTILINE) == [ONE_ENVIRONMENT_LINT], lints
+
+
+def test_snakemake_files_are_formatted():
+    """`snakefmt --check` (settings in pyproject.toml) on the Snakefile and every rule file."""
+    result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "--diff", "Snakefile", "workflow/rules"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("config_name, runs", [("config.yaml", 36), ("paper.yaml", 156), ("test.yaml", 3)])
