@@ -4,6 +4,8 @@ temporary folder, so the repository never gets a .snakemake/ or results/ of its 
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import subprocess
@@ -17,6 +19,13 @@ ROOT = Path(__file__).resolve().parents[1]
 CLAIM_IDS = ["C1", "C2", "C3", "C4", "C5", "C6", "S1", "S2"]
 FIGURES = ["training_curves", "accuracy_vs_feature_updates", "network_vs_linearised", "linearise_after_t",
            "ntk_distance", "kernel_alignment", "kernel_specialisation", "gauss_newton_damping", "kernel_regression"]
+
+
+def report_results(report: Path) -> dict[str, dict]:
+    """The results a Snakemake HTML report embeds, by path: name, mime type, caption, data URI."""
+    match = re.search(r"^\s*var results = (\{.*\});$", report.read_text(), flags=re.MULTILINE)
+    assert match, f"{report}: no embedded results"
+    return json.loads(match.group(1))
 
 
 def load_config(name: str) -> dict:
@@ -72,9 +81,10 @@ ONE_ENVIRONMENT_LINT = "Specify a conda environment or container for each rule."
 def test_lint_is_clean(workdir: Path):
     result = snakemake(workdir, "--lint")
     output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    for lints in output.split("Lints for ")[1:]:
-        assert re.findall(r"^    \* (.+):$", lints, flags=re.MULTILINE) == [ONE_ENVIRONMENT_LINT], lints
+    before, *lints = output.split("Lints for ")
+    assert "Error" not in before and result.returncode == (1 if lints else 0), output
+    for found in lints:
+        assert re.findall(r"^    \* (.+):$", found, flags=re.MULTILINE) == [ONE_ENVIRONMENT_LINT], found
 
 
 def test_snakemake_files_are_formatted():
@@ -219,9 +229,17 @@ def test_tiny_config_runs_end_to_end_and_reruns_only_what_changed(workdir: Path)
                     "aggregate_ntk": 1, "aggregate_gauss_newton": 1, "claims": 1, "all": 1,
                     **{figure: 1 for figure in FIGURES}}  # (kernel_regression: still restyled, not redrawn yet)
 
+    # The report shows every figure as a PNG, captioned with its claim, and the claims table as HTML.
     report = snakemake(workdir, *test_config, "--report", "report.html")
     assert report.returncode == 0, report.stdout + report.stderr
-    assert "Claim C4" in (workdir / "report.html").read_text()
+    results = report_results(workdir / "report.html")
+    assert {path: result["mime_type"] for path, result in results.items()} == {
+        **{f"figures/{figure}.png": "image/png" for figure in FIGURES}, "results/claims.html": "text/html"}
+    assert "Claim C4" in results["figures/linearise_after_t.png"]["caption"]
+    claims_page = base64.b64decode(results["results/claims.html"]["data_uri"].split(";base64,", 1)[1]).decode()
+    table = claims_page[claims_page.index("<table"):claims_page.index("</table>")]
+    for claim in CLAIM_IDS:
+        assert f"<td>{claim}</td>" in table, claim
 
     # A failing job leaves its traceback in its log (and fails the pipeline).
     (workdir / "results" / "tables" / "metrics_sweep.parquet").write_bytes(b"not a parquet file")

@@ -5,7 +5,6 @@ K sweep, so that the sweep figures never wait for (or rerun after) the switch ru
 
 
 rule aggregate:
-    localrule: True
     input:
         metrics=metrics_files(SWEEP_RUNS + SWITCH_RUNS),
         code=library_source("tables"),
@@ -15,12 +14,12 @@ rule aggregate:
         "results/logs/aggregate/metrics.log",
     benchmark:
         "results/benchmarks/aggregate/metrics.tsv"
+    localrule: True
     script:
         "../scripts/aggregate.py"
 
 
 rule aggregate_sweep:
-    localrule: True
     input:
         metrics=metrics_files(SWEEP_RUNS),
         code=library_source("tables"),
@@ -30,5 +29,6 @@ rule aggregate_sweep:
         "results/logs/aggregate/metrics_sweep.log",
     benchmark:
         "results/benchmarks/aggregate/metrics_sweep.tsv"
+    localrule: True
     script:
         "../scripts/aggregate.py"

@@ -2,15 +2,17 @@
 
 
 rule claims:
-    localrule: True
     input:
+        **measurement_tables(),
         table="results/tables/metrics.parquet",
         ntk="results/tables/ntk.parquet",
-        **measurement_tables(),
         code=library_source("claims"),
     output:
-        report("results/claims.md", caption="../report/claims.rst", category="Claims"),
+        markdown="results/claims.md",
+        # the same table as an HTML page, which the report shows (it offers Markdown only as a download)
+        html=report("results/claims.html", caption="../report/claims.rst", category="Claims"),
     log:
         "results/logs/claims/claims.log",
+    localrule: True
     script:
         "../scripts/claims.py"

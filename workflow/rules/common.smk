@@ -96,12 +96,12 @@ def check_cluster_profile():
     `onstart`, when the executor's settings are known."""
     problems = []
     resources = workflow.resource_settings
-    rules = {"default-resources": resources.default_resources or {}, **resources.overwrite_resources}
-    for rule, values in rules.items():
+    settings = {"default-resources": resources.default_resources or {}}
+    settings |= {f"set-resources: {name}": values for name, values in resources.overwrite_resources.items()}
+    for where, values in settings.items():
         for name, value in values.items():
             raw = getattr(value, "raw", value)
             if isinstance(raw, str) and PROFILE_PLACEHOLDER.search(raw):
-                where = rule if rule == "default-resources" else f"set-resources: {rule}"
                 problems.append(f"the profile's config.yaml, {where}: {name}: {raw}")
     partition_file = getattr(workflow.executor_settings, "partition_config", None)
     if partition_file:
@@ -197,10 +197,15 @@ def metrics_files(runs):
 
 def all_targets():
     """What the default target builds: the tables, every configured figure, the claims."""
-    targets = ["results/tables/metrics.parquet", "results/tables/ntk.parquet", "results/claims.md"]
+    targets = [
+        "results/tables/metrics.parquet",
+        "results/tables/ntk.parquet",
+        "results/claims.md",
+        "results/claims.html",
+    ]
     targets += [table for table in measurement_tables().values() if table]
     for name in config["figures"]:
-        targets += [f"figures/{name}.pdf", f"figures/{name}.png"]
+        targets += [f"figures/{name}.png", f"figures/{name}.pdf"]
     return targets
 
 
