@@ -453,7 +453,8 @@ def measure_run(run_dir: Path, data_path: Path, probe_size: int, *, probe_seed: 
         return cache[key]
 
     rows, initial, previous = [], None, {}
-    for step, path in snapshots:
+    log.info("%s: %d snapshots, %d probe examples", run_dir, len(snapshots), len(labels))
+    for index, (step, path) in enumerate(snapshots, start=1):
         started = time.perf_counter()
         theta, theta_lin = training.load_snapshot(path, like=model.params)
         if not all(bool(jnp.isfinite(leaf).all()) for leaf in jax.tree.leaves((theta, theta_lin))):
@@ -474,8 +475,8 @@ def measure_run(run_dir: Path, data_path: Path, probe_size: int, *, probe_seed: 
             rows += [_row(step, point, "specialisation", float(value), c, t)
                      for (c, t), value in np.ndenumerate(kernel.specialisation)]
             previous[point] = (step, kernel)
-        log.info("%s step %d: %d distinct kernels so far, %.1f s", run_dir, step, len(cache),
-                 time.perf_counter() - started)
+        log.info("snapshot %d/%d (step %d): %.1f s, %d distinct kernels so far", index, len(snapshots), step,
+                 time.perf_counter() - started, len(cache))
     return _ntk_frame(rows, config, probe_size)
 
 
