@@ -29,6 +29,10 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/claims.smk"
 
 
+onstart:
+    check_cluster_profile()
+
+
 rule all:
     default_target: True
     input:

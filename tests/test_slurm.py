@@ -1,16 +1,21 @@
-"""SLURM: the tiny config submitted with a profile derived from profiles/slurm to a real one-node
-cluster started on this machine (tests/slurm/setup.sh), and a train job cancelled mid-run that
-Snakemake resubmits and that resumes from its checkpoint to the metrics of an uninterrupted run.
+"""SLURM: the tiny config submitted through profiles/slurm, edited as README.md tells a user, to a
+real one-node cluster without GPUs started on this machine (tests/slurm/setup.sh), and a train job
+cancelled mid-run that Snakemake resubmits and that resumes from its checkpoint to the metrics of
+an uninterrupted run. Without a cluster: the profile's placeholders are refused before any job,
+and under the profile every GPU job of the paper config asks for one GPU and goes to the GPU
+partition, every job of a CPU config to the CPU partition, by the plugin's own partition choice.
 
-Every claim is checked against SLURM itself (squeue, scontrol, the job logs). The tests skip,
-with the reason, where the machine cannot run a cluster (not root, no apt-get or no network for
-it, daemons that cannot start); the daemons they start are stopped by PID at the end, pass or
-fail (tests/slurm/teardown.sh)."""
+Every claim about a cluster run is checked against SLURM itself (squeue, scontrol, the job logs).
+The cluster tests skip, with the reason, where the machine cannot run a cluster (not root, no
+apt-get or no network for it, daemons that cannot start); the daemons they start are stopped by
+PID at the end, pass or fail (tests/slurm/teardown.sh)."""
 
 from __future__ import annotations
 
 import os
+import logging
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -80,15 +85,27 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
         subprocess.run(["bash", str(SCRIPTS / "teardown.sh"), str(state)], env=env, timeout=120)
 
 
+def edited_profile(folder: Path, cpu_partition: str, gpu_partition: str | None) -> Path:
+    """profiles/slurm copied to ``folder`` and edited as README.md tells a user: the partition names
+    in partitions.yaml (the GPU partition's line deleted on a cluster without GPUs) and the account
+    line deleted (a cluster without accounts); nothing else."""
+    shutil.copytree(ROOT / "profiles" / "slurm", folder)
+    partitions = folder / "partitions.yaml"
+    lines = partitions.read_text().replace("your_cpu_partition", cpu_partition).splitlines(keepends=True)
+    if gpu_partition is None:
+        lines = [line for line in lines if "your_gpu_partition" not in line]
+    partitions.write_text("".join(lines).replace("your_gpu_partition", str(gpu_partition)))
+    config = folder / "config.yaml"
+    config.write_text("".join(line for line in config.read_text().splitlines(keepends=True)
+                              if not line.lstrip().startswith("slurm_account:")))
+    return folder
+
+
 def cluster_profile(workdir: Path) -> Path:
-    """profiles/slurm with this cluster's partition, no account and no GPUs (there are none here),
-    and status checks through squeue every few seconds (there is no accounting database, so no sacct)."""
-    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
-    defaults = profile["default-resources"]
-    defaults["slurm_partition"] = PARTITION
-    del defaults["slurm_account"]
-    profile["set-resources"] = {rule: {"slurm_partition": PARTITION, "gpu": 0}  # drops cpus_per_gpu too
-                                for rule in profile["set-resources"]}
+    """profiles/slurm edited for this cluster (its one partition, no GPUs, no account), with status
+    checks through squeue every few seconds (there is no accounting database, so no sacct)."""
+    folder = edited_profile(workdir / "slurm_test_profile", PARTITION, gpu_partition=None)
+    profile = yaml.safe_load((folder / "config.yaml").read_text())
     profile.update({
         "slurm-status-command": "squeue",  # setup.sh's MinJobAge is 300 s, over 3 x 2 s
         "slurm-init-seconds-before-status-checks": 2,
@@ -96,8 +113,6 @@ def cluster_profile(workdir: Path) -> Path:
         "slurm-keep-successful-logs": True,
         "latency-wait": 5,
     })
-    folder = workdir / "slurm_test_profile"
-    folder.mkdir()
     (folder / "config.yaml").write_text(yaml.safe_dump(profile))
     return folder
 
@@ -217,3 +232,86 @@ def _wait_for(condition, seconds: float, what: str) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"no {what} after {seconds} s"
         time.sleep(0.2)
+
+
+# ---------------------------------------------------------------- the profile, without a cluster
+
+
+def snakemake_here(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    """Snakemake of this interpreter in ``workdir``, no cluster needed (dry runs, refusals)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def planned_resources(workdir: Path, *args: str) -> list[tuple[str, int, dict[str, object]]]:
+    """(rule, threads, resources) of every job of a dry run."""
+    result = snakemake_here(workdir, "--dry-run", *args)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    jobs = []
+    for block in re.split(r"^(?:local)?rule ", output, flags=re.MULTILINE)[1:]:
+        rule = block[: block.index(":")]
+        threads = re.search(r"^\s+threads: (\d+)$", block, flags=re.MULTILINE)
+        resources = re.search(r"^\s+resources: (.*)$", block, flags=re.MULTILINE)
+        pairs = (item.split("=", 1) for item in resources.group(1).split(", ")) if resources else ()
+        jobs.append((rule, int(threads.group(1)) if threads else 1,
+                     {key: int(value) if value.isdigit() else value for key, value in pairs}))
+    return jobs
+
+
+def chosen_partition(partitions_file: Path, rule: str, threads: int, resources: dict) -> tuple[str | None, str]:
+    """The partition snakemake-executor-plugin-slurm submits a job with these resources to, given the
+    profile's partitions file, and the GPU options it adds to sbatch."""
+    from snakemake.iocontainers import Namedlist
+    from snakemake_executor_plugin_slurm.partitions import get_best_partition, read_partition_file
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    class Job:  # the attributes of a job the plugin reads when it picks a partition
+        name, threads = rule, None
+
+    job = Job()
+    job.threads, job.resources = threads, Namedlist(fromdict=resources)
+    partitions = read_partition_file(partitions_file)
+    return get_best_partition(partitions, job, logging.getLogger("slurm-plugin")), set_gres_string(job)
+
+
+def test_unedited_profile_is_refused_before_any_job(workdir: Path):
+    result = snakemake_here(workdir, "--profile", "profiles/slurm", "--configfile", "config/test.yaml")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    lines = (workdir / "profiles" / "slurm" / "partitions.yaml").read_text().splitlines()
+    for placeholder in ("your_cpu_partition", "your_gpu_partition"):
+        number = next(index for index, line in enumerate(lines, start=1) if line.lstrip().startswith(placeholder))
+        assert f"profiles/slurm/partitions.yaml, line {number}: {placeholder}" in output, output
+    assert "default-resources: slurm_account: your_account" in output, output
+    assert "Traceback" not in output, output
+    assert not (workdir / "results").exists() and not (workdir / "resources").exists()
+    assert not (workdir / ".snakemake" / "slurm_logs").exists()
+
+
+def test_gpu_config_without_a_gpu_partition_is_refused(workdir: Path):
+    profile = edited_profile(workdir / "cpu_only", "cpu", gpu_partition=None)
+    result = snakemake_here(workdir, "--profile", str(profile), "--configfile", "config/paper.yaml")
+    assert result.returncode != 0
+    assert "config key 'resources.gpu' = 1 asks for GPUs, but no partition" in result.stdout + result.stderr
+    assert not (workdir / "results").exists() and not (workdir / "resources").exists()
+
+
+@pytest.mark.parametrize("config_name, gpus, partition", [("paper.yaml", 1, "gpu"), ("test.yaml", 0, "cpu")])
+def test_jobs_ask_for_the_configs_gpus_and_go_to_a_partition_that_has_them(workdir: Path, config_name: str,
+                                                                          gpus: int, partition: str):
+    """A dry run under profiles/slurm (edited for a cluster with both kinds of partition): every GPU
+    rule's job asks for the config's GPUs (one each for the paper, none for a CPU config), and the
+    plugin sends it to the GPU partition, with `--gpus=1`, or to the CPU partition, without."""
+    profile = edited_profile(workdir / "edited", "cpu", "gpu")
+    gpu_rules = set(yaml.safe_load((profile / "config.yaml").read_text())["set-resources"])
+    jobs = planned_resources(workdir, "--profile", str(profile), "--configfile", f"config/{config_name}")
+    submitted = [(rule, threads, resources) for rule, threads, resources in jobs if rule in gpu_rules]
+    assert {rule for rule, _, _ in submitted} == gpu_rules
+    for rule, threads, resources in submitted:
+        assert resources["gpu"] == gpus and "slurm_partition" not in resources, (rule, resources)
+    for rule in gpu_rules:  # the plugin's choice depends on the resources, not the wildcards: one job of each rule
+        threads, resources = next((threads, resources) for name, threads, resources in submitted if name == rule)
+        assert chosen_partition(profile / "partitions.yaml", rule, threads, resources) == (
+            partition, f" --gpus={gpus}" if gpus else "")

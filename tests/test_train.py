@@ -1,4 +1,4 @@
-"""The method of PAPER.md, asserted: K = 1 is standard training, f_lin is the first-order Taylor
+"""The method of docs/science.md, asserted: K = 1 is standard training, f_lin is the first-order Taylor
 model of f, K = ∞ never moves θ_lin, feature-update counts, switch runs, resume, divergence."""
 
 import json
@@ -52,18 +52,17 @@ def test_K1_is_standard_training(run_config, tiny_data_16, name, relinearise_eve
     @jax.jit
     def standard_step(params, opt_state, step):
         x, y = train.sample_batch(train_data, step, schedule.seed, trainer.config.batch_size, False)
-        loss, grads = jax.value_and_grad(lambda p: train.LOSSES["cross_entropy"](apply(p, x), y).mean())(params)
+        grads = jax.grad(lambda p: train.LOSSES["cross_entropy"](apply(p, x), y).mean())(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+        return optax.apply_updates(params, updates), opt_state
 
     params, opt_state = trainer.model.params, optimizer.init(trainer.model.params)
     step_program = trainer.relinearising_step if relinearise_every_step else trainer.train_step
     state, one_step = trainer.init_state(), train.block_runner(step_program, 1)
     for step in range(steps):
-        params, opt_state, loss = standard_step(params, opt_state, step)
+        params, opt_state = standard_step(params, opt_state, step)
         state = one_step(state, train_data, schedule)
-        np.testing.assert_allclose(state.last_loss, loss, rtol=1e-5)
-    assert_trees_close(state.params, params)
+        assert_trees_close(state.params, params)
     assert int(state.feature_updates) == steps - 1
 
 

@@ -4,6 +4,7 @@ temporary folder, so the repository never gets a .snakemake/ or results/ of its 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -19,6 +20,13 @@ ROOT = Path(__file__).resolve().parents[1]
 CLAIM_IDS = ["C1", "C2", "C3", "C4", "C5", "C6", "S1", "S2"]
 FIGURES = ["training_curves", "accuracy_vs_feature_updates", "network_vs_linearised", "linearise_after_t",
            "ntk_distance", "kernel_alignment", "kernel_specialisation", "gauss_newton_damping", "kernel_regression"]
+
+
+def report_results(report: Path) -> dict[str, dict]:
+    """The results a Snakemake HTML report embeds, by path: name, mime type, caption, data URI."""
+    match = re.search(r"^\s*var results = (\{.*\});$", report.read_text(), flags=re.MULTILINE)
+    assert match, f"{report}: no embedded results"
+    return json.loads(match.group(1))
 
 
 def load_config(name: str) -> dict:
@@ -68,11 +76,25 @@ def expected_jobs(config: dict) -> dict[str, int]:
     return jobs
 
 
+ONE_ENVIRONMENT_LINT = "Specify a conda environment or container for each rule."
+"""The one lint the workflow keeps: every job runs in the environment the README's commands create
+(jobs call its `python -m itlin`), so no rule names a conda environment of its own."""
+
+
 def test_lint_is_clean(workdir: Path):
     result = snakemake(workdir, "--lint")
     output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    assert "Lints for" not in output, output
+    before, *lints = output.split("Lints for ")
+    assert "Error" not in before and result.returncode == (1 if lints else 0), output
+    for found in lints:
+        assert re.findall(r"^    \* (.+):$", found, flags=re.MULTILINE) == [ONE_ENVIRONMENT_LINT], found
+
+
+def test_snakemake_files_are_formatted():
+    """`snakefmt --check` (settings in pyproject.toml) on the Snakefile and every rule file."""
+    result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "--diff", "Snakefile", "workflow/rules"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("config_name, runs", [("config.yaml", 96), ("paper.yaml", 150), ("test.yaml", 4)])
@@ -213,6 +235,10 @@ def test_tiny_config_runs_end_to_end_and_reruns_only_what_changed(workdir: Path)
     run_folder = workdir / "results" / "runs" / "digits" / "mlp" / "Kinf" / "seed0" / "base"
     assert yaml.safe_load((run_folder / "config.yaml").read_text())["K"] == float("inf")
     assert (run_folder / "run.json").is_file() and any((run_folder / "snapshots").iterdir())
+    snapshots = len(list((run_folder / "snapshots").glob("step_*.npz")))
+    run_name = run_folder.relative_to(workdir / "results" / "runs")
+    ntk_log = (workdir / "results" / "logs" / "measure_ntk" / f"{run_name}.log").read_text()
+    assert len(re.findall(rf"INFO itlin.ntk: snapshot \d+/{snapshots} \(step \d+\): \d+\.\d s", ntk_log)) == snapshots
 
     test_config = ["--configfile", "config/test.yaml"]
     assert planned_jobs(workdir, *test_config)[0] == {}
@@ -238,9 +264,17 @@ def test_tiny_config_runs_end_to_end_and_reruns_only_what_changed(workdir: Path)
                     "aggregate_ntk": 1, "aggregate_gauss_newton": 1, "claims": 1, "all": 1,
                     **{figure: 1 for figure in FIGURES}}  # (kernel_regression: still restyled, not redrawn yet)
 
+    # The report shows every figure as a PNG, captioned with its claim, and the claims table as HTML.
     report = snakemake(workdir, *test_config, "--report", "report.html")
     assert report.returncode == 0, report.stdout + report.stderr
-    assert "Claim C4" in (workdir / "report.html").read_text()
+    results = report_results(workdir / "report.html")
+    assert {path: result["mime_type"] for path, result in results.items()} == {
+        **{f"figures/{figure}.png": "image/png" for figure in FIGURES}, "results/claims.html": "text/html"}
+    assert "Claim C4" in results["figures/linearise_after_t.png"]["caption"]
+    claims_page = base64.b64decode(results["results/claims.html"]["data_uri"].split(";base64,", 1)[1]).decode()
+    table = claims_page[claims_page.index("<table"):claims_page.index("</table>")]
+    for claim in CLAIM_IDS:
+        assert f"<td>{claim}</td>" in table, claim
 
     # A failing job leaves its traceback in its log (and fails the pipeline).
     (workdir / "results" / "tables" / "metrics_sweep.parquet").write_bytes(b"not a parquet file")

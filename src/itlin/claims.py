@@ -828,7 +828,7 @@ def to_html(results: Sequence[ClaimResult], settings: Settings) -> str:
     """claims.html: the same content as claims.md as one HTML page (shown inline by the report)."""
     def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-        body = "".join("<tr>" + "".join(f"<td class='{_css(c)}'>{html.escape(str(c))}</td>" for c in row) + "</tr>"
+        body = "".join("<tr>" + "".join(f"<td{_css(c)}>{html.escape(str(c))}</td>" for c in row) + "</tr>"
                        for row in rows)
         return f"<table class='claims'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -850,9 +850,9 @@ def to_html(results: Sequence[ClaimResult], settings: Settings) -> str:
 
 
 def _css(text: object) -> str:
-    """The verdict class of a table cell (for colour), or none."""
+    """The class attribute of a verdict's table cell (for its colour); none for other cells."""
     verdict = str(text).split(" (")[0]
-    return verdict.replace(" ", "-") if verdict in VERDICTS else ""
+    return f" class='{verdict.replace(' ', '-')}'" if verdict in VERDICTS else ""
 
 
 def write(results: Sequence[ClaimResult], settings: Settings, markdown: Path, json_path: Path, html_path: Path) -> None:

@@ -2,6 +2,10 @@
 
     python -m itlin prepare --dataset digits --out resources/data/digits.npz
     python -m itlin train --config RUN.yaml --out results/runs/RUN [--scratch results/scratch/RUN]
+
+``--log FILE`` and ``--debug`` go before or after the command. A user error (an unknown dataset,
+a missing or invalid file) ends the command with one line on stderr and exit status 1; ``--debug``
+shows its traceback instead.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+from importlib.metadata import version
 from pathlib import Path
 
 import yaml
@@ -24,11 +29,20 @@ def _option(text: str) -> tuple[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="itlin", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--log", type=Path, help="also write log lines to this file")
+    """Run one command; the exit status (0, 1 for a user error, 143 for a run stopped by SIGTERM)."""
+    # Options every parser knows, so they may stand before or after the command; SUPPRESS keeps a
+    # value given before the command from being reset by the command's parser.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log", type=Path, default=argparse.SUPPRESS, help="also write log lines to this file")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an error instead of a one-line message")
+    parser = argparse.ArgumentParser(prog="itlin", description=__doc__, parents=[common],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('itlin')}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    prepare = commands.add_parser("prepare", help="download/verify or generate a dataset and write its .npz + .json")
+    prepare = commands.add_parser("prepare", parents=[common],
+                                  help="download/verify or generate a dataset and write its .npz + .json")
     prepare.add_argument("--dataset", required=True, help="digits, cifar10 or synthetic")
     prepare.add_argument("--out", type=Path, required=True, help="output .npz (metadata goes beside it as .json)")
     prepare.add_argument("--seed", type=int, default=0, help="split / generation seed")
@@ -36,15 +50,28 @@ def main(argv: list[str] | None = None) -> int:
     prepare.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE",
                          help="dataset option, e.g. test_fraction=0.25 (repeatable)")
 
-    train = commands.add_parser("train", help="train one run from a run config YAML")
+    train = commands.add_parser("train", parents=[common], help="train one run from a run config YAML")
     train.add_argument("--config", type=Path, required=True, help="run config YAML (see config/README.md)")
     train.add_argument("--out", type=Path, required=True, help="output folder: metrics.parquet, run.json, snapshots/")
     train.add_argument("--scratch", type=Path, help="checkpoint folder, kept outside the outputs (default OUT/scratch)")
 
     args = parser.parse_args(argv)
+    from itlin.data import DataError
     from itlin.train import configure_logging
 
-    configure_logging(args.log)
+    configure_logging(getattr(args, "log", None))
+    try:
+        return _run(args)
+    except (DataError, ValueError, OSError, yaml.YAMLError) as error:
+        if getattr(args, "debug", False):
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        log.error("%s (itlin %s --debug shows the traceback)", message, args.command)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command's work; user errors propagate to ``main``."""
     if args.command == "prepare":
         from itlin import data
 

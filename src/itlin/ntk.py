@@ -1,4 +1,4 @@
-"""The empirical neural tangent kernel on a probe set, and the measurements PAPER.md takes of it.
+"""The empirical neural tangent kernel on a probe set, and the measurements docs/science.md defines on it.
 
     Θ(x, x') = J(x) J(x')ᵀ,   J = ∂f/∂θ  (one row per output class)
 
@@ -538,7 +538,8 @@ def measure_run(run_dir: Path, data_path: Path, probe_size: int, *, probe_seed: 
 
     rows, initial, measured = [], None, {}
     interval = config.velocity_interval
-    for step, path in snapshots:
+    log.info("%s: %d snapshots, %d probe examples", run_dir, len(snapshots), len(labels))
+    for index, (step, path) in enumerate(snapshots, start=1):
         started = time.perf_counter()
         theta, theta_lin = training.load_snapshot(path, like=model.params)
         if not all(bool(jnp.isfinite(leaf).all()) for leaf in jax.tree.leaves((theta, theta_lin))):
@@ -562,8 +563,8 @@ def measure_run(run_dir: Path, data_path: Path, probe_size: int, *, probe_seed: 
                 before = measured[step - interval, point]
                 rows.append(_row(step - interval, point, "velocity", kernel_velocity(before.trace, kernel.trace, interval)))
             measured[step, point] = kernel
-        log.info("%s step %d: %d distinct kernels so far, %.1f s", run_dir, step, len(cache),
-                 time.perf_counter() - started)
+        log.info("snapshot %d/%d (step %d): %.1f s, %d distinct kernels so far", index, len(snapshots), step,
+                 time.perf_counter() - started, len(cache))
     return _ntk_frame(rows, config, probe_size)
 
 

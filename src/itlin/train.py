@@ -168,7 +168,6 @@ class TrainState(NamedTuple):
     opt_state: Any
     feature_updates: jax.Array
     diverged_at: jax.Array  # first step with a non-finite loss, -1 while finite
-    last_loss: jax.Array
 
 
 class Schedule(NamedTuple):
@@ -257,7 +256,6 @@ class Trainer:
             opt_state=self.optimizer.init(params),
             feature_updates=jnp.asarray(0, jnp.int32),
             diverged_at=jnp.asarray(-1, jnp.int32),
-            last_loss=jnp.asarray(0.0, jnp.float32),
         )
 
     def schedule(self) -> Schedule:
@@ -267,7 +265,7 @@ class Trainer:
 
     def train_step(self, state: TrainState, data: TrainData, schedule: Schedule, *,
                    relinearise_every_step: bool = False) -> TrainState:
-        """One step of PAPER.md's algorithm: maybe re-linearise, then an optimiser step on f_lin.
+        """One step of the algorithm in docs/science.md: maybe re-linearise, then an optimiser step on f_lin.
 
         With ``proximal_damping`` λ > 0 the objective of each round is the linearised loss plus
         (λ/2)‖θ − θ_lin‖²: run to convergence, a round is one damped Gauss-Newton step (C5).
@@ -300,7 +298,6 @@ class Trainer:
             opt_state=opt_state,
             feature_updates=state.feature_updates + (relinearise & (t > 0)).astype(jnp.int32),
             diverged_at=jnp.where((state.diverged_at < 0) & ~jnp.isfinite(loss), t, state.diverged_at),
-            last_loss=loss,
         )
 
     def _evaluate(self, params, params_lin, x: jax.Array, y: jax.Array) -> jax.Array:
@@ -453,7 +450,7 @@ def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None) -> st
             rows += new
             if step == config.steps:
                 final_predicted = per_example[:, 2, splits["test"]]
-            _report_progress(bar, step, config.steps, float(state.last_loss), int(state.feature_updates), new)
+            _report_progress(bar, step, config.steps, int(state.feature_updates), new)
         if step in snapshot_at and step != resumed_step:
             save_snapshot(snapshots_dir / f"step_{step:07d}.npz", state.params, state.params_lin)
         if step == config.steps:
@@ -494,13 +491,16 @@ def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None) -> st
     return status
 
 
-def _report_progress(bar, step: int, steps: int, loss: float, feature_updates: int, rows: list[dict]) -> None:
-    test_accuracy = next(r["accuracy"] for r in rows if r["split"] == "test" and r["evaluator"] == "linear")
+def _report_progress(bar, step: int, steps: int, feature_updates: int, rows: list[dict]) -> None:
+    """One evaluation's numbers as a log line (or on the progress bar of a terminal): the loss on the
+    train subset and the test accuracy of f_lin, as in the metrics table; at step 0, of θ₀."""
+    linear = {row["split"]: row for row in rows if row["evaluator"] == "linear"}
+    train_loss, test_accuracy = linear["train"]["loss"], linear["test"]["accuracy"]
     if bar.disable:
-        log.info("step %d/%d | train loss %.4f | test acc (f_lin) %.4f | feature updates %d",
-                 step, steps, loss, test_accuracy, feature_updates)
+        log.info("step %d/%d | train loss (f_lin) %.4f | test acc (f_lin) %.4f | feature updates %d",
+                 step, steps, train_loss, test_accuracy, feature_updates)
     else:
-        bar.set_postfix(loss=f"{loss:.4f}", test_acc=f"{test_accuracy:.3f}", feature_updates=feature_updates)
+        bar.set_postfix(loss=f"{train_loss:.4f}", test_acc=f"{test_accuracy:.3f}", feature_updates=feature_updates)
 
 
 class Preempted(Exception):

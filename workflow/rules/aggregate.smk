@@ -6,51 +6,47 @@ K sweep, so that the sweep figures never wait for (or rerun after) the switch ru
 
 
 rule aggregate:
-    localrule: True
     input:
         metrics=metrics_files(SWEEP_RUNS + SWITCH_RUNS),
         code=library_source("tables"),
     output:
         table="results/tables/metrics.parquet",
-    conda:
-        "../../environment.yml"
     log:
         "results/logs/aggregate/metrics.log",
     benchmark:
         "results/benchmarks/aggregate/metrics.tsv"
+    localrule: True
     script:
         "../scripts/aggregate.py"
 
 
 rule aggregate_sweep:
-    localrule: True
     input:
         metrics=metrics_files(SWEEP_RUNS),
         code=library_source("tables"),
     output:
         table="results/tables/metrics_sweep.parquet",
-    conda:
-        "../../environment.yml"
     log:
         "results/logs/aggregate/metrics_sweep.log",
     benchmark:
         "results/benchmarks/aggregate/metrics_sweep.tsv"
+    localrule: True
     script:
         "../scripts/aggregate.py"
 
 
 rule aggregate_predictions:
-    localrule: True
     input:
         predictions=[f"results/runs/{run}/predictions.parquet" for run in SWEEP_RUNS + SWITCH_RUNS],
         code=library_source("tables"),
     output:
         table="results/tables/predictions.parquet",
-    conda:
-        "../../environment.yml"
     log:
         "results/logs/aggregate/predictions.log",
     benchmark:
         "results/benchmarks/aggregate/predictions.tsv"
+    localrule: True
+    conda:
+        "../../environment.yml"
     script:
         "../scripts/aggregate_predictions.py"

@@ -11,6 +11,8 @@ import math
 import re
 from pathlib import Path
 
+import yaml
+
 from snakemake.utils import validate
 
 from itlin import linearise
@@ -114,6 +116,45 @@ validate(config, schema="../schemas/config.schema.yaml", set_default=False)
 check_config(config)
 
 
+PROFILE_PLACEHOLDER = re.compile(r"\byour_\w+")
+"""The placeholders of profiles/slurm (your_account, your_cpu_partition, ...) that a user replaces."""
+
+
+def check_cluster_profile():
+    """Refuse, before any job is submitted, a SLURM profile that still holds a placeholder (naming
+    the line to edit), or a GPU config for a cluster whose partitions file lists no GPUs; run by
+    `onstart`, when the executor's settings are known."""
+    problems = []
+    resources = workflow.resource_settings
+    settings = {"default-resources": resources.default_resources or {}}
+    settings |= {f"set-resources: {name}": values for name, values in resources.overwrite_resources.items()}
+    for where, values in settings.items():
+        for name, value in values.items():
+            raw = getattr(value, "raw", value)
+            if isinstance(raw, str) and PROFILE_PLACEHOLDER.search(raw):
+                problems.append(f"the profile's config.yaml, {where}: {name}: {raw}")
+    partition_file = getattr(workflow.executor_settings, "partition_config", None)
+    if partition_file:
+        lines = Path(partition_file).read_text().splitlines()
+        problems += [
+            f"{partition_file}, line {number}: {line.strip()}"
+            for number, line in enumerate(lines, start=1)
+            if PROFILE_PLACEHOLDER.search(line.partition("#")[0])
+        ]
+        gpus = config["resources"]["gpu"]
+        partitions = (yaml.safe_load("\n".join(lines)) or {}).get("partitions") or {}
+        if gpus and not any((limits or {}).get("max_gpu", 0) >= gpus for limits in partitions.values()):
+            problems.append(
+                f"config key 'resources.gpu' = {gpus} asks for GPUs, but no partition in {partition_file} "
+                f"has 'max_gpu' >= {gpus}: add a partition with GPUs, or set resources.gpu to 0"
+            )
+    if problems:
+        raise WorkflowConfigError(
+            "the SLURM profile is not set up for this cluster; edit (README.md, 'On a SLURM cluster'):\n  "
+            + "\n  ".join(problems)
+        )
+
+
 def schedule_name(k):
     """Path component of a re-linearisation period: K1, K10, Kinf."""
     period = k_value(k)
@@ -193,10 +234,15 @@ def metrics_files(runs):
 
 def all_targets():
     """What the default target builds: the tables, every configured figure, the claims."""
-    targets = ["results/tables/metrics.parquet", "results/tables/ntk.parquet", "results/claims.md"]
+    targets = [
+        "results/tables/metrics.parquet",
+        "results/tables/ntk.parquet",
+        "results/claims.md",
+        "results/claims.html",
+    ]
     targets += [table for table in measurement_tables().values() if table]
     for name in config["figures"]:
-        targets += [f"figures/{name}.pdf", f"figures/{name}.png"]
+        targets += [f"figures/{name}.png", f"figures/{name}.pdf"]
     return targets
 
 

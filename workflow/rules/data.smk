@@ -2,20 +2,18 @@
 
 
 rule prepare_data:
-    # Local: a download must happen where the network is (the head node of a cluster).
-    localrule: True
     output:
         data="resources/data/{dataset}.npz",
         meta="resources/data/{dataset}.json",
-    params:
-        seed=config["dataset"]["split_seed"],
-        options=dataset_options,
-    conda:
-        "../../environment.yml"
     log:
         "results/logs/prepare_data/{dataset}.log",
     benchmark:
         "results/benchmarks/prepare_data/{dataset}.tsv"
+    # Local: a download must happen where the network is (the head node of a cluster).
+    localrule: True
+    params:
+        seed=config["dataset"]["split_seed"],
+        options=dataset_options,
     shell:
         "python -m itlin prepare --dataset {wildcards.dataset} --out {output.data}"
         " --seed {params.seed} {params.options} > {log} 2>&1"

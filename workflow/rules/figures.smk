@@ -30,29 +30,23 @@ for figure, table in FIGURE_TABLES.items():
     rule:
         name:
             figure
-        localrule: True
         input:
             table=table,
             code=library_source("plots"),
+        # The report shows the PNG; the PDF (vector, for papers) lies beside it in figures/.
         output:
-            pdf=report(
-                f"figures/{figure}.pdf",
-                caption=f"../report/{figure}.rst",
-                category="Figures",
-                labels={"figure": figure, "format": "PDF"},
-            ),
             png=report(
                 f"figures/{figure}.png",
                 caption=f"../report/{figure}.rst",
                 category="Figures",
-                labels={"figure": figure, "format": "PNG"},
+                labels={"figure": figure},
             ),
+            pdf=f"figures/{figure}.pdf",
+        log:
+            f"results/logs/figures/{figure}.log",
+        localrule: True
         params:
             figure=figure,
             options=FIGURE_OPTIONS.get(figure, {}),
-        conda:
-            "../../environment.yml"
-        log:
-            f"results/logs/figures/{figure}.log",
         script:
             "../scripts/figure.py"

@@ -9,6 +9,16 @@ rule gauss_newton:
     output:
         result=f"results/gauss_newton/{GAUSS_NEWTON_RUN}.parquet",
         history=f"results/gauss_newton/{GAUSS_NEWTON_RUN}_history.parquet",
+    log:
+        f"results/logs/gauss_newton/{GAUSS_NEWTON_RUN}.log",
+    benchmark:
+        f"results/benchmarks/gauss_newton/{GAUSS_NEWTON_RUN}.tsv"
+    threads: config["resources"]["threads"]
+    # A retry (after a time-out or an out-of-memory kill) asks for more time and memory.
+    resources:
+        mem_mb=grows_with_attempt(train_mem_mb),
+        runtime=grows_with_attempt(config["gauss_newton"]["runtime_minutes"]),
+        gpu=config["resources"]["gpu"],
     params:
         model=lambda wildcards: model_spec(wildcards.model),
         damping=lambda wildcards: DAMPINGS[wildcards.damping],
@@ -22,24 +32,11 @@ rule gauss_newton:
         probe_seed=config["ntk"]["probe_seed"],
         # λ is traced: every run of a model compiles the same step, once.
         compilation_cache="results/jax_cache",
-    conda:
-        "../../environment.yml"
-    log:
-        f"results/logs/gauss_newton/{GAUSS_NEWTON_RUN}.log",
-    benchmark:
-        f"results/benchmarks/gauss_newton/{GAUSS_NEWTON_RUN}.tsv"
-    threads: config["resources"]["threads"]
-    # A retry (after a time-out or an out-of-memory kill) asks for more time and memory.
-    resources:
-        mem_mb=grows_with_attempt(train_mem_mb),
-        runtime=grows_with_attempt(config["gauss_newton"]["runtime_minutes"]),
-        gpu=config["resources"]["gpu"],
     script:
         "../scripts/gauss_newton.py"
 
 
 rule aggregate_gauss_newton:
-    localrule: True
     input:
         runs=[f"results/gauss_newton/{run}.parquet" for run in GAUSS_NEWTON_RUNS],
         metrics="results/tables/metrics_sweep.parquet",
@@ -47,16 +44,15 @@ rule aggregate_gauss_newton:
         code=library_source("gauss_newton"),
     output:
         table="results/tables/gauss_newton.parquet",
+    log:
+        "results/logs/aggregate/gauss_newton.log",
+    benchmark:
+        "results/benchmarks/aggregate/gauss_newton.tsv"
+    localrule: True
     params:
         learning_rate=config["training"]["optimizer"]["learning_rate"],
         models=config["gauss_newton"]["models"],
         # the Gauss-Newton runs see no augmentation: compare them with the K-runs that saw none either
         variants=[label for label, variant in config["variants"].items() if not variant["augment"]],
-    conda:
-        "../../environment.yml"
-    log:
-        "results/logs/aggregate/gauss_newton.log",
-    benchmark:
-        "results/benchmarks/aggregate/gauss_newton.tsv"
     script:
         "../scripts/aggregate_gauss_newton.py"

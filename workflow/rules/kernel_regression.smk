@@ -8,16 +8,6 @@ rule kernel_regression_run:
         code=library_source("kernel_regression"),
     output:
         f"results/kernel_regression/{KERNEL_REGRESSION_RUN}.parquet",
-    params:
-        model=lambda wildcards: model_spec(wildcards.model),
-        train_size=config["kernel_regression"]["train_size"],
-        kernel=config["kernel_regression"]["kernel"],
-        steps=config["kernel_regression"]["steps"],
-        learning_rate=config["kernel_regression"]["learning_rate"],
-        jitter=config["kernel_regression"]["jitter"],
-        compilation_cache="results/jax_cache",
-    conda:
-        "../../environment.yml"
     log:
         f"results/logs/kernel_regression/{KERNEL_REGRESSION_RUN}.log",
     benchmark:
@@ -28,22 +18,28 @@ rule kernel_regression_run:
         mem_mb=grows_with_attempt(train_mem_mb),
         runtime=grows_with_attempt(config["kernel_regression"]["runtime_minutes"]),
         gpu=config["resources"]["gpu"],
+    params:
+        model=lambda wildcards: model_spec(wildcards.model),
+        train_size=config["kernel_regression"]["train_size"],
+        kernel=config["kernel_regression"]["kernel"],
+        steps=config["kernel_regression"]["steps"],
+        learning_rate=config["kernel_regression"]["learning_rate"],
+        jitter=config["kernel_regression"]["jitter"],
+        compilation_cache="results/jax_cache",
     script:
         "../scripts/kernel_regression.py"
 
 
 rule aggregate_kernel_regression:
-    localrule: True
     input:
         runs=[f"results/kernel_regression/{run}.parquet" for run in KERNEL_REGRESSION_RUNS],
         code=library_source("tables"),
     output:
         table="results/tables/kernel_regression.parquet",
-    conda:
-        "../../environment.yml"
     log:
         "results/logs/aggregate/kernel_regression.log",
     benchmark:
         "results/benchmarks/aggregate/kernel_regression.tsv"
+    localrule: True
     script:
         "../scripts/aggregate_kernel_regression.py"

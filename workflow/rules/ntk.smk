@@ -11,16 +11,6 @@ rule measure_ntk:
         code=library_source("ntk"),
     output:
         f"results/ntk/{RUN}.parquet",
-    params:
-        run_dir=subpath(input.run, parent=True),
-        probe_size=config["ntk"]["probe_size"],
-        probe_seed=config["ntk"]["probe_seed"],
-        chunk_size=config["ntk"]["chunk_size"],
-        strategy=config["ntk"]["strategy"],
-        # Every run of a model compiles the same kernel programs: compile once, reuse.
-        compilation_cache="results/jax_cache",
-    conda:
-        "../../environment.yml"
     log:
         f"results/logs/measure_ntk/{RUN}.log",
     benchmark:
@@ -31,22 +21,28 @@ rule measure_ntk:
         mem_mb=grows_with_attempt(train_mem_mb),
         runtime=grows_with_attempt(config["ntk"]["runtime_minutes"]),
         gpu=config["resources"]["gpu"],
+    params:
+        run_dir=subpath(input.run, parent=True),
+        probe_size=config["ntk"]["probe_size"],
+        probe_seed=config["ntk"]["probe_seed"],
+        chunk_size=config["ntk"]["chunk_size"],
+        strategy=config["ntk"]["strategy"],
+        # Every run of a model compiles the same kernel programs: compile once, reuse.
+        compilation_cache="results/jax_cache",
     script:
         "../scripts/measure_ntk.py"
 
 
 rule aggregate_ntk:
-    localrule: True
     input:
         ntk=[f"results/ntk/{run}.parquet" for run in SWEEP_RUNS + TWIN_RUNS],
         code=library_source("tables"),
     output:
         table="results/tables/ntk.parquet",
-    conda:
-        "../../environment.yml"
     log:
         "results/logs/aggregate/ntk.log",
     benchmark:
         "results/benchmarks/aggregate/ntk.tsv"
+    localrule: True
     script:
         "../scripts/aggregate_ntk.py"
