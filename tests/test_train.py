@@ -18,7 +18,7 @@ import pytest
 import yaml
 from jax.flatten_util import ravel_pytree
 
-from itlin import data, models, train
+from itlin import data, models, tables, train
 from itlin.linearise import expected_feature_updates, linearise, relinearise_now, relinearises_throughout
 
 MODELS = {"mlp": {"depth": 2, "width": 16}, "cnn": {"depth": 2, "width": 8}, "resnet18": {"width": 4}}
@@ -240,6 +240,20 @@ def test_divergence_is_recorded_and_exits_zero(run_config, tmp_path):
     assert set(metrics.status) == {"diverged"}
     last = metrics[metrics.step == metrics.step.max()]
     assert last.step.iloc[0] == summary["diverged_step"] and last.loss.isna().all()
+
+
+def test_divergence_on_an_evaluation_step_leaves_one_row_per_measurement(run_config, tmp_path):
+    """Evaluating every step, the step whose loss is the first non-finite one has already been
+    evaluated when the divergence is seen: its rows are replaced by the diverged rows, not doubled."""
+    config = run_config(K=1, loss="mse", scan_steps=1, eval_every=1, checkpoint_every=1,
+                        optimizer={"name": "sgd", "learning_rate": 100.0, "momentum": 0.0, "schedule": "constant"})
+    assert train.run(train.RunConfig.from_dict(config), tmp_path / "out") == "diverged"
+    summary = json.loads((tmp_path / "out" / "run.json").read_text())
+    metrics = tables.aggregate([tmp_path / "out" / "metrics.parquet"])  # raises on a repeated measurement
+    assert metrics.step.max() == summary["diverged_step"] > 0
+    assert sorted(metrics.step.unique()) == list(range(summary["diverged_step"] + 1))
+    last = metrics[metrics.step == summary["diverged_step"]]
+    assert len(last) == 4 and last.loss.isna().all() and last.accuracy.isna().all()
 
 
 @pytest.mark.parametrize("override, key", [

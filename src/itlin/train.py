@@ -427,6 +427,9 @@ def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None) -> st
             diverged = int(state.diverged_at)
             if diverged >= 0:
                 status, diverged_step = "diverged", diverged
+                # The diverged step may itself have been evaluated (it was the last evaluation step):
+                # its rows, of parameters whose loss is not finite, are replaced by the diverged rows.
+                rows = [row for row in rows if row["step"] < diverged]
                 rows += _diverged_rows(diverged, int(state.feature_updates), time.perf_counter() - clock)
                 log.warning("run diverged: non-finite loss at step %d", diverged)
                 break
