@@ -252,7 +252,7 @@ def ntk_distance(ntk: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
         for ax, (metric, ylabel) in zip(row, panels):
             _K_curves(ax, runs[runs["metric"] == metric], colours)
             ax.set(title=f"{group}: {ylabel.split(' (')[0]}", xlabel=NTK_STEP_LABEL, ylabel=ylabel)
-    handles = [_line_handle(colours[K], K_label(K), K) for K in sorted(colours)]
+    handles = [_line_handle(colours[K], K_label(K) + _kernel_note(rows[rows["K"] == K]), K) for K in sorted(colours)]
     return _finish(fig, title, handles, out_pdf, out_png, legend_title=NTK_LEGEND_TITLE)
 
 
@@ -273,7 +273,7 @@ def kernel_alignment(ntk: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
     for ax, (group, runs) in zip(axes, groups):
         _K_curves(ax, runs, colours)
         ax.set(title=group, xlabel=NTK_STEP_LABEL, ylabel="centred kernel-target alignment")
-    handles = [_line_handle(colours[K], K_label(K), K) for K in sorted(colours)]
+    handles = [_line_handle(colours[K], K_label(K) + _kernel_note(rows[rows["K"] == K]), K) for K in sorted(colours)]
     if compare_models:
         ax = axes[-1]
         palette = _group_palette(standard.assign(group=tables.group_labels(standard)))
@@ -289,39 +289,57 @@ def kernel_alignment(ntk: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
 
 @_styled
 def kernel_specialisation(ntk: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
-    """S2: class-specialisation matrices of the trained kernel at the last snapshot, K = 1 (standard
+    """S2: class-specialisation matrices of the trained kernel at the end of training, K = 1 (standard
     network) against K = ∞ (linearised), one row per model; entry [c, c'] is the centred alignment
     of output c's kernel with class c''s one-hot target column, mean over seeds. The panel title
-    gives the specialisation contrast (mean diagonal minus mean off-diagonal)."""
+    gives the specialisation contrast (mean diagonal minus mean off-diagonal).
+
+    Diverged runs have no kernel at the end of training: they are left out, and the panel names
+    them. Degenerate kernels (NaN entries) are left out of the means, and the panel says so.
+    """
     title = "S2: class specialisation of the NTK at the end of training, K = 1 vs K = ∞"
     rows = _trained_kernel_rows(ntk, ("specialisation",))
     rows = rows[(rows["K"] == 1) | np.isinf(rows["K"])]
     if rows.empty:
         return _note_figure(title, "No runs with K = 1 or K = ∞ in the NTK table: nothing to compare.",
                             out_pdf, out_png)
-    final = rows[rows["step"] == rows.groupby(tables.RUN_KEYS, dropna=False)["step"].transform("max")]
+    ended = rows[rows["status"] == "ok"]
+    final = ended[ended["step"] == ended.groupby(tables.RUN_KEYS, dropna=False)["step"].transform("max")]
     matrices = final.groupby(["group", "K", "output_class", "target_class"])["value"].mean()
-    limit = max(float(matrices.abs().max()), 1e-6)
+    limit = max(float(np.nan_to_num(matrices.abs().max())), 1e-6)
     contrasts = claims.specialisation_contrast(final).assign(group=lambda runs: tables.group_labels(runs))
     columns = {1.0: "K = 1 (standard network)", math.inf: "K = ∞ (linearised)"}
-    groups = sorted(final["group"].unique())
+    groups = sorted(rows["group"].unique())
     fig, axes = plt.subplots(len(groups), 2, figsize=(9.5, 3.8 * len(groups) + 0.6), layout="constrained",
                              squeeze=False)
     for row, group in zip(axes, groups):
         for column, (ax, (K, label)) in enumerate(zip(row, columns.items())):
+            runs = rows[(rows["group"] == group) & (rows["K"] == K)]
+            diverged = tables.diverged_runs(runs)
+            total = len(diverged) + runs[runs["status"] == "ok"].groupby(tables.RUN_KEYS, dropna=False).ngroups
+            left_out = f"{len(diverged)} of {total} runs diverged, left out: {tables.describe_runs(diverged)}"
             if (group, K) not in matrices.index.droplevel([2, 3]):
                 ax.set_axis_off()
-                ax.text(0.5, 0.5, f"no runs: {label}", transform=ax.transAxes, ha="center", va="center", color="0.3",
+                note = (f"{group}: {label}\nevery run diverged before the end of training:\n"
+                        f"{tables.describe_runs(diverged)}" if total else f"no runs: {label}")
+                ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center", color="0.3", wrap=True,
                         bbox={"facecolor": "white", "edgecolor": "0.7"})
                 continue
             matrix = matrices.loc[(group, K)].unstack("target_class")
             sns.heatmap(matrix, ax=ax, cmap="vlag", vmin=-limit, vmax=limit, center=0, square=True,
                         annot=len(matrix) <= 10, fmt=".2f", annot_kws={"fontsize": 7}, cbar=column == 1,
                         cbar_kws={"label": "centred alignment (shared scale)", "shrink": 0.8})
-            runs = contrasts[(contrasts["group"] == group) & (contrasts["K"] == K)]
+            at_end = contrasts[(contrasts["group"] == group) & (contrasts["K"] == K)]
             step = int(final.loc[(final["group"] == group) & (final["K"] == K), "step"].max())
-            ax.set(title=f"{group}: {label}\nstep {step}, contrast {runs['contrast'].mean():+.3f}",
-                   xlabel="target class c' (one-hot column)", ylabel="output class c (its kernel)")
+            contrast = at_end["contrast"].mean()
+            text = f"{group}: {label}\nstep {step}, contrast " + (f"{contrast:+.3f}" if np.isfinite(contrast)
+                                                                  else "undefined")
+            degenerate = int(at_end["contrast"].isna().sum())
+            if degenerate:
+                text += f"\n{degenerate} of {len(at_end)} runs: degenerate kernel (NaN), left out"
+            if not diverged.empty:
+                text += f"\n{left_out}"
+            ax.set(title=text, xlabel="target class c' (one-hot column)", ylabel="output class c (its kernel)")
     return _finish(fig, title, [], out_pdf, out_png)
 
 
@@ -463,6 +481,21 @@ def _trained_kernel_rows(ntk: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFr
     rows = rows[rows["metric"].isin(metrics) & (rows["point"] == tables.TRAINED_POINT)].copy()
     rows["group"] = tables.group_labels(rows)
     return rows
+
+
+def _kernel_note(runs: pd.DataFrame) -> str:
+    """Legend suffix for the kernel rows of one K: how many of its runs diverged (drawn until their
+    divergence) and how many have degenerate kernels (NaN values, not drawn); '' when neither."""
+    total = runs.groupby(tables.RUN_KEYS, dropna=False).ngroups
+    notes = []
+    diverged = tables.diverged_runs(runs)
+    if not diverged.empty:
+        steps = ", ".join(str(step) for step in sorted(set(diverged["diverged_step"])))
+        notes.append(f"{len(diverged)} of {total} runs diverged (drawn until step {steps})")
+    degenerate = runs[runs["value"].isna()].groupby(tables.RUN_KEYS, dropna=False).ngroups
+    if degenerate:
+        notes.append(f"{degenerate} of {total} runs with degenerate kernels (NaN, not drawn)")
+    return "".join(f", {note}" for note in notes)
 
 
 def _K_curves(ax: plt.Axes, rows: pd.DataFrame, colours: dict[float, tuple]) -> None:

@@ -54,6 +54,8 @@ NTK_COLUMNS: dict[str, str] = {
     "seed": "int64",
     "variant": "str",
     "probe_size": "int64",
+    "status": "str",
+    "diverged_step": "Int64",
     "step": "int64",
     "point": "str",
     "metric": "str",
@@ -66,6 +68,10 @@ NTK_COLUMNS: dict[str, str] = {
 One row per (run, snapshot step, point, metric[, class pair]). ``model`` is the model's label as in
 the metrics table, ``architecture`` its registry name (``cnn``) and ``depth`` its ``depth`` setting
 (<NA> for a model without one, e.g. resnet18); ``probe_size`` is the number of probe examples.
+``status`` is the run's (``ok`` or ``diverged``, as in the metrics table) and ``diverged_step`` the
+first step whose training loss was not finite (<NA> for a run that did not diverge): a diverged run
+has no kernel measured at or after it, so its last rows are not those of the end of training
+(``diverged_runs`` lists such runs).
 ``point`` is the parameter vector whose kernel was measured: ``network`` (θ) or ``linearisation``
 (θ_lin, the kernel of the trained linear model). ``metric`` is one of ``NTK_METRICS``:
 ``distance_from_init`` (kernel distance of the trace kernel from its value at θ₀), ``velocity``
@@ -160,9 +166,17 @@ def validate_ntk(df: pd.DataFrame, source: str) -> pd.DataFrame:
         if bad:
             raise MetricsSchemaError(f"{source}: column {column!r} has value(s) {bad}, allowed {list(allowed)}")
     _check_K(result, source)
-    for column, lowest in (("step", 0), ("probe_size", 1), ("depth", 1), ("output_class", 0), ("target_class", 0)):
+    for column, lowest in (("step", 0), ("probe_size", 1), ("depth", 1), ("output_class", 0), ("target_class", 0),
+                           ("diverged_step", 0)):
         if (result[column].dropna() < lowest).any():
             raise MetricsSchemaError(f"{source}: column {column!r} has values below {lowest}")
+    bad = sorted(set(result["status"]) - set(ALLOWED_VALUES["status"]))
+    if bad:
+        raise MetricsSchemaError(f"{source}: column 'status' has value(s) {bad}, allowed {list(ALLOWED_VALUES['status'])}")
+    if (result["diverged_step"].isna() == (result["status"] == "diverged")).any():
+        raise MetricsSchemaError(f"{source}: column 'diverged_step' must be set exactly on diverged runs")
+    if (result["step"] >= result["diverged_step"]).fillna(False).any():
+        raise MetricsSchemaError(f"{source}: a diverged run has kernels measured at or after its 'diverged_step'")
     is_specialisation = result["metric"] == "specialisation"
     for column in ("output_class", "target_class"):
         if (result[column].isna() == is_specialisation).any():
@@ -345,6 +359,27 @@ def _write_parquet(table: pd.DataFrame, path: Path) -> None:
     table.to_parquet(path, index=False)
 
 
+def diverged_runs(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per diverged run of a metrics or NTK table: ``RUN_KEYS`` and ``diverged_step``, the first
+    step whose training loss was not finite.
+
+    A diverged run's metrics end with NaN rows at that step; its NTK rows stop at the last snapshot
+    before it. Either way its last values are not those of the end of training: a verdict or figure
+    about the end of training leaves these runs out and says so (``describe_runs`` names them).
+    """
+    diverged = table[table["status"] == "diverged"]
+    step = diverged["diverged_step"] if "diverged_step" in diverged else diverged["step"]  # metrics: the NaN rows' step
+    runs = diverged.assign(diverged_step=step).groupby(RUN_KEYS, dropna=False, sort=True)["diverged_step"].max()
+    return runs.astype("int64").reset_index()[RUN_KEYS + ["diverged_step"]]
+
+
+def describe_runs(runs: pd.DataFrame) -> str:
+    """The runs of ``diverged_runs`` named for a note: 'cnn K=1 seed 1 (step 100), ...'."""
+    labels = group_labels(runs) if not runs.empty else pd.Series(dtype="str")
+    return ", ".join(f"{label} K={format_K(K)} seed {seed} (step {step})"
+                     for label, K, seed, step in zip(labels, runs["K"], runs["seed"], runs["diverged_step"]))
+
+
 def final_metrics(metrics: pd.DataFrame, split: str = "test", evaluator: str = TRAINED_EVALUATOR) -> pd.DataFrame:
     """One row per run: its last evaluation of ``split`` by ``evaluator``.
 
@@ -486,6 +521,7 @@ def example_ntk(
     alignment_gain: Callable[[str, float], float] | None = None,
     specialisation_gain: Callable[[str, float], float] | None = None,
     noise: float = 0.0,
+    diverged: Iterable[tuple[str, float, int]] = (),
     dataset: str = "synthetic",
     variant: str = "base",
 ) -> pd.DataFrame:
@@ -498,7 +534,9 @@ def example_ntk(
     0.1); by default they grow with depth and are 0 for K = ∞, whose linearisation point never
     moves. The network point of every run follows the K = 1 curve (θ always moves). Velocity is
     the change of the distance curve per step. ``noise``: standard deviation of a per-run Gaussian
-    shift of the alignment and specialisation values and relative change of the distance.
+    shift of the alignment and specialisation values and relative change of the distance. Runs
+    listed in ``diverged`` as (model, K, seed) diverge at their middle snapshot step, and are measured
+    before it only.
     """
     depths = dict(depths or {"cnn": 2, "cnn_deep": 4})
     final_distance = final_distance or (lambda model, K: 0.0 if math.isinf(K) else 0.3 + 0.05 * depths[model])
@@ -506,17 +544,21 @@ def example_ntk(
     specialisation_gain = specialisation_gain or (lambda model, K: 0.0 if math.isinf(K) else 0.3)
     rng = np.random.default_rng(0)
     snapshot_steps = np.unique(np.concatenate([[0], np.round(np.geomspace(steps / 100, steps, num_snapshots - 1))]))
+    diverged = set(diverged)
     rows = []
     for model, depth in depths.items():
         for K in map(float, Ks):
             for seed in seeds:
                 shift = rng.normal(0, noise)
+                diverged_step = int(snapshot_steps[len(snapshot_steps) // 2]) if (model, K, seed) in diverged else None
                 for point, gain_K in (("network", 1.0), ("linearisation", K)):
                     progress = 1 - np.exp(-snapshot_steps / (time_constant * steps))
                     distance = np.clip(final_distance(model, gain_K) * progress * (1 + shift), 0, 2)
                     alignment = 0.2 + alignment_gain(model, gain_K) * progress + shift
                     values = [("distance_from_init", distance), ("alignment", alignment)]
                     for position, step in enumerate(snapshot_steps):
+                        if diverged_step is not None and step >= diverged_step:
+                            break
                         measured = [(metric, curve[position], None, None) for metric, curve in values]
                         if position:
                             speed = abs(distance[position] - distance[position - 1]) / (step - snapshot_steps[position - 1])
@@ -526,7 +568,8 @@ def example_ntk(
                                      for c in range(num_classes) for t in range(num_classes)]
                         rows += [dict(dataset=dataset, model=model, architecture=model.split("_")[0], depth=depth, K=K,
                                       switch_step=None, seed=seed, variant=variant, probe_size=10 * num_classes,
-                                      step=int(step), point=point, metric=metric, output_class=c, target_class=t,
+                                      status="ok" if diverged_step is None else "diverged",
+                                      diverged_step=diverged_step, step=int(step), point=point, metric=metric, output_class=c, target_class=t,
                                       value=float(value))
                                  for metric, value, c, t in measured]
     return validate_ntk(pd.DataFrame(rows), source="example_ntk")
