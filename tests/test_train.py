@@ -2,8 +2,10 @@
 model of f, K = ∞ never moves θ_lin, feature-update counts, switch runs, resume, divergence."""
 
 import json
+import logging
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -224,6 +226,67 @@ def test_checkpoint_of_another_config_is_not_resumed(run_config, tmp_path, caplo
     assert "written under another run config" in caplog.text
     metrics = pd.read_parquet(tmp_path / "out" / "metrics.parquet")
     assert sorted(metrics.step.unique()) == [0, 20, 40]
+
+
+def _stop_after_checkpoint(monkeypatch, step: int) -> None:
+    """Make runs stop as on SIGTERM (pre-emption) right after writing their checkpoint at ``step``."""
+    save = train._Checkpoints.save
+
+    def save_then_stop(self, at, *args):
+        save(self, at, *args)
+        if at == step:
+            signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(train._Checkpoints, "save", save_then_stop)
+
+
+def _flip_a_bit(step_folder):
+    """Flip one bit in the middle of the largest array file: Orbax restores it without complaint."""
+    largest = max((path for path in (step_folder / "state").rglob("*") if path.is_file() and path.parent.name == "d"),
+                  key=lambda path: path.stat().st_size)
+    content = bytearray(largest.read_bytes())
+    content[len(content) // 2] ^= 1
+    largest.write_bytes(bytes(content))
+
+
+DAMAGE = {
+    "flipped bit": lambda checkpoints: _flip_a_bit(checkpoints / "30"),
+    "garbled manifest": lambda checkpoints: (checkpoints / "30" / "state" / "manifest.ocdbt").write_bytes(b"\0" * 8),
+    "emptied folder": lambda checkpoints: [shutil.rmtree(checkpoints / "30"), (checkpoints / "30").mkdir()],
+    "every checkpoint": lambda checkpoints: [(checkpoints / step / "log" / "metadata").write_text("{")
+                                             for step in ("20", "30")],
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_damaged_checkpoint_is_set_aside_and_the_run_resumes_from_a_good_one(run_config, tmp_path, monkeypatch,
+                                                                             caplog, damage):
+    """A checkpoint that cannot be read or whose contents fail the checksum written with it is moved
+    aside with a warning naming it; the run resumes from the previous checkpoint (or from the start)
+    and ends exactly where a run never interrupted ends."""
+    config = train.RunConfig.from_dict(run_config(K=10, steps=40, checkpoint_every=10))
+    scratch = tmp_path / "scratch"
+    with monkeypatch.context() as patch:
+        _stop_after_checkpoint(patch, 30)
+        with pytest.raises(train.Preempted):
+            train.run(config, tmp_path / "out", scratch)
+    assert sorted(path.name for path in (scratch / "checkpoints").iterdir() if path.name.isdigit()) == ["20", "30"]
+    DAMAGE[damage](scratch / "checkpoints")
+    caplog.set_level(logging.INFO, logger="itlin.train")
+    assert train.run(config, tmp_path / "out", scratch) == "ok"
+    resumed_from = "the start" if damage == "every checkpoint" else "checkpoint at step 20"
+    assert "checkpoint at step 30 is damaged" in caplog.text and f"resuming from {resumed_from}" in caplog.text
+    set_aside = sorted(path.name.split("-")[0] for path in (scratch / "damaged").iterdir())
+    assert set_aside == (["20", "30"] if damage == "every checkpoint" else ["30"])
+    train.run(config, tmp_path / "uninterrupted")
+    columns = lambda frame: frame.drop(columns="wall_time_s")  # noqa: E731
+    pd.testing.assert_frame_equal(columns(pd.read_parquet(tmp_path / "out" / "metrics.parquet")),
+                                  columns(pd.read_parquet(tmp_path / "uninterrupted" / "metrics.parquet")))
+    for snapshot in (tmp_path / "uninterrupted" / "snapshots").iterdir():
+        with np.load(snapshot) as expected, np.load(tmp_path / "out" / "snapshots" / snapshot.name) as resumed:
+            assert sorted(expected) == sorted(resumed)
+            for name in expected:
+                np.testing.assert_array_equal(resumed[name], expected[name])
 
 
 def test_divergence_is_recorded_and_exits_zero(run_config, tmp_path):

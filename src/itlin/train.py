@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -469,7 +470,13 @@ def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None) -> st
     if final_snapshots.exists():
         shutil.rmtree(final_snapshots)
     shutil.copytree(snapshots_dir, final_snapshots)
-    shutil.rmtree(scratch_dir)
+    if checkpoints.damaged.exists():  # the rest of the scratch folder goes; damaged checkpoints are kept to inspect
+        shutil.rmtree(checkpoints.directory)
+        shutil.rmtree(snapshots_dir)
+        log.warning("damaged checkpoints kept in %s (the run did not use them): delete the folder when done",
+                    checkpoints.damaged)
+    else:
+        shutil.rmtree(scratch_dir)
     log.info("run finished: %s after %.1f s; final %s", status, wall_time, final)
     return status
 
@@ -509,39 +516,79 @@ class _TerminationRequest:
 class _Checkpoints:
     """Orbax checkpoints of the train state and the metric rows so far, in the scratch folder.
 
-    A checkpoint written under a different run config is discarded: a changed config restarts.
+    Each checkpoint carries the SHA-256 of its contents (``_digest``), computed from the values saved
+    and checked on the values restored. A checkpoint that cannot be read or fails the check is
+    damaged: it is moved to ``damaged/`` beside the checkpoints, with a warning naming it, and the
+    previous one is tried (two are kept), then a fresh start, so a run never resumes from damaged
+    state. A checkpoint written under a different run config is discarded: a changed config restarts.
     """
 
     def __init__(self, directory: Path, config: RunConfig):
+        self.directory = Path(directory).absolute()
+        self.damaged = self.directory.parent / "damaged"
         self.config = config.to_dict()
         self.manager = ocp.CheckpointManager(
-            directory.absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
         self.latest = self.manager.latest_step() or 0
 
     def restore(self, initial: TrainState) -> tuple[TrainState, list[dict], float]:
-        if not self.latest:
-            return initial, [], 0.0
-        restored = self.manager.restore(self.latest, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(initial), log=ocp.args.JsonRestore()))
-        if restored.log["config"] != self.config:
-            log.warning("checkpoint at step %d was written under another run config: starting afresh", self.latest)
-            for step in self.manager.all_steps():
-                self.manager.delete(step)
-            self.latest = 0
-            return initial, [], 0.0
-        log.info("resuming from checkpoint at step %d", self.latest)
-        state = jax.tree.map(jnp.asarray, restored.state)
-        return TrainState(*state), restored.log["rows"], restored.log["elapsed"]
+        """The state, rows and elapsed time of the latest sound checkpoint, or a fresh start."""
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:  # the log first: it says whether the checkpoint belongs to this run config
+                saved = self.manager.restore(step, args=ocp.args.Composite(log=ocp.args.JsonRestore())).log
+                if saved["config"] != self.config:
+                    log.warning("checkpoint at step %d was written under another run config: starting afresh", step)
+                    for other in self.manager.all_steps():
+                        self.manager.delete(other)
+                    break
+                state = self.manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(initial))).state
+            except Exception as error:  # noqa: BLE001 (Orbax and TensorStore raise many kinds: any means unreadable)
+                self._set_aside(step, f"unreadable: {type(error).__name__}: {str(error)[:300]}")
+                continue
+            contents = {key: value for key, value in saved.items() if key != "sha256"}
+            if saved.get("sha256") != _digest(state, contents):
+                self._set_aside(step, "its contents differ from the checksum written when it was saved"
+                                if "sha256" in saved else "it carries no checksum")
+                continue
+            log.info("resuming from checkpoint at step %d", step)
+            self.latest = step
+            return TrainState(*jax.tree.map(jnp.asarray, state)), saved["rows"], saved["elapsed"]
+        self.latest = 0
+        if self.damaged.exists():
+            log.warning("no sound checkpoint left: resuming from the start")
+        return initial, [], 0.0
 
     def save(self, step: int, state: TrainState, rows: list[dict], elapsed: float) -> None:
+        contents = {"config": self.config, "rows": rows, "elapsed": elapsed}
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            log=ocp.args.JsonSave({"config": self.config, "rows": rows, "elapsed": elapsed})))
+            log=ocp.args.JsonSave(contents | {"sha256": _digest(state, contents)})))
         self.latest = step
+
+    def _set_aside(self, step: int, reason: str) -> None:
+        """Move the checkpoint of ``step`` out of Orbax's sight, into ``damaged/``, and say so."""
+        target = self.damaged / f"{step}-{time.strftime('%Y%m%dT%H%M%S')}"
+        self.damaged.mkdir(parents=True, exist_ok=True)
+        shutil.move(self.directory / str(step), target)
+        self.manager.reload()
+        log.warning("checkpoint at step %d is damaged (%s): moved to %s; trying an earlier one", step, reason, target)
 
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _digest(state: TrainState, contents: dict) -> str:
+    """SHA-256 of a checkpoint's contents: every array of the state (dtype, shape and bytes, in tree
+    order) and the JSON of its log (config, rows, elapsed time)."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(state):
+        array = np.ascontiguousarray(leaf)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.data)
+    digest.update(json.dumps(contents, sort_keys=True).encode())
+    return digest.hexdigest()
 
 
 def load_config(path: Path) -> RunConfig:
