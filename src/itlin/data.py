@@ -40,6 +40,8 @@ CIFAR10_MEMBERS = frozenset(
 )
 CIFAR10_IMAGE_SHAPE = (3, 32, 32)  # channels first in the binary records
 CIFAR10_RECORD_BYTES = 1 + int(np.prod(CIFAR10_IMAGE_SHAPE))
+CIFAR10_RECORDS_PER_FILE = 10_000  # each of the five training batches and the test batch
+CIFAR10_META_MAX_BYTES = 4096  # the class-name listing (61 bytes in the official archive)
 
 
 class DataError(Exception):
@@ -73,7 +75,7 @@ def prepare(
     """Build `dataset`, normalise it with train statistics, write `out` (.npz) and its .json.
 
     `options` go to the dataset's builder (digits: test_fraction; cifar10: url, expected_size,
-    expected_md5; synthetic: n_train, n_test, image_size, channels, num_classes, noise).
+    expected_md5, records_per_file, which only tests of small archives change; synthetic: n_train, n_test, image_size, channels, num_classes, noise).
     Returns the metadata written to the .json file.
     """
     out = Path(out)
@@ -139,12 +141,13 @@ def _build_digits(*, seed: int, cache_dir: Path | None, test_fraction: float = 0
 def _build_cifar10(
     *, seed: int, cache_dir: Path | None, url: str = CIFAR10_URL,
     expected_size: int = CIFAR10_SIZE, expected_md5: str = CIFAR10_MD5,
+    records_per_file: int = CIFAR10_RECORDS_PER_FILE,
 ):
     """CIFAR-10 from its verified official archive (pixels scaled to [0, 1]); official split."""
     archive = fetch_cifar10(
         cache_dir, url=url, expected_size=int(expected_size), expected_md5=expected_md5
     )
-    x_train, y_train, x_test, y_test, class_names = read_cifar10(archive)
+    x_train, y_train, x_test, y_test, class_names = read_cifar10(archive, records_per_file=int(records_per_file))
     meta = {
         "source": url,
         "checksum": f"md5:{expected_md5}",
@@ -260,11 +263,14 @@ def _verify(path: Path, archive: Path, expected_size: int, expected_md5: str) ->
         )
 
 
-def read_cifar10(archive: Path):
+def read_cifar10(archive: Path, *, records_per_file: int = CIFAR10_RECORDS_PER_FILE):
     """Read CIFAR-10 straight from its binary tar.gz: `(x_train, y_train, x_test, y_test, names)`.
 
-    Images are uint8 NHWC, labels uint8. Every member is checked before anything is read:
-    only regular files with the official names (and their folder) are accepted.
+    Images are uint8 NHWC, labels uint8. Every member is checked before anything is read: only
+    regular files with the official names (and their folder) are accepted, each batch file must
+    hold exactly `records_per_file` records (the official layout's 10,000; tests of small archives
+    pass fewer) and the class listing at most `CIFAR10_META_MAX_BYTES`, so that no member of an
+    unexpected size is ever read into memory.
     """
     archive = Path(archive)
     try:
@@ -276,6 +282,8 @@ def read_cifar10(archive: Path):
             missing = [name for name in needed if f"{CIFAR10_FOLDER}/{name}" not in members]
             if missing:
                 raise DataError(f"{archive}: missing member(s) {missing} in {CIFAR10_FOLDER}/")
+            for name in needed:
+                _check_size(archive, members[f"{CIFAR10_FOLDER}/{name}"], records_per_file)
             contents = {
                 name: tar.extractfile(members[f"{CIFAR10_FOLDER}/{name}"]).read() for name in needed
             }
@@ -303,13 +311,21 @@ def _check_member(archive: Path, member: tarfile.TarInfo) -> None:
         raise DataError(f"{archive}: unexpected member {name!r}")
 
 
+def _check_size(archive: Path, member: tarfile.TarInfo, records_per_file: int) -> None:
+    """Reject, from its header, a batch file that is not `records_per_file` whole records, or a
+    class listing larger than `CIFAR10_META_MAX_BYTES`."""
+    if member.name.endswith(CIFAR10_META_FILE):
+        if member.size > CIFAR10_META_MAX_BYTES:
+            raise DataError(f"{archive}: {member.name} holds {member.size} bytes, more than "
+                            f"{CIFAR10_META_MAX_BYTES} for ten class names")
+    elif member.size != records_per_file * CIFAR10_RECORD_BYTES:
+        raise DataError(f"{archive}: {member.name} holds {member.size} bytes, expected {records_per_file} "
+                        f"records of {CIFAR10_RECORD_BYTES} bytes ({records_per_file * CIFAR10_RECORD_BYTES} bytes)")
+
+
 def _decode_records(archive: Path, name: str, raw: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed-length records (1 label byte + 3072 CHW pixel bytes) -> uint8 NHWC images, labels."""
-    if not raw or len(raw) % CIFAR10_RECORD_BYTES:
-        raise DataError(
-            f"{archive}: {name} holds {len(raw)} bytes, not a whole number of "
-            f"{CIFAR10_RECORD_BYTES}-byte records"
-        )
+    """Fixed-length records (1 label byte + 3072 CHW pixel bytes, sizes checked by `_check_size`)
+    -> uint8 NHWC images, labels."""
     records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, CIFAR10_RECORD_BYTES)
     labels = records[:, 0].copy()
     if labels.max() > 9:
