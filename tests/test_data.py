@@ -295,6 +295,35 @@ def test_prepare_rejects_unknown_dataset_and_option(tmp_path):
         data.prepare("digits", tmp_path / "x.npz", test_fractoin=0.5)
 
 
+def test_split_sizes_are_those_prepare_gives_without_building_anything(digits, tmp_path):
+    """The sizes the workflow checks configs against, from the options alone, match the prepared
+    data; the smallest class is a lower bound for class-balanced subsets."""
+    from sklearn.datasets import load_digits
+
+    assert data.DIGITS_CLASS_COUNTS == tuple(np.bincount(load_digits().target))
+    path, meta = digits
+    synthetic = {"n_train": 30, "n_test": 10, "image_size": 4, "channels": 1, "num_classes": 4}
+    data.prepare("synthetic", tmp_path / "synthetic.npz", **synthetic)
+    for name, prepared, options in (("digits", path, meta["options"]),
+                                    ("synthetic", tmp_path / "synthetic.npz", synthetic)):
+        loaded, sizes = data.load(prepared), data.split_sizes(name, options)
+        assert (sizes.train, sizes.test, sizes.num_classes) == (len(loaded.y_train), len(loaded.y_test),
+                                                                loaded.num_classes)
+        assert 0 < sizes.smallest_train_class <= np.bincount(loaded.y_train).min()
+    assert data.split_sizes("cifar10", {}) == (50_000, 10_000, 10, 5_000)
+
+
+@pytest.mark.parametrize(("dataset", "options", "message"), [
+    ("digits", {"test_fraction": 0.999}, "test_fraction = 0.999 gives 1 training and 1796 test examples"),
+    ("digits", {"test_fraction": 0.002}, "test_fraction = 0.002 gives 1793 training and 4 test examples"),
+    ("synthetic", {"n_train": 3, "num_classes": 4}, "n_train = 3 is fewer than one example of each"),
+])
+def test_splits_without_every_class_are_rejected_before_building(tmp_path, dataset, options, message):
+    with pytest.raises(data.DataError, match=re.escape(message)):
+        data.prepare(dataset, tmp_path / "x.npz", **options)
+    assert not (tmp_path / "x.npz").exists()
+
+
 def test_synthetic_is_seeded_balanced_and_learnable(tmp_path):
     options = {"n_train": 200, "n_test": 100, "image_size": 6, "channels": 2, "num_classes": 5}
     meta = data.prepare("synthetic", tmp_path / "a.npz", seed=3, **options)

@@ -1,10 +1,12 @@
 """The method of PAPER.md, asserted: K = 1 is standard training, f_lin is the first-order Taylor
 model of f, K = ∞ never moves θ_lin, feature-update counts, switch runs, resume, divergence."""
 
+import dataclasses
 import json
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,7 +22,7 @@ import pytest
 import yaml
 from jax.flatten_util import ravel_pytree
 
-from itlin import data, models, tables, train
+from itlin import cli, data, models, tables, train, validation
 from itlin.linearise import expected_feature_updates, linearise, relinearise_now, relinearises_throughout
 
 MODELS = {"mlp": {"depth": 2, "width": 16}, "cnn": {"depth": 2, "width": 8}, "resnet18": {"width": 4}}
@@ -327,6 +329,54 @@ def test_divergence_on_an_evaluation_step_leaves_one_row_per_measurement(run_con
 def test_invalid_run_config_names_the_key(run_config, override, key):
     with pytest.raises(ValueError, match=key):
         train.RunConfig.from_dict(run_config(**override))
+
+
+SGD = {"name": "sgd", "momentum": 0.0, "schedule": "constant"}
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"scan_steps": 0}, "run config key 'scan_steps': 0 is less than the minimum of 1"),
+    ({"steps": "abc"}, "run config key 'steps': 'abc' is not of type 'integer'"),
+    ({"optimizer": SGD | {"learning_rate": -0.1}},
+     "run config key 'optimizer.learning_rate': -0.1 is less than or equal to the minimum of 0"),
+    ({"batch_size": 32.0}, "run config key 'batch_size': 32.0 is not of type 'integer'"),
+    ({"optimizer": SGD | {"learning_rate": 0.1, "momentum": 1.0}}, "'optimizer.momentum': 1.0 is greater than or equal"),
+    ({"seed": 1.0}, "seed: must be an integer >= 0, got 1.0"),
+    ({"switch_step": 2.5}, "switch_step: must be null or an integer"),
+    ({"augment": "no"}, "augment: must be true or false"),
+])
+def test_run_config_types_and_ranges_are_those_of_the_workflow_config(run_config, override, message):
+    """The training keys of a run config are checked against the schema of the workflow config's
+    training section (the same file), the run's own keys alike; each error names the key."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        train.RunConfig.from_dict(run_config(**override))
+
+
+def test_training_schema_describes_the_run_config_and_the_library():
+    schema = validation.load_yaml(train.TRAINING_SCHEMA)
+    training_keys = {field.name for field in dataclasses.fields(train.RunConfig)} - set(train.RUN_KEYS)
+    assert set(schema["required"]) == set(schema["properties"]) == training_keys
+    assert set(schema["properties"]["loss"]["enum"]) == set(train.LOSSES)
+
+
+def test_cli_rejects_a_bad_run_config_in_one_line(run_config, tmp_path, capsys):
+    config_path = tmp_path / "run.yaml"
+    config_path.write_text(yaml.safe_dump(run_config(scan_steps=0, steps="abc")))
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["train", "--config", str(config_path), "--out", str(tmp_path / "out")])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert "run config key 'scan_steps': 0 is less than the minimum of 1" in error
+    assert "run config key 'steps': 'abc' is not of type 'integer'" in error and "Traceback" not in error
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("key", ["batch_size", "eval_train_size"])
+def test_subsets_larger_than_the_training_split_are_named(run_config, tmp_path, key):
+    config = train.RunConfig.from_dict(run_config(**{key: 1000}))  # the tiny data has 256 training examples
+    with pytest.raises(ValueError, match=f"{key}: 1000 is more than the 256 training examples"):
+        train.run(config, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_snapshot_steps_are_log_spaced_on_the_scan_grid():

@@ -36,13 +36,17 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from itlin import data as datasets
-from itlin import models, tables
+from itlin import models, tables, validation
 from itlin.linearise import linearise, relinearise_now, relinearises_throughout, schedule_arrays
 
 log = logging.getLogger(__name__)
 
 EVAL_CHUNK = 500  # examples per evaluation chunk: bounds evaluation memory on large test sets
 TRAIN_SUBSET_SEED = 0  # the fixed train subset is the same for every run of a dataset
+TRAINING_SCHEMA = Path(__file__).with_name("training.schema.yaml")
+"""JSON Schema of the training keys of a run config: that of the workflow config's ``training`` section."""
+RUN_KEYS = ("data", "dataset", "model", "K", "switch_step", "seed", "variant", "augment")
+"""The keys of a run config that are not training settings: which data, model, schedule, seed and variant."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +75,13 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, raw: dict) -> "RunConfig":
-        """Validate a run config mapping, naming the offending key in every error."""
+        """Validate a run config mapping, naming the offending key in every error.
+
+        The training keys are checked against ``TRAINING_SCHEMA`` (types, ranges), as the workflow
+        checks its config; the run's own keys (``RUN_KEYS``) and the relations between keys here.
+        """
+        if not isinstance(raw, dict):
+            raise ValueError(f"a run config is a mapping of keys to values, got {type(raw).__name__}")
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(raw) - set(names))
         missing = [name for name in names if name not in raw]
@@ -79,6 +89,8 @@ class RunConfig:
             raise ValueError(f"unknown run config key(s): {', '.join(unknown)}")
         if missing:
             raise ValueError(f"missing run config key(s): {', '.join(missing)}")
+        validation.validate({key: value for key, value in raw.items() if key not in RUN_KEYS}, TRAINING_SCHEMA,
+                            what="run config key")
         values = dict(raw)
         values["K"] = _parse_K(raw["K"])
         config = cls(**values)
@@ -90,21 +102,20 @@ class RunConfig:
             if not condition:
                 raise ValueError(f"{key}: {message}")
 
+        def integer(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
         require(isinstance(self.model, dict) and self.model.get("name") in models.MODELS, "model.name",
                 f"must be one of {sorted(models.MODELS)}, got {self.model.get('name') if isinstance(self.model, dict) else self.model!r}")
-        require(self.steps >= 1, "steps", "must be >= 1")
+        for key in ("data", "dataset", "variant"):
+            require(isinstance(getattr(self, key), str), key, f"must be text, got {getattr(self, key)!r}")
+        require(integer(self.seed) and self.seed >= 0, "seed", f"must be an integer >= 0, got {self.seed!r}")
+        require(isinstance(self.augment, bool), "augment", f"must be true or false, got {self.augment!r}")
+        require(self.switch_step is None or integer(self.switch_step), "switch_step",
+                f"must be null or an integer, got {self.switch_step!r}")
         for key in ("eval_every", "checkpoint_every", "steps"):
             require(getattr(self, key) % self.scan_steps == 0, key,
                     f"must be a multiple of scan_steps ({self.scan_steps})")
-        require(self.scan_steps >= 1, "scan_steps", "must be >= 1")
-        require(self.batch_size >= 1, "batch_size", "must be >= 1")
-        require(self.loss in LOSSES, "loss", f"must be one of {sorted(LOSSES)}")
-        require(self.optimizer.get("name") in ("adam", "sgd"), "optimizer.name", "must be adam or sgd")
-        require(self.optimizer.get("schedule", "constant") in ("constant", "cosine"), "optimizer.schedule",
-                "must be constant or cosine")
-        require(isinstance(self.proximal_damping, (int, float)) and not isinstance(self.proximal_damping, bool)
-                and self.proximal_damping >= 0, "proximal_damping",
-                f"must be a number >= 0, got {self.proximal_damping!r}")
         if self.switch_step is not None:
             require(self.K == 1, "K", "a switch-step run trains normally before the switch, so K must be 1")
             require(0 <= self.switch_step <= self.steps, "switch_step",
@@ -398,6 +409,10 @@ def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None) -> st
     started = time.perf_counter()
     out_dir, scratch_dir = Path(out_dir), Path(scratch_dir or Path(out_dir) / "scratch")
     dataset = datasets.load(Path(config.data))
+    for key in ("batch_size", "eval_train_size"):
+        if getattr(config, key) > len(dataset.y_train):
+            raise ValueError(f"{key}: {getattr(config, key)} is more than the {len(dataset.y_train)} training examples "
+                             f"of {config.data}")
     model = models.from_spec(config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
                              seed=config.seed)
     trainer = Trainer(config, model)
@@ -592,10 +607,8 @@ def _digest(state: TrainState, contents: dict) -> str:
 
 
 def load_config(path: Path) -> RunConfig:
-    """Read and validate a run config YAML file."""
-    import yaml
-
-    return RunConfig.from_dict(yaml.safe_load(Path(path).read_text()))
+    """Read and validate a run config YAML file (a syntax error names its line)."""
+    return RunConfig.from_dict(validation.load_yaml(path))
 
 
 def configure_logging(log_file: Path | None = None) -> None:
