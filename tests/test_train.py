@@ -369,6 +369,12 @@ def test_cli_rejects_a_bad_run_config_in_one_line(run_config, tmp_path, capsys):
     assert "run config key 'scan_steps': 0 is less than the minimum of 1" in error
     assert "run config key 'steps': 'abc' is not of type 'integer'" in error and "Traceback" not in error
     assert not (tmp_path / "out").exists()
+    config_path.write_text("steps: [100\nseed: 0\n")
+    for path, message in ((config_path, f"{config_path}, line 2, column 5: not valid YAML"),
+                          (tmp_path / "missing.yaml", f"{tmp_path / 'missing.yaml'}: not found")):
+        with pytest.raises(SystemExit):
+            cli.main(["train", "--config", str(path), "--out", str(tmp_path / "out")])
+        assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("key", ["batch_size", "eval_train_size"])

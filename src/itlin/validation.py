@@ -26,11 +26,14 @@ class ConfigError(ValueError):
 
 
 def load_yaml(path: Path) -> Any:
-    """The contents of a YAML file; a syntax error names the file, line and column."""
+    """The contents of a YAML file; a missing file or a syntax error (with its line and column) is
+    a ``ConfigError`` naming the file."""
     path = Path(path)
     try:
         with path.open() as stream:
             return yaml.safe_load(stream)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found") from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark
         raise ConfigError(f"{path}, line {mark.line + 1}, column {mark.column + 1}: not valid YAML: "
