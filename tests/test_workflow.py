@@ -140,7 +140,6 @@ def _mutate(config: dict, path: str, value) -> None:
         ("training.eval_evry", 50, "config key 'training': Additional properties are not allowed ('eval_evry' was"),
         ("seeds", [1.0], "config key 'seeds[0]': 1.0 is not of type 'integer'"),
         ("training.scan_steps", 0, "config key 'training.scan_steps': 0 is less than the minimum of 1"),
-        ("training.optimizer.learning_rate", -0.1, "'training.optimizer.learning_rate': -0.1 is less than or equal"),
         ("switch.steps", [500], "switch.steps[0]"),
         ("switch.models", ["cnn"], "switch.models[0]"),
         ("training.eval_every", 55, "training.eval_every"),
@@ -149,7 +148,6 @@ def _mutate(config: dict, path: str, value) -> None:
         ("kernel_regression.kernel", "diagonal", "config key 'kernel_regression.kernel': 'diagonal' is not one of"),
         ("ntk.probe_size", 2000, "config key 'ntk.probe_size' = 2000 is more than the 1347 training examples of digits"),
         ("training.batch_size", 1348, "config key 'training.batch_size' = 1348 is more than the 1347 training"),
-        ("training.eval_train_size", 5000, "config key 'training.eval_train_size' = 5000 is more than the 1347"),
         ("kernel_regression.train_size", 1340, "config key 'kernel_regression.train_size' = 1340 needs 134 "
                                                "examples of each of the 10 classes"),
         ("dataset.options.test_fraction", 0.999, "config key 'dataset.options': digits: option test_fraction = "
