@@ -128,7 +128,8 @@ def prepare(
     """Build `dataset`, normalise it with train statistics, write `out` (.npz) and its .json.
 
     `options` go to the dataset's builder (digits: test_fraction; cifar10: url, expected_size,
-    expected_md5, records_per_file, which only tests of small archives change; synthetic: n_train, n_test, image_size, channels, num_classes, noise).
+    expected_md5, and records_per_file, which only tests of small archives change; synthetic:
+    n_train, n_test, image_size, channels, num_classes, noise).
     Returns the metadata written to the .json file.
     """
     out = Path(out)
