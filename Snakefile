@@ -4,13 +4,17 @@ figures and check the paper's claims. `snakemake` runs the embedded default (dig
 
 from snakemake.utils import min_version
 
+from itlin.validation import load_yaml
+
 min_version("9.0")
 
 
 # The embedded default, unless config files are given on the command line: each config file
 # is complete (every key written out), so `--configfile config/paper.yaml` replaces the default
 # instead of being deep-merged into it (which would leak the default's models into the paper's).
+# It is read once first to name the line of a YAML syntax error, which Snakemake's loader does not.
 if not workflow.overwrite_configfiles:
+    load_yaml("config/config.yaml")
 
     configfile: "config/config.yaml"
 

@@ -290,3 +290,14 @@ def test_ntk_claims_not_measured_on_an_empty_ntk_table():
     ntk = tables.example_ntk().iloc[:0]
     results = claims.evaluate({"ntk": ntk}, settings())
     assert all(r.models == () for r in results if r.id in ("C3", "S1", "S2"))
+
+
+def test_kernel_claims_leave_out_diverged_runs_and_name_them():
+    twins = {"cnn_deep_linear": "cnn_deep"}
+    ntk = tables.example_ntk(Ks=(1, 100, math.inf), seeds=(0, 1, 2), noise=0.005, twins=twins,
+                             diverged=[("cnn_deep", 1.0, 0)])
+    results = {r.id: r for r in claims.evaluate({"ntk": ntk}, settings(), twins=twins)}
+    for claim in ("C3", "S1", "S2"):
+        model = by_model(results[claim])["cnn_deep"]
+        assert "1 diverged run(s) excluded: cnn_deep K=1 seed 0" in model.note, claim
+        assert model.verdict == "supported", claim  # judged on the two runs that trained to the end

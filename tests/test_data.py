@@ -16,7 +16,7 @@ import pytest
 
 from itlin import data
 
-N_RECORDS = 3  # records per CIFAR-10 batch file in the test archives
+N_RECORDS = 3  # records per CIFAR-10 batch file in the test archives (the official layout has 10,000)
 CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer",
                "dog", "frog", "horse", "ship", "truck"]
 
@@ -27,20 +27,24 @@ def _add_file(tar, name, payload):
     tar.addfile(info, io.BytesIO(payload))
 
 
-def make_cifar_archive(path, extra_members=()):
-    """Write a small archive in the official layout; returns {file name: uint8 records}."""
+def make_cifar_archive(path, extra_members=(), records=None, meta_text=None):
+    """Write a small archive in the official layout; returns {file name: uint8 records}.
+
+    ``records`` maps a batch file name to its number of records (default ``N_RECORDS``);
+    ``meta_text`` replaces the class-name listing."""
     rng = np.random.default_rng(0)
-    records = {}
+    counts, records = records or {}, {}
     with tarfile.open(path, "w:gz") as tar:
         folder = tarfile.TarInfo(data.CIFAR10_FOLDER)
         folder.type = tarfile.DIRTYPE
         tar.addfile(folder)
         for name in (*data.CIFAR10_TRAIN_FILES, data.CIFAR10_TEST_FILE):
-            labels = rng.integers(0, 10, size=(N_RECORDS, 1))
-            pixels = rng.integers(0, 256, size=(N_RECORDS, 3072))
+            count = counts.get(name, N_RECORDS)
+            labels = rng.integers(0, 10, size=(count, 1))
+            pixels = rng.integers(0, 256, size=(count, 3072))
             records[name] = np.concatenate([labels, pixels], axis=1).astype(np.uint8)
             _add_file(tar, f"{data.CIFAR10_FOLDER}/{name}", records[name].tobytes())
-        meta_text = "\n".join(CLASS_NAMES) + "\n\n"
+        meta_text = "\n".join(CLASS_NAMES) + "\n\n" if meta_text is None else meta_text
         _add_file(tar, f"{data.CIFAR10_FOLDER}/batches.meta.txt", meta_text.encode())
         for member in extra_members:
             tar.addfile(member, io.BytesIO(b"x" * member.size) if member.isfile() else None)
@@ -65,7 +69,7 @@ def archive(tmp_path):
 
 def test_read_cifar10_labels_and_pixels(archive):
     path, records = archive
-    x_train, y_train, x_test, y_test, class_names = data.read_cifar10(path)
+    x_train, y_train, x_test, y_test, class_names = data.read_cifar10(path, records_per_file=N_RECORDS)
     train = np.concatenate([records[name] for name in data.CIFAR10_TRAIN_FILES])
     test = records[data.CIFAR10_TEST_FILE]
     assert x_train.shape == (5 * N_RECORDS, 32, 32, 3) and x_train.dtype == np.uint8
@@ -84,7 +88,8 @@ def test_prepare_cifar10_from_cache_round_trips(archive, tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / data.CIFAR10_ARCHIVE).write_bytes(path.read_bytes())
-    meta = data.prepare("cifar10", tmp_path / "cifar10.npz", cache_dir=cache, **archive_check(path))
+    meta = data.prepare("cifar10", tmp_path / "cifar10.npz", cache_dir=cache, records_per_file=N_RECORDS,
+                        **archive_check(path))
     assert meta["checksum"] == f"md5:{archive_check(path)['expected_md5']}"
     assert meta["source"] == data.CIFAR10_URL and meta["split_seed"] is None
     assert meta["shapes"]["x_train"] == [5 * N_RECORDS, 32, 32, 3]
@@ -173,8 +178,37 @@ def test_unsafe_or_unexpected_members_are_rejected(tmp_path, member, message):
     path = tmp_path / "bad.tar.gz"
     make_cifar_archive(path, extra_members=[member])
     with pytest.raises(data.DataError, match=message) as error:
-        data.read_cifar10(path)
+        data.read_cifar10(path, records_per_file=N_RECORDS)
     assert member.name in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"records": {data.CIFAR10_TEST_FILE: N_RECORDS + 1}},
+         f"test_batch.bin holds {(N_RECORDS + 1) * 3073} bytes, expected {N_RECORDS} records of 3073"),
+        ({"records": {"data_batch_3.bin": 1}}, f"data_batch_3.bin holds 3073 bytes, expected {N_RECORDS} records"),
+        ({"meta_text": "airplane\n" * 1000}, "batches.meta.txt holds 9000 bytes, more than"),
+    ],
+)
+def test_member_sizes_are_checked_before_any_member_is_read(tmp_path, monkeypatch, change, message):
+    """A member with an official name but another size than the layout's (more or fewer records; a
+    huge file) is rejected from its header alone: nothing is read into memory."""
+    path = tmp_path / "resized.tar.gz"
+    make_cifar_archive(path, **change)
+    read = []
+    monkeypatch.setattr(tarfile.TarFile, "extractfile", lambda self, member: read.append(member.name))
+    with pytest.raises(data.DataError, match=re.escape(f"{path}: {data.CIFAR10_FOLDER}/{message}")):
+        data.read_cifar10(path, records_per_file=N_RECORDS)
+    assert read == []
+
+
+def test_official_layout_has_ten_thousand_records_per_file(archive):
+    """Without an explicit smaller layout the record count is the official one: a small archive is
+    rejected, not read as a smaller CIFAR-10."""
+    path, _ = archive
+    with pytest.raises(data.DataError, match=f"expected 10000 records of {data.CIFAR10_RECORD_BYTES} bytes"):
+        data.read_cifar10(path)
 
 
 def test_missing_member_and_corrupt_archive_are_named(tmp_path):
@@ -182,7 +216,7 @@ def test_missing_member_and_corrupt_archive_are_named(tmp_path):
     with tarfile.open(path, "w:gz") as tar:
         _add_file(tar, f"{data.CIFAR10_FOLDER}/test_batch.bin", bytes(data.CIFAR10_RECORD_BYTES))
     with pytest.raises(data.DataError, match="data_batch_1.bin"):
-        data.read_cifar10(path)
+        data.read_cifar10(path, records_per_file=1)
     path.write_bytes(b"not a gzip file")
     with pytest.raises(data.DataError, match=re.escape(f"{path}: unreadable")):
         data.read_cifar10(path)
@@ -259,6 +293,35 @@ def test_prepare_rejects_unknown_dataset_and_option(tmp_path):
         data.prepare("mnist", tmp_path / "x.npz")
     with pytest.raises(data.DataError, match="test_fractoin"):
         data.prepare("digits", tmp_path / "x.npz", test_fractoin=0.5)
+
+
+def test_split_sizes_are_those_prepare_gives_without_building_anything(digits, tmp_path):
+    """The sizes the workflow checks configs against, from the options alone, match the prepared
+    data; the smallest class is a lower bound for class-balanced subsets."""
+    from sklearn.datasets import load_digits
+
+    assert data.DIGITS_CLASS_COUNTS == tuple(np.bincount(load_digits().target))
+    path, meta = digits
+    synthetic = {"n_train": 30, "n_test": 10, "image_size": 4, "channels": 1, "num_classes": 4}
+    data.prepare("synthetic", tmp_path / "synthetic.npz", **synthetic)
+    for name, prepared, options in (("digits", path, meta["options"]),
+                                    ("synthetic", tmp_path / "synthetic.npz", synthetic)):
+        loaded, sizes = data.load(prepared), data.split_sizes(name, options)
+        assert (sizes.train, sizes.test, sizes.num_classes) == (len(loaded.y_train), len(loaded.y_test),
+                                                                loaded.num_classes)
+        assert 0 < sizes.smallest_train_class <= np.bincount(loaded.y_train).min()
+    assert data.split_sizes("cifar10", {}) == (50_000, 10_000, 10, 5_000)
+
+
+@pytest.mark.parametrize(("dataset", "options", "message"), [
+    ("digits", {"test_fraction": 0.999}, "test_fraction = 0.999 gives 1 training and 1796 test examples"),
+    ("digits", {"test_fraction": 0.002}, "test_fraction = 0.002 gives 1793 training and 4 test examples"),
+    ("synthetic", {"n_train": 3, "num_classes": 4}, "n_train = 3 is fewer than one example of each"),
+])
+def test_splits_without_every_class_are_rejected_before_building(tmp_path, dataset, options, message):
+    with pytest.raises(data.DataError, match=re.escape(message)):
+        data.prepare(dataset, tmp_path / "x.npz", **options)
+    assert not (tmp_path / "x.npz").exists()
 
 
 def test_synthetic_is_seeded_balanced_and_learnable(tmp_path):

@@ -256,6 +256,16 @@ def test_specialisation_of_class_target_kernels_is_diagonal():
     assert ((off_diagonal > 0) & (off_diagonal < 0.5)).all()
 
 
+def test_kernel_metrics_of_a_zero_norm_kernel_are_nan(kernel):
+    """A kernel of zero norm (after centring: a constant kernel) has no direction: its distances and
+    alignments are undefined, NaN, never a division by zero."""
+    zero, constant = np.zeros_like(kernel), np.full_like(kernel, 3.0)
+    assert math.isnan(ntk.kernel_distance(zero, kernel)) and math.isnan(ntk.kernel_distance(zero, zero))
+    labels = np.arange(12) % 3
+    assert math.isnan(ntk.target_alignment(constant, labels, 3))
+    assert np.isnan(ntk.specialisation(np.stack([constant] * 3), labels)).all()
+
+
 # ---------------------------------------------------------------- measuring a training run
 
 
@@ -459,3 +469,41 @@ def test_new_kernel_metrics_against_numpy_formulas():
 def test_relative_change_of_a_zero_kernel_is_nan():
     assert math.isnan(ntk.relative_change(np.zeros((3, 3)), np.eye(3)))
     assert math.isnan(ntk.norm_ratio(np.zeros((3, 3)), np.eye(3)))
+
+
+def test_degenerate_kernel_is_recorded_as_nan_with_a_warning(linearised_run, tiny_data, tmp_path, caplog):
+    """Dead ReLUs (here every parameter zero) leave the head bias's constant kernel, whose centred form
+    is zero: the alignment and specialisation of that snapshot are NaN, with a warning naming it, and
+    every other measurement is made."""
+    run = tmp_path / "run"
+    shutil.copytree(linearised_run, run)
+    last = max((run / "snapshots").glob("step_*.npz"))
+    like = models.create("mlp", input_shape=(8, 8, 1), num_classes=4, seed=0, depth=1, width=16).params
+    dead = jax.tree.map(jnp.zeros_like, like)
+    train.save_snapshot(last, dead, dead)
+    table = ntk.measure_run(run, tiny_data, probe_size=16)
+    step = int(last.stem.removeprefix("step_"))
+    at_last, before = table[table["step"] == step], table[table["step"] < step]
+    undefined = at_last["metric"].isin(["alignment", "specialisation"])
+    assert at_last.loc[undefined, "value"].isna().all() and np.isfinite(at_last.loc[~undefined, "value"]).all()
+    assert np.isfinite(before["value"]).all()
+    assert f"step {step}" in caplog.text and "degenerate kernel" in caplog.text
+
+
+def test_snapshots_at_and_after_the_divergence_are_not_measured(linearised_run, tiny_data, tmp_path, caplog):
+    """A diverged run's snapshots from its first non-finite loss on are not measured (their parameters
+    are those of a blown-up run, finite or not); every row says the run diverged, and where."""
+    run = tmp_path / "run"
+    shutil.copytree(linearised_run, run)
+    steps = sorted(int(path.stem.removeprefix("step_")) for path in (run / "snapshots").glob("step_*.npz"))
+    diverged_step = steps[2]
+    summary = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps(summary | {"status": "diverged", "diverged_step": diverged_step}))
+    table = ntk.measure_run(run, tiny_data, probe_size=16)
+    assert sorted(table["step"].unique()) == steps[:2]
+    assert (table["status"] == "diverged").all() and (table["diverged_step"] == diverged_step).all()
+    assert f"diverged at step {diverged_step}" in caplog.text
+    assert tables.diverged_runs(table)[["K", "diverged_step"]].values.tolist() == [[math.inf, diverged_step]]
+    measured = ntk.measure_run(linearised_run, tiny_data, probe_size=16)
+    assert (measured["status"] == "ok").all() and measured["diverged_step"].isna().all()
+    assert tables.diverged_runs(measured).empty

@@ -243,6 +243,36 @@ def test_kernel_specialisation_shows_network_twin_and_frozen_kernel_full_and_bac
     fig = draw("kernel_specialisation", ntk_table[~np.isinf(ntk_table["K"])], tmp_path)
     assert "no runs: cnn, K = ∞ (frozen kernel)" in texts_of(fig)
 
+def test_kernel_specialisation_leaves_out_diverged_runs_and_says_so(tmp_path):
+    """Diverged runs have no kernel at the end of training: the matrices are those of the runs that
+    completed, the panel says which runs were left out, and a K whose every run diverged says so."""
+    one = tables.example_ntk(Ks=(1, math.inf), seeds=(0, 1), diverged=[("cnn", 1.0, 1)])
+    fig = draw("kernel_specialisation", one, tmp_path)
+    step = int(tables.diverged_runs(one)["diverged_step"].iloc[0])
+    title = next(ax.get_title() for ax in fig.axes if ax.get_title().startswith("cnn, K = 1\nall parameters"))
+    assert title.startswith("cnn, K = 1\nall parameters, step 1000, contrast +0.300")
+    assert f"1 run(s) diverged, left out: cnn K=1 seed 1 (step {step})" in title
+    every = tables.example_ntk(Ks=(1, math.inf), seeds=(0, 1), diverged=[("cnn", 1.0, 0), ("cnn", 1.0, 1)])
+    fig = draw("kernel_specialisation", every, tmp_path)
+    notes = [text for text in texts_of(fig) if "every run diverged" in text]
+    assert notes[0] == ("cnn, K = 1: every run diverged before the end of training:\n"
+                        f"cnn K=1 seed 0 (step {step}), cnn K=1 seed 1 (step {step})")
+
+
+@pytest.mark.parametrize("name", sorted(plots.NTK_FIGURES))
+def test_ntk_figures_say_which_runs_diverged_or_have_degenerate_kernels(tmp_path, name):
+    """A diverged run is drawn until its divergence and a degenerate kernel (NaN) not at all; the
+    figure says both, and draws whatever the table holds (here every K = 1 kernel degenerate)."""
+    table = tables.example_ntk(Ks=(1, 100, math.inf), seeds=(0, 1), diverged=[("cnn", 100.0, 1)])
+    table.loc[(table["K"] == 1) & table["metric"].isin(["alignment", "specialisation"]), "value"] = np.nan
+    text = "\n".join(texts_of(draw(name, table, tmp_path)))
+    if name == "kernel_specialisation":
+        assert "contrast undefined" in text and "degenerate kernel (NaN)" in text
+    else:
+        assert "K = 10², 1 of 4 runs diverged (drawn until step" in text  # cnn and cnn_deep, two seeds each
+    if name == "kernel_alignment":
+        assert "K = 1 (standard), 4 of 4 runs with degenerate kernels (NaN, not drawn)" in text
+
 
 @pytest.mark.parametrize("name", ["ntk_distance", "kernel_alignment"])
 def test_ntk_bands_stay_within_the_values_and_step_axes_start_at_zero(ntk_table, tmp_path, name):

@@ -190,6 +190,40 @@ def test_wrong_ntk_value_names_source_and_column(ntk_table, change, message):
         tables.validate_ntk(broken, source="results/ntk/bad.parquet")
 
 
+@pytest.mark.parametrize("table", ["metrics", "ntk"])
+def test_diverged_runs_are_listed_with_the_step_they_diverged_at(table):
+    keys = dict(Ks=(1, math.inf), seeds=(0, 1), diverged=[("cnn", 1.0, 1)])
+    if table == "metrics":
+        runs = tables.example_metrics(models=("cnn",), switch_steps=(), steps=200, eval_every=50, **keys)
+    else:
+        runs = tables.example_ntk(depths={"cnn": 2}, steps=1000, num_snapshots=6, **keys)
+    diverged = tables.diverged_runs(runs)
+    assert list(diverged.columns) == tables.RUN_KEYS + ["diverged_step"]
+    assert diverged[["model", "K", "seed"]].values.tolist() == [["cnn", 1.0, 1]]
+    step = int(diverged["diverged_step"].iloc[0])
+    rows = runs[(runs["K"] == 1) & (runs["seed"] == 1)]
+    if table == "metrics":  # the run's last rows are its diverged rows, at that step
+        assert step == 100 == rows["step"].max() and rows.loc[rows["step"] == step, "accuracy"].isna().all()
+    else:  # no kernel measured at or after it
+        assert 0 < rows["step"].max() < step < 1000
+        assert (rows["status"] == "diverged").all() and (runs.loc[runs["seed"] == 0, "status"] == "ok").all()
+    assert tables.describe_runs(diverged) == f"cnn K=1 seed 1 (step {step})"
+    assert tables.diverged_runs(runs[runs["seed"] == 0]).empty
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda rows: rows.assign(status="diverged"), "'diverged_step' must be set exactly on diverged runs"),
+        (lambda rows: rows.assign(diverged_step=10_000), "'diverged_step' must be set exactly on diverged runs"),
+        (lambda rows: rows.assign(status="diverged", diverged_step=500), "measured at or after"),
+    ],
+)
+def test_ntk_divergence_columns_are_checked(ntk_table, change, message):
+    with pytest.raises(tables.MetricsSchemaError, match=message):
+        tables.validate_ntk(change(ntk_table), source="ntk")
+
+
 def test_class_columns_are_set_exactly_on_specialisation_rows(ntk_table):
     broken = ntk_table.copy()
     broken.loc[broken["metric"] == "alignment", "output_class"] = 0
@@ -201,9 +235,10 @@ def test_class_columns_are_set_exactly_on_specialisation_rows(ntk_table):
 
 def test_example_ntk_keeps_the_linearised_kernel_fixed(ntk_table):
     fixed = ntk_table[np.isinf(ntk_table["K"]) & (ntk_table["point"] == "linearisation")]
-    assert (fixed.loc[fixed["metric"].isin(["distance_from_init", "velocity"]), "value"] == 0).all()
-    moving = ntk_table[(ntk_table["K"] == 1) & (ntk_table["metric"] == "distance_from_init")]
-    assert moving["value"].max() > 0.3
+    changes = ["distance_from_init", "relative_change", "centred_distance", "velocity"]
+    assert (fixed.loc[fixed["metric"].isin(changes), "value"] == 0).all()
+    moving = ntk_table[(ntk_table["K"] == 1) & (ntk_table["metric"] == "centred_distance")]
+    assert moving["value"].max() > 0.2
 
 
 # ---------------------------------------------------------------- damping and kernel-regression tables

@@ -1,9 +1,13 @@
 """The method of docs/science.md, asserted: K = 1 is standard training, f_lin is the first-order Taylor
 model of f, K = ∞ never moves θ_lin, feature-update counts, switch runs, resume, divergence."""
 
+import dataclasses
 import json
+import logging
 import math
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +22,7 @@ import pytest
 import yaml
 from jax.flatten_util import ravel_pytree
 
-from itlin import data, models, tables, train
+from itlin import cli, data, models, tables, train, validation
 from itlin.linearise import expected_feature_updates, linearise, relinearise_now, relinearises_throughout
 
 MODELS = {"mlp": {"depth": 2, "width": 16}, "cnn": {"depth": 2, "width": 8}, "resnet18": {"width": 4}}
@@ -239,6 +243,67 @@ def test_checkpoint_of_another_config_is_not_resumed(run_config, tmp_path, caplo
     assert sorted(metrics.step.unique()) == [0, 20, 40]
 
 
+def _stop_after_checkpoint(monkeypatch, step: int) -> None:
+    """Make runs stop as on SIGTERM (pre-emption) right after writing their checkpoint at ``step``."""
+    save = train._Checkpoints.save
+
+    def save_then_stop(self, at, *args):
+        save(self, at, *args)
+        if at == step:
+            signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(train._Checkpoints, "save", save_then_stop)
+
+
+def _flip_a_bit(step_folder):
+    """Flip one bit in the middle of the largest array file: Orbax restores it without complaint."""
+    largest = max((path for path in (step_folder / "state").rglob("*") if path.is_file() and path.parent.name == "d"),
+                  key=lambda path: path.stat().st_size)
+    content = bytearray(largest.read_bytes())
+    content[len(content) // 2] ^= 1
+    largest.write_bytes(bytes(content))
+
+
+DAMAGE = {
+    "flipped bit": lambda checkpoints: _flip_a_bit(checkpoints / "30"),
+    "garbled manifest": lambda checkpoints: (checkpoints / "30" / "state" / "manifest.ocdbt").write_bytes(b"\0" * 8),
+    "emptied folder": lambda checkpoints: [shutil.rmtree(checkpoints / "30"), (checkpoints / "30").mkdir()],
+    "every checkpoint": lambda checkpoints: [(checkpoints / step / "log" / "metadata").write_text("{")
+                                             for step in ("20", "30")],
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_damaged_checkpoint_is_set_aside_and_the_run_resumes_from_a_good_one(run_config, tmp_path, monkeypatch,
+                                                                             caplog, damage):
+    """A checkpoint that cannot be read or whose contents fail the checksum written with it is moved
+    aside with a warning naming it; the run resumes from the previous checkpoint (or from the start)
+    and ends exactly where a run never interrupted ends."""
+    config = train.RunConfig.from_dict(run_config(K=10, steps=40, checkpoint_every=10))
+    scratch = tmp_path / "scratch"
+    with monkeypatch.context() as patch:
+        _stop_after_checkpoint(patch, 30)
+        with pytest.raises(train.Preempted):
+            train.run(config, tmp_path / "out", scratch)
+    assert sorted(path.name for path in (scratch / "checkpoints").iterdir() if path.name.isdigit()) == ["20", "30"]
+    DAMAGE[damage](scratch / "checkpoints")
+    caplog.set_level(logging.INFO, logger="itlin.train")
+    assert train.run(config, tmp_path / "out", scratch) == "ok"
+    resumed_from = "the start" if damage == "every checkpoint" else "checkpoint at step 20"
+    assert "checkpoint at step 30 is damaged" in caplog.text and f"resuming from {resumed_from}" in caplog.text
+    set_aside = sorted(path.name.split("-")[0] for path in (scratch / "damaged").iterdir())
+    assert set_aside == (["20", "30"] if damage == "every checkpoint" else ["30"])
+    train.run(config, tmp_path / "uninterrupted")
+    columns = lambda frame: frame.drop(columns="wall_time_s")  # noqa: E731
+    pd.testing.assert_frame_equal(columns(pd.read_parquet(tmp_path / "out" / "metrics.parquet")),
+                                  columns(pd.read_parquet(tmp_path / "uninterrupted" / "metrics.parquet")))
+    for snapshot in (tmp_path / "uninterrupted" / "snapshots").iterdir():
+        with np.load(snapshot) as expected, np.load(tmp_path / "out" / "snapshots" / snapshot.name) as resumed:
+            assert sorted(expected) == sorted(resumed)
+            for name in expected:
+                np.testing.assert_array_equal(resumed[name], expected[name])
+
+
 def test_divergence_is_recorded_and_exits_zero(run_config, tmp_path):
     config = run_config(K=1, loss="mse", optimizer={"name": "sgd", "learning_rate": 1e4, "momentum": 0.0,
                                                      "schedule": "constant"})
@@ -256,6 +321,20 @@ def test_divergence_is_recorded_and_exits_zero(run_config, tmp_path):
     assert tables.read_predictions(tmp_path / "out" / "predictions.parquet").empty  # no final predictions
 
 
+def test_divergence_on_an_evaluation_step_leaves_one_row_per_measurement(run_config, tmp_path):
+    """Evaluating every step, the step whose loss is the first non-finite one has already been
+    evaluated when the divergence is seen: its rows are replaced by the diverged rows, not doubled."""
+    config = run_config(K=1, loss="mse", scan_steps=1, eval_every=1, checkpoint_every=1,
+                        optimizer={"name": "sgd", "learning_rate": 100.0, "momentum": 0.0, "schedule": "constant"})
+    assert train.run(train.RunConfig.from_dict(config), tmp_path / "out") == "diverged"
+    summary = json.loads((tmp_path / "out" / "run.json").read_text())
+    metrics = tables.aggregate([tmp_path / "out" / "metrics.parquet"])  # raises on a repeated measurement
+    assert metrics.step.max() == summary["diverged_step"] > 0
+    assert sorted(metrics.step.unique()) == list(range(summary["diverged_step"] + 1))
+    last = metrics[metrics.step == summary["diverged_step"]]
+    assert len(last) == 4 and last.loss.isna().all() and last.accuracy.isna().all()
+
+
 @pytest.mark.parametrize("override, key", [
     ({"K": 0}, "K"), ({"K": -3}, "K"), ({"K": 2.5}, "K"), ({"switch_step": 41}, "switch_step"),
     ({"switch_step": 10, "K": 10}, "K"), ({"model": {"name": "vgg"}}, "model.name"),
@@ -270,6 +349,60 @@ def test_snapshots_come_in_pairs_t_and_t_plus_the_velocity_interval():
     main = train.snapshot_steps(1000, 10, 5, 1001)  # an interval longer than the run adds no partner
     assert main == [0, 10, 30, 100, 320, 1000]  # log-spaced on the scan grid, dense early
     assert train.snapshot_steps(1000, 10, 5, 20) == sorted(set(main) | {t + 20 for t in main if t + 20 <= 1000})
+
+
+SGD = {"name": "sgd", "momentum": 0.0, "schedule": "constant"}
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"scan_steps": 0}, "run config key 'scan_steps': 0 is less than the minimum of 1"),
+    ({"steps": "abc"}, "run config key 'steps': 'abc' is not of type 'integer'"),
+    ({"optimizer": SGD | {"learning_rate": -0.1}},
+     "run config key 'optimizer.learning_rate': -0.1 is less than or equal to the minimum of 0"),
+    ({"batch_size": 32.0}, "run config key 'batch_size': 32.0 is not of type 'integer'"),
+    ({"optimizer": SGD | {"learning_rate": 0.1, "momentum": 1.0}}, "'optimizer.momentum': 1.0 is greater than or equal"),
+    ({"seed": 1.0}, "seed: must be an integer >= 0, got 1.0"),
+    ({"switch_step": 2.5}, "switch_step: must be null or an integer"),
+    ({"augment": "no"}, "augment: must be true or false"),
+])
+def test_run_config_types_and_ranges_are_those_of_the_workflow_config(run_config, override, message):
+    """The training keys of a run config are checked against the schema of the workflow config's
+    training section (the same file), the run's own keys alike; each error names the key."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        train.RunConfig.from_dict(run_config(**override))
+
+
+def test_training_schema_describes_the_run_config_and_the_library():
+    schema = validation.load_yaml(train.TRAINING_SCHEMA)
+    training_keys = {field.name for field in dataclasses.fields(train.RunConfig)} - set(train.RUN_KEYS)
+    assert set(schema["required"]) == set(schema["properties"]) == training_keys
+    assert set(schema["properties"]["loss"]["enum"]) == set(train.LOSSES)
+
+
+def test_cli_rejects_a_bad_run_config_in_one_line(run_config, tmp_path, capsys):
+    config_path = tmp_path / "run.yaml"
+    config_path.write_text(yaml.safe_dump(run_config(scan_steps=0, steps="abc")))
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["train", "--config", str(config_path), "--out", str(tmp_path / "out")])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert "run config key 'scan_steps': 0 is less than the minimum of 1" in error
+    assert "run config key 'steps': 'abc' is not of type 'integer'" in error and "Traceback" not in error
+    assert not (tmp_path / "out").exists()
+    config_path.write_text("steps: [100\nseed: 0\n")
+    for path, message in ((config_path, f"{config_path}, line 2, column 5: not valid YAML"),
+                          (tmp_path / "missing.yaml", f"{tmp_path / 'missing.yaml'}: not found")):
+        with pytest.raises(SystemExit):
+            cli.main(["train", "--config", str(path), "--out", str(tmp_path / "out")])
+        assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key", ["batch_size", "eval_train_size"])
+def test_subsets_larger_than_the_training_split_are_named(run_config, tmp_path, key):
+    config = train.RunConfig.from_dict(run_config(**{key: 1000}))  # the tiny data has 256 training examples
+    with pytest.raises(ValueError, match=f"{key}: 1000 is more than the 256 training examples"):
+        train.run(config, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_snapshot_steps_are_log_spaced_on_the_scan_grid():

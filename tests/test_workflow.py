@@ -169,29 +169,57 @@ def _mutate(config: dict, path: str, value) -> None:
 @pytest.mark.parametrize(
     "path, value, named",
     [
-        ("models.mlp.name", "transformer", "['models']['mlp']['name']"),
-        ("K", [0, float("inf")], "['K'][0]"),
-        ("training.eval_evry", 50, "'eval_evry' was unexpected"),
+        ("models.mlp.name", "transformer", "config key 'models.mlp.name': 'transformer' is not one of"),
+        ("K", [0, float("inf")], "config key 'K[0]': 0 matches none of the allowed forms"),
+        ("training.eval_evry", 50, "config key 'training': Additional properties are not allowed ('eval_evry' was"),
+        ("seeds", [1.0], "config key 'seeds[0]': 1.0 is not of type 'integer'"),
+        ("training.scan_steps", 0, "config key 'training.scan_steps': 0 is less than the minimum of 1"),
         ("switch.fractions", [0.999], "switch.fractions[0]"),
         ("switch.fractions", [0.5, 0.501], "gives the same switch step twice"),
-        ("claims.C1.tolerance_pt", -1.0, "tolerance_pt"),
-        ("claims.bootstrap.confidence", 1.5, "confidence"),
+        ("claims.C1.tolerance_pt", -1.0, "config key 'claims.C1.tolerance_pt': -1.0 is less than the minimum of 0"),
+        ("claims.bootstrap.confidence", 1.5, "config key 'claims.bootstrap.confidence'"),
         ("claims.C9", {"min_gap_pt": 1.0}, "'C9' was unexpected"),
+        ("ntk.velocity_interval", 15, "ntk.velocity_interval"),
+        ("deep_linear.models", ["resnet"], "deep_linear.models[0]"),
         ("switch.models", ["cnn"], "switch.models[0]"),
         ("training.eval_every", 55, "training.eval_every"),
         ("gauss_newton.models", ["cnn"], "gauss_newton.models[0]"),
         ("gauss_newton.damping", [0.1, 100.0], "gauss_newton.damping[1]"),
-        ("kernel_regression.kernel", "diagonal", "['kernel_regression']['kernel']"),
+        ("kernel_regression.kernel", "diagonal", "config key 'kernel_regression.kernel': 'diagonal' is not one of"),
+        ("ntk.probe_size", 2000, "config key 'ntk.probe_size' = 2000 is more than the 1347 training examples of digits"),
+        ("training.batch_size", 1348, "config key 'training.batch_size' = 1348 is more than the 1347 training"),
+        ("kernel_regression.train_size", 1340, "config key 'kernel_regression.train_size' = 1340 needs 134 "
+                                               "examples of each of the 10 classes"),
+        ("dataset.options.test_fraction", 0.999, "config key 'dataset.options': digits: option test_fraction = "
+                                                 "0.999 gives 1 training and 1796 test examples"),
     ],
 )
 def test_invalid_config_is_rejected_before_any_job(workdir: Path, path: str, value, named: str):
+    """Every value that can be checked before a job runs is, in a few lines naming the key."""
     config = load_config("test.yaml")
     _mutate(config, path, value)
     (workdir / "bad.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(workdir, "--cores", "1", "--configfile", "bad.yaml")
     assert result.returncode != 0
     assert named in result.stdout + result.stderr
+    assert len((result.stdout + result.stderr).splitlines()) < 10
     assert not (workdir / "resources").exists() and not (workdir / "results").exists()
+
+
+def test_misspelt_key_and_yaml_syntax_error_are_named_in_a_few_lines(workdir: Path):
+    config = load_config("test.yaml")
+    config["figurs"] = config.pop("figures")
+    (workdir / "misspelt.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "--cores", "1", "--configfile", "misspelt.yaml")
+    output = (result.stdout + result.stderr).splitlines()
+    assert result.returncode != 0 and len(output) < 10
+    assert "config key (top level): Additional properties are not allowed ('figurs' was unexpected)" in output
+    assert "config key (top level): 'figures' is a required property" in output
+    default = workdir / "config" / "config.yaml"  # the embedded default, read by the Snakefile
+    default.write_text(default.read_text().replace("seeds: [0, 1]", "seeds: [0, 1"))
+    result = snakemake(workdir, "--cores", "1")
+    assert result.returncode != 0
+    assert re.search(r"config/config\.yaml, line \d+, column \d+: not valid YAML", result.stdout + result.stderr)
 
 
 @pytest.mark.slow

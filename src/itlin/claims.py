@@ -414,6 +414,21 @@ def _kernel_rows(ntk: pd.DataFrame, metric: str, point: str = tables.TRAINED_POI
     return rows[(rows["metric"] == metric) & (rows["point"] == point)]
 
 
+def _completed_runs(ntk: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple, str]]:
+    """The NTK rows of runs that trained to the end, and a note per model group naming its diverged runs
+    (their last kernels are not those of the end of training) and runs with degenerate (NaN) kernels."""
+    notes: dict[tuple, list[str]] = {}
+    diverged = tables.diverged_runs(ntk)
+    for group, runs in _groups(diverged):
+        notes.setdefault(group, []).append(f"{len(runs)} diverged run(s) excluded: {tables.describe_runs(runs)}")
+    completed = ntk[ntk["status"] == "ok"]
+    degenerate = completed[completed["value"].isna()].drop_duplicates(tables.RUN_KEYS)
+    for group, runs in _groups(degenerate):
+        names = ", ".join(f"K={tables.format_K(K)} seed {seed}" for K, seed in zip(runs["K"], runs["seed"]))
+        notes.setdefault(group, []).append(f"degenerate (zero-norm) kernels, NaN and left out of means: {names}")
+    return completed, {group: "; ".join(parts) for group, parts in notes.items()}
+
+
 def _nonlinear(rows: pd.DataFrame) -> pd.DataFrame:
     """Rows of the ReLU networks (the deep linear twins are S2's control, judged there only)."""
     return rows[rows["activation"] != "linear"]
@@ -454,7 +469,7 @@ def check_c3(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
     """C3: per model, the K = 1 trained kernel ends far from its initial one, by its relative change and
     its centred distance, and most of either change happens in the early phase."""
     thresholds = settings["C3"]
-    ntk = measured["ntk"]
+    ntk, notes = _completed_runs(measured["ntk"])
     measures = {"relative_change": "relative change ‖Θ − Θ₀‖/‖Θ₀‖", "centred_distance": "centred distance from Θ₀"}
     results = []
     for group, runs in _groups(_nonlinear(_kernel_rows(ntk, "relative_change"))):
@@ -464,7 +479,7 @@ def check_c3(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
             rows = rows[(rows[GROUP_KEYS] == pd.Series(group, index=GROUP_KEYS)).all(axis=1) & (rows["K"] == 1)]
             changes[metric] = _change_per_seed(rows, settings.early_phase_fraction, False) if len(rows) else None
         if any(change is None for change in changes.values()):
-            results.append(ModelVerdict(*group, note=NEEDS_SNAPSHOTS))
+            results.append(ModelVerdict(*group, note=_join(NEEDS_SNAPSHOTS, notes.get(group, ""))))
             continue
         seeds = sorted(changes["relative_change"].index)
         values = np.vstack([changes[metric].reindex(seeds)[column].to_numpy()
@@ -480,7 +495,7 @@ def check_c3(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
             tests.append(Test(f"share of the {name.split(' ‖')[0]} reached by step {early_step}",
                               *judged(settings.bootstrap, lambda v, f=final, e=early: v[e] / v[f], point, draws),
                               ">=", thresholds["min_early_share"]))
-        results.append(ModelVerdict(*group, tuple(tests), note=_c3_detail(ntk, group)))
+        results.append(ModelVerdict(*group, tuple(tests), note=_join(_c3_detail(ntk, group), notes.get(group, ""))))
     return results
 
 
@@ -500,12 +515,12 @@ def check_s1(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
     """S1: per model, the K = 1 centred kernel-target alignment rises, mostly in the early phase; per
     architecture with several depths, deeper models rise faster (per step, over the early phase) and more."""
     thresholds = settings["S1"]
-    ntk = measured["ntk"]
+    ntk, notes = _completed_runs(measured["ntk"])
     rises, results = {}, []
     for group, runs in _groups(_nonlinear(_kernel_rows(ntk, "alignment"))):
         change = _change_per_seed(runs[runs["K"] == 1], settings.early_phase_fraction, True)
         if change is None:
-            results.append(ModelVerdict(*group, note=NEEDS_SNAPSHOTS))
+            results.append(ModelVerdict(*group, note=_join(NEEDS_SNAPSHOTS, notes.get(group, ""))))
             continue
         rises[group] = (change, runs[["architecture", "depth"]].iloc[0])
         values = np.vstack([change["final"].to_numpy(), change["early"].to_numpy()])
@@ -521,7 +536,7 @@ def check_s1(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
                       ">=", thresholds["min_rise"], detail=detail),
                  Test(f"share of the rise reached by step {int(change['early_step'].iloc[0])}",
                       *judged(settings.bootstrap, lambda v: v[1] / v[0], point, draws), ">=", thresholds["min_early_share"]))
-        results.append(ModelVerdict(*group, tests))
+        results.append(ModelVerdict(*group, tests, notes.get(group, "")))
     return results + _compare_depths(rises, settings)
 
 
@@ -575,8 +590,9 @@ def check_s2(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
     """S2: per model with a deep linear twin, the final specialisation contrast of the backbone kernel
     at K = 1 exceeds the twin's (same seeds)."""
     gain = settings["S2"]["min_contrast_gain"]
-    backbone = _final_contrasts(measured["ntk"], "specialisation_backbone")
-    full = _final_contrasts(measured["ntk"], "specialisation")
+    ntk, notes = _completed_runs(measured["ntk"])
+    backbone = _final_contrasts(ntk, "specialisation_backbone")
+    full = _final_contrasts(ntk, "specialisation")
     twin_of = {model: twin for twin, model in twins.items()}
     results = []
     for group, runs in _groups(_nonlinear(backbone)):
@@ -584,9 +600,10 @@ def check_s2(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
         twin = backbone[(backbone["model"] == twin_of.get(model)) & (backbone["dataset"] == dataset)
                         & (backbone["variant"] == variant) & (backbone["K"] == 1)]
         standard = runs[runs["K"] == 1]
+        note = _join(notes.get(group, ""), notes.get((dataset, twin_of.get(model), variant), ""))
         if model not in twin_of or twin.empty or standard.empty:
-            results.append(ModelVerdict(*group, note="needs K = 1 runs of the model and of its deep linear twin "
-                                                     "(config deep_linear.models)"))
+            results.append(ModelVerdict(*group, note=_join("needs completed K = 1 runs of the model and of its deep "
+                                                           "linear twin (config deep_linear.models)", note)))
             continue
         seeds = sorted(set(standard["seed"]) | set(twin["seed"]))
         values = np.vstack([_seed_matrix(standard, seeds, "contrast"), _seed_matrix(twin, seeds, "contrast")])
@@ -602,7 +619,7 @@ def check_s2(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
                   f"{model} K = ∞ (frozen) backbone {mean_contrast(backbone, model, math.inf)}")
         test = Test(f"final backbone specialisation contrast, {model} minus its deep linear twin",
                     *judged(settings.bootstrap, lambda v: v[0] - v[1], point, draws), ">", gain, detail=detail)
-        results.append(ModelVerdict(*group, (test,)))
+        results.append(ModelVerdict(*group, (test,), note))
     return results
 
 

@@ -80,7 +80,10 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     from itlin import train as training
 
-    config = training.load_config(args.config)
+    try:
+        config = training.load_config(args.config)
+    except ValueError as error:  # a bad run config: the message names the key
+        parser.error(f"{args.config}:\n{error}")
     try:
         status = training.run(config, args.out, args.scratch)
     except training.Preempted as stop:

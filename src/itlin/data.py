@@ -3,6 +3,8 @@
 `prepare` writes `NAME.npz` (float32 NHWC images normalised with train-split statistics, int32
 labels) and `NAME.json` (provenance and statistics); `load` reads them back. CIFAR-10 is read
 from its official binary archive with NumPy only: no pickle, nothing extracted to disk.
+`split_sizes` gives a dataset's sizes from its options alone, so that configs are checked before
+anything is built; JAX is imported by `augment` only, so that checking starts no JAX.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import math
 import os
 import tarfile
 import urllib.error
@@ -17,9 +20,8 @@ import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
@@ -40,10 +42,63 @@ CIFAR10_MEMBERS = frozenset(
 )
 CIFAR10_IMAGE_SHAPE = (3, 32, 32)  # channels first in the binary records
 CIFAR10_RECORD_BYTES = 1 + int(np.prod(CIFAR10_IMAGE_SHAPE))
+CIFAR10_RECORDS_PER_FILE = 10_000  # each of the five training batches and the test batch
+CIFAR10_META_MAX_BYTES = 4096  # the class-name listing (61 bytes in the official archive)
+
+
+DIGITS_CLASS_COUNTS = (178, 182, 177, 183, 181, 182, 181, 179, 174, 180)
+"""Images per class of scikit-learn's bundled digits (1797 in all)."""
 
 
 class DataError(Exception):
     """A dataset file is missing, corrupt, unsafe or inconsistent (the message names it)."""
+
+
+class SplitSizes(NamedTuple):
+    """A dataset's sizes, known from its options alone (``split_sizes``)."""
+
+    train: int
+    test: int
+    num_classes: int
+    smallest_train_class: int
+    """The fewest training examples any class can have: the bound for class-balanced subsets
+    (``probe_indices``)."""
+
+
+def split_sizes(dataset: str, options: dict) -> SplitSizes:
+    """The sizes ``prepare(dataset, ..., **options)`` will produce, without building anything.
+
+    Raises ``DataError`` naming the option for an unknown option or a split too small to hold an
+    example of every class (digits: ``test_fraction``; synthetic: ``n_train``, ``n_test``).
+    """
+    if dataset not in _BUILDERS:
+        raise DataError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+    defaults = {name: parameter.default for name, parameter in inspect.signature(_BUILDERS[dataset]).parameters.items()
+                if name not in ("seed", "cache_dir")}
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise DataError(f"{dataset}: unknown option(s) {sorted(unknown)}")
+    options = defaults | dict(options)
+    if dataset == "cifar10":
+        records = int(options["records_per_file"])
+        return SplitSizes(len(CIFAR10_TRAIN_FILES) * records, records, 10, len(CIFAR10_TRAIN_FILES) * records // 10)
+    if dataset == "synthetic":
+        classes = int(options["num_classes"])
+        for option in ("n_train", "n_test"):
+            if int(options[option]) < classes:
+                raise DataError(f"synthetic: option {option} = {options[option]} is fewer than one example of "
+                                f"each of num_classes = {classes}")
+        return SplitSizes(int(options["n_train"]), int(options["n_test"]), classes, int(options["n_train"]) // classes)
+    # digits: scikit-learn's stratified split takes ceil(fraction * n) test examples and gives each
+    # class of count c at least floor(c * m / n) of a split of m, so m >= n / (smallest c) holds them all.
+    total, fraction = sum(DIGITS_CLASS_COUNTS), float(options["test_fraction"])
+    test = math.ceil(fraction * total)
+    train = total - test
+    needed = math.ceil(total / min(DIGITS_CLASS_COUNTS))
+    if not 0 < fraction < 1 or min(train, test) < needed:
+        raise DataError(f"digits: option test_fraction = {fraction} gives {train} training and {test} test "
+                        f"examples; each split needs at least {needed} to hold every one of the 10 classes")
+    return SplitSizes(train, test, len(DIGITS_CLASS_COUNTS), min(count * train // total for count in DIGITS_CLASS_COUNTS))
 
 
 @dataclass(frozen=True)
@@ -73,7 +128,8 @@ def prepare(
     """Build `dataset`, normalise it with train statistics, write `out` (.npz) and its .json.
 
     `options` go to the dataset's builder (digits: test_fraction; cifar10: url, expected_size,
-    expected_md5; synthetic: n_train, n_test, image_size, channels, num_classes, noise).
+    expected_md5, and records_per_file, which only tests of small archives change; synthetic:
+    n_train, n_test, image_size, channels, num_classes, noise).
     Returns the metadata written to the .json file.
     """
     out = Path(out)
@@ -81,11 +137,8 @@ def prepare(
         raise DataError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
     if out.suffix != ".npz":
         raise DataError(f"{out}: output file must end in .npz")
-    builder = _BUILDERS[dataset]
-    unknown = set(options) - set(inspect.signature(builder).parameters)
-    if unknown:
-        raise DataError(f"{dataset}: unknown option(s) {sorted(unknown)}")
-    x_train, y_train, x_test, y_test, meta = builder(seed=seed, cache_dir=cache_dir, **options)
+    split_sizes(dataset, options)  # unknown options and splits too small, before any work
+    x_train, y_train, x_test, y_test, meta = _BUILDERS[dataset](seed=seed, cache_dir=cache_dir, **options)
 
     mean = x_train.mean(axis=(0, 1, 2), dtype=np.float64)
     std = x_train.std(axis=(0, 1, 2), dtype=np.float64)
@@ -139,12 +192,13 @@ def _build_digits(*, seed: int, cache_dir: Path | None, test_fraction: float = 0
 def _build_cifar10(
     *, seed: int, cache_dir: Path | None, url: str = CIFAR10_URL,
     expected_size: int = CIFAR10_SIZE, expected_md5: str = CIFAR10_MD5,
+    records_per_file: int = CIFAR10_RECORDS_PER_FILE,
 ):
     """CIFAR-10 from its verified official archive (pixels scaled to [0, 1]); official split."""
     archive = fetch_cifar10(
         cache_dir, url=url, expected_size=int(expected_size), expected_md5=expected_md5
     )
-    x_train, y_train, x_test, y_test, class_names = read_cifar10(archive)
+    x_train, y_train, x_test, y_test, class_names = read_cifar10(archive, records_per_file=int(records_per_file))
     meta = {
         "source": url,
         "checksum": f"md5:{expected_md5}",
@@ -260,11 +314,14 @@ def _verify(path: Path, archive: Path, expected_size: int, expected_md5: str) ->
         )
 
 
-def read_cifar10(archive: Path):
+def read_cifar10(archive: Path, *, records_per_file: int = CIFAR10_RECORDS_PER_FILE):
     """Read CIFAR-10 straight from its binary tar.gz: `(x_train, y_train, x_test, y_test, names)`.
 
-    Images are uint8 NHWC, labels uint8. Every member is checked before anything is read:
-    only regular files with the official names (and their folder) are accepted.
+    Images are uint8 NHWC, labels uint8. Every member is checked before anything is read: only
+    regular files with the official names (and their folder) are accepted, each batch file must
+    hold exactly `records_per_file` records (the official layout's 10,000; tests of small archives
+    pass fewer) and the class listing at most `CIFAR10_META_MAX_BYTES`, so that no member of an
+    unexpected size is ever read into memory.
     """
     archive = Path(archive)
     try:
@@ -276,6 +333,8 @@ def read_cifar10(archive: Path):
             missing = [name for name in needed if f"{CIFAR10_FOLDER}/{name}" not in members]
             if missing:
                 raise DataError(f"{archive}: missing member(s) {missing} in {CIFAR10_FOLDER}/")
+            for name in needed:
+                _check_size(archive, members[f"{CIFAR10_FOLDER}/{name}"], records_per_file)
             contents = {
                 name: tar.extractfile(members[f"{CIFAR10_FOLDER}/{name}"]).read() for name in needed
             }
@@ -303,13 +362,21 @@ def _check_member(archive: Path, member: tarfile.TarInfo) -> None:
         raise DataError(f"{archive}: unexpected member {name!r}")
 
 
+def _check_size(archive: Path, member: tarfile.TarInfo, records_per_file: int) -> None:
+    """Reject, from its header, a batch file that is not `records_per_file` whole records, or a
+    class listing larger than `CIFAR10_META_MAX_BYTES`."""
+    if member.name.endswith(CIFAR10_META_FILE):
+        if member.size > CIFAR10_META_MAX_BYTES:
+            raise DataError(f"{archive}: {member.name} holds {member.size} bytes, more than "
+                            f"{CIFAR10_META_MAX_BYTES} for ten class names")
+    elif member.size != records_per_file * CIFAR10_RECORD_BYTES:
+        raise DataError(f"{archive}: {member.name} holds {member.size} bytes, expected {records_per_file} "
+                        f"records of {CIFAR10_RECORD_BYTES} bytes ({records_per_file * CIFAR10_RECORD_BYTES} bytes)")
+
+
 def _decode_records(archive: Path, name: str, raw: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed-length records (1 label byte + 3072 CHW pixel bytes) -> uint8 NHWC images, labels."""
-    if not raw or len(raw) % CIFAR10_RECORD_BYTES:
-        raise DataError(
-            f"{archive}: {name} holds {len(raw)} bytes, not a whole number of "
-            f"{CIFAR10_RECORD_BYTES}-byte records"
-        )
+    """Fixed-length records (1 label byte + 3072 CHW pixel bytes, sizes checked by `_check_size`)
+    -> uint8 NHWC images, labels."""
     records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, CIFAR10_RECORD_BYTES)
     labels = records[:, 0].copy()
     if labels.max() > 9:
@@ -349,6 +416,9 @@ def augment(key: jax.Array, images: jax.Array, padding: int = 4) -> jax.Array:
     `randint(crop_key, (n, 2), 0, 2 * padding + 1)` (row, column) and the flips
     `bernoulli(flip_key, 0.5, (n,))`.
     """
+    import jax
+    import jax.numpy as jnp
+
     n, height, width, channels = images.shape
     crop_key, flip_key = jax.random.split(key)
     offsets = jax.random.randint(crop_key, (n, 2), 0, 2 * padding + 1)

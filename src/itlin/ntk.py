@@ -460,11 +460,16 @@ def specialisation(per_class: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """⟨a, b⟩_F / (‖a‖_F ‖b‖_F) in float64, at most 1; exactly 1 for identical arrays."""
+    """⟨a, b⟩_F / (‖a‖_F ‖b‖_F) in float64, at most 1; exactly 1 for identical arrays. NaN when either
+    has zero norm: a degenerate kernel (e.g. a constant one after centring, every ReLU dead) has no
+    direction, so its distances and alignments are undefined."""
     a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    norms = float(a @ a) * float(b @ b)
+    if norms == 0:
+        return math.nan
     if np.array_equal(a, b):
         return 1.0
-    return min(1.0, float(a @ b) / math.sqrt(float(a @ a) * float(b @ b)))
+    return min(1.0, float(a @ b) / math.sqrt(norms))
 
 
 def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -511,13 +516,17 @@ def measure_run(run_dir: Path, data_path: Path, probe_size: int, *, probe_seed: 
     snapshot at t + δ exists (δ: the run's ``velocity_interval``), the ``velocity`` d(Θ_t, Θ_{t+δ})/δ
     at step t. The model is rebuilt from ``run.json``; kernels of identical parameters (θ_lin
     between re-linearisations, every θ_lin of K = ∞) are computed once, so their distances are
-    exactly zero. Snapshots with non-finite parameters (a diverged run) are skipped with a warning.
+    exactly zero. A diverged run (``run.json``: ``status``, ``diverged_step``) is measured only at its
+    snapshots before its first non-finite loss, and every row records the run's status and divergence
+    step. A degenerate kernel (zero norm) gives NaN measures, with a warning.
     """
     run_dir = Path(run_dir)
     summary_path = run_dir / "run.json"
     if not summary_path.exists():
         raise FileNotFoundError(f"{summary_path}: not found; is {run_dir} a finished training run?")
-    config = training.RunConfig.from_dict(json.loads(summary_path.read_text())["config"])
+    summary = json.loads(summary_path.read_text())
+    config = training.RunConfig.from_dict(summary["config"])
+    diverged_step = summary["diverged_step"]
     dataset = datasets.load(Path(data_path))
     # kernels in float32 whatever the run's compute_dtype, so that every run's NTK is measured alike
     model = models.from_spec(config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
@@ -525,6 +534,11 @@ def measure_run(run_dir: Path, data_path: Path, probe_size: int, *, probe_seed: 
     probe = datasets.probe_indices(dataset.y_train, probe_size, seed=probe_seed)
     x, labels = jnp.asarray(dataset.x_train[probe]), dataset.y_train[probe]
     snapshots = _snapshots(run_dir / "snapshots")
+    if diverged_step is not None:
+        later = [step for step, _ in snapshots if step >= diverged_step]
+        snapshots = [(step, path) for step, path in snapshots if step < diverged_step]
+        log.warning("%s diverged at step %d: its snapshots at steps %s are not measured", run_dir, diverged_step,
+                    later or "(none)")
 
     cache: dict[str, KernelSummary] = {}
 
@@ -542,11 +556,8 @@ def measure_run(run_dir: Path, data_path: Path, probe_size: int, *, probe_seed: 
     for index, (step, path) in enumerate(snapshots, start=1):
         started = time.perf_counter()
         theta, theta_lin = training.load_snapshot(path, like=model.params)
-        if not all(bool(jnp.isfinite(leaf).all()) for leaf in jax.tree.leaves((theta, theta_lin))):
-            log.warning("%s: non-finite parameters (diverged run), snapshot skipped", path)
-            continue
         for point, params in (("network", theta), ("linearisation", theta_lin)):
-            kernel = summarise(params)
+            kernel, first_row = summarise(params), len(rows)
             if initial is None:
                 if step != 0:
                     raise ValueError(f"{run_dir / 'snapshots'}: the first snapshot is step {step}, "
@@ -562,10 +573,14 @@ def measure_run(run_dir: Path, data_path: Path, probe_size: int, *, probe_seed: 
             if (step - interval, point) in measured:
                 before = measured[step - interval, point]
                 rows.append(_row(step - interval, point, "velocity", kernel_velocity(before.trace, kernel.trace, interval)))
+            undefined = sorted({row["metric"] for row in rows[first_row:] if math.isnan(row["value"])})
+            if undefined:
+                log.warning("%s step %d (%s): degenerate kernel (zero norm, e.g. every ReLU dead): %s recorded "
+                            "as NaN", run_dir, step, point, ", ".join(undefined))
             measured[step, point] = kernel
         log.info("snapshot %d/%d (step %d): %.1f s, %d distinct kernels so far", index, len(snapshots), step,
                  time.perf_counter() - started, len(cache))
-    return _ntk_frame(rows, config, probe_size)
+    return _ntk_frame(rows, config, probe_size, diverged_step)
 
 
 CHANGE_MEASURES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
@@ -602,11 +617,13 @@ def _row(step: int, point: str, metric: str, value: float, output_class: int | N
                 value=value)
 
 
-def _ntk_frame(rows: list[dict], config: training.RunConfig, probe_size: int) -> pd.DataFrame:
-    """The rows of one run with its keys, in the ``tables.NTK_COLUMNS`` schema."""
+def _ntk_frame(rows: list[dict], config: training.RunConfig, probe_size: int,
+               diverged_step: int | None) -> pd.DataFrame:
+    """The rows of one run with its keys and status, in the ``tables.NTK_COLUMNS`` schema."""
     frame = pd.DataFrame(rows, columns=["step", "point", "metric", "output_class", "target_class", "value"])
     keys = dict(dataset=config.dataset, model=config.model_label, architecture=config.model["name"],
                 depth=config.model.get("depth"), activation=config.model.get("activation", "relu"), K=config.K,
-                switch_step=config.switch_step, seed=config.seed, variant=config.variant, probe_size=probe_size)
+                switch_step=config.switch_step, seed=config.seed, variant=config.variant, probe_size=probe_size,
+                status="ok" if diverged_step is None else "diverged", diverged_step=diverged_step)
     frame = frame.assign(**{key: [value] * len(frame) for key, value in keys.items()})
     return tables.validate_ntk(frame, source=f"NTK measurements of run {config.model_label} K={config.K}")

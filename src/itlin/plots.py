@@ -264,7 +264,7 @@ def ntk_distance(ntk: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
             if log_scale:
                 ax.set_yscale("symlog", linthresh=_linthresh(runs.loc[runs["metric"] == metric, "value"]))
             ax.set(title=f"{group}: {ylabel.split(' (')[0]}", xlabel=NTK_STEP_LABEL, ylabel=ylabel)
-    handles = [_line_handle(colours[K], K_label(K), K) for K in sorted(colours)]
+    handles = [_line_handle(colours[K], K_label(K) + _kernel_note(rows[rows["K"] == K]), K) for K in sorted(colours)]
     return _finish(fig, title, handles, out_pdf, out_png, legend_title=NTK_LEGEND_TITLE)
 
 
@@ -300,7 +300,7 @@ def kernel_alignment(ntk: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
         for ax, metric in zip(row, ALIGNMENTS):
             _K_curves(ax, runs[runs["metric"] == metric], colours)
             ax.set(title=f"{group}: {names[metric]}", xlabel=NTK_STEP_LABEL, ylabel=names[metric].split(" (")[0])
-    handles = [_line_handle(colours[K], K_label(K), K) for K in sorted(colours)]
+    handles = [_line_handle(colours[K], K_label(K) + _kernel_note(rows[rows["K"] == K]), K) for K in sorted(colours)]
     if compare_models:
         palette = _group_palette(standard.assign(group=tables.group_labels(standard)))
         for ax, metric in zip(axes[-1], ALIGNMENTS):
@@ -322,13 +322,17 @@ ALIGNMENTS = ("alignment", "alignment_uncentred")
 @_styled
 def kernel_specialisation(ntk: pd.DataFrame, out_pdf: Path, out_png: Path, *,
                           twins: dict[str, str] | None = None) -> Figure:
-    """S2: class-specialisation matrices of the trained kernel at the last snapshot: for each model with
-    a deep linear twin (``twins``: twin label -> model), two rows (the per-head kernels of every
+    """S2: class-specialisation matrices of the trained kernel at the end of training: for each model
+    with a deep linear twin (``twins``: twin label -> model), two rows (the per-head kernels of every
     parameter, and of the backbone below the readout) and three columns (the network at K = 1, its
     deep linear twin at K = 1, and the network at K = ∞, whose kernel is frozen: the reference). Entry
     [c, c'] is the centred alignment of output c's kernel with class c''s one-hot target column, mean
     over seeds; each title gives the specialisation contrast (mean diagonal minus mean off-diagonal).
-    Models without a twin get the K = 1 and K = ∞ columns only."""
+    Models without a twin get the K = 1 and K = ∞ columns only.
+
+    Diverged runs have no kernel at the end of training: they are left out, and the panel names
+    them. Degenerate kernels (NaN entries) are left out of the means, and the panel says so.
+    """
     title = "S2: class specialisation of the NTK at the end of training,\nnetwork vs deep linear twin (K = 1), K = ∞ frozen"
     rows = _trained_kernel_rows(ntk, tables.SPECIALISATION_METRICS)
     rows = rows[(rows["K"] == 1) | np.isinf(rows["K"])]
@@ -336,11 +340,12 @@ def kernel_specialisation(ntk: pd.DataFrame, out_pdf: Path, out_png: Path, *,
         return _note_figure(title, "No runs with K = 1 or K = ∞ in the NTK table: nothing to compare.",
                             out_pdf, out_png)
     twin_of = {model: twin for twin, model in (twins or {}).items()}
-    final = rows[rows["step"] == rows.groupby(tables.RUN_KEYS, dropna=False)["step"].transform("max")]
+    ended = rows[rows["status"] == "ok"]
+    final = ended[ended["step"] == ended.groupby(tables.RUN_KEYS, dropna=False)["step"].transform("max")]
     matrices = final.groupby(["model", "metric", "K", "output_class", "target_class"])["value"].mean()
     steps = final.groupby(["model", "K"])["step"].max()
-    limit = max(float(matrices.abs().max()), 1e-6)
-    models_ = sorted(set(final.loc[final["activation"] != "linear", "model"]))
+    limit = max(float(np.nan_to_num(matrices.abs().max())), 1e-6)
+    models_ = sorted(set(rows.loc[rows["activation"] != "linear", "model"]))
     kernels = {"specialisation": "all parameters", "specialisation_backbone": "backbone (below the readout)"}
     fig, axes = plt.subplots(2 * len(models_), 3, figsize=(13, 3.6 * 2 * len(models_) + 0.8), layout="constrained",
                              squeeze=False)
@@ -349,19 +354,30 @@ def kernel_specialisation(ntk: pd.DataFrame, out_pdf: Path, out_png: Path, *,
                    (model, math.inf, f"{model}, K = ∞ (frozen kernel)")]
         for offset, (metric, kernel) in enumerate(kernels.items()):
             for column, (ax, (label, K, name)) in enumerate(zip(axes[2 * index + offset], columns)):
+                runs = rows[(rows["model"] == label) & (rows["K"] == K) & (rows["metric"] == metric)]
+                diverged = tables.diverged_runs(runs)
                 if label is None or (label, metric, K) not in matrices.index.droplevel([3, 4]):
                     ax.set_axis_off()
-                    missing = "no deep linear twin in the config" if label is None else f"no runs: {name}"
+                    missing = ("no deep linear twin in the config" if label is None else
+                               f"{name}: every run diverged before the end of training:\n{tables.describe_runs(diverged)}"
+                               if not diverged.empty else f"no runs: {name}")
                     ax.text(0.5, 0.5, missing, transform=ax.transAxes, ha="center", va="center", color="0.3",
-                            bbox={"facecolor": "white", "edgecolor": "0.7"})
+                            wrap=True, bbox={"facecolor": "white", "edgecolor": "0.7"})
                     continue
                 matrix = matrices.loc[(label, metric, K)].unstack("target_class")
                 sns.heatmap(matrix, ax=ax, cmap="vlag", vmin=-limit, vmax=limit, center=0, square=True,
                             annot=len(matrix) <= 10, fmt=".2f", annot_kws={"fontsize": 6}, cbar=column == 2,
                             cbar_kws={"label": "centred alignment (shared scale)", "shrink": 0.8})
                 contrast = float(np.mean(np.diag(matrix)) - matrix.to_numpy()[~np.eye(len(matrix), dtype=bool)].mean())
-                ax.set(title=f"{name}\n{kernel}, step {int(steps[label, K])}, contrast {contrast:+.3f}",
-                       xlabel="target class c' (one-hot column)", ylabel="output class c (its kernel)")
+                text = (f"{name}\n{kernel}, step {int(steps[label, K])}, contrast "
+                        + (f"{contrast:+.3f}" if np.isfinite(contrast) else "undefined"))
+                at_end = final[(final["model"] == label) & (final["K"] == K) & (final["metric"] == metric)]
+                degenerate = at_end[at_end["value"].isna()].groupby(tables.RUN_KEYS, dropna=False).ngroups
+                if degenerate:
+                    text += f"\n{degenerate} run(s): degenerate kernel (NaN), left out"
+                if not diverged.empty:
+                    text += f"\n{len(diverged)} run(s) diverged, left out: {tables.describe_runs(diverged)}"
+                ax.set(title=text, xlabel="target class c' (one-hot column)", ylabel="output class c (its kernel)")
     return _finish(fig, title, [], out_pdf, out_png)
 
 
@@ -505,6 +521,21 @@ def _trained_kernel_rows(ntk: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFr
     rows = rows[rows["metric"].isin(metrics) & (rows["point"] == tables.TRAINED_POINT)].copy()
     rows["group"] = tables.group_labels(rows)
     return rows
+
+
+def _kernel_note(runs: pd.DataFrame) -> str:
+    """Legend suffix for the kernel rows of one K: how many of its runs diverged (drawn until their
+    divergence) and how many have degenerate kernels (NaN values, not drawn); '' when neither."""
+    total = runs.groupby(tables.RUN_KEYS, dropna=False).ngroups
+    notes = []
+    diverged = tables.diverged_runs(runs)
+    if not diverged.empty:
+        steps = ", ".join(str(step) for step in sorted(set(diverged["diverged_step"])))
+        notes.append(f"{len(diverged)} of {total} runs diverged (drawn until step {steps})")
+    degenerate = runs[runs["value"].isna()].groupby(tables.RUN_KEYS, dropna=False).ngroups
+    if degenerate:
+        notes.append(f"{degenerate} of {total} runs with degenerate kernels (NaN, not drawn)")
+    return "".join(f", {note}" for note in notes)
 
 
 def _K_curves(ax: plt.Axes, rows: pd.DataFrame, colours: dict[float, tuple]) -> None:

@@ -55,6 +55,8 @@ NTK_COLUMNS: dict[str, str] = {
     "seed": "int64",
     "variant": "str",
     "probe_size": "int64",
+    "status": "str",
+    "diverged_step": "Int64",
     "step": "int64",
     "point": "str",
     "metric": "str",
@@ -67,18 +69,23 @@ NTK_COLUMNS: dict[str, str] = {
 One row per (run, snapshot step, point, metric[, class pair]). ``model`` is the model's label as in
 the metrics table, ``architecture`` its registry name (``cnn``), ``depth`` its ``depth`` setting
 (<NA> for a model without one, e.g. resnet18) and ``activation`` its hidden nonlinearity (``relu``,
-or ``linear`` for a deep linear network); ``probe_size`` is the number of probe examples. ``point``
-is the parameter vector whose kernel was measured: ``network`` (θ) or ``linearisation`` (θ_lin, the
-kernel of the trained linear model). ``metric`` is one of ``NTK_METRICS``, all of the trace kernel
-Θ = Σ_c J_c J_cᵀ unless said otherwise: against Θ₀ at θ₀, ``distance_from_init`` (Fort et al.'s
-kernel distance 1 − cos, blind to scale), ``relative_change`` ‖Θ − Θ₀‖/‖Θ₀‖ (Lee et al. 2019),
-``norm_ratio`` ‖Θ‖/‖Θ₀‖ and ``centred_distance`` (the kernel distance of HΘH, blind to the constant
-mode); ``velocity`` d(Θ_t, Θ_{t+δ})/δ at the fixed interval δ of the run's ``velocity_interval``, on
-the row of step t; ``alignment`` and ``alignment_uncentred`` (centred and uncentred kernel-target
-alignment); ``specialisation`` and ``specialisation_backbone``, entry [output_class, target_class] of
-the class-specialisation matrix (the centred alignment of output c's kernel with class c''s one-hot
+or ``linear`` for a deep linear network); ``probe_size`` is the number of probe examples.
+``status`` is the run's (``ok`` or ``diverged``, as in the metrics table) and ``diverged_step`` the
+first step whose training loss was not finite (<NA> for a run that did not diverge): a diverged run
+has no kernel measured at or after it, so its last rows are not those of the end of training
+(``diverged_runs`` lists such runs). ``point`` is the parameter vector whose kernel was measured:
+``network`` (θ) or ``linearisation`` (θ_lin, the kernel of the trained linear model). ``metric`` is
+one of ``NTK_METRICS``, all of the trace kernel Θ = Σ_c J_c J_cᵀ unless said otherwise: against Θ₀
+at θ₀, ``distance_from_init`` (Fort et al.'s kernel distance 1 − cos, blind to scale),
+``relative_change`` ‖Θ − Θ₀‖/‖Θ₀‖ (Lee et al. 2019), ``norm_ratio`` ‖Θ‖/‖Θ₀‖ and
+``centred_distance`` (the kernel distance of HΘH, blind to the constant mode); ``velocity``
+d(Θ_t, Θ_{t+δ})/δ at the fixed interval δ of the run's ``velocity_interval``, on the row of step t;
+``alignment`` and ``alignment_uncentred`` (centred and uncentred kernel-target alignment);
+``specialisation`` and ``specialisation_backbone``, entry [output_class, target_class] of the
+class-specialisation matrix (the centred alignment of output c's kernel with class c''s one-hot
 target column) of the per-head kernels of every parameter, and of the parameters below the readout
-layer. The two class columns are set for the specialisation rows only."""
+layer. The two class columns are set for the specialisation rows only. A degenerate (all-zero)
+kernel gives NaN values."""
 
 NTK_POINTS: tuple[str, ...] = ("network", "linearisation")
 NTK_METRICS: tuple[str, ...] = ("distance_from_init", "relative_change", "norm_ratio", "centred_distance", "velocity",
@@ -195,17 +202,22 @@ def validate_ntk(df: pd.DataFrame, source: str) -> pd.DataFrame:
     Like ``validate``: ``source`` is named in every error and extra columns are kept at the end.
     """
     result = _with_schema_dtypes(df, NTK_COLUMNS, source)
-    for column, allowed in (("point", NTK_POINTS), ("metric", NTK_METRICS)):
+    for column, allowed in (("point", NTK_POINTS), ("metric", NTK_METRICS), ("status", ALLOWED_VALUES["status"])):
         bad = sorted(set(result[column]) - set(allowed))
         if bad:
             raise MetricsSchemaError(f"{source}: column {column!r} has value(s) {bad}, allowed {list(allowed)}")
     _check_K(result, source)
-    for column, lowest in (("step", 0), ("probe_size", 1), ("depth", 1), ("output_class", 0), ("target_class", 0)):
+    for column, lowest in (("step", 0), ("probe_size", 1), ("depth", 1), ("output_class", 0), ("target_class", 0),
+                           ("diverged_step", 0)):
         if (result[column].dropna() < lowest).any():
             raise MetricsSchemaError(f"{source}: column {column!r} has values below {lowest}")
     bad = sorted(set(result["activation"]) - set(ACTIVATIONS))
     if bad:
         raise MetricsSchemaError(f"{source}: column 'activation' has value(s) {bad}, allowed {list(ACTIVATIONS)}")
+    if (result["diverged_step"].isna() == (result["status"] == "diverged")).any():
+        raise MetricsSchemaError(f"{source}: column 'diverged_step' must be set exactly on diverged runs")
+    if (result["step"] >= result["diverged_step"]).fillna(False).any():
+        raise MetricsSchemaError(f"{source}: a diverged run has kernels measured at or after its 'diverged_step'")
     is_specialisation = result["metric"].isin(SPECIALISATION_METRICS)
     for column in ("output_class", "target_class"):
         if (result[column].isna() == is_specialisation).any():
@@ -403,6 +415,27 @@ def _write_parquet(table: pd.DataFrame, path: Path) -> None:
     table.to_parquet(path, index=False)
 
 
+def diverged_runs(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per diverged run of a metrics or NTK table: ``RUN_KEYS`` and ``diverged_step``, the first
+    step whose training loss was not finite.
+
+    A diverged run's metrics end with NaN rows at that step; its NTK rows stop at the last snapshot
+    before it. Either way its last values are not those of the end of training: a verdict or figure
+    about the end of training leaves these runs out and says so (``describe_runs`` names them).
+    """
+    diverged = table[table["status"] == "diverged"]
+    step = diverged["diverged_step"] if "diverged_step" in diverged else diverged["step"]  # metrics: the NaN rows' step
+    runs = diverged.assign(diverged_step=step).groupby(RUN_KEYS, dropna=False, sort=True)["diverged_step"].max()
+    return runs.astype("int64").reset_index()[RUN_KEYS + ["diverged_step"]]
+
+
+def describe_runs(runs: pd.DataFrame) -> str:
+    """The runs of ``diverged_runs`` named for a note: 'cnn K=1 seed 1 (step 100), ...'."""
+    labels = group_labels(runs) if not runs.empty else pd.Series(dtype="str")
+    return ", ".join(f"{label} K={format_K(K)} seed {seed} (step {step})"
+                     for label, K, seed, step in zip(labels, runs["K"], runs["seed"], runs["diverged_step"]))
+
+
 def final_metrics(metrics: pd.DataFrame, split: str = "test", evaluator: str = TRAINED_EVALUATOR) -> pd.DataFrame:
     """One row per run: its last evaluation of ``split`` by ``evaluator``.
 
@@ -575,6 +608,7 @@ def example_ntk(
     alignment_gain: Callable[[str, float], float] | None = None,
     specialisation_gain: Callable[[str, float], float] | None = None,
     noise: float = 0.0,
+    diverged: Iterable[tuple[str, float, int]] = (),
     dataset: str = "synthetic",
     variant: str = "base",
 ) -> pd.DataFrame:
@@ -590,7 +624,8 @@ def example_ntk(
     linear twin). By default they grow with depth and are 0 for K = ∞, whose linearisation point never
     moves; the network point of every run follows K = 1 (θ always moves). Snapshots come in pairs t,
     t + ``velocity_interval``; the velocity is that of the Fort distance. ``noise``: standard deviation of
-    a per-run Gaussian shift of every value (relative, for the changes).
+    a per-run Gaussian shift of every value (relative, for the changes). Runs listed in ``diverged`` as
+    (model, K, seed) diverge at their middle snapshot step, and are measured before it only.
     """
     depths = dict(depths or {"cnn": 2, "cnn_deep": 4})
     twins = dict(twins or {})
@@ -605,13 +640,17 @@ def example_ntk(
     tau = time_constant * steps
     runs = [(model, model, depth, "relu", float(K)) for model, depth in depths.items() for K in Ks]
     runs += [(twin, model, depths[model], "linear", 1.0) for twin, model in twins.items()]
+    diverged = set(diverged)
     rows = []
     for label, model, depth, activation, K in runs:
         for seed in seeds:
             shift = rng.normal(0, noise)
+            diverged_step = int(snapshot_steps[len(snapshot_steps) // 2]) if (label, K, seed) in diverged else None
             for point, gain_K in (("network", 1.0), ("linearisation", K)):
                 specialising = 0.0 if activation == "linear" else specialisation_gain(model, gain_K)
                 for step in snapshot_steps:
+                    if diverged_step is not None and step >= diverged_step:
+                        break
                     progress = 1 - np.exp(-step / tau)
                     distance = float(np.clip(final_distance(model, gain_K) * progress * (1 + shift), 0, 2))
                     change = final_change(model, gain_K) * progress * (1 + shift)
@@ -620,7 +659,8 @@ def example_ntk(
                                 ("relative_change", change, None, None), ("norm_ratio", 1 + change, None, None),
                                 ("alignment", alignment, None, None),
                                 ("alignment_uncentred", 0.7 + 0.1 * (alignment - 0.2), None, None)]
-                    if step + velocity_interval in snapshot_steps:
+                    if step + velocity_interval in snapshot_steps and not (
+                            diverged_step is not None and step + velocity_interval >= diverged_step):
                         later = 1 - np.exp(-(step + velocity_interval) / tau)
                         speed = final_distance(model, gain_K) / 10 * (later - progress) / velocity_interval
                         measured.append(("velocity", float(abs(speed * (1 + shift))), None, None))
@@ -630,7 +670,8 @@ def example_ntk(
                                  for c in range(num_classes) for t in range(num_classes)]
                     rows += [dict(dataset=dataset, model=label, architecture=model.split("_")[0], depth=depth,
                                   activation=activation, K=K, switch_step=None, seed=seed, variant=variant,
-                                  probe_size=10 * num_classes, step=int(step), point=point, metric=metric,
+                                  probe_size=10 * num_classes, status="ok" if diverged_step is None else "diverged",
+                                  diverged_step=diverged_step, step=int(step), point=point, metric=metric,
                                   output_class=c, target_class=t, value=float(value))
                              for metric, value, c, t in measured]
     return validate_ntk(pd.DataFrame(rows), source="example_ntk")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -35,13 +36,17 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from itlin import data as datasets
-from itlin import models, tables
+from itlin import models, tables, validation
 from itlin.linearise import linearise, relinearise_now, relinearises_throughout, schedule_arrays
 
 log = logging.getLogger(__name__)
 
 EVAL_CHUNK = 500  # examples per evaluation chunk: bounds evaluation memory on large test sets
 TRAIN_SUBSET_SEED = 0  # the fixed train subset is the same for every run of a dataset
+TRAINING_SCHEMA = Path(__file__).with_name("training.schema.yaml")
+"""JSON Schema of the training keys of a run config: that of the workflow config's ``training`` section."""
+RUN_KEYS = ("data", "dataset", "model", "K", "switch_step", "seed", "variant", "augment", "velocity_interval")
+"""The keys of a run config that are not training settings: which data, model, schedule, seed and variant."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +76,13 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, raw: dict) -> "RunConfig":
-        """Validate a run config mapping, naming the offending key in every error."""
+        """Validate a run config mapping, naming the offending key in every error.
+
+        The training keys are checked against ``TRAINING_SCHEMA`` (types, ranges), as the workflow
+        checks its config; the run's own keys (``RUN_KEYS``) and the relations between keys here.
+        """
+        if not isinstance(raw, dict):
+            raise ValueError(f"a run config is a mapping of keys to values, got {type(raw).__name__}")
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(raw) - set(names))
         missing = [name for name in names if name not in raw]
@@ -79,6 +90,8 @@ class RunConfig:
             raise ValueError(f"unknown run config key(s): {', '.join(unknown)}")
         if missing:
             raise ValueError(f"missing run config key(s): {', '.join(missing)}")
+        validation.validate({key: value for key, value in raw.items() if key not in RUN_KEYS}, TRAINING_SCHEMA,
+                            what="run config key")
         values = dict(raw)
         values["K"] = _parse_K(raw["K"])
         config = cls(**values)
@@ -90,22 +103,22 @@ class RunConfig:
             if not condition:
                 raise ValueError(f"{key}: {message}")
 
+        def integer(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
         require(isinstance(self.model, dict) and self.model.get("name") in models.MODELS, "model.name",
                 f"must be one of {sorted(models.MODELS)}, got {self.model.get('name') if isinstance(self.model, dict) else self.model!r}")
-        require(self.steps >= 1, "steps", "must be >= 1")
+        for key in ("data", "dataset", "variant"):
+            require(isinstance(getattr(self, key), str), key, f"must be text, got {getattr(self, key)!r}")
+        require(integer(self.seed) and self.seed >= 0, "seed", f"must be an integer >= 0, got {self.seed!r}")
+        require(isinstance(self.augment, bool), "augment", f"must be true or false, got {self.augment!r}")
+        require(self.switch_step is None or integer(self.switch_step), "switch_step",
+                f"must be null or an integer, got {self.switch_step!r}")
+        require(integer(self.velocity_interval) and 0 < self.velocity_interval < self.steps, "velocity_interval",
+                f"must be an integer in (0, steps={self.steps}), got {self.velocity_interval!r}")
         for key in ("eval_every", "checkpoint_every", "steps", "velocity_interval"):
             require(getattr(self, key) % self.scan_steps == 0, key,
                     f"must be a multiple of scan_steps ({self.scan_steps})")
-        require(self.scan_steps >= 1, "scan_steps", "must be >= 1")
-        require(self.batch_size >= 1, "batch_size", "must be >= 1")
-        require(0 < self.velocity_interval < self.steps, "velocity_interval", f"must lie in (0, steps={self.steps})")
-        require(self.loss in LOSSES, "loss", f"must be one of {sorted(LOSSES)}")
-        require(self.optimizer.get("name") in ("adam", "sgd"), "optimizer.name", "must be adam or sgd")
-        require(self.optimizer.get("schedule", "constant") in ("constant", "cosine"), "optimizer.schedule",
-                "must be constant or cosine")
-        require(isinstance(self.proximal_damping, (int, float)) and not isinstance(self.proximal_damping, bool)
-                and self.proximal_damping >= 0, "proximal_damping",
-                f"must be a number >= 0, got {self.proximal_damping!r}")
         if self.switch_step is not None:
             require(self.K == 1, "K", "a switch-step run trains normally before the switch, so K must be 1")
             require(0 <= self.switch_step <= self.steps, "switch_step",
@@ -412,6 +425,10 @@ def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None) -> st
     started = time.perf_counter()
     out_dir, scratch_dir = Path(out_dir), Path(scratch_dir or Path(out_dir) / "scratch")
     dataset = datasets.load(Path(config.data))
+    for key in ("batch_size", "eval_train_size"):
+        if getattr(config, key) > len(dataset.y_train):
+            raise ValueError(f"{key}: {getattr(config, key)} is more than the {len(dataset.y_train)} training examples "
+                             f"of {config.data}")
     model = models.from_spec(config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
                              seed=config.seed)
     trainer = Trainer(config, model)
@@ -442,6 +459,9 @@ def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None) -> st
             diverged = int(state.diverged_at)
             if diverged >= 0:
                 status, diverged_step = "diverged", diverged
+                # The diverged step may itself have been evaluated (it was the last evaluation step):
+                # its rows, of parameters whose loss is not finite, are replaced by the diverged rows.
+                rows = [row for row in rows if row["step"] < diverged]
                 rows += _diverged_rows(diverged, int(state.feature_updates), time.perf_counter() - clock)
                 log.warning("run diverged: non-finite loss at step %d", diverged)
                 break
@@ -486,7 +506,13 @@ def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None) -> st
     if final_snapshots.exists():
         shutil.rmtree(final_snapshots)
     shutil.copytree(snapshots_dir, final_snapshots)
-    shutil.rmtree(scratch_dir)
+    if checkpoints.damaged.exists():  # the rest of the scratch folder goes; damaged checkpoints are kept to inspect
+        shutil.rmtree(checkpoints.directory)
+        shutil.rmtree(snapshots_dir)
+        log.warning("damaged checkpoints kept in %s (the run did not use them): delete the folder when done",
+                    checkpoints.damaged)
+    else:
+        shutil.rmtree(scratch_dir)
     log.info("run finished: %s after %.1f s; final %s", status, wall_time, final)
     return status
 
@@ -529,46 +555,84 @@ class _TerminationRequest:
 class _Checkpoints:
     """Orbax checkpoints of the train state and the metric rows so far, in the scratch folder.
 
-    A checkpoint written under a different run config is discarded: a changed config restarts.
+    Each checkpoint carries the SHA-256 of its contents (``_digest``), computed from the values saved
+    and checked on the values restored. A checkpoint that cannot be read or fails the check is
+    damaged: it is moved to ``damaged/`` beside the checkpoints, with a warning naming it, and the
+    previous one is tried (two are kept), then a fresh start, so a run never resumes from damaged
+    state. A checkpoint written under a different run config is discarded: a changed config restarts.
     """
 
     def __init__(self, directory: Path, config: RunConfig):
+        self.directory = Path(directory).absolute()
+        self.damaged = self.directory.parent / "damaged"
         self.config = config.to_dict()
         self.manager = ocp.CheckpointManager(
-            directory.absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
         self.latest = self.manager.latest_step() or 0
 
     def restore(self, initial: TrainState) -> tuple[TrainState, list[dict], float]:
-        if not self.latest:
-            return initial, [], 0.0
-        restored = self.manager.restore(self.latest, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(initial), log=ocp.args.JsonRestore()))
-        if restored.log["config"] != self.config:
-            log.warning("checkpoint at step %d was written under another run config: starting afresh", self.latest)
-            for step in self.manager.all_steps():
-                self.manager.delete(step)
-            self.latest = 0
-            return initial, [], 0.0
-        log.info("resuming from checkpoint at step %d", self.latest)
-        state = jax.tree.map(jnp.asarray, restored.state)
-        return TrainState(*state), restored.log["rows"], restored.log["elapsed"]
+        """The state, rows and elapsed time of the latest sound checkpoint, or a fresh start."""
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:  # the log first: it says whether the checkpoint belongs to this run config
+                saved = self.manager.restore(step, args=ocp.args.Composite(log=ocp.args.JsonRestore())).log
+                if saved["config"] != self.config:
+                    log.warning("checkpoint at step %d was written under another run config: starting afresh", step)
+                    for other in self.manager.all_steps():
+                        self.manager.delete(other)
+                    break
+                state = self.manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(initial))).state
+            except Exception as error:  # noqa: BLE001 (Orbax and TensorStore raise many kinds: any means unreadable)
+                self._set_aside(step, f"unreadable: {type(error).__name__}: {str(error)[:300]}")
+                continue
+            contents = {key: value for key, value in saved.items() if key != "sha256"}
+            if saved.get("sha256") != _digest(state, contents):
+                self._set_aside(step, "its contents differ from the checksum written when it was saved"
+                                if "sha256" in saved else "it carries no checksum")
+                continue
+            log.info("resuming from checkpoint at step %d", step)
+            self.latest = step
+            return TrainState(*jax.tree.map(jnp.asarray, state)), saved["rows"], saved["elapsed"]
+        self.latest = 0
+        if self.damaged.exists():
+            log.warning("no sound checkpoint left: resuming from the start")
+        return initial, [], 0.0
 
     def save(self, step: int, state: TrainState, rows: list[dict], elapsed: float) -> None:
+        contents = {"config": self.config, "rows": rows, "elapsed": elapsed}
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            log=ocp.args.JsonSave({"config": self.config, "rows": rows, "elapsed": elapsed})))
+            log=ocp.args.JsonSave(contents | {"sha256": _digest(state, contents)})))
         self.latest = step
+
+    def _set_aside(self, step: int, reason: str) -> None:
+        """Move the checkpoint of ``step`` out of Orbax's sight, into ``damaged/``, and say so."""
+        target = self.damaged / f"{step}-{time.strftime('%Y%m%dT%H%M%S')}"
+        self.damaged.mkdir(parents=True, exist_ok=True)
+        shutil.move(self.directory / str(step), target)
+        self.manager.reload()
+        log.warning("checkpoint at step %d is damaged (%s): moved to %s; trying an earlier one", step, reason, target)
 
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
 
 
-def load_config(path: Path) -> RunConfig:
-    """Read and validate a run config YAML file."""
-    import yaml
+def _digest(state: TrainState, contents: dict) -> str:
+    """SHA-256 of a checkpoint's contents: every array of the state (dtype, shape and bytes, in tree
+    order) and the JSON of its log (config, rows, elapsed time)."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(state):
+        array = np.ascontiguousarray(leaf)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.data)
+    digest.update(json.dumps(contents, sort_keys=True).encode())
+    return digest.hexdigest()
 
-    return RunConfig.from_dict(yaml.safe_load(Path(path).read_text()))
+
+def load_config(path: Path) -> RunConfig:
+    """Read and validate a run config YAML file (a syntax error names its line)."""
+    return RunConfig.from_dict(validation.load_yaml(path))
 
 
 def configure_logging(log_file: Path | None = None) -> None:

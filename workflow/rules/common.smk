@@ -13,13 +13,15 @@ from pathlib import Path
 
 import yaml
 
-from snakemake.utils import validate
-
-from itlin import linearise
+from itlin import data as datasets
+from itlin import linearise, validation
 
 
 class WorkflowConfigError(ValueError):
     """A config value the JSON Schema accepts but the workflow cannot run."""
+
+
+SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 
 
 def k_value(k):
@@ -105,6 +107,7 @@ def check_config(cfg):
     for figure, stage in (("gauss_newton_damping", "gauss_newton"), ("kernel_regression", "kernel_regression")):
         if figure in cfg["figures"] and not cfg[stage]["models"]:
             raise WorkflowConfigError(f"config key 'figures' lists {figure}, which needs '{stage}.models'")
+    check_sizes(cfg)
 
 
 def twin_label(label):
@@ -112,7 +115,37 @@ def twin_label(label):
     return f"{label}_linear"
 
 
-validate(config, schema="../schemas/config.schema.yaml", set_default=False)
+def check_sizes(cfg):
+    """Reject subsets of the training split larger than it, known from the dataset's options
+    (``itlin.data.split_sizes``) before the data are prepared; class-balanced subsets (the NTK probe
+    set, kernel regression's training set) also need enough examples of each class."""
+    name = cfg["dataset"]["name"]
+    try:
+        sizes = datasets.split_sizes(name, cfg["dataset"]["options"])
+    except datasets.DataError as error:
+        raise WorkflowConfigError(f"config key 'dataset.options': {error}") from None
+    subsets = {"training.batch_size": False, "training.eval_train_size": False, "ntk.probe_size": True}
+    if cfg["kernel_regression"]["models"]:
+        subsets["kernel_regression.train_size"] = True
+    for key, balanced in subsets.items():
+        section, option = key.split(".")
+        size = cfg[section][option]
+        if size > sizes.train:
+            raise WorkflowConfigError(
+                f"config key '{key}' = {size} is more than the {sizes.train} training examples of {name}"
+            )
+        per_class = math.ceil(size / sizes.num_classes)
+        if balanced and per_class > sizes.smallest_train_class:
+            raise WorkflowConfigError(
+                f"config key '{key}' = {size} needs {per_class} examples of each of the {sizes.num_classes} "
+                f"classes, but a class of the {name} training split may have only {sizes.smallest_train_class}"
+            )
+
+
+# The JSON Schema (types, ranges, known keys; integers written as integers), then what it cannot
+# express; each error names the key. YAML syntax errors in a --configfile are reported by Snakemake
+# before this file runs (`--verbose` shows their line).
+validation.validate(config, SCHEMA)
 check_config(config)
 
 
