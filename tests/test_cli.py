@@ -31,7 +31,7 @@ def test_user_error_is_one_line_without_traceback(capsys, tmp_path, argv, named)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and named in err and "--debug" in err, err
     assert "Traceback" not in err
-    with pytest.raises((DataError, OSError)):  # the error itself, traceback and all
+    with pytest.raises((DataError, OSError, ValueError)):  # the error itself, traceback and all
         main([*argv, "--debug"])
 
 

@@ -473,8 +473,8 @@ def test_relative_change_of_a_zero_kernel_is_nan():
 
 def test_degenerate_kernel_is_recorded_as_nan_with_a_warning(linearised_run, tiny_data, tmp_path, caplog):
     """Dead ReLUs (here every parameter zero) leave the head bias's constant kernel, whose centred form
-    is zero: the alignment and specialisation of that snapshot are NaN, with a warning naming it, and
-    every other measurement is made."""
+    is zero: the centred measures of that snapshot (alignment, centred distance, specialisation) are
+    NaN, with a warning naming it, and every other measurement is made."""
     run = tmp_path / "run"
     shutil.copytree(linearised_run, run)
     last = max((run / "snapshots").glob("step_*.npz"))
@@ -484,7 +484,7 @@ def test_degenerate_kernel_is_recorded_as_nan_with_a_warning(linearised_run, tin
     table = ntk.measure_run(run, tiny_data, probe_size=16)
     step = int(last.stem.removeprefix("step_"))
     at_last, before = table[table["step"] == step], table[table["step"] < step]
-    undefined = at_last["metric"].isin(["alignment", "specialisation"])
+    undefined = at_last["metric"].isin(["alignment", "centred_distance", "specialisation", "specialisation_backbone"])
     assert at_last.loc[undefined, "value"].isna().all() and np.isfinite(at_last.loc[~undefined, "value"]).all()
     assert np.isfinite(before["value"]).all()
     assert f"step {step}" in caplog.text and "degenerate kernel" in caplog.text

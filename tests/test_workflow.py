@@ -216,7 +216,9 @@ def test_misspelt_key_and_yaml_syntax_error_are_named_in_a_few_lines(workdir: Pa
     assert "config key (top level): Additional properties are not allowed ('figurs' was unexpected)" in output
     assert "config key (top level): 'figures' is a required property" in output
     default = workdir / "config" / "config.yaml"  # the embedded default, read by the Snakefile
-    default.write_text(default.read_text().replace("seeds: [0, 1]", "seeds: [0, 1"))
+    broken = re.sub(r"^seeds: \[(.*)\]$", r"seeds: [\1", default.read_text(), count=1, flags=re.MULTILINE)
+    assert broken != default.read_text()
+    default.write_text(broken)
     result = snakemake(workdir, "--cores", "1")
     assert result.returncode != 0
     assert re.search(r"config/config\.yaml, line \d+, column \d+: not valid YAML", result.stdout + result.stderr)

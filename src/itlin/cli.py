@@ -80,10 +80,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     from itlin import train as training
 
-    try:
-        config = training.load_config(args.config)
-    except ValueError as error:  # a bad run config: the message names the key
-        parser.error(f"{args.config}:\n{error}")
+    config = training.load_config(args.config)  # a bad run config is a ValueError naming the key
     try:
         status = training.run(config, args.out, args.scratch)
     except training.Preempted as stop:
