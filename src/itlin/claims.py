@@ -577,7 +577,8 @@ def check_c5(measured: Mapping[str, pd.DataFrame], settings: Settings) -> list[M
               else (math.nan, math.nan, math.nan)),
             "<=", options["tolerance_pt"], unit=" pt",
             detail="IL − GN: " + "; ".join(
-                f"K={tables.format_K(Ks[i])} ({rounds[Ks[i]]} rounds, λ={damping[i]:.3g}) {gaps_point[i]:+.1f} "
+                f"K={tables.format_K(Ks[i])} ({rounds[Ks[i]]} round{'s' * (rounds[Ks[i]] != 1)}, λ={damping[i]:.3g}) "
+                f"{gaps_point[i]:+.1f} "
                 f"[{bootstrap.interval(gaps[i])[0]:+.1f}, {bootstrap.interval(gaps[i])[1]:+.1f}]" for i in large)
             if large else f"no K has at most {options['max_rounds']} rounds")
 
