@@ -25,11 +25,18 @@ import jax
 import jax.numpy as jnp
 
 from bench.common import ModelSpec, run_config, step_flops
-from itlin import gauss_newton, linearise, ntk, train
+from itlin import linearise, ntk, train
 from itlin.linearise import relinearises_throughout
 
-H100_DENSE_PEAK = {"tf32": 494.7e12, "bf16": 989.4e12, "fp32": 66.9e12}
-"""FLOP/s of an H100 SXM5 without sparsity (NVIDIA datasheet): tensor cores in TF32 and BF16, CUDA cores in FP32."""
+H100_DENSE_PEAK = {"tf32": 494.7e12, "bf16": 989.4e12, "fp32": 66.9e12, "fp64": 66.9e12}
+"""FLOP/s of an H100 SXM5 without sparsity (NVIDIA datasheet): tensor cores in TF32, BF16 and FP64, CUDA cores
+in FP32."""
+CG_ITERATIONS_PER_SQRT_K = 2.0
+"""CG iterations of one damped solve at λ = 1/(ηK), about 2√K where η ≈ 1/σ_max (the system's condition
+number is 1 + ησ_max·K): measured on the default config's C5 runs (mean 7, 12, 20, 32, 47 at K = 6 … 600)."""
+NEWTON_STEPS = {"mse": 1, "cross_entropy": 3}
+"""Newton steps of one proximal round: exactly one on MSE; on cross-entropy the default config's C5 runs
+took 1.6 to 5.3 on average per K (more at smaller λ)."""
 H100_MEMORY_BYTES = 80e9
 CIFAR_TRAIN_SIZE, CIFAR_TEST_SIZE = 50_000, 10_000
 BUDGET_HOURS = 24.0
@@ -69,6 +76,12 @@ class Assumptions:
     def ntk_flops_per_s(self) -> float:
         return self.ntk_fraction * H100_DENSE_PEAK["fp32"]
 
+    @property
+    def float64_slowdown(self) -> float:
+        """How much longer the same work takes in float64 (the C6 jobs): at the same share of the FP64
+        tensor-core peak instead of TF32's."""
+        return H100_DENSE_PEAK["tf32"] / H100_DENSE_PEAK["fp64"]
+
 
 class ModelWork(NamedTuple):
     """The work the pipeline does with one model, in FLOPs (XLA's counts and ``itlin.ntk``'s cost
@@ -78,7 +91,7 @@ class ModelWork(NamedTuple):
     linearised_step: float  # a step with f_lin's gradient (every other schedule), at the config's batch
     eval_example: float  # evaluating f_lin and f on one example
     ntk_kernel: float  # one per-class NTK on the probe set
-    regression_kernels: float  # the full NTKs of kernel regression: train × train and test × train
+    regression_kernels: float  # the full NTK of the C6 training subset (train × train)
     measured_steps: dict | None  # a ``steps`` row of a GPU results file
     measured_ntk_s: float | None  # seconds of one NTK on the probe set, from a GPU results file
 
@@ -108,10 +121,7 @@ def model_work(spec: ModelSpec, config: dict, results: dict | None) -> ModelWork
     evaluation = pipeline.evaluate.lower(state.params, state.params_lin, chunk, labels).cost_analysis()["flops"]
     probe_size = config["ntk"]["probe_size"]
     regression_size = config.get("kernel_regression", {}).get("train_size")
-    regression = 0.0
-    if regression_size:
-        regression = (ntk_kernel_flops(model, spec, regression_size, kind="full")
-                      + ntk_kernel_flops(model, spec, CIFAR_TEST_SIZE, kind="full", n2=regression_size))
+    regression = ntk_kernel_flops(model, spec, regression_size, kind="full") if regression_size else 0.0
     flops = step_flops(pipeline, state, data)
     return ModelWork(standard_step=flops["standard"], linearised_step=flops["linearised"],
                      eval_example=float(evaluation) / train.EVAL_CHUNK,
@@ -202,8 +212,8 @@ def runs(config: dict) -> dict[str, list[tuple]]:
               for t in switch_steps for seed in seeds for variant in variants]
     found = {"train": sweep + switch, "measure_ntk": sweep}
     if "gauss_newton" in config:
-        found["gauss_newton"] = [(model, damping, seed) for model in config["gauss_newton"]["models"]
-                                 for damping in config["gauss_newton"]["damping"] for seed in seeds]
+        found["gauss_newton"] = [(model, loss, seed) for model in config["gauss_newton"]["models"]
+                                 for loss in config["gauss_newton"]["losses"] for seed in seeds]
     if "kernel_regression" in config:
         found["kernel_regression_run"] = [(model, seed) for model in config["kernel_regression"]["models"]
                                           for seed in seeds]
@@ -237,14 +247,26 @@ def estimate(config: dict, costs: dict[str, ModelCosts], assumptions: Assumption
         """A linearised step at another batch size (None: full batch, the CIFAR-10 training set)."""
         return max(floor, costs[label].linearised_step * (batch_size or CIFAR_TRAIN_SIZE) / batch)
 
-    for label, damping, _ in jobs.get("gauss_newton", []):
-        options = config["gauss_newton"]
-        add("Gauss-Newton", gauss_newton.outer_steps(damping, options["time"]) * (options["cg_max_iterations"] + 1)
-            * linearised_step_at(label, options["batch_size"]), "FLOPs, every CG solve at its iteration cap")
+    for label, loss, _ in jobs.get("gauss_newton", []):
+        options, cost = config["gauss_newton"], costs[label]
+        train_size = options["train_size"] or CIFAR_TRAIN_SIZE
+        step = linearised_step_at(label, options["batch_size"] or train_size)
+        T, periods = options["steps"], options["K"]
+        solves = sum(T // K * NEWTON_STEPS[loss] * (min(options["cg_max_iterations"],
+                                                        CG_ITERATIONS_PER_SQRT_K * math.sqrt(K)) + 2)
+                     for K in periods)  # each Newton step: its CG matvecs, the gradient and J·p, a step's cost each
+        evaluations = 2 * len(periods) * (train_size + CIFAR_TEST_SIZE) * cost.eval_example
+        kernels = (4 * len(periods) + 1) * cost.ntk_kernel
+        add("C5: iterative linearisation and damped Gauss-Newton", len(periods) * T * step + solves * step
+            + evaluations + kernels, "FLOPs; CG iterations ≈ 2√K, Newton steps per round as on digits")
     for label, _ in jobs.get("kernel_regression_run", []):
-        options = config["kernel_regression"]
-        add("kernel regression", options["steps"] * linearised_step_at(label, options["train_size"])
-            + costs[label].regression_kernels, "FLOPs")
+        options, cost = config["kernel_regression"], costs[label]
+        compared = len(options["compare_steps"]) + 2  # and the last step, and t → ∞
+        add("C6: kernel regression (float64)", assumptions.float64_slowdown * (
+            options["steps"] * linearised_step_at(label, options["train_size"])
+            + compared * 2 * CIFAR_TEST_SIZE * cost.eval_example)
+            + cost.regression_kernels * H100_DENSE_PEAK["fp32"] / H100_DENSE_PEAK["fp64"],
+            "FLOPs, float64 at the FP64 tensor-core peak's share")
     rows = list(stages.values())
     job_count = sum(len(listed) for listed in jobs.values())
     rows.append(dict(stage="job overhead", jobs=job_count, hours=job_count * assumptions.job_overhead_s / 3600,

@@ -80,7 +80,7 @@ def test_runs_are_counted_as_the_pipeline_lists_them(test_config):
     counted = cost.runs(test_config)
     assert len(counted["train"]) == 2 + 1  # K in {1, inf}, one switch run; one seed, one variant
     assert len(counted["measure_ntk"]) == 2
-    assert len(counted["gauss_newton"]) == len(test_config["gauss_newton"]["damping"])
+    assert len(counted["gauss_newton"]) == len(test_config["gauss_newton"]["losses"])  # one job per loss and seed
 
 
 def test_job_counts_are_read_from_snakemake_output():

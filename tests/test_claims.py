@@ -189,6 +189,87 @@ def test_claims_missing_their_tables_are_not_measured():
         assert results[claim].summary.startswith("not measured")
 
 
+# ---------------------------------------------------------------- C5 and C6
+
+
+def c5_tables(accuracy=None, change=None, diverged=(), n_test=2000, agreement=1.0):
+    """A C5 table (mlp, both losses, K = 3 … 300 of T = 300: 100, 30, 10, 3, 1 rounds) and its predictions."""
+    table = tables.example_gauss_newton(accuracy=accuracy, change=change, diverged=diverged)
+    return {"gauss_newton": table,
+            "gauss_newton_predictions": tables.example_gauss_newton_predictions(table, n_test=n_test,
+                                                                               agreement=agreement)}
+
+
+def c5_tests(data, loss="mse"):
+    model = next(m for m in result(data, "C5").models if m.variant == loss)
+    return model, {name: test for name, test in zip(("agreement", "ordering", "direction"), model.tests)}
+
+
+def test_c5_supported_when_the_methods_agree_damping_orders_the_kernel_and_helps_generalisation():
+    model, tests = c5_tests(c5_tables())  # GN 0.3 pt below IL everywhere; both rise with log λ
+    assert tests["agreement"].value == pytest.approx(0.3, abs=0.06) and tests["agreement"].verdict == "supported"
+    assert "K=30 (10 rounds" in tests["agreement"].detail and "K=10 (30 rounds" not in tests["agreement"].detail
+    assert tests["ordering"].value == pytest.approx(1.0) and tests["ordering"].verdict == "supported"
+    assert tests["direction"].value == pytest.approx(1.0) and tests["direction"].verdict == "supported"
+    assert model.verdict == "supported" and {m.variant for m in result(c5_tables(), "C5").models} == {"mse", "cross_entropy"}
+
+
+def test_c5_agreement_looks_only_at_large_K():
+    def accuracy(model, loss, method, damping):  # 5 pt apart at the two smallest K (100 and 30 rounds) only
+        return 0.93 - 0.05 * (method == "gauss_newton" and damping > 2)
+
+    assert c5_tests(c5_tables(accuracy=accuracy))[1]["agreement"].verdict == "supported"
+
+    def far_apart(model, loss, method, damping):  # 3 pt apart at one round
+        return 0.93 - 0.03 * (method == "gauss_newton" and damping < 0.2)
+
+    agreement = c5_tests(c5_tables(accuracy=far_apart))[1]["agreement"]
+    assert agreement.value == pytest.approx(3.0, abs=0.06) and agreement.verdict == "not supported"
+
+
+def test_c5_ordering_is_a_rank_correlation_of_either_sign_and_the_direction_is_signed():
+    def zigzag(model, loss, method, damping):  # kernel change up and down along the λ grid
+        return {0: 0.2, 1: 0.3, 2: 0.1, 3: 0.3, 4: 0.2}[round(math.log10(damping * 9) / math.log10(10 / 3))]
+
+    tests = c5_tests(c5_tables(change=zigzag))[1]
+    assert tests["ordering"].value < 0.5 and tests["ordering"].verdict == "not supported"
+    falling = c5_tests(c5_tables(change=lambda model, loss, method, damping: -math.log10(damping)))[1]["ordering"]
+    assert falling.value == pytest.approx(1.0) and "signed ρ: GN -1.00" in falling.detail
+    worse = c5_tests(c5_tables(accuracy=lambda model, loss, method, damping: 0.93 - 0.01 * math.log10(damping)))[1]
+    assert worse["direction"].value == pytest.approx(-1.0) and worse["direction"].verdict == "not supported"
+
+
+def test_c5_excludes_and_names_diverged_runs():
+    model, tests = c5_tests(c5_tables(diverged=[("mlp", "mse", "gauss_newton", 300, 1)]))
+    assert "1 diverged run(s) excluded: gauss_newton K=3·10² seed 1" in model.note
+    assert np.isfinite(tests["agreement"].value)  # the other seeds of K = 300 still count
+
+
+def test_c6_supported_at_every_step_and_in_the_limit():
+    model = by_model(result({"kernel_regression": tables.example_kernel_regression(difference=1e-4)}, "C6"))["mlp"]
+    assert [test.measure.split(":")[0] for test in model.tests] == ["t = 10", "t = 100", "t = 1,000", "t → ∞"]
+    assert all(test.verdict == "supported" and test.value <= 1e-4 + 1e-12 for test in model.tests[:3])
+    assert model.verdict == "supported" and model.note == ""
+
+
+def test_c6_a_deviation_at_one_step_is_not_supported_and_in_one_seed_inconclusive():
+    table = tables.example_kernel_regression(difference=1e-4)
+    at_100 = (table["step"] == 100) & (table["example"] == 3)
+    for seeds, verdict in (([0, 1], "not supported"), ([1], "inconclusive")):
+        changed = table.copy()
+        changed.loc[at_100 & changed["seed"].isin(seeds), "trained"] += 0.05
+        model = by_model(result({"kernel_regression": changed}, "C6"))["mlp"]
+        verdicts = {test.measure.split(":")[0]: test.verdict for test in model.tests}
+        assert verdicts["t = 100"] == verdict and verdicts["t = 10"] == "supported"
+        assert model.tests[1].value == pytest.approx(0.05, abs=1e-3) and model.verdict == verdict
+
+
+def test_c6_an_unconverged_run_is_judged_on_its_steps_and_says_how_far_it_stopped():
+    model = by_model(result({"kernel_regression": tables.example_kernel_regression(convergence_gap=0.2)}, "C6"))["mlp"]
+    assert [test.measure.split(":")[0] for test in model.tests] == ["t = 10", "t = 100", "t = 1,000"]
+    assert model.verdict == "supported" and "t → ∞ not reached by step 1,000" in model.note and "0.2" in model.note
+
+
 # ---------------------------------------------------------------- renderings
 
 

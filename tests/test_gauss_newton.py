@@ -1,5 +1,8 @@
-"""C5, asserted: the damped Gauss-Newton step equals its explicit-matrix formula, tends to a gradient
-step of size 1/λ as λ grows, and is what a proximal round of iterative linearisation converges to."""
+"""C5, asserted: K gradient-descent steps on the linearised MSE apply the spectral filter 1 − (1 − ησ)^K
+(the premise of λ = 1/(ηK)); the damped Gauss-Newton step equals its explicit-matrix formula, tends to a
+gradient step of size 1/λ as λ grows, and is what a proximal round converges to; the cross-entropy
+round, solved by line-searched Newton steps, reaches the proximal minimiser and never raises the loss;
+one C5 job runs both methods at every K and evaluates them at the same points."""
 
 import math
 
@@ -8,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import scipy.optimize
 from jax.flatten_util import ravel_pytree
 
 from itlin import data, gauss_newton, models, tables, train
@@ -118,33 +122,109 @@ def test_proximal_damping_is_traced_and_changes_the_rounds(run_config, tiny_data
     assert distance[1] < distance[0]  # the proximal term pulls θ towards θ_lin
 
 
-def test_effective_damping_and_outer_steps():
+def test_K_gradient_steps_on_the_linearised_mse_apply_the_spectral_filter(problem, run_config):
+    """K steps of size η from θ_s on the quadratic (1/2n)‖J(θ − θ_s) + r‖² move θ by
+    −V diag((1 − (1 − ησ)^K)/σ) Vᵀ g (A = JᵀJ/n = V diag(σ) Vᵀ, g = Jᵀr/n): the early-stopping filter that
+    the ridge filter 1/(σ + λ) of λ = 1/(ηK) approximates. Run by the sweep's own trainer (one round)."""
+    model, x, y, jacobian, flat, _ = problem
+    curvature, basis = np.linalg.eigh(jacobian.T @ jacobian / N_EXAMPLES)
+    rate, K = 0.5 / curvature[-1], 30
+    config = train.RunConfig.from_dict(run_config(
+        K=K, steps=K, batch_size=N_EXAMPLES, loss="mse", scan_steps=K, eval_every=K, checkpoint_every=K,
+        optimizer={"name": "sgd", "learning_rate": float(rate), "momentum": 0.0, "schedule": "constant"}))
+    trainer = train.Trainer(config, model)
+    state = trainer.run_block(trainer.init_state(), train.TrainData(x, y), trainer.schedule())
+    residual = np.asarray(model.apply(model.params, x) - jax.nn.one_hot(y, 4), np.float64).reshape(-1)
+    gradient = jacobian.T @ residual / N_EXAMPLES
+    positive = curvature > 1e-9 * curvature[-1]
+    gain = np.where(positive, (1 - (1 - rate * curvature) ** K) / np.where(positive, curvature, 1), rate * K)
+    expected = -basis @ (gain * (basis.T @ gradient))
+    moved = np.asarray(ravel_pytree(state.params)[0] - flat, np.float64)
+    np.testing.assert_allclose(moved, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+    ridge = -basis @ ((basis.T @ gradient) / (curvature + 1 / (rate * K)))  # the damped step at λ = 1/(ηK)
+    assert 0.5 < np.linalg.norm(ridge) / np.linalg.norm(expected) < 1.0  # close, and shorter: 1/(σ + λ) < the filter
+
+
+def make_round(problem, loss, **options):
+    model, *_ = problem
+    settings = dict(cg_tolerance=1e-6, cg_max_iterations=2000, newton_tolerance=1e-5, newton_max_steps=50) | options
+    return gauss_newton.make_round(model.apply, loss, **settings)
+
+
+def test_mse_round_is_one_damped_gauss_newton_step(problem):
+    model, x, y, *_ = problem
+    params, report = make_round(problem, "mse")(model.params, x, y, jnp.float32(0.05))
+    stepped, _ = gauss_newton.make_step(model.apply, "mse", tolerance=1e-6, max_iterations=2000)(
+        model.params, x, y, jnp.float32(0.05), jnp.float32(1.0))
+    assert int(report.newton_steps) == 1 and not bool(report.stalled)
+    np.testing.assert_allclose(ravel_pytree(params)[0], ravel_pytree(stepped)[0], rtol=0, atol=1e-6)
+
+
+def test_cross_entropy_round_reaches_the_proximal_minimiser_and_never_raises_the_loss(problem):
+    """From a point one round into training (confident, partly wrong outputs), at a small λ, the quadratic
+    model's single step (``make_step``) overshoots: the linearised loss ends far above where it started.
+    The round's line-searched Newton steps end at the minimiser of the linearised loss + (λ/2)‖θ − θ_s‖²,
+    as found by an independent float64 solver (scipy's L-BFGS on the explicit Jacobian), below the start."""
+    model, x, y, *_ = problem
+    damping = 1e-3
+    solve = make_round(problem, "cross_entropy", newton_tolerance=1e-4)
+    start_params, _ = solve(model.params, x, y, jnp.float32(damping))  # θ_s: one round into training
+    start, unravel = ravel_pytree(start_params)
+    start = np.asarray(start, np.float64)
+    jacobian = np.asarray(jax.jacobian(lambda theta: model.apply(unravel(theta), x).reshape(-1))(jnp.asarray(start)),
+                          np.float64)
+    outputs = np.asarray(model.apply(start_params, x), np.float64).reshape(-1)
+    labels = np.asarray(y)
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """(mean cross-entropy of the model linearised at θ_s + (λ/2)‖θ − θ_s‖², its gradient), float64."""
+        logits = (outputs + jacobian @ (theta - start)).reshape(N_EXAMPLES, 4)
+        shifted = logits - logits.max(1, keepdims=True)
+        log_p = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+        value = -log_p[np.arange(N_EXAMPLES), labels].mean() + damping / 2 * np.sum((theta - start) ** 2)
+        output_gradient = (np.exp(log_p) - np.eye(4)[labels]) / N_EXAMPLES
+        return value, jacobian.T @ output_gradient.reshape(-1) + damping * (theta - start)
+
+    overshoot, report = gauss_newton.make_step(model.apply, "cross_entropy", tolerance=1e-6, max_iterations=2000)(
+        start_params, x, y, jnp.float32(damping), jnp.float32(1.0))
+    stepped = np.asarray(ravel_pytree(overshoot)[0], np.float64)
+    assert objective(stepped)[0] - damping / 2 * np.sum((stepped - start) ** 2) > 2 * float(report.loss)
+
+    params, report = solve(start_params, x, y, jnp.float32(damping))
+    theta = np.asarray(ravel_pytree(params)[0], np.float64)
+    assert float(report.objective) == pytest.approx(objective(theta)[0], rel=1e-4)
+    assert float(report.linearised_loss) <= float(report.objective) < float(report.loss)  # never above the start
+    assert 1 < int(report.newton_steps) < 50 and not bool(report.stalled)
+    best = scipy.optimize.minimize(objective, start, jac=True, method="L-BFGS-B", options={"maxiter": 20000,
+                                                                                            "gtol": 1e-12})
+    assert objective(theta)[0] <= best.fun + 1e-5
+    np.testing.assert_allclose(theta, best.x, rtol=0, atol=1e-2 * np.abs(best.x - start).max())
+
+
+def test_effective_damping_and_rounds():
     assert gauss_newton.effective_damping(1e-3, 100) == pytest.approx(10.0)
     assert gauss_newton.effective_damping(1e-3, math.inf) == 0.0
-    assert gauss_newton.outer_steps(0.3, 30) == 9  # 0.3 · 30 = 9.000000000000002 in floats
-    assert gauss_newton.outer_steps(1e-6, 30) == 1
+    assert gauss_newton.rounds(30, 300) == 10 and gauss_newton.rounds(300, 300) == 1
+    with pytest.raises(ValueError, match="K: a period must divide the steps T = 300"):
+        gauss_newton.rounds(40, 300)
 
 
-def test_run_records_accuracy_kernel_change_and_cg_history(tiny_data):
-    result, history = gauss_newton.run(
-        data_path=tiny_data, model={"name": "mlp", "label": "mlp", "depth": 1, "width": 16}, seed=0, damping=0.1,
-        outer_steps=3, loss="cross_entropy", batch_size=64, step_size=1.0, tolerance=1e-3, max_iterations=10,
-        probe_size=16, probe_seed=0)
-    row = result.iloc[0]
-    assert row["status"] == "ok" and row["outer_steps"] == 3 and row["method"] == "gauss_newton"
-    assert 0 <= row["test_accuracy"] <= 1 and 0 < row["ntk_distance"] < 1
-    assert list(history["step"]) == [0, 1, 2] and (history["cg_iterations"] <= 10).all()
-    assert history["loss"].iloc[-1] < history["loss"].iloc[0]
-
-
-def test_iterative_linearisation_rows_sit_at_one_over_eta_K():
-    metrics = tables.example_metrics(models=("cnn",), Ks=(1, 10, math.inf), seeds=(0,))
-    ntk_table = tables.example_ntk(depths={"cnn": 2}, Ks=(1, 10, math.inf), seeds=(0,))
-    rows = gauss_newton.iterative_linearisation_rows(metrics, ntk_table, 1e-3, ["base"])
-    assert set(rows["method"]) == {"iterative_linearisation"}
-    by_K = rows.groupby("K")["damping"].first()
-    assert by_K[1.0] == pytest.approx(1000) and by_K[10.0] == pytest.approx(100) and by_K[math.inf] == 0
-    assert rows["ntk_distance"].notna().all()
-    final = tables.final_metrics(metrics[metrics["switch_step"].isna()])
-    merged = rows.merge(final, on=["model", "K", "seed"])
-    np.testing.assert_allclose(merged["test_accuracy"], merged["accuracy"])
+def test_run_compares_both_methods_at_every_K_at_the_same_points(tiny_data):
+    summary, predictions = gauss_newton.run(
+        data_path=tiny_data, model={"name": "mlp", "label": "mlp", "depth": 1, "width": 16}, seed=0,
+        loss="cross_entropy", learning_rate=0.05, steps=20, periods=[2, 20], train_size=64, batch_size=None,
+        cg_tolerance=1e-4, cg_max_iterations=50, newton_tolerance=1e-3, newton_max_steps=10, probe_size=16, probe_seed=0)
+    assert len(summary) == 2 * 2 * 2 and (summary["status"] == "ok").all()  # methods x K x evaluators
+    by_run = summary.set_index(["method", "K", "evaluator"])
+    assert by_run.loc[("gauss_newton", 2.0, "linear"), "rounds"] == 10
+    assert by_run.loc[("gauss_newton", 2.0, "linear"), "damping"] == pytest.approx(1 / (0.05 * 2))
+    for method in tables.GAUSS_NEWTON_METHODS:
+        assert by_run.loc[(method, 20.0, "linear"), "relative_change"] == 0  # one round: θ_lin = θ₀
+        assert by_run.loc[(method, 20.0, "network"), "relative_change"] > 0
+        assert by_run.loc[(method, 2.0, "linear"), "train_loss"] < np.log(4)  # both trained
+    assert by_run.loc[("iterative_linearisation", 2.0, "linear"), "cg_iterations_mean"] != by_run.loc[
+        ("iterative_linearisation", 2.0, "linear"), "cg_iterations_mean"]  # NaN: no solver
+    correct = (predictions["prediction"] == predictions["label"]).groupby(
+        [predictions["method"], predictions["K"], predictions["evaluator"]]).mean()
+    np.testing.assert_allclose(correct.to_numpy(), by_run.loc[correct.index, "test_accuracy"].to_numpy())
+    assert predictions["example"].nunique() == 128  # every test example of the tiny data

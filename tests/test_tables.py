@@ -241,41 +241,48 @@ def test_example_ntk_keeps_the_linearised_kernel_fixed(ntk_table):
     assert moving["value"].max() > 0.2
 
 
-# ---------------------------------------------------------------- damping and kernel-regression tables
+# ---------------------------------------------------------------- C5 and kernel-regression tables
 
 
-def test_damping_and_kernel_regression_tables_round_trip(tmp_path):
-    damping, predictions = tables.example_gauss_newton(), tables.example_kernel_regression()
-    assert list(damping.columns) == list(tables.GAUSS_NEWTON_COLUMNS)
-    assert list(predictions.columns) == list(tables.KERNEL_REGRESSION_COLUMNS)
-    tables.write_gauss_newton(damping, tmp_path / "damping.parquet")
-    tables.write_kernel_regression(predictions, tmp_path / "kernel.parquet")
-    pd.testing.assert_frame_equal(tables.read_gauss_newton(tmp_path / "damping.parquet"), damping)
-    pd.testing.assert_frame_equal(tables.read_kernel_regression(tmp_path / "kernel.parquet"), predictions)
+def test_c5_and_kernel_regression_tables_round_trip(tmp_path):
+    summary, regression = tables.example_gauss_newton(), tables.example_kernel_regression()
+    predictions = tables.example_gauss_newton_predictions(summary, n_test=20)
+    assert list(summary.columns) == list(tables.GAUSS_NEWTON_COLUMNS)
+    assert list(predictions.columns) == list(tables.GAUSS_NEWTON_PREDICTIONS_COLUMNS)
+    assert list(regression.columns) == list(tables.KERNEL_REGRESSION_COLUMNS)
+    for write, read, table, name in ((tables.write_gauss_newton, tables.read_gauss_newton, summary, "c5"),
+                                     (tables.write_gauss_newton_predictions, tables.read_gauss_newton_predictions,
+                                      predictions, "c5_predictions"),
+                                     (tables.write_kernel_regression, tables.read_kernel_regression, regression, "c6")):
+        write(table, tmp_path / f"{name}.parquet")
+        pd.testing.assert_frame_equal(read(tmp_path / f"{name}.parquet"), table)
 
 
 def test_aggregate_gauss_newton_names_duplicates(tmp_path):
-    damping = tables.example_gauss_newton()
+    summary = tables.example_gauss_newton()
     for name in ("a", "b"):
-        damping.to_parquet(tmp_path / f"{name}.parquet")
+        summary.to_parquet(tmp_path / f"{name}.parquet")
     with pytest.raises(tables.MetricsSchemaError, match="appears more than once"):
         tables.aggregate_gauss_newton([tmp_path / "a.parquet", tmp_path / "b.parquet"])
 
 
 @pytest.mark.parametrize("column, value, message", [("method", "newton", "column 'method'"),
-                                                    ("damping", -1.0, "column 'damping'")])
-def test_wrong_damping_value_names_the_column(column, value, message):
-    damping = tables.example_gauss_newton()
-    damping.loc[0, column] = value
+                                                    ("loss", "hinge", "column 'loss'"),
+                                                    ("K", float("inf"), "column 'K' must be finite"),
+                                                    ("damping", -1.0, "column 'damping'"),
+                                                    ("rounds", 10_000, "column 'rounds'")])
+def test_wrong_c5_value_names_the_column(column, value, message):
+    summary = tables.example_gauss_newton()
+    summary.loc[0, column] = value
     with pytest.raises(tables.MetricsSchemaError, match=message):
-        tables.validate_gauss_newton(damping, "some.parquet")
+        tables.validate_gauss_newton(summary, "some.parquet")
 
 
-def test_wrong_kernel_name_names_the_column():
-    predictions = tables.example_kernel_regression()
-    predictions["kernel"] = "diagonal"
-    with pytest.raises(tables.MetricsSchemaError, match="some.parquet: column 'kernel'"):
-        tables.validate_kernel_regression(predictions, "some.parquet")
+def test_kernel_regression_trained_outputs_exist_exactly_at_finite_steps():
+    regression = tables.example_kernel_regression()
+    regression.loc[regression.index[0], "trained"] = float("nan")
+    with pytest.raises(tables.MetricsSchemaError, match="some.parquet: column 'trained'"):
+        tables.validate_kernel_regression(regression, "some.parquet")
 
 
 def test_predictions_round_trip_and_name_duplicates(metrics, tmp_path):

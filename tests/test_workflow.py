@@ -66,7 +66,7 @@ def expected_jobs(config: dict) -> dict[str, int]:
             "aggregate_predictions": 1, "measure_ntk": sweep_runs, "aggregate_ntk": 1, "claims": 1, "all": 1}
     jobs.update({figure: 1 for figure in config["figures"]})
     solver_runs = {
-        "gauss_newton": len(config["gauss_newton"]["models"]) * len(config["gauss_newton"]["damping"]),
+        "gauss_newton": len(config["gauss_newton"]["models"]) * len(config["gauss_newton"]["losses"]),
         "kernel_regression": len(config["kernel_regression"]["models"]),
     }
     for stage, count in solver_runs.items():
@@ -184,14 +184,15 @@ def _mutate(config: dict, path: str, value) -> None:
         ("switch.models", ["cnn"], "switch.models[0]"),
         ("training.eval_every", 55, "training.eval_every"),
         ("gauss_newton.models", ["cnn"], "gauss_newton.models[0]"),
-        ("gauss_newton.damping", [0.1, 100.0], "gauss_newton.damping[1]"),
-        ("kernel_regression.kernel", "diagonal", "config key 'kernel_regression.kernel': 'diagonal' is not one of"),
         ("ntk.probe_size", 2000, "config key 'ntk.probe_size' = 2000 is more than the 1347 training examples of digits"),
         ("training.batch_size", 1348, "config key 'training.batch_size' = 1348 is more than the 1347 training"),
         ("kernel_regression.train_size", 1340, "config key 'kernel_regression.train_size' = 1340 needs 134 "
                                                "examples of each of the 10 classes"),
         ("dataset.options.test_fraction", 0.999, "config key 'dataset.options': digits: option test_fraction = "
                                                  "0.999 gives 1 training and 1796 test examples"),
+        ("gauss_newton.K", [2, 3], "'gauss_newton.K[1]' = 3 must divide 'gauss_newton.steps' = 20"),
+        ("gauss_newton.batch_size", 128, "'gauss_newton.batch_size' = 128 exceeds 'gauss_newton.train_size'"),
+        ("kernel_regression.compare_steps", [10, 200], "'kernel_regression.compare_steps[1]' = 200 must lie below"),
     ],
 )
 def test_invalid_config_is_rejected_before_any_job(workdir: Path, path: str, value, named: str):
@@ -248,11 +249,15 @@ def test_tiny_config_runs_end_to_end_and_reruns_only_what_changed(workdir: Path)
     assert list(metrics.columns) == list(tables.METRICS_COLUMNS)
     ntk = tables.read_ntk(workdir / "results" / "tables" / "ntk.parquet")
     assert list(ntk.columns) == list(tables.NTK_COLUMNS)
-    damping = tables.read_gauss_newton(workdir / "results" / "tables" / "gauss_newton.parquet")
-    assert set(damping["method"]) == {"gauss_newton", "iterative_linearisation"}
-    assert sorted(damping.loc[damping["method"] == "gauss_newton", "outer_steps"]) == [1, 10]  # ⌈τλ⌉, τ = 10
-    predictions = tables.read_kernel_regression(workdir / "results" / "tables" / "kernel_regression.parquet")
-    assert len(predictions) == 450 * 10  # every digits test example, every class
+    damped = tables.read_gauss_newton(workdir / "results" / "tables" / "gauss_newton.parquet")
+    assert set(damped["method"]) == {"gauss_newton", "iterative_linearisation"} and set(damped["loss"]) == {
+        "mse", "cross_entropy"}
+    assert sorted(damped["rounds"].unique()) == [1, 10]  # T/K for K = 20, 2 of T = 20
+    damped_predictions = tables.read_gauss_newton_predictions(
+        workdir / "results" / "tables" / "gauss_newton_predictions.parquet")
+    assert len(damped_predictions) == len(damped) * 450  # every run and evaluator, every digits test example
+    regression = tables.read_kernel_regression(workdir / "results" / "tables" / "kernel_regression.parquet")
+    assert len(regression) == 4 * 450 * 10  # steps 10, 100, 200 and t → ∞; every test example and class
     assert set(ntk["metric"]) == set(tables.NTK_METRICS)
     twin = ntk[ntk["model"] == "mlp_linear"]  # the deep linear twin of mlp, K = 1 only
     assert set(twin["activation"]) == {"linear"} and set(twin["K"]) == {1.0}
@@ -291,8 +296,8 @@ def test_tiny_config_runs_end_to_end_and_reruns_only_what_changed(workdir: Path)
     jobs, _ = planned_jobs(workdir, "--configfile", "more_K.yaml")
     assert jobs == {"run_config": 1, "train": 1, "aggregate": 1, "aggregate_sweep": 1, "aggregate_predictions": 1,
                     "measure_ntk": 1,
-                    "aggregate_ntk": 1, "aggregate_gauss_newton": 1, "claims": 1, "all": 1,
-                    **{figure: 1 for figure in FIGURES}}  # (kernel_regression: still restyled, not redrawn yet)
+                    "aggregate_ntk": 1, "claims": 1, "all": 1,
+                    **{figure: 1 for figure in FIGURES}}  # (all figures: still restyled, not redrawn yet)
 
     # The report shows every figure as a PNG, captioned with its claim, and the claims table as HTML.
     report = snakemake(workdir, *test_config, "--report", "report.html")

@@ -236,8 +236,8 @@ class Claim:
 def evaluate(measured: Mapping[str, pd.DataFrame], settings: Settings,
              twins: Mapping[str, str] | None = None) -> list[ClaimResult]:
     """Every claim judged on the tables in ``measured`` (by name: ``metrics``, ``predictions``, ``ntk``,
-    ``gauss_newton``, ``kernel_regression``); a claim whose tables are missing has no models judged.
-    ``twins`` maps each deep linear twin's label to its model's (S2's control)."""
+    ``gauss_newton``, ``gauss_newton_predictions``, ``kernel_regression``); a claim whose tables are missing
+    has no models judged. ``twins`` maps each deep linear twin's label to its model's (S2's control)."""
     results = []
     for claim in CLAIMS:
         models = (claim.check(measured, settings, twins or {}) if all(name in measured for name in claim.needs)
@@ -626,73 +626,162 @@ def check_s2(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
 # ---------------------------------------------------------------- C5, C6 (solver tables)
 
 
+def spearman(x: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Spearman's ρ of ``x`` (C,) with each column of ``values`` (C, R): the correlation of their ranks
+    (ties share their mean rank); NaN for a column without spread."""
+    x_ranks = pd.Series(x).rank().to_numpy()
+    ranks = pd.DataFrame(values).rank(axis=0).to_numpy()
+    centred_x, centred = x_ranks - x_ranks.mean(), ranks - ranks.mean(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (centred * centred_x[:, None]).sum(0) / np.sqrt((centred**2).sum(0) * (centred_x**2).sum())
+
+
+def _c5_runs(rows: pd.DataFrame, Ks: Sequence[float], seeds: Sequence[int], column: str) -> np.ndarray:
+    """(2·len(Ks), S) values of ``column`` per (method, K) condition (methods in ``GAUSS_NEWTON_METHODS``
+    order, then K) and seed; NaN for a missing or diverged run."""
+    completed = rows[rows["status"] == "ok"]
+    return np.vstack([_seed_matrix(completed[(completed["method"] == method) & (completed["K"] == K)], seeds, column)
+                      for method in tables.GAUSS_NEWTON_METHODS for K in Ks])
+
+
 def check_c5(measured: Mapping[str, pd.DataFrame], settings: Settings,
              twins: Mapping[str, str]) -> list[ModelVerdict]:
-    """C5: per model, λ orders the Gauss-Newton runs' kernel change and moves their accuracy."""
-    correlation, spread = settings["C5"]["min_rank_correlation"], settings["C5"]["min_accuracy_range_pt"]
-    damping = measured["gauss_newton"]
+    """C5: per model and loss, from iterative linearisation (IL) and damped Gauss-Newton (GN) at λ = 1/(ηK):
+    (a) for large K (at most ``max_rounds`` rounds) IL's test accuracy is within ``tolerance_pt`` of GN's;
+    (b) GN's damping orders the kernel change (|Spearman ρ| of λ and the relative kernel change);
+    (c) the direction of the damping's effect on generalisation (signed ρ of λ and GN's test accuracy)
+    against "more damping generalises better". All on the trained model (``tables.TRAINED_EVALUATOR``:
+    f_lin and its kernel at θ_lin); the network at θ is reported beside it. Intervals resample seeds and
+    test examples together, paired across methods and periods."""
+    options = settings["C5"]
+    table, predictions = measured["gauss_newton"], measured["gauss_newton_predictions"]
     results = []
-    for (dataset, model), rows in damping.groupby(["dataset", "model"], sort=True):
-        note = f"{(rows['status'] != 'ok').sum()} diverged run(s) excluded" if (rows["status"] != "ok").any() else ""
-        solver = rows[(rows["method"] == "gauss_newton") & (rows["status"] == "ok")]
-        dampings = np.sort(solver["damping"].unique())
-        if len(dampings) < 3:
-            results.append(ModelVerdict(dataset, model, "", note=_join("needs Gauss-Newton runs at >= 3 dampings", note)))
+    for (dataset, model, loss), runs in table.groupby(["dataset", "model", "loss"], sort=True) if len(table) else []:
+        failed = runs[(runs["status"] != "ok") & (runs["evaluator"] == tables.TRAINED_EVALUATOR)]
+        note = ("" if failed.empty else f"{len(failed)} diverged run(s) excluded: " + ", ".join(
+            f"{row.method} K={tables.format_K(row.K)} seed {row.seed}" for row in failed.itertuples()))
+        Ks = sorted(runs["K"].unique())
+        seeds = sorted(runs["seed"].unique())
+        trained, network = (runs[runs["evaluator"] == evaluator] for evaluator in (tables.TRAINED_EVALUATOR, "network"))
+        rows = predictions[(predictions["dataset"] == dataset) & (predictions["model"] == model)
+                           & (predictions["loss"] == loss) & (predictions["evaluator"] == tables.TRAINED_EVALUATOR)]
+        if len(Ks) < 3 or rows.empty:
+            results.append(ModelVerdict(dataset, model, loss, note=_join("needs completed runs at >= 3 periods K", note)))
             continue
-        seeds = sorted(solver["seed"].unique())
-        accuracy = np.vstack([_seed_matrix(solver[solver["damping"] == d], seeds, "test_accuracy") for d in dampings])
-        distance = np.vstack([_seed_matrix(solver[solver["damping"] == d], seeds, "ntk_distance") for d in dampings])
-        rng = settings.bootstrap.generator("C5", dataset, model)
-        weights = settings.bootstrap.weights(rng, len(seeds))
-        ranks = pd.Series(dampings).rank().to_numpy()
+        index = {(method, K): i for i, (method, K) in
+                 enumerate((method, K) for method in tables.GAUSS_NEWTON_METHODS for K in Ks)}
+        correct = _correct_grid(rows, pd.Series([index[(m, K)] for m, K in zip(rows["method"], rows["K"])]), seeds)
+        rng = settings.bootstrap.generator("C5", dataset, model, loss)
+        seed_weights = settings.bootstrap.weights(rng, len(seeds))
+        example_weights = settings.bootstrap.weights(rng, correct.shape[2])
+        accuracy = accuracy_draws(correct, np.ones((1, len(seeds))), np.ones((1, correct.shape[2])))[:, 0]
+        accuracy_resampled = accuracy_draws(correct, seed_weights, example_weights)
+        change = _c5_runs(trained, Ks, seeds, "relative_change")
+        change_point, change_resampled = np.nanmean(change, 1), seed_mean_draws(change, seed_weights)
+        damping = np.array([1 / (float(runs["learning_rate"].iloc[0]) * K) for K in Ks])
+        rounds = {K: int(runs.loc[runs["K"] == K, "rounds"].iloc[0]) for K in Ks}
+        il, gn = slice(0, len(Ks)), slice(len(Ks), 2 * len(Ks))
+        large = [i for i, K in enumerate(Ks) if rounds[K] <= options["max_rounds"]]
+        bootstrap = settings.bootstrap
 
-        def spearman(values: np.ndarray) -> np.ndarray:
-            value_ranks = pd.DataFrame(values).rank(axis=0).to_numpy()
-            centred = value_ranks - value_ranks.mean(0)
-            return np.abs((centred * (ranks - ranks.mean())[:, None]).sum(0)
-                          / np.sqrt((centred**2).sum(0) * ((ranks - ranks.mean()) ** 2).sum()))
+        gaps, gaps_point = accuracy_resampled[il] - accuracy_resampled[gn], accuracy[il] - accuracy[gn]
+        agreement = Test(
+            f"largest |IL − GN| test accuracy over K with <= {options['max_rounds']} rounds",
+            *((np.abs(gaps_point[large]).max(), *bootstrap.interval(np.abs(gaps[large]).max(0))) if large
+              else (math.nan, math.nan, math.nan)),
+            "<=", options["tolerance_pt"], unit=" pt",
+            detail="IL − GN: " + "; ".join(
+                f"K={tables.format_K(Ks[i])} ({rounds[Ks[i]]} round{'s' * (rounds[Ks[i]] != 1)}, λ={damping[i]:.3g}) "
+                f"{gaps_point[i]:+.1f} "
+                f"[{bootstrap.interval(gaps[i])[0]:+.1f}, {bootstrap.interval(gaps[i])[1]:+.1f}]" for i in large)
+            if large else f"no K has at most {options['max_rounds']} rounds")
 
-        span = lambda values: 100 * (values.max(0) - values.min(0))  # noqa: E731
-        tests = (Test("|Spearman ρ| of λ and NTK distance", *judged(settings.bootstrap, spearman,
-                      np.nanmean(distance, 1), seed_mean_draws(distance, weights)), ">=", correlation),
-                 Test("test accuracy range over λ", *judged(settings.bootstrap, span, np.nanmean(accuracy, 1),
-                      seed_mean_draws(accuracy, weights)), ">=", spread, unit=" pt"))
-        results.append(ModelVerdict(dataset, model, "", tests, note))
+        def signed(values: np.ndarray) -> str:
+            return f"{spearman(damping, np.nanmean(values, 1)[:, None])[0]:+.2f}"
+
+        network_change = _c5_runs(network, Ks, seeds, "relative_change")
+        network_accuracy = _c5_runs(network, Ks, seeds, "test_accuracy")
+        ordering = Test("|Spearman ρ| of λ and GN's relative kernel change (at θ_lin)",
+                        *judged(bootstrap, lambda v: np.abs(spearman(damping, v[gn])), change_point, change_resampled),
+                        ">=", options["min_rank_correlation"],
+                        detail=f"signed ρ: GN {signed(change[gn])}, IL {signed(change[il])}; network's kernel at θ: "
+                               f"GN {signed(network_change[gn])}, IL {signed(network_change[il])}")
+        direction = Test("Spearman ρ of λ and GN's test accuracy (signed)",
+                         *judged(bootstrap, lambda v: spearman(damping, v[gn]), accuracy, accuracy_resampled), ">", 0.0,
+                         detail=f"GN at the most damped λ={damping[0]:.3g} {accuracy[gn][0]:.1f}%, least damped "
+                                f"λ={damping[-1]:.3g} {accuracy[gn][-1]:.1f}%; ρ of IL {signed(accuracy[il, None])}; "
+                                f"network at θ: GN {signed(network_accuracy[gn])}, IL {signed(network_accuracy[il])}")
+        results.append(ModelVerdict(dataset, model, loss, (agreement, ordering, direction), note))
     return results
 
 
-def kernel_regression_summary(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Per model and seed: the largest |f_lin − kernel regression| (all test outputs), the test accuracy of
-    each predictor, and the GD steps, final train loss and jitter."""
+def kernel_regression_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per run (dataset, model, seed) and step: the largest |trained − closed form| over the test outputs,
+    the test accuracy and train loss of each, the condition number and the last step ``steps``. At step inf
+    (kernel regression) ``difference`` compares the trained model at its last step, and ``convergence_gap``
+    is the largest |closed form at the last step − kernel regression|: how far from t → ∞ the run stopped."""
     rows = []
-    for (model, seed), run in predictions.groupby(["model", "seed"], sort=True):
-        accuracies = {}
-        for column in ("linear", "kernel_regression"):
-            outputs = run.pivot(index="example", columns="output_class", values=column)
-            labels = run.groupby("example")["label"].first().reindex(outputs.index)
-            accuracies[column] = float((outputs.to_numpy().argmax(1) == labels.to_numpy()).mean())
-        rows.append(dict(dataset=run["dataset"].iloc[0], model=model, seed=seed,
-                         max_difference=float((run["linear"] - run["kernel_regression"]).abs().max()),
-                         linear_accuracy=accuracies["linear"], kernel_accuracy=accuracies["kernel_regression"],
-                         gd_steps=int(run["gd_steps"].max()), train_loss=float(run["train_loss"].max()),
-                         jitter=float(run["jitter"].max())))
+    for (dataset, model, seed), run in table.groupby(["dataset", "model", "seed"], sort=True):
+        last = run.loc[np.isfinite(run["step"]), "step"].max()
+        at_last = run[run["step"] == last].set_index(["example", "output_class"]).sort_index()
+        for step, at in run.groupby("step", sort=True):
+            at = at.set_index(["example", "output_class"]).sort_index()
+            trained = at_last if np.isinf(step) else at
+            rows.append(dict(
+                dataset=dataset, model=model, seed=seed, step=step, steps=last,
+                difference=float((trained["trained"] - at["closed_form"]).abs().max()),
+                convergence_gap=(float((at_last["closed_form"] - at["closed_form"]).abs().max()) if np.isinf(step)
+                                 else math.nan),
+                trained_accuracy=_output_accuracy(trained, "trained"),
+                closed_form_accuracy=_output_accuracy(at, "closed_form"),
+                trained_train_loss=float(trained["trained_train_loss"].iloc[0]),
+                closed_form_train_loss=float(at["closed_form_train_loss"].iloc[0]),
+                condition_number=float(at["condition_number"].iloc[0])))
     return pd.DataFrame(rows)
+
+
+def _output_accuracy(rows: pd.DataFrame, column: str) -> float:
+    """Test accuracy (fraction) of the argmax class of ``column``, rows indexed by (example, output_class)."""
+    outputs = rows[column].unstack("output_class")
+    labels = rows["label"].groupby(level="example").first().reindex(outputs.index)
+    return float((outputs.to_numpy().argmax(1) == labels.to_numpy()).mean())
 
 
 def check_c6(measured: Mapping[str, pd.DataFrame], settings: Settings,
              twins: Mapping[str, str]) -> list[ModelVerdict]:
-    """C6: per model, the trained K = ∞ linear model's test outputs equal kernel regression's."""
+    """C6: per model, the trained K = ∞ model's test outputs equal the closed form at every compared step
+    (largest deviation over test outputs, the worst seed); at t → ∞ it equals kernel regression where the
+    run got there (the closed form at its last step is within the tolerance of kernel regression),
+    otherwise the note says how far it stopped: the finite steps test the dynamics whose limit it is."""
     tolerance = settings["C6"]["max_difference"]
     summary = kernel_regression_summary(measured["kernel_regression"])
     results = []
     for (dataset, model), runs in summary.groupby(["dataset", "model"], sort=True) if len(summary) else []:
-        values = runs["max_difference"].to_numpy()[None, :]
-        rng = settings.bootstrap.generator("C6", dataset, model)
-        draws = seed_mean_draws(values, settings.bootstrap.weights(rng, values.shape[1]))
-        largest = Test("largest |f_lin − kernel regression| over test outputs (mean over seeds)",
-                       *judged(settings.bootstrap, lambda v: v[0], values.mean(1), draws), "<=", tolerance,
-                       detail=f"after {runs['gd_steps'].max():,} GD steps, train loss {runs['train_loss'].max():.1g}")
-        results.append(ModelVerdict(dataset, model, "", (largest,)))
+        seeds = sorted(runs["seed"].unique())
+        weights = settings.bootstrap.weights(settings.bootstrap.generator("C6", dataset, model), len(seeds))
+
+        def largest(values: np.ndarray) -> tuple[float, float, float]:
+            """The largest of the seeds' values, with its interval over resamples of the seeds."""
+            draws = np.where(weights > 0, values[None, :], -np.inf).max(1)
+            return (float(values.max()), *settings.bootstrap.interval(draws))
+
+        tests, note = [], ""
+        for step, at in runs.groupby("step", sort=True):
+            values = at.set_index("seed")["difference"].reindex(seeds).to_numpy()
+            if np.isinf(step):
+                gap = float(at["convergence_gap"].max())
+                if gap > tolerance:
+                    note = (f"t → ∞ not reached by step {int(at['steps'].max()):,}: the closed form there is still "
+                            f"{gap:.2g} from kernel regression (condition number {at['condition_number'].max():.2g}); "
+                            "the finite steps test the dynamics whose limit it is")
+                    continue
+                tests.append(Test("t → ∞: largest |trained (last step) − kernel regression|", *largest(values), "<=",
+                                  tolerance, detail=f"closed form at the last step is {gap:.2g} from kernel regression"))
+                continue
+            tests.append(Test(f"t = {int(step):,}: largest |trained − closed form|", *largest(values), "<=", tolerance,
+                              detail=f"train loss {at['trained_train_loss'].max():.2g} (closed form "
+                                     f"{at['closed_form_train_loss'].max():.2g})"))
+        results.append(ModelVerdict(dataset, model, "", tuple(tests), note))
     return results
 
 
@@ -733,15 +822,24 @@ CLAIMS: tuple[Claim, ...] = (
           "final test accuracy of the switch runs, paired with K = 1", ("metrics", "predictions"), check_c4),
     Claim("C5", "With large K, iterative linearisation is a damped Gauss-Newton method; the damping controls "
                 "feature learning and generalisation.",
-          lambda s: (f"per model: over the λ grid of damped Gauss-Newton, |Spearman ρ(λ, NTK distance)| >= "
-                     f"{_number(s['C5']['min_rank_correlation'])} and the final test accuracy spans >= "
-                     f"{_number(s['C5']['min_accuracy_range_pt'])} pt"),
-          "Gauss-Newton runs over λ", ("gauss_newton",), check_c5),
+          lambda s: (f"per model and loss, iterative linearisation (IL: gradient descent with step η, period K, T steps) "
+                     f"against damped Gauss-Newton (GN: T/K proximal rounds of damping λ = 1/(ηK), the same time ηT) "
+                     f"from one initialisation: (a) for every K with at most {s['C5']['max_rounds']} rounds, IL's test "
+                     f"accuracy is within {_number(s['C5']['tolerance_pt'])} pt of GN's; (b) |Spearman ρ| of λ and GN's "
+                     f"relative kernel change is >= {_number(s['C5']['min_rank_correlation'])}; (c) the direction: "
+                     "Spearman ρ of λ and GN's test accuracy is > 0, 'more damping generalises better', a reading "
+                     "that rests on a secondary summary of the paper's 2022 version"),
+          "test accuracy of the trained linear model f_lin and the relative change of its kernel (at θ_lin) on the "
+          "NTK probe set, both methods evaluated at the same points", ("gauss_newton", "gauss_newton_predictions"),
+          check_c5),
     Claim("C6", "Under MSE loss and full-batch gradient descent to convergence, K = ∞ equals NTK kernel regression "
                 "with the empirical NTK at initialisation.",
-          lambda s: (f"per model: the trained linear model's test outputs differ from kernel regression's by at most "
-                     f"{_number(s['C6']['max_difference'])}"),
-          "outputs of the trained K = ∞ model and of kernel regression", ("kernel_regression",), check_c6),
+          lambda s: (f"per model: at every compared step t the trained linear model's test outputs differ from the "
+                     f"closed form f₀ + Θ(x, X) Θ⁻¹ (I − (I − ηΘ/n)^t)(Y − f₀) by at most "
+                     f"{_number(s['C6']['max_difference'])} (worst seed), and so do its outputs at the last step from "
+                     "kernel regression (t → ∞) where the closed form has converged there"),
+          "test outputs of the K = ∞ model trained in float64 and of the closed form with the full empirical NTK at θ₀",
+          ("kernel_regression",), check_c6),
     Claim("S1", "(companion) Kernel-target alignment rises fast in an early feature-learning phase, then plateaus; "
                 "faster and larger in deeper networks.",
           lambda s: (f"per model: the K = 1 centred kernel-target alignment rises by >= {_number(s['S1']['min_rise'])}, "

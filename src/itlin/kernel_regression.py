@@ -1,29 +1,34 @@
-"""NTK kernel regression: where linearised training (K = ∞) ends under MSE and full-batch GD (C6).
+"""C6: linearised training (K = ∞) by full-batch gradient descent on MSE against its closed form, at every step.
 
-Gradient descent on ½‖f_lin(X; θ) − Y‖² with the features J(X; θ₀) frozen at initialisation moves
-θ only within the row space of J, and converges to the interpolant of minimum norm, whose outputs
-anywhere are the kernel-regression predictor with the empirical NTK at θ₀:
+Gradient descent with step η on L(θ) = (1/2n) Σ_i ‖f_lin(x_i; θ) − y_i‖², the model linearised at θ₀,
+is linear dynamics in the outputs. With Θ = Θ(X, X) the full empirical NTK at θ₀ (a row and a column
+per training example and output class: n·C of each) and r = Y − f₀(X), the outputs after t steps are
 
-    f(x) = f₀(x) + Θ(x, X) (Θ(X, X) + εI)⁻¹ (Y − f₀(X)),
+    f_t(x) = f₀(x) + Θ(x, X) Θ⁻¹ (I − (I − ηΘ/n)^t) r          (Lee et al. 2019),
 
-exactly so with the ``full`` kernel (one row per example and output class) and ε → 0. The
-``trace`` kernel Σ_c Θ_cc treats the outputs as independent, an approximation. The linear system
-is solved by Cholesky factorisation in float64, with the smallest jitter ε (relative to the mean
-diagonal, raised tenfold until the factorisation succeeds) reported.
+and t → ∞ gives kernel regression, f₀(x) + Θ(x, X) Θ⁻¹ r. ``KernelDynamics`` evaluates both from the
+eigendecomposition Θ = V diag(s) Vᵀ in float64: the filter (1 − (1 − ηs/n)^t)/s is at most ηt/n, so no
+ill-conditioned inverse enters at a finite t; the limit inverts the eigenvalues above the rounding
+floor. ``run`` trains the linear model with ``train.Trainer`` (SGD without momentum, the whole subset as
+the batch), also in float64, and records its outputs at the requested steps beside the closed form
+there: a run that has not converged is still compared with what gradient descent must give at its
+step, so slow convergence cannot pass for a failure of the claim.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import math
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-import scipy.linalg
 from tqdm.auto import tqdm
 
 from itlin import data as datasets
@@ -32,11 +37,9 @@ from itlin import train as training
 
 log = logging.getLogger(__name__)
 
-KERNELS = ("full", "trace")
-MAX_JITTER_INCREASES = 8
 AUTO_STEP_FRACTION = 0.9
 """``learning_rate: auto`` is this fraction of the stability limit 2n/λ_max of full-batch gradient
-descent: near the limit, for the fewest steps to convergence, while the top direction still contracts."""
+descent: near the limit, for the fastest convergence, while the top direction still contracts."""
 
 
 def flatten_full(kernel: np.ndarray) -> np.ndarray:
@@ -45,98 +48,153 @@ def flatten_full(kernel: np.ndarray) -> np.ndarray:
     return kernel.transpose(0, 2, 1, 3).reshape(n1 * C, n2 * C)
 
 
-def fit(kernel_train: np.ndarray, residual: np.ndarray, *, kind: str, jitter: float) -> tuple[np.ndarray, float]:
-    """Coefficients α = (Θ(X, X) + εI)⁻¹ (Y − f₀(X)) of ``residual`` (n, C), and the ε used.
+class KernelDynamics(NamedTuple):
+    """Gradient descent on the MSE of the linear model, solved: the spectrum of Θ(X, X) and the residual
+    in its eigenbasis. Build with ``KernelDynamics.of``."""
 
-    ``kernel_train`` is the full kernel (n, n, C, C); ``kind`` picks the full or the trace system;
-    ``jitter`` is the first ε relative to the mean diagonal, raised tenfold while Cholesky fails.
-    """
-    if kind not in KERNELS:
-        raise ValueError(f"kernel: must be one of {KERNELS}, got {kind!r}")
-    n, C = residual.shape
-    matrix = flatten_full(kernel_train) if kind == "full" else np.einsum("ijcc->ij", kernel_train)
-    matrix = np.asarray(matrix, np.float64)
-    target = residual.reshape(n * C) if kind == "full" else residual
-    scale = float(np.mean(np.diag(matrix)))
-    for attempt in range(MAX_JITTER_INCREASES + 1):
-        epsilon = jitter * scale * 10**attempt
-        try:
-            factor = scipy.linalg.cho_factor(matrix + epsilon * np.eye(len(matrix)), lower=True)
-        except np.linalg.LinAlgError:
-            log.warning("Cholesky failed with jitter %.3g: raising it tenfold", epsilon)
-            continue
-        return scipy.linalg.cho_solve(factor, np.asarray(target, np.float64)).reshape(n, C), epsilon
-    raise np.linalg.LinAlgError(f"kernel matrix not positive definite even with jitter {epsilon:.3g}")
+    eigenvalues: np.ndarray  # s, ascending (n·C,)
+    eigenvectors: np.ndarray  # V (n·C, n·C), rows and columns in (example, class) order
+    residual: np.ndarray  # Vᵀ r, r = Y − f₀(X)
+    n: int
+    classes: int
+
+    @classmethod
+    def of(cls, kernel_train: np.ndarray, residual: np.ndarray) -> "KernelDynamics":
+        """From the full kernel Θ(X, X) (n, n, C, C) and r = Y − f₀(X) (n, C)."""
+        matrix = np.asarray(flatten_full(kernel_train), np.float64)
+        eigenvalues, eigenvectors = np.linalg.eigh((matrix + matrix.T) / 2)
+        n, C = residual.shape
+        return cls(eigenvalues, eigenvectors, eigenvectors.T @ np.asarray(residual, np.float64).reshape(-1), n, C)
+
+    @property
+    def floor(self) -> float:
+        """Eigenvalues at or below this are zero up to rounding (numpy's matrix-rank tolerance)."""
+        return float(self.eigenvalues[-1] * len(self.eigenvalues) * np.finfo(np.float64).eps)
+
+    @property
+    def condition_number(self) -> float:
+        """λ_max/λ_min of Θ(X, X) (inf if it is singular to rounding): gradient descent at step η needs
+        about ln(1/tolerance)·n/(ηλ_min) steps to converge in its slowest direction."""
+        smallest = self.eigenvalues[0]
+        return float(self.eigenvalues[-1] / smallest) if smallest > self.floor else math.inf
+
+    def stable_rate(self) -> float:
+        """2n/λ_max: gradient descent on this MSE diverges for a larger step."""
+        return 2 * self.n / float(self.eigenvalues[-1])
+
+    def coefficients(self, learning_rate: float, step: float) -> np.ndarray:
+        """α_t = Θ⁻¹ (I − (I − ηΘ/n)^t) r (n, C), so that f_t(x) = f₀(x) + Θ(x, X) α_t; ``step`` inf gives
+        kernel regression's Θ⁻¹ r (over the eigenvalues above ``floor``)."""
+        s = self.eigenvalues
+        positive = s > self.floor
+        if math.isinf(step):
+            gain = np.where(positive, 1 / np.where(positive, s, 1), 0.0)
+        else:
+            rate = learning_rate * s / self.n
+            small = np.abs(rate) < 0.5  # 1 − (1 − rate)^t without cancellation where the rate is small
+            done = np.where(small, -np.expm1(step * np.log1p(-np.where(small, rate, 0.0))), 1 - np.power(1 - rate, step))
+            gain = np.where(positive, done / np.where(positive, s, 1), learning_rate * step / self.n)
+        return (self.eigenvectors @ (gain * self.residual)).reshape(self.n, self.classes)
+
+    def train_loss(self, learning_rate: float, step: float) -> float:
+        """½‖f_t(X) − Y‖² averaged over the training examples: the residual left is (I − ηΘ/n)^t r."""
+        if math.isinf(step):
+            decay = (self.eigenvalues <= self.floor).astype(np.float64)
+        else:
+            decay = np.power(1 - learning_rate * self.eigenvalues / self.n, step)
+        return float(0.5 * np.sum((decay * self.residual) ** 2) / self.n)
 
 
-def predict(kernel_test_train: np.ndarray, initial_outputs: np.ndarray, coefficients: np.ndarray, *,
-            kind: str) -> np.ndarray:
-    """f₀(x) + Θ(x, X) α for test points x: ``kernel_test_train`` full (m, n, C, C), returns (m, C)."""
-    m, n, C, _ = kernel_test_train.shape
-    if kind == "full":
-        update = flatten_full(kernel_test_train) @ coefficients.reshape(n * C)
-    else:
-        update = np.einsum("ijcc->ij", kernel_test_train) @ coefficients
-    return np.asarray(initial_outputs, np.float64) + update.reshape(m, C)
+def kernel_product(apply, params, x_train: jax.Array, x: jax.Array, coefficients: jax.Array) -> jax.Array:
+    """Θ(x, X) α = J(x) (J(X)ᵀ α) at ``params``: one vjp on the training points and one jvp on ``x``, so
+    the test-by-train kernel is never formed."""
+    _, pull = jax.vjp(lambda p: apply(p, x_train), params)
+    return jax.jvp(lambda p: apply(p, x), (params,), pull(coefficients))[1]
 
 
-def largest_eigenvalue(kernel_train: np.ndarray) -> float:
-    """λ_max of the full kernel matrix: gradient descent on the mean MSE is stable for η < 2n/λ_max."""
-    return float(scipy.linalg.eigvalsh(flatten_full(kernel_train).astype(np.float64),
-                                       subset_by_index=[len(kernel_train) * kernel_train.shape[2] - 1] * 2)[0])
-
-
-def run(*, data_path: Path, model: dict, seed: int, train_size: int, kind: str, steps: int,
-        learning_rate: float | str, jitter: float, scan_steps: int = 100) -> pd.DataFrame:
-    """Train K = ∞ by full-batch gradient descent on MSE and compare it with kernel regression.
+def run(*, data_path: Path, model: dict, seed: int, train_size: int, steps: int, learning_rate: float | str,
+        compare_steps: list[int], scan_steps: int = 100) -> pd.DataFrame:
+    """Train K = ∞ by full-batch gradient descent on MSE and compare it with the closed form at every step of
+    ``compare_steps`` and the last, and at t → ∞ (kernel regression); all in float64.
 
     The training set is a fixed class-balanced subset of ``train_size`` examples; the linear model is
     trained by ``train.Trainer`` itself (SGD without momentum, batch = the subset), ``steps`` steps of
-    size ``learning_rate`` (``auto``: ``AUTO_STEP_FRACTION`` of the stability limit 2n/λ_max).
-    Returns both predictors on every test example, in ``tables.KERNEL_REGRESSION_COLUMNS``.
+    size ``learning_rate`` (``auto``: ``AUTO_STEP_FRACTION`` of the stability limit 2n/λ_max). Returns
+    both models' outputs on every test example in ``tables.KERNEL_REGRESSION_COLUMNS``.
     """
     started = time.perf_counter()
-    dataset = datasets.load(Path(data_path))
-    subset = datasets.probe_indices(dataset.y_train, train_size, seed=training.TRAIN_SUBSET_SEED)
-    x_train, y_train = jnp.asarray(dataset.x_train[subset]), np.asarray(dataset.y_train[subset])
-    x_test, y_test = jnp.asarray(dataset.x_test), np.asarray(dataset.y_test)
-    network = models.from_spec(model, input_shape=dataset.input_shape, num_classes=dataset.num_classes, seed=seed)
+    with jax.enable_x64(True):
+        dataset = datasets.load(Path(data_path))
+        subset = datasets.probe_indices(dataset.y_train, train_size, seed=training.TRAIN_SUBSET_SEED)
+        x_train, y_train = jnp.asarray(dataset.x_train[subset], jnp.float64), np.asarray(dataset.y_train[subset])
+        x_test = jnp.asarray(dataset.x_test, jnp.float64)
+        network = models.from_spec(model, input_shape=dataset.input_shape, num_classes=dataset.num_classes, seed=seed)
+        network = dataclasses.replace(network, params=jax.tree.map(lambda p: p.astype(jnp.float64), network.params))
+        onehot = np.eye(dataset.num_classes)[y_train]
+        dynamics = KernelDynamics.of(ntk.empirical_ntk(network.apply, network.params, x_train, kind="full"),
+                                     onehot - np.asarray(network.apply(network.params, x_train)))
+        if learning_rate == "auto":
+            learning_rate = AUTO_STEP_FRACTION * dynamics.stable_rate()
+        compared = sorted(set(compare_steps) | {steps})
+        config = training.RunConfig.from_dict(dict(
+            data=str(data_path), dataset=dataset.meta["dataset"], model=model, K="inf", switch_step=None, seed=seed,
+            variant="kernel_regression", steps=steps, batch_size=train_size,
+            optimizer={"name": "sgd", "learning_rate": float(learning_rate), "momentum": 0.0, "schedule": "constant"},
+            loss="mse", augment=False, reset_optimizer=False, proximal_damping=0.0, eval_every=steps,
+            eval_train_size=train_size, scan_steps=math.gcd(scan_steps, *compared), num_snapshots=0,
+            velocity_interval=math.gcd(scan_steps, *compared), checkpoint_every=steps))
+        trainer = training.Trainer(config, network)
+        state = trainer.init_state()
+        schedule, train_data = trainer.schedule(), training.TrainData(x_train, jnp.asarray(y_train, jnp.int32))
+        f_lin = jax.jit(trainer.f_lin)
+        trained = {}
+        with tqdm(total=steps, desc="K = ∞ gradient descent (MSE, float64)", unit="step", disable=None) as bar:
+            for step in range(config.scan_steps, steps + 1, config.scan_steps):
+                state = trainer.run_block(state, train_data, schedule)
+                bar.update(config.scan_steps)
+                if step in compared:
+                    outputs = np.asarray(f_lin(state.params, state.params_lin, x_train))
+                    trained[step] = (float(0.5 * np.sum((outputs - onehot) ** 2) / train_size),
+                                     _in_chunks(lambda x: f_lin(state.params, state.params_lin, x), x_test))
 
-    kernel_train = ntk.empirical_ntk(network.apply, network.params, x_train, kind="full")
-    kernel_test = ntk.empirical_ntk(network.apply, network.params, x_test, x_train, kind="full")
-    if learning_rate == "auto":
-        learning_rate = AUTO_STEP_FRACTION * 2 * train_size / largest_eigenvalue(kernel_train)
-    config = training.RunConfig.from_dict(dict(
-        data=str(data_path), dataset=dataset.meta["dataset"], model=model, K="inf", switch_step=None, seed=seed,
-        variant="kernel_regression", steps=steps, batch_size=train_size,
-        optimizer={"name": "sgd", "learning_rate": float(learning_rate), "momentum": 0.0, "schedule": "constant"},
-        loss="mse", augment=False, reset_optimizer=False, proximal_damping=0.0, eval_every=steps,
-        eval_train_size=train_size, scan_steps=math.gcd(steps, scan_steps), num_snapshots=0,
-        velocity_interval=math.gcd(steps, scan_steps), checkpoint_every=steps))
-    trainer = training.Trainer(config, network)
-    state, schedule = trainer.init_state(), trainer.schedule()
-    train_data = training.TrainData(x_train, jnp.asarray(y_train, jnp.int32))
-    with tqdm(total=steps, desc="K = ∞ gradient descent (MSE)", unit="step", disable=None) as bar:
-        for _ in range(steps // config.scan_steps):
-            state = trainer.run_block(state, train_data, schedule)
-            bar.update(config.scan_steps)
+        product = jax.jit(functools.partial(kernel_product, network.apply))
 
-    f_lin = jax.jit(trainer.f_lin)
-    outputs_train = np.asarray(f_lin(state.params, state.params_lin, x_train), np.float64)
-    linear = np.asarray(f_lin(state.params, state.params_lin, x_test), np.float64)
-    onehot = np.eye(dataset.num_classes)[y_train]
-    train_loss = float(0.5 * np.sum((outputs_train - onehot) ** 2, axis=1).mean())
-    initial_train = np.asarray(network.apply(network.params, x_train), np.float64)
-    coefficients, epsilon = fit(kernel_train, onehot - initial_train, kind=kind, jitter=jitter)
-    closed_form = predict(kernel_test, np.asarray(network.apply(network.params, x_test)), coefficients, kind=kind)
-    log.info("K = ∞ GD, %d steps of %.4g on %d examples: train loss %.3g; largest |f_lin − kernel regression| on "
-             "test %.3g; jitter %.3g; %.1f s", steps, learning_rate, train_size, train_loss,
-             np.abs(linear - closed_form).max(), epsilon, time.perf_counter() - started)
+        def closed_form(step: float) -> np.ndarray:
+            """f_t on the test split: f₀(x) + Θ(x, X) α_t."""
+            alpha = jnp.asarray(dynamics.coefficients(learning_rate, step))
+            return _in_chunks(lambda x: network.apply(network.params, x) + product(network.params, x_train, x, alpha),
+                              x_test)
 
-    m, C = linear.shape
-    table = pd.DataFrame(dict(
-        dataset=dataset.meta["dataset"], model=model.get("label", model["name"]), seed=seed, kind=kind,
-        train_size=train_size, gd_steps=steps, learning_rate=float(learning_rate), jitter=epsilon,
-        train_loss=train_loss, example=np.repeat(np.arange(m), C), label=np.repeat(y_test, C),
-        output_class=np.tile(np.arange(C), m), linear=linear.reshape(-1), kernel_regression=closed_form.reshape(-1)))
-    return tables.validate_kernel_regression(table.rename(columns={"kind": "kernel"}), "kernel-regression run")
+        frames = []
+        for step in compared + [math.inf]:
+            expected = closed_form(step)
+            train_loss, outputs = trained.get(step, (math.nan, np.full_like(expected, np.nan)))
+            frames.append(_frame(step, outputs, expected, train_loss, dynamics.train_loss(learning_rate, step),
+                                 np.asarray(dataset.y_test)))
+            if math.isfinite(step):
+                log.info("step %d: largest |trained − closed form| on test %.3g; train loss %.3g (closed form %.3g)",
+                         step, np.abs(outputs - expected).max(), train_loss, dynamics.train_loss(learning_rate, step))
+    log.info("K = ∞ GD, %d steps of %.4g on %d examples, condition number %.3g: largest |trained − kernel regression| "
+             "%.3g; %.1f s", steps, learning_rate, train_size, dynamics.condition_number,
+             np.abs(trained[steps][1] - expected).max(), time.perf_counter() - started)
+    table = pd.concat(frames, ignore_index=True).assign(
+        dataset=dataset.meta["dataset"], model=model.get("label", model["name"]), seed=seed, train_size=train_size,
+        learning_rate=float(learning_rate), condition_number=dynamics.condition_number)
+    return tables.validate_kernel_regression(table[list(tables.KERNEL_REGRESSION_COLUMNS)], "kernel-regression run")
+
+
+def _in_chunks(function, x: jax.Array) -> np.ndarray:
+    """``function`` of chunks of ``train.EVAL_CHUNK`` examples of ``x``, concatenated: bounds the memory of
+    large test sets."""
+    return np.concatenate([np.asarray(function(x[i:i + training.EVAL_CHUNK]))
+                           for i in range(0, len(x), training.EVAL_CHUNK)])
+
+
+def _frame(step: float, trained: np.ndarray, closed_form: np.ndarray, trained_loss: float, closed_form_loss: float,
+           labels: np.ndarray) -> pd.DataFrame:
+    """The rows of one step: every test example and output class."""
+    m, C = closed_form.shape
+    return pd.DataFrame(dict(step=float(step), trained_train_loss=trained_loss, closed_form_train_loss=closed_form_loss,
+                             example=np.repeat(np.arange(m), C), label=np.repeat(labels, C),
+                             output_class=np.tile(np.arange(C), m), trained=trained.reshape(-1),
+                             closed_form=closed_form.reshape(-1)))

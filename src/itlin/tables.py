@@ -100,49 +100,83 @@ GAUSS_NEWTON_COLUMNS: dict[str, str] = {
     "method": "str",
     "dataset": "str",
     "model": "str",
+    "loss": "str",
     "seed": "int64",
     "K": "float64",
     "damping": "float64",
-    "outer_steps": "Int64",
-    "train_accuracy": "float64",
+    "rounds": "int64",
+    "learning_rate": "float64",
+    "steps": "int64",
+    "evaluator": "str",
+    "train_loss": "float64",
+    "test_loss": "float64",
     "test_accuracy": "float64",
-    "ntk_distance": "float64",
+    "relative_change": "float64",
+    "centred_distance": "float64",
+    "distance_from_init": "float64",
+    "newton_steps_mean": "float64",
     "cg_iterations_mean": "float64",
     "cg_residual_max": "float64",
+    "gradient_ratio_max": "float64",
     "status": "str",
 }
-"""Column name -> dtype of the damping table (C5): one row per run of either ``method``.
+"""Column name -> dtype of the C5 table (``itlin.gauss_newton.run``): one row per (run, evaluator).
 
-``gauss_newton`` rows are damped Gauss-Newton runs (``itlin.gauss_newton.run``): ``damping`` is λ,
-``outer_steps`` their count, ``K`` NaN, accuracies those of the network and ``ntk_distance`` the
-trace-kernel distance of the final θ from θ₀; the CG columns average and bound the per-step
-solves. ``iterative_linearisation`` rows are the K-runs of the sweep placed at their effective
-damping 1/(ηK) (0 for K = ∞), with f_lin's accuracies and θ_lin's kernel distance; their
-``outer_steps`` and CG columns are empty."""
+A run is one ``method`` on one ``loss`` from one seed's initialisation, at period ``K``: plain gradient
+descent of step ``learning_rate`` η for ``steps`` T steps with period K (``iterative_linearisation``), or
+``rounds`` = T/K proximal rounds of damping λ = 1/(ηK) (``gauss_newton``: damped Gauss-Newton; on
+cross-entropy each round solved to convergence). ``evaluator`` ``linear`` is the linear model f_lin at the
+final θ around the last θ_lin, with the kernel at θ_lin; ``network`` is f at the final θ, with the kernel
+at θ. Losses are means over the training set and the test split; ``relative_change``,
+``centred_distance`` and ``distance_from_init`` compare the trace NTK of the NTK stage's probe set with
+that at θ₀ (``itlin.ntk``). The solver columns (NaN for iterative linearisation) are the mean Newton
+steps per round, the mean CG iterations per Newton step, the largest CG residual and the largest
+‖∇Φ‖ ratio at a round's end. A diverged run has NaN results."""
 
-GAUSS_NEWTON_METHODS: tuple[str, ...] = ("gauss_newton", "iterative_linearisation")
+GAUSS_NEWTON_RUN_KEYS: list[str] = ["method", "dataset", "model", "loss", "seed", "K"]
+"""Columns that together identify one C5 run."""
+
+GAUSS_NEWTON_METHODS: tuple[str, ...] = ("iterative_linearisation", "gauss_newton")
+GAUSS_NEWTON_LOSSES: tuple[str, ...] = ("mse", "cross_entropy")
+
+GAUSS_NEWTON_PREDICTIONS_COLUMNS: dict[str, str] = {
+    "method": "str",
+    "dataset": "str",
+    "model": "str",
+    "loss": "str",
+    "seed": "int64",
+    "K": "float64",
+    "evaluator": "str",
+    "example": "int64",
+    "label": "int64",
+    "prediction": "int64",
+}
+"""Column name -> dtype of the C5 predictions table: one row per (C5 run, evaluator, test example), for
+the claims' bootstrap over test examples (as ``PREDICTIONS_COLUMNS`` for the sweep). A diverged run has none."""
 
 KERNEL_REGRESSION_COLUMNS: dict[str, str] = {
     "dataset": "str",
     "model": "str",
     "seed": "int64",
-    "kernel": "str",
     "train_size": "int64",
-    "gd_steps": "int64",
     "learning_rate": "float64",
-    "jitter": "float64",
-    "train_loss": "float64",
+    "condition_number": "float64",
+    "step": "float64",
+    "trained_train_loss": "float64",
+    "closed_form_train_loss": "float64",
     "example": "int64",
     "label": "int64",
     "output_class": "int64",
-    "linear": "float64",
-    "kernel_regression": "float64",
+    "trained": "float64",
+    "closed_form": "float64",
 }
-"""Column name -> dtype of the kernel-regression table (C6): one row per (run, test example,
-output class). ``linear`` is the output of the linear model trained by K = ∞ full-batch gradient
-descent on MSE (``gd_steps`` steps of size ``learning_rate`` on ``train_size`` examples, reaching
-``train_loss``), ``kernel_regression`` the closed form with the empirical NTK at initialisation
-(``kernel`` ``full`` or ``trace``) and the jitter ``jitter`` added to its diagonal."""
+"""Column name -> dtype of the C6 table (``itlin.kernel_regression.run``): one row per (run, step, test
+example, output class). ``trained`` is the output of the linear model around θ₀ (K = ∞) after ``step``
+steps of full-batch gradient descent on MSE (size ``learning_rate``, ``train_size`` examples);
+``closed_form`` that of f₀ + Θ(x, X) Θ⁻¹ (I − (I − ηΘ/n)^t)(Y − f₀(X)) at the same t, with the full
+empirical NTK at θ₀ (``condition_number``: its largest over its smallest eigenvalue). At ``step`` = inf
+the closed form is kernel regression, the limit t → ∞, and ``trained`` is NaN. The two train-loss
+columns are both models' ½‖f − y‖² on the training examples at that step. All in float64."""
 
 PREDICTIONS_COLUMNS: dict[str, str] = {
     "dataset": "str",
@@ -228,21 +262,50 @@ def validate_ntk(df: pd.DataFrame, source: str) -> pd.DataFrame:
 def validate_gauss_newton(df: pd.DataFrame, source: str) -> pd.DataFrame:
     """Check ``df`` against ``GAUSS_NEWTON_COLUMNS`` and return a copy with the schema's dtypes."""
     result = _with_schema_dtypes(df, GAUSS_NEWTON_COLUMNS, source)
-    for column, allowed in (("method", GAUSS_NEWTON_METHODS), ("status", ALLOWED_VALUES["status"])):
-        bad = sorted(set(result[column]) - set(allowed))
-        if bad:
-            raise MetricsSchemaError(f"{source}: column {column!r} has value(s) {bad}, allowed {list(allowed)}")
-    if (result["damping"] < 0).any() or result["damping"].isna().any():
-        raise MetricsSchemaError(f"{source}: column 'damping' must be a number >= 0")
+    _check_gauss_newton_keys(result, source)
+    for column, allowed in (("status", ALLOWED_VALUES["status"]), ("evaluator", ALLOWED_VALUES["evaluator"])):
+        _check_allowed(result, column, allowed, source)
+    if (result["damping"] <= 0).any() or result["damping"].isna().any():
+        raise MetricsSchemaError(f"{source}: column 'damping' must be a number > 0")
+    if (result["rounds"] < 1).any() or (result["steps"] < result["rounds"]).any():
+        raise MetricsSchemaError(f"{source}: column 'rounds' must lie between 1 and 'steps'")
     return result.reset_index(drop=True)
+
+
+def validate_gauss_newton_predictions(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Check ``df`` against ``GAUSS_NEWTON_PREDICTIONS_COLUMNS`` and return a copy with the schema's dtypes."""
+    result = _with_schema_dtypes(df, GAUSS_NEWTON_PREDICTIONS_COLUMNS, source)
+    _check_gauss_newton_keys(result, source)
+    _check_allowed(result, "evaluator", ALLOWED_VALUES["evaluator"], source)
+    for column in ("example", "label", "prediction"):
+        if (result[column] < 0).any():
+            raise MetricsSchemaError(f"{source}: column {column!r} has negative values")
+    return result.reset_index(drop=True)
+
+
+def _check_gauss_newton_keys(df: pd.DataFrame, source: str) -> None:
+    """A C5 run's method and loss are known, and its period K is a finite integer >= 1."""
+    _check_allowed(df, "method", GAUSS_NEWTON_METHODS, source)
+    _check_allowed(df, "loss", GAUSS_NEWTON_LOSSES, source)
+    _check_K(df, source)
+    if np.isinf(df["K"]).any():
+        raise MetricsSchemaError(f"{source}: column 'K' must be finite in the C5 table (its damping is 1/(ηK))")
+
+
+def _check_allowed(df: pd.DataFrame, column: str, allowed: Sequence[str], source: str) -> None:
+    bad = sorted(set(df[column]) - set(allowed))
+    if bad:
+        raise MetricsSchemaError(f"{source}: column {column!r} has value(s) {bad}, allowed {list(allowed)}")
 
 
 def validate_kernel_regression(df: pd.DataFrame, source: str) -> pd.DataFrame:
     """Check ``df`` against ``KERNEL_REGRESSION_COLUMNS`` and return a copy with the schema's dtypes."""
     result = _with_schema_dtypes(df, KERNEL_REGRESSION_COLUMNS, source)
-    bad = sorted(set(result["kernel"]) - {"full", "trace"})
-    if bad:
-        raise MetricsSchemaError(f"{source}: column 'kernel' has value(s) {bad}, allowed ['full', 'trace']")
+    steps = result["step"]
+    if steps.isna().any() or (steps < 0).any() or (np.isfinite(steps) & (steps != np.round(steps))).any():
+        raise MetricsSchemaError(f"{source}: column 'step' must be an integer >= 0 or inf (kernel regression)")
+    if (np.isinf(steps) != result["trained"].isna()).any():
+        raise MetricsSchemaError(f"{source}: column 'trained' must be NaN exactly at step inf (kernel regression)")
     return result.reset_index(drop=True)
 
 
@@ -328,14 +391,20 @@ def aggregate_ntk(paths: Sequence[Path]) -> pd.DataFrame:
 
 
 def aggregate_gauss_newton(paths: Sequence[Path]) -> pd.DataFrame:
-    """Read, validate (``validate_gauss_newton``) and concatenate per-run damping tables."""
-    return _concatenate(paths, validate_gauss_newton, ["method", "dataset", "model", "seed", "damping"], "Gauss-Newton")
+    """Read, validate (``validate_gauss_newton``) and concatenate per-job C5 tables, like ``aggregate``."""
+    return _concatenate(paths, validate_gauss_newton, GAUSS_NEWTON_RUN_KEYS + ["evaluator"], "C5")
+
+
+def aggregate_gauss_newton_predictions(paths: Sequence[Path]) -> pd.DataFrame:
+    """Read, validate (``validate_gauss_newton_predictions``) and concatenate per-job C5 predictions."""
+    return _concatenate(paths, validate_gauss_newton_predictions, GAUSS_NEWTON_RUN_KEYS + ["evaluator", "example"],
+                        "C5 predictions")
 
 
 def aggregate_kernel_regression(paths: Sequence[Path]) -> pd.DataFrame:
     """Read, validate (``validate_kernel_regression``) and concatenate per-run kernel-regression tables."""
-    return _concatenate(paths, validate_kernel_regression, ["dataset", "model", "seed", "example", "output_class"],
-                        "kernel-regression")
+    return _concatenate(paths, validate_kernel_regression, ["dataset", "model", "seed", "step", "example",
+                                                            "output_class"], "kernel-regression")
 
 
 def _concatenate(paths: Sequence[Path], check: Callable[[pd.DataFrame, str], pd.DataFrame], keys: list[str],
@@ -390,13 +459,23 @@ def write_ntk(df: pd.DataFrame, path: Path) -> None:
 
 
 def read_gauss_newton(path: Path) -> pd.DataFrame:
-    """Read one damping table and validate it."""
+    """Read one C5 table and validate it."""
     return validate_gauss_newton(pd.read_parquet(path), source=str(path))
 
 
 def write_gauss_newton(df: pd.DataFrame, path: Path) -> None:
-    """Validate ``df`` as a damping table and write it as Parquet to ``path``."""
+    """Validate ``df`` as a C5 table and write it as Parquet to ``path``."""
     _write_parquet(validate_gauss_newton(df, source=str(path)), path)
+
+
+def read_gauss_newton_predictions(path: Path) -> pd.DataFrame:
+    """Read one C5 predictions table and validate it."""
+    return validate_gauss_newton_predictions(pd.read_parquet(path), source=str(path))
+
+
+def write_gauss_newton_predictions(df: pd.DataFrame, path: Path) -> None:
+    """Validate ``df`` as a C5 predictions table and write it as Parquet to ``path``."""
+    _write_parquet(validate_gauss_newton_predictions(df, source=str(path)), path)
 
 
 def read_kernel_regression(path: Path) -> pd.DataFrame:
@@ -557,15 +636,22 @@ def example_predictions(metrics: pd.DataFrame, *, n_test: int = 400, num_classes
     for evaluator in ALLOWED_VALUES["evaluator"]:
         finals = final_metrics(metrics, evaluator=evaluator)
         for run in finals[finals["status"] == "ok"].itertuples(index=False):
-            order = np.argsort(agreement * difficulty + (1 - agreement) * rng.random(n_test))
-            correct = np.zeros(n_test, bool)
-            correct[order[: int(round(run.accuracy * n_test))]] = True
-            prediction = np.where(correct, labels, (labels + 1) % num_classes)
             rows.append(pd.DataFrame(dict(
                 dataset=run.dataset, model=run.model, K=run.K, switch_step=run.switch_step, seed=run.seed,
                 variant=run.variant, step=run.step, evaluator=evaluator, example=np.arange(n_test), label=labels,
-                prediction=prediction)))
+                prediction=_example_prediction(rng, difficulty, labels, run.accuracy, agreement, num_classes))))
     return validate_predictions(pd.concat(rows, ignore_index=True), source="example_predictions")
+
+
+def _example_prediction(rng: np.random.Generator, difficulty: np.ndarray, labels: np.ndarray, accuracy: float,
+                        agreement: float, num_classes: int) -> np.ndarray:
+    """Predicted classes with exactly round(accuracy · n) right: the easiest examples by ``difficulty``
+    blended with a fresh draw (``agreement``: the weight of the shared difficulty)."""
+    n = len(labels)
+    order = np.argsort(agreement * difficulty + (1 - agreement) * rng.random(n))
+    correct = np.zeros(n, bool)
+    correct[order[: int(round(accuracy * n))]] = True
+    return np.where(correct, labels, (labels + 1) % num_classes)
 
 
 def _default_final_accuracy(steps: int) -> Callable[[str, float, int | None], float]:
@@ -680,55 +766,86 @@ def example_ntk(
 def example_gauss_newton(
     *,
     models: Sequence[str] = ("mlp",),
-    dampings: Sequence[float] = (1e-3, 1e-2, 1e-1, 1.0),
-    Ks: Sequence[float] = (10, 100, 1000, math.inf),
-    seeds: Sequence[int] = (0, 1),
-    learning_rate: float = 1e-3,
-    accuracy: Callable[[str, float], float] | None = None,
-    distance: Callable[[str, float], float] | None = None,
-    diverged: Iterable[tuple[str, float, int]] = (),
+    losses: Sequence[str] = ("mse", "cross_entropy"),
+    Ks: Sequence[int] = (3, 10, 30, 100, 300),
+    seeds: Sequence[int] = (0, 1, 2),
+    learning_rate: float = 0.03,
+    steps: int = 300,
+    accuracy: Callable[[str, str, str, float], float] | None = None,
+    change: Callable[[str, str, str, float], float] | None = None,
+    diverged: Iterable[tuple[str, str, str, int, int]] = (),
 ) -> pd.DataFrame:
-    """A small synthetic damping table (``GAUSS_NEWTON_COLUMNS``), for tests and previews.
+    """A small synthetic C5 table (``GAUSS_NEWTON_COLUMNS``), for tests and previews.
 
-    Gauss-Newton rows at each λ of ``dampings`` and K-run rows at λ = 1/(ηK) (0 for K = ∞) share
-    ``accuracy(model, λ)`` and ``distance(model, λ)``; by default both rise with log λ. ``diverged``
-    lists (model, λ, seed) of Gauss-Newton runs marked diverged, with no final values.
+    Every (model, loss, method, K, seed) run has the test accuracy ``accuracy(model, loss, method, λ)`` and
+    the relative kernel change ``change(model, loss, method, λ)`` at λ = 1/(ηK) for its linear model (by
+    default both rise with log λ, Gauss-Newton 0.3 pt less accurate); the network evaluator is 1 pt less accurate
+    and changed 0.05 more. Runs listed in ``diverged`` as (model, loss, method, K, seed) have NaN results.
     """
-    accuracy = accuracy or (lambda model, damping: 0.6 + 0.05 * (math.log10(damping) + 4) if damping else 0.6)
-    distance = distance or (lambda model, damping: 0.01 * (math.log10(damping) + 4) if damping else 0.0)
+    accuracy = accuracy or (lambda model, loss, method, damping: 0.93 + 0.005 * math.log10(damping)
+                            - 0.003 * (method == "gauss_newton"))
+    change = change or (lambda model, loss, method, damping: 0.2 + 0.05 * math.log10(damping))
     diverged = set(diverged)
     rows = []
     for model in models:
-        for seed in seeds:
-            points = [("gauss_newton", math.nan, damping) for damping in dampings]
-            points += [("iterative_linearisation", K, 0.0 if math.isinf(K) else 1 / (learning_rate * K)) for K in Ks]
-            for method, K, damping in points:
-                solver = method == "gauss_newton"
-                failed = solver and (model, damping, seed) in diverged
-                final_accuracy = math.nan if failed else accuracy(model, damping) + 0.002 * seed
-                rows.append(dict(method=method, dataset="synthetic", model=model, seed=seed, K=K, damping=damping,
-                                 outer_steps=max(1, round(100 * damping)) if solver else pd.NA,
-                                 train_accuracy=final_accuracy, test_accuracy=final_accuracy,
-                                 ntk_distance=math.nan if failed else distance(model, damping),
-                                 cg_iterations_mean=5.0 if solver else math.nan,
-                                 cg_residual_max=1e-3 if solver else math.nan, status="diverged" if failed else "ok"))
-    return validate_gauss_newton(pd.DataFrame(rows), "example damping table")
+        for loss in losses:
+            for method in GAUSS_NEWTON_METHODS:
+                for K in Ks:
+                    damping = 1 / (learning_rate * K)
+                    for seed in seeds:
+                        failed = (model, loss, method, K, seed) in diverged
+                        for evaluator, shift in (("linear", 0.0), ("network", 1.0)):
+                            value = (lambda x: math.nan if failed else x)  # noqa: E731
+                            rows.append(dict(
+                                method=method, dataset="synthetic", model=model, loss=loss, seed=seed, K=float(K),
+                                damping=damping, rounds=steps // K, learning_rate=learning_rate, steps=steps,
+                                evaluator=evaluator, train_loss=value(0.1), test_loss=value(0.2),
+                                test_accuracy=value(accuracy(model, loss, method, damping) - 0.01 * shift),
+                                relative_change=value(change(model, loss, method, damping) + 0.05 * shift),
+                                centred_distance=value(0.01), distance_from_init=value(0.002),
+                                newton_steps_mean=1.0 if method == "gauss_newton" else math.nan,
+                                cg_iterations_mean=10.0 if method == "gauss_newton" else math.nan,
+                                cg_residual_max=1e-4 if method == "gauss_newton" else math.nan,
+                                gradient_ratio_max=1e-4 if method == "gauss_newton" else math.nan,
+                                status="diverged" if failed else "ok"))
+    return validate_gauss_newton(pd.DataFrame(rows), "example C5 table")
 
 
-def example_kernel_regression(*, models: Sequence[str] = ("mlp",), seeds: Sequence[int] = (0, 1), n_test: int = 30,
-                              num_classes: int = 3, difference: float = 1e-4) -> pd.DataFrame:
-    """A small synthetic kernel-regression table (``KERNEL_REGRESSION_COLUMNS``): the linear model's
-    outputs are the kernel predictor's plus a deterministic perturbation of at most ``difference``."""
+def example_gauss_newton_predictions(table: pd.DataFrame, *, n_test: int = 400, num_classes: int = 10,
+                                     agreement: float = 0.9) -> pd.DataFrame:
+    """Per-example test predictions (``GAUSS_NEWTON_PREDICTIONS_COLUMNS``) consistent with a C5 table: every
+    completed run and evaluator gets exactly round(test accuracy · ``n_test``) right (as ``example_predictions``)."""
+    rng = np.random.default_rng(0)
+    difficulty, labels = rng.random(n_test), np.arange(n_test) % num_classes
+    rows = [pd.DataFrame(dict(
+        method=run.method, dataset=run.dataset, model=run.model, loss=run.loss, seed=run.seed, K=run.K,
+        evaluator=run.evaluator, example=np.arange(n_test), label=labels,
+        prediction=_example_prediction(rng, difficulty, labels, run.test_accuracy, agreement, num_classes)))
+        for run in table[table["status"] == "ok"].itertuples(index=False)]
+    return validate_gauss_newton_predictions(pd.concat(rows, ignore_index=True), "example C5 predictions")
+
+
+def example_kernel_regression(*, models: Sequence[str] = ("mlp",), seeds: Sequence[int] = (0, 1),
+                              steps: Sequence[int] = (10, 100, 1000), n_test: int = 30, num_classes: int = 3,
+                              difference: float = 1e-4, convergence_gap: float = 1e-5) -> pd.DataFrame:
+    """A small synthetic C6 table (``KERNEL_REGRESSION_COLUMNS``): at each step the trained outputs are the
+    closed form's plus a deterministic perturbation of at most ``difference``; the closed form approaches
+    its limit as 1/t, and lies within ``convergence_gap`` of it at the last step."""
     rng = np.random.default_rng(0)
     rows = []
     for model in models:
         for seed in seeds:
             labels = np.arange(n_test) % num_classes
-            kernel = np.eye(num_classes)[labels] * 0.8 + rng.normal(0, 0.1, (n_test, num_classes))
-            linear = kernel + difference * np.sin(np.arange(kernel.size)).reshape(kernel.shape)
-            rows.append(pd.DataFrame(dict(
-                dataset="synthetic", model=model, seed=seed, kernel="full", train_size=20, gd_steps=1000,
-                learning_rate=0.1, jitter=1e-8, train_loss=1e-9, example=np.repeat(np.arange(n_test), num_classes),
-                label=np.repeat(labels, num_classes), output_class=np.tile(np.arange(num_classes), n_test),
-                linear=linear.reshape(-1), kernel_regression=kernel.reshape(-1))))
+            limit = np.eye(num_classes)[labels] * 0.8 + rng.normal(0, 0.1, (n_test, num_classes))
+            wiggle = np.sin(np.arange(limit.size)).reshape(limit.shape)
+            for step in [*steps, math.inf]:
+                left = {math.inf: 0.0, steps[-1]: convergence_gap}.get(step, steps[0] / step)
+                closed_form = limit + left * wiggle
+                trained = np.full_like(limit, np.nan) if math.isinf(step) else closed_form + difference * np.cos(wiggle)
+                rows.append(pd.DataFrame(dict(
+                    dataset="synthetic", model=model, seed=seed, train_size=20, learning_rate=0.1,
+                    condition_number=100.0, step=float(step), trained_train_loss=math.nan if math.isinf(step) else left,
+                    closed_form_train_loss=left, example=np.repeat(np.arange(n_test), num_classes),
+                    label=np.repeat(labels, num_classes), output_class=np.tile(np.arange(num_classes), n_test),
+                    trained=trained.reshape(-1), closed_form=closed_form.reshape(-1))))
     return validate_kernel_regression(pd.concat(rows, ignore_index=True), "example kernel-regression table")

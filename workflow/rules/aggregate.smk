@@ -46,7 +46,5 @@ rule aggregate_predictions:
     benchmark:
         "results/benchmarks/aggregate/predictions.tsv"
     localrule: True
-    conda:
-        "../../environment.yml"
     script:
         "../scripts/aggregate_predictions.py"

@@ -31,11 +31,6 @@ def k_value(k):
     return int(k)
 
 
-def damping_name(value):
-    """Path component of a damping λ: its shortest decimal form (0.1, 3, 1e-05)."""
-    return f"{value:g}"
-
-
 def check_config(cfg):
     """Reject, naming the key, values the JSON Schema cannot rule out, before any job runs."""
     training = cfg["training"]
@@ -95,14 +90,24 @@ def check_config(cfg):
                     f"config key '{stage}.models[{index}]' = {label!r} is not a label under 'models' "
                     f"({', '.join(cfg['models'])})"
                 )
-    names = [damping_name(value) for value in cfg["gauss_newton"]["damping"]]
-    if len(set(names)) != len(names):
-        raise WorkflowConfigError(f"config key 'gauss_newton.damping' lists a value twice: {names}")
-    for index, value in enumerate(cfg["gauss_newton"]["damping"]):
-        if value * cfg["gauss_newton"]["time"] > steps:
+    damped = cfg["gauss_newton"]
+    for index, period in enumerate(damped["K"]):
+        if damped["steps"] % period:
             raise WorkflowConfigError(
-                f"config key 'gauss_newton.damping[{index}]' = {value} needs {value} x 'gauss_newton.time' outer "
-                f"steps, more than the K = 1 run's 'training.steps' = {steps}: lower it or the time"
+                f"config key 'gauss_newton.K[{index}]' = {period} must divide 'gauss_newton.steps' = "
+                f"{damped['steps']}: iterative linearisation then makes exactly T/K rounds, as many as the "
+                "damped method, and both run for the same time ηT"
+            )
+    if None not in (damped["batch_size"], damped["train_size"]) and damped["batch_size"] > damped["train_size"]:
+        raise WorkflowConfigError(
+            f"config key 'gauss_newton.batch_size' = {damped['batch_size']} exceeds 'gauss_newton.train_size' = "
+            f"{damped['train_size']}"
+        )
+    for index, step in enumerate(cfg["kernel_regression"]["compare_steps"]):
+        if step >= cfg["kernel_regression"]["steps"]:
+            raise WorkflowConfigError(
+                f"config key 'kernel_regression.compare_steps[{index}]' = {step} must lie below "
+                f"'kernel_regression.steps' = {cfg['kernel_regression']['steps']} (the last step is always compared)"
             )
     for figure, stage in (("gauss_newton_damping", "gauss_newton"), ("kernel_regression", "kernel_regression")):
         if figure in cfg["figures"] and not cfg[stage]["models"]:
@@ -219,14 +224,13 @@ SWITCH_SCHEDULES = [
 TWINS = {twin_label(label): label for label in config["deep_linear"]["models"]}
 
 
-DAMPINGS = {damping_name(value): value for value in config["gauss_newton"]["damping"]}
-GAUSS_NEWTON_RUN = "{dataset}/{model}/lambda{damping}/seed{seed}"
+GAUSS_NEWTON_RUN = "{dataset}/{model}/{loss}/seed{seed}"
 KERNEL_REGRESSION_RUN = "{dataset}/{model}/seed{seed}"
 
 
 wildcard_constraints:
     dataset=alternatives([DATASET]),
-    damping=alternatives(DAMPINGS),
+    loss=alternatives(config["gauss_newton"]["losses"]),
     model=alternatives(list(config["models"]) + list(TWINS)),
     schedule=alternatives(SWEEP_SCHEDULES + SWITCH_SCHEDULES),
     seed=alternatives(config["seeds"]),
@@ -248,9 +252,9 @@ SWEEP_RUNS = run_paths(config["models"], SWEEP_SCHEDULES)
 SWITCH_RUNS = run_paths(config["switch"]["models"], SWITCH_SCHEDULES)
 TWIN_RUNS = run_paths(TWINS, [schedule_name(1)])
 GAUSS_NEWTON_RUNS = [
-    GAUSS_NEWTON_RUN.format(dataset=DATASET, model=model, damping=damping, seed=seed)
+    GAUSS_NEWTON_RUN.format(dataset=DATASET, model=model, loss=loss, seed=seed)
     for model in config["gauss_newton"]["models"]
-    for damping in DAMPINGS
+    for loss in config["gauss_newton"]["losses"]
     for seed in config["seeds"]
 ]
 KERNEL_REGRESSION_RUNS = [
@@ -281,9 +285,13 @@ def all_targets():
 
 def measurement_tables():
     """The tables of the optional stages the claims read, by name (empty when the stage has no models)."""
+    stages = {
+        "gauss_newton": "gauss_newton",
+        "gauss_newton_predictions": "gauss_newton",
+        "kernel_regression": "kernel_regression",
+    }
     return {
-        stage: f"results/tables/{stage}.parquet" if config[stage]["models"] else []
-        for stage in ("gauss_newton", "kernel_regression")
+        table: f"results/tables/{table}.parquet" if config[stage]["models"] else [] for table, stage in stages.items()
     }
 
 

@@ -22,6 +22,8 @@ FIGURE_OPTIONS = {
     "accuracy_vs_feature_updates": {"tolerance_pt": config["claims"]["C1"]["tolerance_pt"]},
     "linearise_after_t": {"tolerance_pt": config["claims"]["C4"]["tolerance_pt"]},
     "kernel_specialisation": {"twins": TWINS},
+    "gauss_newton_damping": {"tolerance_pt": config["claims"]["C5"]["tolerance_pt"]},
+    "kernel_regression": {"tolerance": config["claims"]["C6"]["max_difference"]},
 }
 
 

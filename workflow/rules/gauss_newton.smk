@@ -1,5 +1,6 @@
-"""Stage 3c (C5): damped Gauss-Newton runs over the config's λ grid, one job per (model, λ, seed),
-then one damping table that places the K sweep beside them at its effective damping 1/(ηK)."""
+"""Stage 3c (C5): iterative linearisation by plain gradient descent against damped Gauss-Newton at
+λ = 1/(ηK) and the same time ηT, one job per (model, loss, seed) running every K of the grid for both
+methods; then one table of both (and one of their test predictions, for the claims' bootstrap)."""
 
 
 rule gauss_newton:
@@ -8,7 +9,7 @@ rule gauss_newton:
         code=library_source("gauss_newton"),
     output:
         result=f"results/gauss_newton/{GAUSS_NEWTON_RUN}.parquet",
-        history=f"results/gauss_newton/{GAUSS_NEWTON_RUN}_history.parquet",
+        predictions=f"results/gauss_newton/{GAUSS_NEWTON_RUN}_predictions.parquet",
     log:
         f"results/logs/gauss_newton/{GAUSS_NEWTON_RUN}.log",
     benchmark:
@@ -21,16 +22,18 @@ rule gauss_newton:
         gpu=config["resources"]["gpu"],
     params:
         model=lambda wildcards: model_spec(wildcards.model),
-        damping=lambda wildcards: DAMPINGS[wildcards.damping],
-        time=config["gauss_newton"]["time"],
-        loss=config["training"]["loss"],
+        train_size=config["gauss_newton"]["train_size"],
+        steps=config["gauss_newton"]["steps"],
+        learning_rate=config["gauss_newton"]["learning_rate"],
+        periods=config["gauss_newton"]["K"],
         batch_size=config["gauss_newton"]["batch_size"],
-        step_size=config["gauss_newton"]["step_size"],
         cg_tolerance=config["gauss_newton"]["cg_tolerance"],
         cg_max_iterations=config["gauss_newton"]["cg_max_iterations"],
+        newton_tolerance=config["gauss_newton"]["newton_tolerance"],
+        newton_max_steps=config["gauss_newton"]["newton_max_steps"],
         probe_size=config["ntk"]["probe_size"],
         probe_seed=config["ntk"]["probe_seed"],
-        # λ is traced: every run of a model compiles the same step, once.
+        # K and λ are traced: every period of a job runs the same two compiled programs.
         compilation_cache="results/jax_cache",
     script:
         "../scripts/gauss_newton.py"
@@ -39,20 +42,15 @@ rule gauss_newton:
 rule aggregate_gauss_newton:
     input:
         runs=[f"results/gauss_newton/{run}.parquet" for run in GAUSS_NEWTON_RUNS],
-        metrics="results/tables/metrics_sweep.parquet",
-        ntk="results/tables/ntk.parquet",
-        code=library_source("gauss_newton"),
+        predictions=[f"results/gauss_newton/{run}_predictions.parquet" for run in GAUSS_NEWTON_RUNS],
+        code=library_source("tables"),
     output:
         table="results/tables/gauss_newton.parquet",
+        predictions="results/tables/gauss_newton_predictions.parquet",
     log:
         "results/logs/aggregate/gauss_newton.log",
     benchmark:
         "results/benchmarks/aggregate/gauss_newton.tsv"
     localrule: True
-    params:
-        learning_rate=config["training"]["optimizer"]["learning_rate"],
-        models=config["gauss_newton"]["models"],
-        # the Gauss-Newton runs see no augmentation: compare them with the K-runs that saw none either
-        variants=[label for label, variant in config["variants"].items() if not variant["augment"]],
     script:
         "../scripts/aggregate_gauss_newton.py"

@@ -1,5 +1,6 @@
-"""Stage 3d (C6): K = ∞ trained by full-batch gradient descent on MSE against NTK kernel regression,
-one job per (model, seed), then one table of both predictors on every test example."""
+"""Stage 3d (C6): K = ∞ trained by full-batch gradient descent on MSE (float64) against the closed form of
+its outputs at every compared step and against kernel regression (t → ∞), one job per (model, seed), then
+one table of both on every test example."""
 
 
 rule kernel_regression_run:
@@ -21,10 +22,9 @@ rule kernel_regression_run:
     params:
         model=lambda wildcards: model_spec(wildcards.model),
         train_size=config["kernel_regression"]["train_size"],
-        kernel=config["kernel_regression"]["kernel"],
         steps=config["kernel_regression"]["steps"],
         learning_rate=config["kernel_regression"]["learning_rate"],
-        jitter=config["kernel_regression"]["jitter"],
+        compare_steps=config["kernel_regression"]["compare_steps"],
         compilation_cache="results/jax_cache",
     script:
         "../scripts/kernel_regression.py"

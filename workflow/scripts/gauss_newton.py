@@ -1,4 +1,4 @@
-"""Snakemake adapter: one damped Gauss-Newton run (itlin.gauss_newton.run) and its per-step history."""
+"""Snakemake adapter: one C5 job (itlin.gauss_newton.run): every period K of one loss and seed, both methods."""
 
 import os
 import sys
@@ -15,14 +15,14 @@ from itlin import gauss_newton, tables  # noqa: E402
 from itlin.train import configure_logging  # noqa: E402
 
 configure_logging()
-damping = snakemake.params.damping
-result, history = gauss_newton.run(
-    data_path=Path(snakemake.input.data), model=snakemake.params.model, seed=int(snakemake.wildcards.seed),
-    damping=damping, outer_steps=gauss_newton.outer_steps(damping, snakemake.params.time),
-    loss=snakemake.params.loss, batch_size=snakemake.params.batch_size, step_size=snakemake.params.step_size,
-    tolerance=snakemake.params.cg_tolerance, max_iterations=snakemake.params.cg_max_iterations,
-    probe_size=snakemake.params.probe_size, probe_seed=snakemake.params.probe_seed,
+params = snakemake.params
+summary, predictions = gauss_newton.run(
+    data_path=Path(snakemake.input.data), model=params.model, seed=int(snakemake.wildcards.seed),
+    loss=snakemake.wildcards.loss, learning_rate=params.learning_rate, steps=params.steps, periods=params.periods,
+    train_size=params.train_size, batch_size=params.batch_size, cg_tolerance=params.cg_tolerance,
+    cg_max_iterations=params.cg_max_iterations, newton_tolerance=params.newton_tolerance,
+    newton_max_steps=params.newton_max_steps, probe_size=params.probe_size, probe_seed=params.probe_seed,
 )
-tables.write_gauss_newton(result, Path(snakemake.output.result))
-history.to_parquet(snakemake.output.history, index=False)
-print(result.to_string())
+tables.write_gauss_newton(summary, Path(snakemake.output.result))
+tables.write_gauss_newton_predictions(predictions, Path(snakemake.output.predictions))
+print(summary.to_string())

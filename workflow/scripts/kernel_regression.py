@@ -1,4 +1,4 @@
-"""Snakemake adapter: K = ∞ by full-batch GD on MSE against kernel regression (itlin.kernel_regression.run)."""
+"""Snakemake adapter: K = ∞ by full-batch GD on MSE against its closed form (itlin.kernel_regression.run)."""
 
 import os
 import sys
@@ -17,8 +17,8 @@ from itlin.train import configure_logging  # noqa: E402
 configure_logging()
 predictions = kernel_regression.run(
     data_path=Path(snakemake.input.data), model=snakemake.params.model, seed=int(snakemake.wildcards.seed),
-    train_size=snakemake.params.train_size, kind=snakemake.params.kernel, steps=snakemake.params.steps,
-    learning_rate=snakemake.params.learning_rate, jitter=snakemake.params.jitter,
+    train_size=snakemake.params.train_size, steps=snakemake.params.steps,
+    learning_rate=snakemake.params.learning_rate, compare_steps=snakemake.params.compare_steps,
 )
 tables.write_kernel_regression(predictions, Path(snakemake.output[0]))
 print(f"{len(predictions)} rows -> {snakemake.output[0]}")
