@@ -98,7 +98,7 @@ def test_proximal_round_converges_to_the_damped_gauss_newton_step(problem, run_c
     steps = 400  # contraction at least 1 - damping * rate = 5/6 per step: far below float32 rounding
     config = train.RunConfig.from_dict(run_config(
         K=steps, steps=steps, batch_size=N_EXAMPLES, loss="mse", proximal_damping=float(damping), scan_steps=steps,
-        eval_every=steps, checkpoint_every=steps,
+        eval_every=steps, checkpoint_every=steps, velocity_interval=steps,
         optimizer={"name": "sgd", "learning_rate": float(rate), "momentum": 0.0, "schedule": "constant"}))
     trainer = train.Trainer(config, model)
     state = trainer.run_block(trainer.init_state(), train.TrainData(x, y), trainer.schedule())
@@ -130,7 +130,7 @@ def test_K_gradient_steps_on_the_linearised_mse_apply_the_spectral_filter(proble
     curvature, basis = np.linalg.eigh(jacobian.T @ jacobian / N_EXAMPLES)
     rate, K = 0.5 / curvature[-1], 30
     config = train.RunConfig.from_dict(run_config(
-        K=K, steps=K, batch_size=N_EXAMPLES, loss="mse", scan_steps=K, eval_every=K, checkpoint_every=K,
+        K=K, steps=K, batch_size=N_EXAMPLES, loss="mse", scan_steps=K, eval_every=K, checkpoint_every=K, velocity_interval=K,
         optimizer={"name": "sgd", "learning_rate": float(rate), "momentum": 0.0, "schedule": "constant"}))
     trainer = train.Trainer(config, model)
     state = trainer.run_block(trainer.init_state(), train.TrainData(x, y), trainer.schedule())

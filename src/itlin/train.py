@@ -114,8 +114,8 @@ class RunConfig:
         require(isinstance(self.augment, bool), "augment", f"must be true or false, got {self.augment!r}")
         require(self.switch_step is None or integer(self.switch_step), "switch_step",
                 f"must be null or an integer, got {self.switch_step!r}")
-        require(integer(self.velocity_interval) and 0 < self.velocity_interval < self.steps, "velocity_interval",
-                f"must be an integer in (0, steps={self.steps}), got {self.velocity_interval!r}")
+        require(integer(self.velocity_interval) and self.velocity_interval > 0, "velocity_interval",
+                f"must be an integer > 0 (one at least steps={self.steps} saves no pairs), got {self.velocity_interval!r}")
         for key in ("eval_every", "checkpoint_every", "steps", "velocity_interval"):
             require(getattr(self, key) % self.scan_steps == 0, key,
                     f"must be a multiple of scan_steps ({self.scan_steps})")
