@@ -23,9 +23,9 @@ from pathlib import Path
 
 import jax
 
-from bench import common, compilation, cost, ntk, pipeline, steps
+from bench import common, compilation, cost, memory, ntk, pipeline, steps
 
-BENCHMARKS = ("steps", "compile", "ntk", "dag", "pipeline", "cost")
+BENCHMARKS = ("steps", "compile", "ntk", "dag", "pipeline", "cost", "memory")
 CPU_SIZES = dict(batch=[32, 128], block=2, repeats=3, data_size=1024, resnet_width=16, compile_batch=16,
                  compile_block=2, ntk_n=[20], ntk_width=16)
 GPU_SIZES = dict(batch=[128], block=None, repeats=5, data_size=50_000, resnet_width=None, compile_batch=128,
@@ -207,8 +207,27 @@ def show_cost(section: dict, markdown: bool) -> None:
              else " Not even at the full TF32 peak."))
 
 
+def run_memory(args, config: dict) -> dict:
+    """The ``memory`` section: the planned device and host memory of every GPU job of ``--config``."""
+    return memory.plan(config) | dict(config=_relative(args.config))
+
+
+def show_memory(section: dict, markdown: bool) -> None:
+    """Print the ``memory`` tables and whether every job fits an H100 with the margin."""
+    show(f"Device memory of {section['config']}'s GPU jobs as XLA plans their programs ({section['backend']} "
+         "backend)", section["rows"], memory.TABLE, markdown)
+    show(f"Per job: planned device peak; host arrays and the mem_mb they need (x{section['host_headroom']:g}, "
+         f"with {section['runtime_host_gb']:g} GB for the process itself)", section["jobs"], memory.JOBS_TABLE, markdown)
+    fits = all(job["fits"] for job in section["jobs"])
+    print(f"Largest planned peak {section['largest_peak_gb']:.1f} GB: "
+          + ("every job fits" if fits else "NOT every job fits")
+          + f" within {section['margin']:.0%} of an {section['h100_gb']:g} GB H100, and within the "
+            f"{section['preallocated_gb']:g} GB JAX reserves by default.")
+
+
 RUNNERS = {"steps": (run_steps, show_steps), "compile": (run_compile, show_compile), "ntk": (run_ntk, show_ntk),
-           "dag": (run_dag, show_dag), "pipeline": (run_pipeline, show_pipeline), "cost": (run_cost, show_cost)}
+           "dag": (run_dag, show_dag), "pipeline": (run_pipeline, show_pipeline), "cost": (run_cost, show_cost),
+           "memory": (run_memory, show_memory)}
 
 
 def main(argv: list[str] | None = None) -> int:

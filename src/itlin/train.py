@@ -316,11 +316,13 @@ class Trainer:
         )
 
     def _evaluate(self, params, params_lin, x: jax.Array, y: jax.Array) -> jax.Array:
-        """Per-example (loss, correct) of f_lin and f at the same θ: shape (2 evaluators, 2, n)."""
+        """Per-example (loss, correct) of f_lin and f at the same θ: shape (2 evaluators, 2, n), in
+        chunks of at most ``EVAL_CHUNK`` examples (a smaller set is one chunk, never padded to it)."""
         n = x.shape[0]
-        padded = -(-n // EVAL_CHUNK) * EVAL_CHUNK
-        x = jnp.pad(x, [(0, padded - n)] + [(0, 0)] * (x.ndim - 1)).reshape(-1, EVAL_CHUNK, *x.shape[1:])
-        y = jnp.pad(y, (0, padded - n)).reshape(-1, EVAL_CHUNK)
+        size = min(n, EVAL_CHUNK)
+        padded = -(-n // size) * size
+        x = jnp.pad(x, [(0, padded - n)] + [(0, 0)] * (x.ndim - 1)).reshape(-1, size, *x.shape[1:])
+        y = jnp.pad(y, (0, padded - n)).reshape(-1, size)
 
         def chunk(batch):
             xb, yb = batch
@@ -329,7 +331,7 @@ class Trainer:
                 out.append(jnp.stack([self.loss(logits, yb), (logits.argmax(-1) == yb).astype(jnp.float32)]))
             return jnp.stack(out)
 
-        per_example = jax.lax.map(chunk, (x, y))  # (chunks, 2, 2, EVAL_CHUNK)
+        per_example = jax.lax.map(chunk, (x, y))  # (chunks, 2, 2, size)
         return jnp.moveaxis(per_example, 0, 2).reshape(2, 2, padded)[..., :n]
 
 
