@@ -152,21 +152,36 @@ def ntk_kernel_flops(model, spec: ModelSpec, n: int, *, kind: str = "per_class",
     return ntk_plan(model, spec, n, kind=kind, n2=n2).flops
 
 
+def gpu_rows(results: dict | None) -> list[dict]:
+    """The per-model rows of a results file's ``gpu`` section (``python -m bench gpu``), measured on an
+    accelerator at full size (none from a CPU or from ``--smoke``)."""
+    if not results or results.get("device", {}).get("platform") == "cpu":
+        return []
+    section = results.get("sections", {}).get("gpu", {})
+    return [] if section.get("smoke", True) else section.get("rows", [])
+
+
+def _matches(row: dict, spec: ModelSpec) -> bool:
+    return (row["architecture"], row["kwargs"], tuple(row["input_shape"])) == (spec.name, spec.kwargs, spec.input_shape)
+
+
 def measured_steps(results: dict | None, spec: ModelSpec, batch: int) -> dict | None:
-    """The step row of ``spec`` at ``batch`` in a results file from a GPU, if there is one."""
+    """The step times of ``spec`` at ``batch`` in a results file from a GPU, if there are some: the
+    ``gpu`` section's (the block programs as the pipeline runs them), else the ``steps`` section's."""
     if not results or results.get("device", {}).get("platform") == "cpu":
         return None
-    for row in results.get("sections", {}).get("steps", {}).get("rows", []):
-        if (row["architecture"], row["kwargs"], row["batch"], tuple(row["input_shape"])) == (
-                spec.name, spec.kwargs, batch, spec.input_shape):
-            return row
-    return None
+    rows = gpu_rows(results) + results.get("sections", {}).get("steps", {}).get("rows", [])
+    return next((row for row in rows if _matches(row, spec) and row["batch"] == batch), None)
 
 
 def measured_ntk_seconds(results: dict | None, spec: ModelSpec, n: int) -> float | None:
-    """Seconds of one NTK of ``spec`` on n probes, scaled by n² from the largest measured size on a GPU."""
+    """Seconds of one NTK of ``spec`` on n probes on a GPU, scaled by n² from the ``gpu`` section's
+    per-class kernel, else from the largest size of the ``ntk`` section."""
     if not results or results.get("device", {}).get("platform") == "cpu":
         return None
+    row = next((row for row in gpu_rows(results) if _matches(row, spec)), None)
+    if row:
+        return row["ntk_s"] * (n / row["ntk_n"]) ** 2
     section = results.get("sections", {}).get("ntk", {})
     if section.get("kwargs") != spec.kwargs or tuple(section.get("input_shape", ())) != spec.input_shape:
         return None
