@@ -29,7 +29,8 @@ def trainer_for(config: dict, block_mode: str | None = None) -> tuple[train.Trai
     dataset = data.load(run_config.data)
     model = models.from_spec(run_config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
                              seed=run_config.seed)
-    return train.Trainer(run_config, model, block_mode), train.TrainData(jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train))
+    train_data = train.TrainData(jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train))
+    return train.Trainer(run_config, model, block_mode), train_data
 
 
 def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):

@@ -3,11 +3,12 @@
 The hot path is a block of ``scan_steps`` steps of the linearised model, run as one jitted
 ``jax.lax.scan`` on accelerators and as the jitted step dispatched ``scan_steps`` times on the CPU
 (``block_runner``; either on request); the schedule (K, switch step), the seed and the
-optimiser-reset flag are traced values, so one compiled program serves every schedule of a model. K = 1 blocks (also a switch run's blocks
-that end by its switch step), where every step re-linearises, run a second program that takes
-f's own gradient, equal to f_lin's at θ = θ_lin but at the cost of a standard step. The host
-only intervenes between blocks: to evaluate, to save snapshots of θ and θ_lin, and to write
-Orbax checkpoints into a scratch folder from which a killed run resumes.
+optimiser-reset flag are traced values, so one compiled program serves every schedule of a model.
+K = 1 blocks (also a switch run's blocks that end by its switch step), where every step
+re-linearises, run a second program that takes f's own gradient, equal to f_lin's at θ = θ_lin but
+at the cost of a standard step. The host only intervenes between blocks: to evaluate, to save
+snapshots of θ and θ_lin, and to write Orbax checkpoints into a scratch folder from which a killed
+run resumes.
 """
 
 from __future__ import annotations
