@@ -163,3 +163,16 @@ def test_the_gpu_script_runs_at_smoke_sizes(tmp_path):
         for key in ("standard_ms", "linearised_ms", "ntk_s", "gauss_newton_s", "regression_s", "test_kernel_s"):
             assert row[key] > 0, key
     assert section["projection"]["stages"][-1]["stage"] == "total" and section["projection"]["total_hours"] > 0
+
+
+def test_the_gpu_sections_times_price_the_paper_unless_smoke():
+    """``python -m bench cost`` takes the step and NTK times of a GPU results file's ``gpu`` section
+    (``python -m bench gpu``), but never those of its smoke form."""
+    spec = common.ModelSpec("cnn", "cnn", {"depth": 4, "width": 64})
+    row = dict(model="cnn", architecture="cnn", kwargs={"depth": 4, "width": 64}, input_shape=[32, 32, 3], batch=128,
+               standard_ms=1.0, linearised_ms=1.5, ntk_n=100, ntk_s=2.0)
+    results = {"device": {"platform": "gpu"}, "sections": {"gpu": {"smoke": False, "rows": [row]}}}
+    assert cost.measured_steps(results, spec, 128) == row
+    assert cost.measured_ntk_seconds(results, spec, 500) == pytest.approx(2.0 * 25)
+    results["sections"]["gpu"]["smoke"] = True
+    assert cost.measured_steps(results, spec, 128) is None and cost.measured_ntk_seconds(results, spec, 500) is None
