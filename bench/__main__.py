@@ -5,12 +5,16 @@
     python -m bench --full               # sized for a GPU: the paper's models at full width, batch 128
     python -m bench steps ntk --full     # some benchmarks (each rewrites its own section of the file)
     python -m bench cost                 # the paper's H100-hours (uses a GPU results file if there is one)
+    python -m bench memory               # the planned device and host memory of every GPU job of the paper
+    python -m bench gpu                  # on a GPU: the paper's programs timed, the H100-hours projected
+    python -m bench gpu --smoke          # the same at tiny sizes, on any machine
     python -m bench report --markdown    # print the tables of a results file again
 
 Benchmarks: ``steps`` (linearised against standard step, K = 1 against a plain Flax step), ``compile``
 (compile time, two block programs for every K, no host transfer, donation, the persistent cache across
 jobs), ``ntk`` (NTK throughput), ``dag`` (DAG build time of config/paper.yaml), ``pipeline`` (the
-default pipeline end to end, in a temporary copy), ``cost`` (the paper's GPU-hours).
+default pipeline end to end, in a temporary copy), ``cost`` (the paper's GPU-hours), ``memory`` (the
+planned memory of every GPU job of the paper), ``gpu`` (only when named: the first run on a GPU).
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ from pathlib import Path
 
 import jax
 
-from bench import common, compilation, cost, ntk, pipeline, steps
+from bench import common, compilation, cost, gpu, memory, ntk, pipeline, steps
 
-BENCHMARKS = ("steps", "compile", "ntk", "dag", "pipeline", "cost")
+BENCHMARKS = ("steps", "compile", "ntk", "dag", "pipeline", "cost", "memory", "gpu")
+ON_REQUEST = ("gpu",)
+"""Run only when named: ``gpu`` takes the paper's sizes, for an accelerator (``--smoke``: tiny sizes)."""
 CPU_SIZES = dict(batch=[32, 128], block=2, repeats=3, data_size=1024, resnet_width=16, compile_batch=16,
                  compile_block=2, ntk_n=[20], ntk_width=16)
 GPU_SIZES = dict(batch=[128], block=None, repeats=5, data_size=50_000, resnet_width=None, compile_batch=128,
@@ -63,6 +69,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--measured", type=Path,
                         help="cost: a GPU results file whose step times replace FLOP estimates "
                              "(default: bench/results/*h100*.json if there is one)")
+    parser.add_argument("--smoke", action="store_true", help="gpu: every stage at tiny sizes (bench.gpu.SMOKE), "
+                                                             "to check on any machine that the script runs")
     parser.add_argument("--markdown", action="store_true", help="print tables as Markdown")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.benchmarks) - {*BENCHMARKS, "report"})
@@ -73,7 +81,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     args.bfloat16 = args.bfloat16 or args.full
-    args.benchmarks = [name for name in (args.benchmarks or BENCHMARKS) if name not in args.skip]
+    args.benchmarks = [name for name in (args.benchmarks or [name for name in BENCHMARKS if name not in ON_REQUEST])
+                       if name not in args.skip]
+    if "gpu" in args.benchmarks and not args.smoke and jax.default_backend() == "cpu":
+        parser.error("gpu takes the paper's sizes and needs an accelerator; --smoke runs it at tiny sizes on the CPU")
     return args
 
 
@@ -207,8 +218,41 @@ def show_cost(section: dict, markdown: bool) -> None:
              else " Not even at the full TF32 peak."))
 
 
+def run_memory(args, config: dict) -> dict:
+    """The ``memory`` section: the planned device and host memory of every GPU job of ``--config``."""
+    return memory.plan(config) | dict(config=_relative(args.config))
+
+
+def show_memory(section: dict, markdown: bool) -> None:
+    """Print the ``memory`` tables and whether every job fits an H100 with the margin."""
+    show(f"Device memory of {section['config']}'s GPU jobs as XLA plans their programs ({section['backend']} "
+         "backend)", section["rows"], memory.TABLE, markdown)
+    show(f"Per job: planned device peak; host arrays and the mem_mb they need (x{section['host_headroom']:g}, "
+         f"with {section['runtime_host_gb']:g} GB for the process itself)", section["jobs"], memory.JOBS_TABLE, markdown)
+    fits = all(job["fits"] for job in section["jobs"])
+    print(f"Largest planned peak {section['largest_peak_gb']:.1f} GB: "
+          + ("every job fits" if fits else "NOT every job fits")
+          + f" within {section['margin']:.0%} of an {section['h100_gb']:g} GB H100, and within the "
+            f"{section['preallocated_gb']:g} GB JAX reserves by default.")
+
+
+def run_gpu(args, config: dict) -> dict:
+    """The ``gpu`` section: every program of the paper per model, timed, and the projected H100-hours."""
+    return gpu.measure(config, gpu.SMOKE if args.smoke else gpu.Sizes(), log=lambda line: print(line, flush=True))
+
+
+def show_gpu(section: dict, markdown: bool) -> None:
+    """Print the ``gpu`` tables: per-model times and memory, the projected H100-hours."""
+    show("Per model: step ms (median of the timed blocks), compile s, NTK, Gauss-Newton and kernel regression s"
+         + (" (SMOKE sizes: not a measurement)" if section["smoke"] else ""), section["rows"], gpu.TABLE, markdown)
+    show("H100-hours projected from these times (bench.cost)", section["projection"]["stages"], cost.STAGES_TABLE,
+         markdown)
+    print(f"Took {section['seconds']:.0f} s; maximum resident host memory {section['max_rss_gb']:.1f} GB.")
+
+
 RUNNERS = {"steps": (run_steps, show_steps), "compile": (run_compile, show_compile), "ntk": (run_ntk, show_ntk),
-           "dag": (run_dag, show_dag), "pipeline": (run_pipeline, show_pipeline), "cost": (run_cost, show_cost)}
+           "dag": (run_dag, show_dag), "pipeline": (run_pipeline, show_pipeline), "cost": (run_cost, show_cost),
+           "memory": (run_memory, show_memory), "gpu": (run_gpu, show_gpu)}
 
 
 def main(argv: list[str] | None = None) -> int:

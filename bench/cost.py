@@ -130,34 +130,68 @@ def model_work(spec: ModelSpec, config: dict, results: dict | None) -> ModelWork
                      measured_ntk_s=measured_ntk_seconds(results, spec, probe_size))
 
 
-def ntk_kernel_flops(model, spec: ModelSpec, n: int, *, kind: str = "per_class", n2: int | None = None) -> float:
-    """FLOPs of one NTK of ``kind`` on n probes (or n × n2) by ``itlin.ntk``'s cost model, with the
-    cheaper strategy at its chunk size under the H100's memory budget."""
+class NtkPlan(NamedTuple):
+    """How ``itlin.ntk.empirical_ntk`` computes one kernel on an H100: strategy, chunk size, FLOPs."""
+
+    strategy: str
+    chunk_size: int
+    flops: float
+
+
+def ntk_plan(model, spec: ModelSpec, n: int, *, kind: str = "per_class", n2: int | None = None,
+             strategy: str = "auto", chunk_size: int | None = None) -> NtkPlan:
+    """One NTK of ``kind`` on n probes (or n × n2) as ``empirical_ntk`` plans it under the H100's
+    memory budget: the given strategy and chunk size, else (``auto``, None) the cheaper strategy by
+    ``itlin.ntk``'s cost model, at its automatic chunk size."""
     profile = ntk.profile_model(model.apply, model.params, jnp.zeros((1, *spec.input_shape)))
     budget = ntk.JACOBIAN_MEMORY_FRACTION * H100_MEMORY_BYTES
     symmetric = n2 is None
     n2 = n if symmetric else n2
-    return min(ntk.estimate_costs(profile, n1=n, n2=n2, kind=kind, symmetric=symmetric,
-                                  chunk_size=ntk.auto_chunk_size(profile, strategy, n=max(n, n2),
-                                                                 budget_bytes=budget))[strategy].flops
-               for strategy in ntk.STRATEGIES)
+    plans = []
+    for candidate in ntk.STRATEGIES if strategy == "auto" else [strategy]:
+        chunk = chunk_size or ntk.auto_chunk_size(profile, candidate, n=max(n, n2), budget_bytes=budget)
+        flops = ntk.estimate_costs(profile, n1=n, n2=n2, kind=kind, symmetric=symmetric,
+                                   chunk_size=chunk)[candidate].flops
+        plans.append(NtkPlan(candidate, chunk, flops))
+    return min(plans, key=lambda plan: plan.flops)
+
+
+def ntk_kernel_flops(model, spec: ModelSpec, n: int, *, kind: str = "per_class", n2: int | None = None) -> float:
+    """FLOPs of one NTK of ``kind`` on n probes (or n × n2) by ``itlin.ntk``'s cost model, with the
+    cheaper strategy at its chunk size under the H100's memory budget."""
+    return ntk_plan(model, spec, n, kind=kind, n2=n2).flops
+
+
+def gpu_rows(results: dict | None) -> list[dict]:
+    """The per-model rows of a results file's ``gpu`` section (``python -m bench gpu``), measured on an
+    accelerator at full size (none from a CPU or from ``--smoke``)."""
+    if not results or results.get("device", {}).get("platform") == "cpu":
+        return []
+    section = results.get("sections", {}).get("gpu", {})
+    return [] if section.get("smoke", True) else section.get("rows", [])
+
+
+def _matches(row: dict, spec: ModelSpec) -> bool:
+    return (row["architecture"], row["kwargs"], tuple(row["input_shape"])) == (spec.name, spec.kwargs, spec.input_shape)
 
 
 def measured_steps(results: dict | None, spec: ModelSpec, batch: int) -> dict | None:
-    """The step row of ``spec`` at ``batch`` in a results file from a GPU, if there is one."""
+    """The step times of ``spec`` at ``batch`` in a results file from a GPU, if there are some: the
+    ``gpu`` section's (the block programs as the pipeline runs them), else the ``steps`` section's."""
     if not results or results.get("device", {}).get("platform") == "cpu":
         return None
-    for row in results.get("sections", {}).get("steps", {}).get("rows", []):
-        if (row["architecture"], row["kwargs"], row["batch"], tuple(row["input_shape"])) == (
-                spec.name, spec.kwargs, batch, spec.input_shape):
-            return row
-    return None
+    rows = gpu_rows(results) + results.get("sections", {}).get("steps", {}).get("rows", [])
+    return next((row for row in rows if _matches(row, spec) and row["batch"] == batch), None)
 
 
 def measured_ntk_seconds(results: dict | None, spec: ModelSpec, n: int) -> float | None:
-    """Seconds of one NTK of ``spec`` on n probes, scaled by n² from the largest measured size on a GPU."""
+    """Seconds of one NTK of ``spec`` on n probes on a GPU, scaled by n² from the ``gpu`` section's
+    per-class kernel, else from the largest size of the ``ntk`` section."""
     if not results or results.get("device", {}).get("platform") == "cpu":
         return None
+    row = next((row for row in gpu_rows(results) if _matches(row, spec)), None)
+    if row:
+        return row["ntk_s"] * (n / row["ntk_n"]) ** 2
     section = results.get("sections", {}).get("ntk", {})
     if section.get("kwargs") != spec.kwargs or tuple(section.get("input_shape", ())) != spec.input_shape:
         return None

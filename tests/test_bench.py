@@ -3,6 +3,7 @@
 step, optimiser reset, seed), a block makes no host transfer and donates the state it is given;
 and the pieces of the paper's cost estimate."""
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import yaml
 REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))  # bench/ is a folder of the repository, not part of the installed package
 
-from bench import common, compilation, cost, pipeline  # noqa: E402
+from bench import common, compilation, cost, gpu, memory, pipeline  # noqa: E402
 from itlin import train  # noqa: E402
 
 TINY_MLP = common.ModelSpec("mlp", "mlp", {"depth": 1, "width": 16}, common.DIGITS_SHAPE)
@@ -120,3 +121,58 @@ def test_measured_step_and_ntk_times_replace_flop_estimates():
     estimated = cost.model_costs(work._replace(measured_steps=None, measured_ntk_s=None), assumptions)
     assert estimated.standard_step == pytest.approx(1e12 / assumptions.training_flops_per_s)
     assert estimated.ntk_kernel == pytest.approx(1e12 / assumptions.ntk_flops_per_s)
+
+
+def test_program_bytes_counts_arguments_outputs_temporaries_and_donation():
+    """XLA's plan of x ↦ x + 1 on 1M floats: argument and output, 4 MB each; a donated argument is
+    the output's buffer (4 MB in all); lowered from abstract shapes, nothing allocated."""
+    x = jax.ShapeDtypeStruct((1_000_000,), "float32")
+    assert memory.program_bytes(jax.jit(lambda v: v + 1).lower(x)) == 8_000_000
+    assert memory.program_bytes(jax.jit(lambda v: v + 1, donate_argnums=0).lower(x)) == 4_000_000
+
+
+@pytest.mark.slow
+def test_every_gpu_job_of_the_paper_fits_an_h100_and_its_mem_mb():
+    """Every GPU job of config/paper.yaml (training blocks scanned at batch 128 and evaluation, NTK at the
+    configured probe size and chunking, Gauss-Newton at its batch, kernel regression): XLA's planned
+    peak within memory.MARGIN of an 80 GB H100; each model's mem_mb at least what its jobs' host arrays
+    need."""
+    config = common.paper_config()
+    planned = memory.plan(config)
+    expected = {("train", label) for label in config["models"]} | {("measure_ntk", label) for label in config["models"]}
+    expected |= {(stage, label) for stage in ("gauss_newton", "kernel_regression") for label in config[stage]["models"]}
+    assert {(job["stage"], job["model"]) for job in planned["jobs"]} == expected
+    for job in planned["jobs"]:
+        assert job["peak_gb"] * 1e9 <= memory.MARGIN * cost.H100_MEMORY_BYTES, job
+        assert job["mem_mb"] >= job["mem_mb_needed"], job
+
+
+def test_the_gpu_script_runs_at_smoke_sizes(tmp_path):
+    """``python -m bench gpu --smoke``: every stage of the first GPU run at tiny sizes (the cnn), the
+    projected hours and the results file; without ``--smoke`` a CPU is refused."""
+    from bench import __main__ as suite
+
+    with pytest.raises(SystemExit):
+        suite.parse(["gpu"])
+    results = tmp_path / "smoke.json"
+    assert suite.main(["gpu", "--smoke", "--results", str(results)]) == 0
+    section = json.loads(results.read_text())["sections"]["gpu"]
+    assert section["smoke"]
+    assert [row["model"] for row in section["rows"]] == list(gpu.SMOKE.models)
+    for row in section["rows"]:
+        for key in ("standard_ms", "linearised_ms", "ntk_s", "gauss_newton_s", "regression_s", "test_kernel_s"):
+            assert row[key] > 0, key
+    assert section["projection"]["stages"][-1]["stage"] == "total" and section["projection"]["total_hours"] > 0
+
+
+def test_the_gpu_sections_times_price_the_paper_unless_smoke():
+    """``python -m bench cost`` takes the step and NTK times of a GPU results file's ``gpu`` section
+    (``python -m bench gpu``), but never those of its smoke form."""
+    spec = common.ModelSpec("cnn", "cnn", {"depth": 4, "width": 64})
+    row = dict(model="cnn", architecture="cnn", kwargs={"depth": 4, "width": 64}, input_shape=[32, 32, 3], batch=128,
+               standard_ms=1.0, linearised_ms=1.5, ntk_n=100, ntk_s=2.0)
+    results = {"device": {"platform": "gpu"}, "sections": {"gpu": {"smoke": False, "rows": [row]}}}
+    assert cost.measured_steps(results, spec, 128) == row
+    assert cost.measured_ntk_seconds(results, spec, 500) == pytest.approx(2.0 * 25)
+    results["sections"]["gpu"]["smoke"] = True
+    assert cost.measured_steps(results, spec, 128) is None and cost.measured_ntk_seconds(results, spec, 500) is None

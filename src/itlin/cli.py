@@ -1,7 +1,7 @@
 """Command line: ``itlin prepare`` makes a dataset file, ``itlin train`` runs one run.
 
     python -m itlin prepare --dataset digits --out resources/data/digits.npz
-    python -m itlin train --config RUN.yaml --out results/runs/RUN [--scratch results/scratch/RUN]
+    python -m itlin train --config RUN.yaml --out results/runs/RUN [--scratch results/scratch/RUN] [--block-mode scan]
 
 ``--log FILE`` and ``--debug`` go before or after the command. A user error (an unknown dataset,
 a missing or invalid file) ends the command with one line on stderr and exit status 1; ``--debug``
@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--config", type=Path, required=True, help="run config YAML (see config/README.md)")
     train.add_argument("--out", type=Path, required=True, help="output folder: metrics.parquet, run.json, snapshots/")
     train.add_argument("--scratch", type=Path, help="checkpoint folder, kept outside the outputs (default OUT/scratch)")
+    train.add_argument("--block-mode", choices=("scan", "dispatch"),
+                       help="run each block of steps as one jax.lax.scan or step by step (default: scan on "
+                            "accelerators, dispatch on the CPU); results agree to float rounding")
 
     args = parser.parse_args(argv)
     from itlin.data import DataError
@@ -82,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
 
     config = training.load_config(args.config)  # a bad run config is a ValueError naming the key
     try:
-        status = training.run(config, args.out, args.scratch)
+        status = training.run(config, args.out, args.scratch, block_mode=args.block_mode)
     except training.Preempted as stop:
         log.warning("%s", stop)
         return 128 + signal.SIGTERM  # the shell's code for "ended by SIGTERM": a scheduler retries it

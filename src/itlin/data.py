@@ -79,9 +79,12 @@ def split_sizes(dataset: str, options: dict) -> SplitSizes:
     if unknown:
         raise DataError(f"{dataset}: unknown option(s) {sorted(unknown)}")
     options = defaults | dict(options)
-    if dataset == "cifar10":
+    if dataset == "cifar10":  # the official balanced split, or its class-balanced subsets n_train, n_test
         records = int(options["records_per_file"])
-        return SplitSizes(len(CIFAR10_TRAIN_FILES) * records, records, 10, len(CIFAR10_TRAIN_FILES) * records // 10)
+        train, test = len(CIFAR10_TRAIN_FILES) * records, records
+        train = train if options["n_train"] is None else min(train, int(options["n_train"]))
+        test = test if options["n_test"] is None else min(test, int(options["n_test"]))
+        return SplitSizes(train, test, 10, train // 10)
     if dataset == "synthetic":
         classes = int(options["num_classes"])
         for option in ("n_train", "n_test"):
@@ -128,8 +131,8 @@ def prepare(
     """Build `dataset`, normalise it with train statistics, write `out` (.npz) and its .json.
 
     `options` go to the dataset's builder (digits: test_fraction; cifar10: url, expected_size,
-    expected_md5, and records_per_file, which only tests of small archives change; synthetic:
-    n_train, n_test, image_size, channels, num_classes, noise).
+    expected_md5, and records_per_file, which only tests of small archives change, n_train, n_test;
+    synthetic: n_train, n_test, image_size, channels, num_classes, noise).
     Returns the metadata written to the .json file.
     """
     out = Path(out)
@@ -193,20 +196,39 @@ def _build_cifar10(
     *, seed: int, cache_dir: Path | None, url: str = CIFAR10_URL,
     expected_size: int = CIFAR10_SIZE, expected_md5: str = CIFAR10_MD5,
     records_per_file: int = CIFAR10_RECORDS_PER_FILE,
+    n_train: int | None = None, n_test: int | None = None,
 ):
-    """CIFAR-10 from its verified official archive (pixels scaled to [0, 1]); official split."""
+    """CIFAR-10 from its verified official archive (pixels scaled to [0, 1]); the official split.
+
+    ``expected_size``/``expected_md5`` name another archive in the official layout (tests build
+    one); ``n_train``/``n_test`` keep a class-balanced subset of a split (``probe_indices``, drawn
+    with ``seed``), so that the paper's pipeline can run on a fraction of the data in a test.
+    """
     archive = fetch_cifar10(
         cache_dir, url=url, expected_size=int(expected_size), expected_md5=expected_md5
     )
     x_train, y_train, x_test, y_test, class_names = read_cifar10(archive, records_per_file=int(records_per_file))
+    subsets = {name: int(size) for name, size in (("n_train", n_train), ("n_test", n_test)) if size is not None}
+    if "n_train" in subsets:
+        x_train, y_train = _subset(x_train, y_train, "n_train", subsets["n_train"], seed)
+    if "n_test" in subsets:
+        x_test, y_test = _subset(x_test, y_test, "n_test", subsets["n_test"], seed)
     meta = {
         "source": url,
         "checksum": f"md5:{expected_md5}",
-        "split_seed": None,  # the official train/test split; `seed` plays no part
-        "options": {},
+        "split_seed": seed if subsets else None,  # the official train/test split; `seed` draws subsets only
+        "options": subsets,
         "class_names": class_names,
     }
     return x_train / np.float32(255), y_train, x_test / np.float32(255), y_test, meta
+
+
+def _subset(images: np.ndarray, labels: np.ndarray, option: str, size: int, seed: int):
+    """A class-balanced subset of ``size`` examples (``probe_indices``); ``option`` names the size in errors."""
+    if not 1 <= size <= labels.size:
+        raise DataError(f"cifar10: option {option} = {size} must lie between 1 and {labels.size}")
+    keep = probe_indices(labels, size, seed=seed)
+    return images[keep], labels[keep]
 
 
 def _build_synthetic(

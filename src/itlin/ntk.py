@@ -306,9 +306,11 @@ def compiled_block_bytes(apply: Apply, params: Params, chunk: jax.Array, strateg
     """Peak bytes of one block of ``strategy`` on chunks like ``chunk``, as XLA plans the compiled
     pieces (``memory_analysis``: arguments, outputs and temporaries of each, the parameters
     counted once): the live Jacobian chunk(s) plus the larger working set of the next step.
-    Compiles the pieces, as ``empirical_ntk`` would, so measuring costs one compilation."""
+    Compiles the pieces, as ``empirical_ntk`` would, so measuring costs one compilation.
+    ``params`` and ``chunk`` may be abstract (``jax.ShapeDtypeStruct``s): nothing of the
+    chunk's or the Jacobian's size is allocated to plan them."""
     compiled = _compiled(apply)
-    chunk = jnp.asarray(chunk)
+    chunk = chunk if isinstance(chunk, jax.ShapeDtypeStruct) else jnp.asarray(chunk)
 
     def planned(function, *args, **static):
         memory = function.lower(*args, **static).compile().memory_analysis()

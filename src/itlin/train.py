@@ -1,12 +1,14 @@
 """One training run of iterative linearisation, from a run config to a folder of results.
 
-The hot path is a jitted ``jax.lax.scan`` over ``scan_steps`` steps of the linearised model;
-the schedule (K, switch step), the seed and the optimiser-reset flag are traced values, so
-one compiled program serves every schedule of a model. K = 1 blocks (also a switch run's blocks
-that end by its switch step), where every step re-linearises, run a second program that takes
-f's own gradient, equal to f_lin's at θ = θ_lin but at the cost of a standard step. The host
-only intervenes between blocks: to evaluate, to save snapshots of θ and θ_lin, and to write
-Orbax checkpoints into a scratch folder from which a killed run resumes.
+The hot path is a block of ``scan_steps`` steps of the linearised model, run as one jitted
+``jax.lax.scan`` on accelerators and as the jitted step dispatched ``scan_steps`` times on the CPU
+(``block_runner``; either on request); the schedule (K, switch step), the seed and the
+optimiser-reset flag are traced values, so one compiled program serves every schedule of a model.
+K = 1 blocks (also a switch run's blocks that end by its switch step), where every step
+re-linearises, run a second program that takes f's own gradient, equal to f_lin's at θ = θ_lin but
+at the cost of a standard step. The host only intervenes between blocks: to evaluate, to save
+snapshots of θ and θ_lin, and to write Orbax checkpoints into a scratch folder from which a killed
+run resumes.
 """
 
 from __future__ import annotations
@@ -215,15 +217,27 @@ def sample_batch(data: TrainData, step: jax.Array, seed: jax.Array, batch_size: 
     return x, y
 
 
-def block_runner(step: Callable, length: int) -> Callable:
+BLOCK_MODES = ("scan", "dispatch")
+
+
+def default_block_mode() -> str:
+    """The block program of the default backend: ``dispatch`` on the CPU, ``scan`` on accelerators."""
+    return "dispatch" if jax.default_backend() == "cpu" else "scan"
+
+
+def block_runner(step: Callable, length: int, mode: str | None = None) -> Callable:
     """``run(carry, *args)``: ``length`` applications of ``step(carry, *args) -> carry``, without host sync.
 
-    On accelerators this is one jitted ``jax.lax.scan``. On the CPU backend the jitted step is
-    dispatched ``length`` times instead (asynchronously, still one compilation): XLA:CPU runs
-    convolutions inside a loop body far slower than the same step on its own (measured with
-    jax 0.10.2: 8.2 s against 1.0 s per step for the CNN at 32x32).
+    ``mode`` ``scan`` is one jitted ``jax.lax.scan`` (one program launch per block: what
+    accelerators run); ``dispatch`` dispatches the jitted step ``length`` times (asynchronously,
+    still one compilation). Both end in the same state to float rounding. ``None`` takes
+    ``default_block_mode()``: XLA:CPU runs convolutions inside a loop body far slower than the
+    same step on its own (measured with jax 0.10.2: 8.2 s against 1.0 s per step for the CNN at 32x32).
     """
-    if jax.default_backend() == "cpu":
+    mode = mode or default_block_mode()
+    if mode not in BLOCK_MODES:
+        raise ValueError(f"block mode: must be one of {BLOCK_MODES}, got {mode!r}")
+    if mode == "dispatch":
         single = jax.jit(step, donate_argnums=(0,))
 
         def run(carry, *args):
@@ -240,18 +254,20 @@ def block_runner(step: Callable, length: int) -> Callable:
 
 
 class Trainer:
-    """The compiled pieces of a run: the scanned blocks of steps (linearised; re-linearising at
-    every step) and the evaluator."""
+    """The compiled pieces of a run: the blocks of steps (linearised; re-linearising at every
+    step), each run as ``block_mode`` says (``block_runner``; None: the backend's default), and
+    the evaluator."""
 
-    def __init__(self, config: RunConfig, model: models.Model):
+    def __init__(self, config: RunConfig, model: models.Model, block_mode: str | None = None):
         self.config = config
         self.model = model
         self.optimizer = make_optimizer(config)
         self.f_lin = linearise(model.apply)
         self.loss = LOSSES[config.loss]
         self.relinearising_step = functools.partial(self.train_step, relinearise_every_step=True)
-        self.run_block = block_runner(self.train_step, config.scan_steps)
-        self.run_relinearising_block = block_runner(self.relinearising_step, config.scan_steps)
+        self.block_mode = block_mode or default_block_mode()
+        self.run_block = block_runner(self.train_step, config.scan_steps, self.block_mode)
+        self.run_relinearising_block = block_runner(self.relinearising_step, config.scan_steps, self.block_mode)
         self.evaluate = jax.jit(self._evaluate)
 
     def block_for(self, step: int) -> Callable:
@@ -314,11 +330,13 @@ class Trainer:
         )
 
     def _evaluate(self, params, params_lin, x: jax.Array, y: jax.Array) -> jax.Array:
-        """Per-example (loss, correct, predicted class) of f_lin and f at the same θ: shape (2 evaluators, 3, n)."""
+        """Per-example (loss, correct, predicted class) of f_lin and f at the same θ: shape (2 evaluators,
+        3, n), in chunks of at most ``EVAL_CHUNK`` examples (a smaller set is one chunk, never padded to it)."""
         n = x.shape[0]
-        padded = -(-n // EVAL_CHUNK) * EVAL_CHUNK
-        x = jnp.pad(x, [(0, padded - n)] + [(0, 0)] * (x.ndim - 1)).reshape(-1, EVAL_CHUNK, *x.shape[1:])
-        y = jnp.pad(y, (0, padded - n)).reshape(-1, EVAL_CHUNK)
+        size = min(n, EVAL_CHUNK)
+        padded = -(-n // size) * size
+        x = jnp.pad(x, [(0, padded - n)] + [(0, 0)] * (x.ndim - 1)).reshape(-1, size, *x.shape[1:])
+        y = jnp.pad(y, (0, padded - n)).reshape(-1, size)
 
         def chunk(batch):
             xb, yb = batch
@@ -329,7 +347,7 @@ class Trainer:
                                       predicted.astype(jnp.float32)]))
             return jnp.stack(out)
 
-        per_example = jax.lax.map(chunk, (x, y))  # (chunks, 2, 3, EVAL_CHUNK)
+        per_example = jax.lax.map(chunk, (x, y))  # (chunks, 2, 3, size)
         return jnp.moveaxis(per_example, 0, 2).reshape(2, 3, padded)[..., :n]
 
 
@@ -420,8 +438,12 @@ def predictions_frame(config: RunConfig, step: int, predicted: np.ndarray, label
     return tables.validate_predictions(frame, f"predictions of run {config.model_label} K={config.to_dict()['K']}")
 
 
-def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None) -> str:
-    """Train one run into ``out_dir``; checkpoints go to ``scratch_dir``. Returns ``ok`` or ``diverged``."""
+def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None, *, block_mode: str | None = None) -> str:
+    """Train one run into ``out_dir``; checkpoints go to ``scratch_dir``. Returns ``ok`` or ``diverged``.
+
+    ``block_mode`` (``scan`` or ``dispatch``; None: the backend's default) picks how blocks of
+    steps run (``block_runner``); it changes no result beyond float rounding, so it is not part
+    of the run config, and a run may resume in the other mode."""
     started = time.perf_counter()
     out_dir, scratch_dir = Path(out_dir), Path(scratch_dir or Path(out_dir) / "scratch")
     dataset = datasets.load(Path(config.data))
@@ -431,7 +453,7 @@ def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None) -> st
                              f"of {config.data}")
     model = models.from_spec(config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
                              seed=config.seed)
-    trainer = Trainer(config, model)
+    trainer = Trainer(config, model, block_mode)
     train_data = TrainData(jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train, jnp.int32))
     subset = np.random.default_rng(TRAIN_SUBSET_SEED).permutation(len(dataset.y_train))[: config.eval_train_size]
     eval_x = jnp.asarray(np.concatenate([dataset.x_train[subset], dataset.x_test]))
@@ -499,7 +521,8 @@ def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None) -> st
     final = {f"{r['split']}_{r['evaluator']}_accuracy": r["accuracy"] for r in rows[-4:]}
     summary = dict(config=config.to_dict(), status=status, diverged_step=diverged_step,
                    steps_done=step if status == "ok" else diverged_step,
-                   feature_updates=int(state.feature_updates), final=final, wall_time_s=wall_time,
+                   feature_updates=int(state.feature_updates), final=final, block_mode=trainer.block_mode,
+                   wall_time_s=wall_time,
                    session_time_s=time.perf_counter() - started, **environment())
     (out_dir / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
     final_snapshots = out_dir / "snapshots"

@@ -7,8 +7,10 @@ re-linearisation period (``Kinf``: linearised training, never re-linearise) or `
 for a C4 run (standard training until step t, then linearised at theta_t to the end).
 """
 
+import json
 import math
 import re
+import shlex
 from pathlib import Path
 
 import yaml
@@ -316,8 +318,11 @@ def library_source(module):
 
 
 def dataset_options(wildcards):
-    """The config's dataset options as `--option key=value` arguments of `itlin prepare`."""
-    return " ".join(f"--option {key}={value}" for key, value in config["dataset"]["options"].items())
+    """The config's dataset options as `--option key=value` arguments of `itlin prepare`; each value
+    in JSON (which `itlin prepare` reads as YAML), so a string stays a string (an MD5 of digits)."""
+    return " ".join(
+        f"--option {shlex.quote(f'{key}={json.dumps(value)}')}" for key, value in config["dataset"]["options"].items()
+    )
 
 
 def run_settings(wildcards):
