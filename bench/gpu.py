@@ -158,7 +158,7 @@ def regression(spec: ModelSpec, config: dict, sizes: Sizes) -> dict:
         product = jax.jit(lambda p, a, b, alpha: kernel_regression.kernel_product(model.apply, p, a, b, alpha))
 
         def solve():
-            kernel = ntk.empirical_ntk(model.apply, params, x_train, kind="full")
+            kernel = ntk.empirical_ntk(model.apply, params, x_train, kind="full", chunk_size=kernel_regression.KERNEL_CHUNK)
             return kernel_regression.KernelDynamics.of(kernel, residual)
 
         def test_outputs(dynamics):

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from bench.common import NUM_CLASSES, ModelSpec, paper_models, run_config
 from bench.cost import CIFAR_TEST_SIZE, CIFAR_TRAIN_SIZE, H100_MEMORY_BYTES, ntk_plan
-from itlin import gauss_newton, ntk, train
+from itlin import gauss_newton, kernel_regression, ntk, train
 
 MARGIN = 0.8
 """A job's planned device peak must stay within this share of an 80 GB H100."""
@@ -186,7 +186,8 @@ def kernel_regression_stage(spec: ModelSpec, config: dict) -> tuple[list[dict], 
         subset = jax.ShapeDtypeStruct((n, *spec.input_shape), jnp.float64)
         chunk = jax.ShapeDtypeStruct((train.EVAL_CHUNK, *spec.input_shape), jnp.float64)
         float64_model = dataclasses.replace(model, params=jax.tree.map(lambda p: p.astype(jnp.float64), model.params))
-        rows = [_kernel("kernel_regression", spec, model, n, kind="full", held=nbytes(subset), dtype=jnp.float64)]
+        rows = [_kernel("kernel_regression", spec, model, n, kind="full", held=nbytes(subset), dtype=jnp.float64,
+                        strategy="jacobian", chunk_size=kernel_regression.KERNEL_CHUNK)]
         scan_steps = math.gcd(options["steps"], 100, *options["compare_steps"])
         settings = dataclasses.replace(
             run_config(spec, batch_size=n, scan_steps=scan_steps, config=config, K=math.inf), loss="mse",

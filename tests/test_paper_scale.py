@@ -1,8 +1,8 @@
 """``config/paper.yaml`` end to end on the CPU, at the paper's shapes: the real CIFAR-10 loader on an
 archive in the official binary layout (generated pixels), resnet18 at its paper width, 32×32×3
 images, augmentation, every stage from ``prepare_data`` to ``results/claims.md``. Only what must
-shrink to run in minutes on 2 cores is overridden, in one file merged after the paper's config
-(``paper_shaped_overrides``)."""
+shrink to run in minutes on 2 cores is overridden (``paper_shaped_overrides``), and the variant grid
+shrinks to its augmented variant, as the K grid to one K (``paper_shaped_config``)."""
 
 from __future__ import annotations
 
@@ -60,11 +60,10 @@ def official_layout_archive(tmp_path_factory) -> Path:
 
 def paper_shaped_overrides(paper: dict, archive: Path) -> dict:
     """What ``config/paper.yaml`` must shrink to run on 2 CPU cores in minutes; merged after it
-    (``--configfile config/paper.yaml overrides.yaml``), so every key not named here, and every
-    model at its paper size, is the paper's. Derived from the paper's config where it can be:
+    (``paper_shaped_config``), so every key not named here, and every model at its paper size, is the
+    paper's. Derived from the paper's config where it can be:
     when the paper's config changes (its K grid, its stages), this is the one place to adjust."""
     steps = 2  # the fewest a switch run allows (its step lies strictly inside the run)
-    damping = paper["gauss_newton"]["damping"]
     return {
         # The generated archive instead of the official one; a class-balanced fraction of each split,
         # since every evaluation covers the whole test split.
@@ -77,19 +76,33 @@ def paper_shaped_overrides(paper: dict, archive: Path) -> dict:
         # re-linearising one (K = 1's).
         "K": [paper["K"][-1]],
         "seeds": paper["seeds"][:1],
-        "switch": {"steps": [steps // 2]},  # the paper's switch models
+        "switch": {"fractions": [0.5]},  # step 1 of 2; the paper's switch models
         "training": {"steps": steps, "batch_size": 2, "eval_every": steps, "eval_train_size": 10,
                      "scan_steps": steps, "num_snapshots": 0, "checkpoint_every": steps},
         # One example per class; the probe set in one chunk (the CPU's automatic chunk would be one
-        # example of resnet18, recomputing Jacobians many times over).
-        "ntk": {"probe_size": 10, "chunk_size": 10},
-        # The grid's ends, as many outer steps as training steps at the largest damping.
-        "gauss_newton": {"damping": [damping[0], damping[-1]], "time": steps / max(damping), "batch_size": 8,
-                         "cg_max_iterations": 2},
-        "kernel_regression": {"train_size": 10, "steps": 10},
+        # example of resnet18, recomputing Jacobians many times over); a velocity pair (0, T) only.
+        "ntk": {"probe_size": 10, "chunk_size": 10, "velocity_interval": steps},
+        # The C5 sweep at both losses, mini-batches (as the paper's) on a small class-balanced subset,
+        # one and two rounds, the solvers' caps at two.
+        "gauss_newton": {"train_size": 20, "steps": steps, "K": [1, steps], "batch_size": 8,
+                         "cg_max_iterations": 2, "newton_max_steps": 2},
+        "kernel_regression": {"train_size": 10, "steps": 10, "compare_steps": [5]},
         # A CPU machine: no GPU to claim; two jobs at once on 2 cores (but see --set-threads below).
         "resources": {"gpu": 0, "threads": 1},
     }
+
+
+def paper_shaped_config(paper: dict, archive: Path) -> dict:
+    """``config/paper.yaml`` with ``paper_shaped_overrides`` merged in as Snakemake merges config files,
+    and its variants cut to the augmented one (a merge can add keys but not remove them): one variant
+    exercises the augmentation code, both would double the resnet18 jobs."""
+    def merged(base: dict, changes: dict) -> dict:
+        return {key: merged(base[key], changes[key]) if isinstance(changes.get(key), dict) and key in base
+                else changes.get(key, base.get(key)) for key in base | changes}
+
+    config = merged(paper, paper_shaped_overrides(paper, archive))
+    config["variants"] = {label: variant for label, variant in paper["variants"].items() if variant["augment"]}
+    return config
 
 
 def snakemake(workdir: Path, *args: str, environment: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
@@ -103,12 +116,13 @@ def snakemake(workdir: Path, *args: str, environment: dict[str, str], timeout: f
 @pytest.mark.slow
 def test_paper_config_runs_every_stage_at_paper_shapes(workdir: Path, official_layout_archive: Path):
     paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
-    (workdir / "overrides.yaml").write_text(yaml.safe_dump(paper_shaped_overrides(paper, official_layout_archive)))
+    shrunk = paper_shaped_config(paper, official_layout_archive)
+    (workdir / "paper_shaped.yaml").write_text(yaml.safe_dump(shrunk))
     started = time.perf_counter()
     # An NTK job takes both cores, so one runs at a time: on the CPU a resnet18 NTK job holds its
     # Jacobians (10 probes × 10 classes × 11M parameters) in host memory, 15 GB at its peak.
     result = snakemake(workdir, "--cores", "2", "--set-threads", "measure_ntk=2",
-                       "--configfile", "config/paper.yaml", "overrides.yaml",
+                       "--configfile", "paper_shaped.yaml",
                        environment={"ITLIN_CACHE": str(official_layout_archive.parent)}, timeout=1200)
     seconds = time.perf_counter() - started
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
@@ -121,7 +135,9 @@ def test_paper_config_runs_every_stage_at_paper_shapes(workdir: Path, official_l
         run = json.loads(next((workdir / "results" / "runs" / "cifar10" / label).glob("*/seed*/*/run.json")).read_text())
         assert {key: run["config"]["model"][key] for key in model["kwargs"]} == model["kwargs"]
     runs = list((workdir / "results" / "runs").glob("cifar10/*/*/seed*/*/run.json"))
-    assert len(runs) == (len(paper["models"]) + len(paper["switch"]["models"])) * len(paper["variants"])
+    twins = len(paper["deep_linear"]["models"])  # S2's deep linear twins, trained at K = 1
+    assert len(runs) == (len(paper["models"]) + len(paper["switch"]["models"]) + twins) * len(shrunk["variants"])
+    assert all(json.loads(path.read_text())["config"]["augment"] for path in runs)
     assert {json.loads(path.read_text())["status"] for path in runs} == {"ok"}
     for figure in paper["figures"]:
         assert (workdir / "figures" / f"{figure}.pdf").read_bytes().startswith(b"%PDF")

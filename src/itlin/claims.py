@@ -444,6 +444,8 @@ def _change_per_seed(rows: pd.DataFrame, early_fraction: float, relative_to_star
     """Per seed of one run group (a metric's rows against step): the value at the last snapshot in the
     first ``early_fraction`` of training (``early``) and at the last one (``final``), minus the value at
     step 0 if ``relative_to_start``; with those steps. None without step 0 or an early snapshot."""
+    if rows.empty:
+        return None
     final_step = int(rows["step"].max())
     early_steps = rows.loc[(rows["step"] > 0) & (rows["step"] <= early_fraction * final_step), "step"]
     if early_steps.empty or not (rows["step"] == 0).any():

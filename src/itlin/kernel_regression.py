@@ -41,6 +41,11 @@ AUTO_STEP_FRACTION = 0.9
 """``learning_rate: auto`` is this fraction of the stability limit 2n/λ_max of full-batch gradient
 descent: near the limit, for the fastest convergence, while the top direction still contracts."""
 
+KERNEL_CHUNK = 16
+"""Examples per Jacobian chunk of the float64 full kernel: XLA plans about 0.7 GB per example of a chunk
+of CIFAR images for the paper's CNN (``python -m bench memory``), far above ``itlin.ntk``'s estimate,
+so the automatic chunk (all 128 training examples) would not fit a GPU."""
+
 
 def flatten_full(kernel: np.ndarray) -> np.ndarray:
     """A full kernel Θ[i, j, c, c'] as the (n1·C, n2·C) matrix of rows (i, c) and columns (j, c')."""
@@ -131,8 +136,8 @@ def run(*, data_path: Path, model: dict, seed: int, train_size: int, steps: int,
         network = models.from_spec(model, input_shape=dataset.input_shape, num_classes=dataset.num_classes, seed=seed)
         network = dataclasses.replace(network, params=jax.tree.map(lambda p: p.astype(jnp.float64), network.params))
         onehot = np.eye(dataset.num_classes)[y_train]
-        dynamics = KernelDynamics.of(ntk.empirical_ntk(network.apply, network.params, x_train, kind="full"),
-                                     onehot - np.asarray(network.apply(network.params, x_train)))
+        kernel = ntk.empirical_ntk(network.apply, network.params, x_train, kind="full", chunk_size=KERNEL_CHUNK)
+        dynamics = KernelDynamics.of(kernel, onehot - np.asarray(network.apply(network.params, x_train)))
         if learning_rate == "auto":
             learning_rate = AUTO_STEP_FRACTION * dynamics.stable_rate()
         compared = sorted(set(compare_steps) | {steps})

@@ -69,10 +69,10 @@ def check_config(cfg):
             "config key 'figures' lists linearise_after_t, which needs 'switch.fractions' and 'switch.models'"
         )
     interval = cfg["ntk"]["velocity_interval"]
-    if interval % scan or not 0 < interval < steps:
+    if interval % scan or not 0 < interval <= steps:
         raise WorkflowConfigError(
             f"config key 'ntk.velocity_interval' = {interval} must be a multiple of 'training.scan_steps' = {scan} "
-            f"and less than 'training.steps' = {steps} (snapshots are taken between blocks of steps)"
+            f"and at most 'training.steps' = {steps} (snapshots are taken between blocks of steps)"
         )
     for index, label in enumerate(cfg["deep_linear"]["models"]):
         if label not in cfg["models"] or cfg["models"][label]["name"] not in ("mlp", "cnn"):
@@ -224,6 +224,7 @@ SWITCH_SCHEDULES = [
 
 # deep linear twin label -> the model it copies (S2's control, trained at K = 1 only)
 TWINS = {twin_label(label): label for label in config["deep_linear"]["models"]}
+TWIN_SCHEDULE = schedule_name(1)  # the twins train at K = 1, whether or not the K grid has it
 
 
 GAUSS_NEWTON_RUN = "{dataset}/{model}/{loss}/seed{seed}"
@@ -234,7 +235,7 @@ wildcard_constraints:
     dataset=alternatives([DATASET]),
     loss=alternatives(config["gauss_newton"]["losses"]),
     model=alternatives(list(config["models"]) + list(TWINS)),
-    schedule=alternatives(SWEEP_SCHEDULES + SWITCH_SCHEDULES),
+    schedule=alternatives(SWEEP_SCHEDULES + SWITCH_SCHEDULES + [TWIN_SCHEDULE]),
     seed=alternatives(config["seeds"]),
     variant=alternatives(config["variants"]),
 
@@ -252,7 +253,7 @@ def run_paths(models, schedules):
 
 SWEEP_RUNS = run_paths(config["models"], SWEEP_SCHEDULES)
 SWITCH_RUNS = run_paths(config["switch"]["models"], SWITCH_SCHEDULES)
-TWIN_RUNS = run_paths(TWINS, [schedule_name(1)])
+TWIN_RUNS = run_paths(TWINS, [TWIN_SCHEDULE])
 GAUSS_NEWTON_RUNS = [
     GAUSS_NEWTON_RUN.format(dataset=DATASET, model=model, loss=loss, seed=seed)
     for model in config["gauss_newton"]["models"]
