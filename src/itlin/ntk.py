@@ -220,17 +220,32 @@ def _jacobian_contraction(compiled: _Compiled, params, chunks1, chunks2, symmetr
     Each block is waited for and its streamed Jacobian released before the next is computed, so at
     most two Jacobian chunks are alive (asynchronous dispatch would otherwise queue up more).
     """
+    cells = _cells(masks)
     blocks = {name: {} for name in masks}
     for i, x1 in enumerate(chunks1):
         jacobian1 = compiled.jacobian(params, x1)
         for j in range(i if symmetric else 0, len(chunks2)):
             jacobian2 = jacobian1 if symmetric and i == j else compiled.jacobian(params, chunks2[j])
-            for name, mask in masks.items():
-                blocks[name][i, j] = _contract(_selected(jacobian1, mask), _selected(jacobian2, mask),
-                                               kind=kind).block_until_ready()
+            parts = [_contract(_selected(jacobian1, cell), _selected(jacobian2, cell), kind=kind) for cell, _ in cells]
+            for name in masks:
+                blocks[name][i, j] = sum(part for part, (_, members) in zip(parts, cells) if name in members)
+                blocks[name][i, j].block_until_ready()
             del jacobian2
         del jacobian1
     return blocks
+
+
+def _cells(masks: dict[str, tuple[bool, ...]]) -> list[tuple[tuple[bool, ...], set[str]]]:
+    """The leaves partitioned by the groups they belong to: (mask of the cell's leaves, its groups).
+    Each cell is contracted once and a group's kernel is the sum of its cells', so overlapping groups
+    (every parameter, and the backbone) cost one contraction of each leaf, not one per group."""
+    membership: dict[frozenset, list[int]] = {}
+    leaves = len(next(iter(masks.values())))
+    for leaf in range(leaves):
+        groups = frozenset(name for name, mask in masks.items() if mask[leaf])
+        if groups:
+            membership.setdefault(groups, []).append(leaf)
+    return [(tuple(leaf in chosen for leaf in range(leaves)), set(groups)) for groups, chosen in membership.items()]
 
 
 def _ntk_vector_products(compiled: _Compiled, params, chunks1, chunks2, symmetric: bool, kind: str,
