@@ -322,6 +322,23 @@ def _differences_detail(labels: Sequence, names: Mapping, differences_point: np.
     return "; ".join(parts)
 
 
+def _smallest_on_par(measure: str, at: np.ndarray, labels: list, names: Mapping, point: np.ndarray, draws: np.ndarray,
+                     tolerance: float, most: float, bootstrap: Bootstrap) -> Test:
+    """The test ``smallest at <= most``: the least ``at`` (feature updates of C1, switch fraction of C4)
+    among the conditions whose accuracy is within ``tolerance`` points of K = 1's (the condition labelled
+    1.0, paired), at the data and in every resample; the detail lists every condition's difference."""
+    standard = labels.index(1.0)
+
+    def smallest(accuracy: np.ndarray) -> np.ndarray:
+        within = accuracy - accuracy[standard] >= -tolerance  # NaN (a missing resample) is not within
+        return np.where(within, at[:, None], np.inf).min(0)
+
+    value, low, high = judged(bootstrap, smallest, point, draws)
+    detail = "Δ test accuracy vs K = 1 (pt): " + _differences_detail(
+        labels, names, point - point[standard], draws - draws[standard], bootstrap, 1.0)
+    return Test(measure, value, low, high, "<=", most, detail=f"K = 1 {point[standard]:.1f}%; {detail}")
+
+
 def check_c1(measured: Mapping[str, pd.DataFrame], settings: Settings,
              twins: Mapping[str, str]) -> list[ModelVerdict]:
     """C1: per model, the fewest feature updates whose test accuracy is within tolerance of K = 1."""
@@ -334,18 +351,9 @@ def check_c1(measured: Mapping[str, pd.DataFrame], settings: Settings,
             results.append(ModelVerdict(*group, note=_join("needs completed K = 1 runs and another K", note)))
             continue
         updates = np.array([runs.loc[runs["K"] == K, "feature_updates"].max() for K in Ks], np.float64)
-        standard = Ks.index(1.0)
-
-        def fewest(accuracy: np.ndarray) -> np.ndarray:
-            within = accuracy - accuracy[standard] >= -tolerance  # NaN (a missing resample) is not within
-            return np.where(within, updates[:, None], np.inf).min(0)
-
-        value, low, high = judged(settings.bootstrap, fewest, point, draws)
-        names = {K: f"K={tables.format_K(K)} ({int(u)} updates)" for K, u in zip(Ks, updates)}
-        detail = "Δ test accuracy vs K = 1 (pt): " + _differences_detail(
-            Ks, names, point - point[standard], draws - draws[standard], settings.bootstrap, 1.0)
-        test = Test(f"fewest feature updates within {_number(tolerance)} pt of K = 1", value, low, high, "<=", most,
-                    detail=f"K = 1 {point[standard]:.1f}%; {detail}")
+        names = {K: f"K={tables.format_K(K)} ({int(u)} update{'' if u == 1 else 's'})" for K, u in zip(Ks, updates)}
+        test = _smallest_on_par(f"fewest feature updates within {_number(tolerance)} pt of K = 1", updates, Ks, names,
+                                point, draws, tolerance, most, settings.bootstrap)
         results.append(ModelVerdict(*group, (test,), note))
     return results
 
@@ -388,19 +396,9 @@ def check_c4(measured: Mapping[str, pd.DataFrame], settings: Settings,
         if 1.0 not in fractions or not runs["switch_step"].notna().any():
             results.append(ModelVerdict(*group, note=_join("needs switch runs and completed K = 1 runs", note)))
             continue
-        standard = fractions.index(1.0)
-        at = np.array(fractions)
-
-        def earliest(accuracy: np.ndarray) -> np.ndarray:
-            within = accuracy - accuracy[standard] >= -tolerance
-            return np.where(within, at[:, None], np.inf).min(0)
-
-        value, low, high = judged(settings.bootstrap, earliest, point, draws)
         names = {f: "K=∞ (t=0)" if f == 0 else f"t/T={_number(f)}" for f in fractions}
-        detail = "Δ test accuracy vs K = 1 (pt): " + _differences_detail(
-            fractions, names, point - point[standard], draws - draws[standard], settings.bootstrap, 1.0)
-        test = Test(f"earliest switch t/T within {_number(tolerance)} pt of K = 1", value, low, high, "<=", latest,
-                    detail=f"K = 1 {point[standard]:.1f}%; {detail}")
+        test = _smallest_on_par(f"earliest switch t/T within {_number(tolerance)} pt of K = 1", np.array(fractions),
+                                fractions, names, point, draws, tolerance, latest, settings.bootstrap)
         results.append(ModelVerdict(*group, (test,), note))
     return results
 

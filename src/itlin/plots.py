@@ -261,8 +261,9 @@ def ntk_distance(ntk: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
     for row, (group, runs) in zip(axes, groups):
         for ax, (metric, ylabel, log_scale) in zip(row, NTK_CHANGE_PANELS):
             _K_curves(ax, runs[runs["metric"] == metric], colours)
-            if log_scale:
+            if log_scale:  # the values are never negative: no negative side
                 ax.set_yscale("symlog", linthresh=_linthresh(runs.loc[runs["metric"] == metric, "value"]))
+                ax.set_ylim(bottom=0)
             ax.set(title=f"{group}: {ylabel.split(' (')[0]}", xlabel=NTK_STEP_LABEL, ylabel=ylabel)
     handles = [_line_handle(colours[K], K_label(K) + _kernel_note(rows[rows["K"] == K]), K) for K in sorted(colours)]
     return _finish(fig, title, handles, out_pdf, out_png, legend_title=NTK_LEGEND_TITLE)

@@ -13,13 +13,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-METRICS_COLUMNS: dict[str, str] = {
+RUN_COLUMNS: dict[str, str] = {
     "dataset": "str",
     "model": "str",
     "K": "float64",
     "switch_step": "Int64",
     "seed": "int64",
     "variant": "str",
+}
+"""Column name -> dtype of the columns that name a training run (``RUN_KEYS``), as every run's tables
+begin with them."""
+
+METRICS_COLUMNS: dict[str, str] = {
+    **RUN_COLUMNS,
     "step": "int64",
     "feature_updates": "int64",
     "split": "str",
@@ -179,12 +185,7 @@ the closed form is kernel regression, the limit t → ∞, and ``trained`` is Na
 columns are both models' ½‖f − y‖² on the training examples at that step. All in float64."""
 
 PREDICTIONS_COLUMNS: dict[str, str] = {
-    "dataset": "str",
-    "model": "str",
-    "K": "float64",
-    "switch_step": "Int64",
-    "seed": "int64",
-    "variant": "str",
+    **RUN_COLUMNS,
     "step": "int64",
     "evaluator": "str",
     "example": "int64",
