@@ -102,13 +102,18 @@ TRAINED_POINT = "linearisation"
 """Kernel drawn and judged for every run: that of the trained linear model f_lin, at θ_lin (for
 K = 1 it is the network's kernel one optimiser step earlier; for K = ∞ the kernel at θ₀)."""
 
-GAUSS_NEWTON_COLUMNS: dict[str, str] = {
+GAUSS_NEWTON_RUN_COLUMNS: dict[str, str] = {
     "method": "str",
     "dataset": "str",
     "model": "str",
     "loss": "str",
     "seed": "int64",
     "K": "float64",
+}
+"""Column name -> dtype of the columns that name a C5 run (``GAUSS_NEWTON_RUN_KEYS``)."""
+
+GAUSS_NEWTON_COLUMNS: dict[str, str] = {
+    **GAUSS_NEWTON_RUN_COLUMNS,
     "damping": "float64",
     "rounds": "int64",
     "learning_rate": "float64",
@@ -139,19 +144,14 @@ that at θ₀ (``itlin.ntk``). The solver columns (NaN for iterative linearisati
 steps per round, the mean CG iterations per Newton step, the largest CG residual and the largest
 ‖∇Φ‖ ratio at a round's end. A diverged run has NaN results."""
 
-GAUSS_NEWTON_RUN_KEYS: list[str] = ["method", "dataset", "model", "loss", "seed", "K"]
+GAUSS_NEWTON_RUN_KEYS: list[str] = list(GAUSS_NEWTON_RUN_COLUMNS)
 """Columns that together identify one C5 run."""
 
 GAUSS_NEWTON_METHODS: tuple[str, ...] = ("iterative_linearisation", "gauss_newton")
 GAUSS_NEWTON_LOSSES: tuple[str, ...] = ("mse", "cross_entropy")
 
 GAUSS_NEWTON_PREDICTIONS_COLUMNS: dict[str, str] = {
-    "method": "str",
-    "dataset": "str",
-    "model": "str",
-    "loss": "str",
-    "seed": "int64",
-    "K": "float64",
+    **GAUSS_NEWTON_RUN_COLUMNS,
     "evaluator": "str",
     "example": "int64",
     "label": "int64",
