@@ -244,7 +244,10 @@ def runs(config: dict) -> dict[str, list[tuple]]:
     switch_steps = linearise.switch_steps(config["switch"]["fractions"], config["training"]["steps"])
     switch = [(model, 1.0, t, seed, variant) for model in config["switch"]["models"]
               for t in switch_steps for seed in seeds for variant in variants]
-    found = {"train": sweep + switch, "measure_ntk": sweep}
+    # deep linear twins (S2), K = 1 only, priced as their models (the same network, identity activations)
+    twins = [(model, 1.0, None, seed, variant) for model in config.get("deep_linear", {}).get("models", [])
+             for seed in seeds for variant in variants]
+    found = {"train": sweep + switch + twins, "measure_ntk": sweep + twins}
     if "gauss_newton" in config:
         found["gauss_newton"] = [(model, loss, seed) for model in config["gauss_newton"]["models"]
                                  for loss in config["gauss_newton"]["losses"] for seed in seeds]
