@@ -79,8 +79,8 @@ def test_distinct_kernels_of_a_run():
 
 def test_runs_are_counted_as_the_pipeline_lists_them(test_config):
     counted = cost.runs(test_config)
-    assert len(counted["train"]) == 2 + 1  # K in {1, inf}, one switch run; one seed, one variant
-    assert len(counted["measure_ntk"]) == 2
+    assert len(counted["train"]) == 2 + 1 + 1  # K in {1, inf}, one switch run, the twin; one seed, one variant
+    assert len(counted["measure_ntk"]) == 2 + 1  # the sweep and the deep linear twin
     assert len(counted["gauss_newton"]) == len(test_config["gauss_newton"]["losses"])  # one job per loss and seed
 
 
