@@ -91,13 +91,14 @@ def test_job_counts_are_read_from_snakemake_output():
 
 
 def test_training_hours_price_relinearising_blocks_as_standard_steps(test_config):
-    """K = 1 (100 steps), K = ∞ (100) and a switch at 50 (its 5 blocks up to step 49 re-linearise
-    at every step): 150 standard steps, 150 linearised."""
+    """K = 1 (100 steps), K = ∞ (100), a switch at 50 (its 5 blocks up to step 49 re-linearise at
+    every step) and the deep linear twin at K = 1 (100, priced as its model): 250 standard steps,
+    150 linearised."""
     costs = {"mlp": cost.ModelCosts(standard_step=1.0, linearised_step=2.0, eval_example=0.0, ntk_kernel=0.0,
                                     regression_kernels=0.0, basis="test")}
     rows = cost.estimate(test_config, costs, cost.Assumptions(step_floor_ms=0.0))
     train_hours = next(row["hours"] for row in rows if row["stage"] == "train mlp")
-    assert train_hours == pytest.approx((150 * 1.0 + 150 * 2.0) / 3600)
+    assert train_hours == pytest.approx((250 * 1.0 + 150 * 2.0) / 3600)
 
 
 def test_measured_step_and_ntk_times_replace_flop_estimates():
