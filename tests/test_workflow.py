@@ -29,6 +29,13 @@ def report_results(report: Path) -> dict[str, dict]:
     return json.loads(match.group(1))
 
 
+def report_landing_text(report: Path) -> str:
+    """The text of a Snakemake HTML report's landing page (workflow/report/workflow.rst, rendered)."""
+    match = re.search(r"^\s*var workflow_desc = (\".*\");$", report.read_text(), flags=re.MULTILINE)
+    assert match, f"{report}: no landing text"
+    return " ".join(json.loads(match.group(1)).split())
+
+
 def load_config(name: str) -> dict:
     return yaml.safe_load((ROOT / "config" / name).read_text())
 
@@ -306,6 +313,9 @@ def test_tiny_config_runs_end_to_end_and_reruns_only_what_changed(workdir: Path)
     assert {path: result["mime_type"] for path, result in results.items()} == {
         **{f"figures/{figure}.png": "image/png" for figure in FIGURES}, "results/claims.html": "text/html"}
     assert "Claim C4" in results["figures/linearise_after_t.png"]["caption"]
+    landing = report_landing_text(workdir / "report.html")
+    c5 = load_config("test.yaml")["gauss_newton"]
+    assert f"at K ∈ {{{', '.join(map(str, c5['K']))}}} against damped Gauss-Newton at λ = 1/(ηK)" in landing
     claims_page = base64.b64decode(results["results/claims.html"]["data_uri"].split(";base64,", 1)[1]).decode()
     table = claims_page[claims_page.index("<table"):claims_page.index("</table>")]
     for claim in CLAIM_IDS:
