@@ -238,7 +238,7 @@ def test_kernel_specialisation_shows_network_twin_and_frozen_kernel_full_and_bac
         "cnn_deep, K = 1\nall parameters, step 1000, contrast +0.300",
         "deep linear twin cnn_deep_linear, K = 1\nall parameters, step 1000, contrast +0.000",
         "cnn_deep, K = ∞ (frozen kernel)\nall parameters, step 1000, contrast +0.000"]
-    assert titles[3].startswith("cnn_deep, K = 1\nbackbone (below the readout)")
+    assert titles[3].startswith("cnn_deep, K = 1\nbackbone, step 1000, contrast")
     assert "no deep linear twin in the config" in texts_of(fig)  # cnn has none
     fig = draw("kernel_specialisation", ntk_table[~np.isinf(ntk_table["K"])], tmp_path)
     assert "no runs: cnn, K = ∞ (frozen kernel)" in texts_of(fig)

@@ -334,7 +334,8 @@ def kernel_specialisation(ntk: pd.DataFrame, out_pdf: Path, out_png: Path, *,
     Diverged runs have no kernel at the end of training: they are left out, and the panel names
     them. Degenerate kernels (NaN entries) are left out of the means, and the panel says so.
     """
-    title = "S2: class specialisation of the NTK at the end of training,\nnetwork vs deep linear twin (K = 1), K = ∞ frozen"
+    title = ("S2: class specialisation of the NTK at the end of training,\nnetwork vs deep linear twin (K = 1), K = ∞ frozen;"
+             " backbone: every parameter below the readout")
     rows = _trained_kernel_rows(ntk, tables.SPECIALISATION_METRICS)
     rows = rows[(rows["K"] == 1) | np.isinf(rows["K"])]
     if rows.empty:
@@ -347,7 +348,7 @@ def kernel_specialisation(ntk: pd.DataFrame, out_pdf: Path, out_png: Path, *,
     steps = final.groupby(["model", "K"])["step"].max()
     limit = max(float(np.nan_to_num(matrices.abs().max())), 1e-6)
     models_ = sorted(set(rows.loc[rows["activation"] != "linear", "model"]))
-    kernels = {"specialisation": "all parameters", "specialisation_backbone": "backbone (below the readout)"}
+    kernels = {"specialisation": "all parameters", "specialisation_backbone": "backbone"}
     fig, axes = plt.subplots(2 * len(models_), 3, figsize=(13, 3.6 * 2 * len(models_) + 0.8), layout="constrained",
                              squeeze=False)
     for index, model in enumerate(models_):
