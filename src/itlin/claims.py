@@ -211,6 +211,17 @@ def seed_mean_draws(values: np.ndarray, seed_weights: np.ndarray) -> np.ndarray:
         return (np.nan_to_num(values)[:, None, :] * weights).sum(-1) / weights.sum(-1)
 
 
+def paired_accuracies(bootstrap: Bootstrap, correct: np.ndarray, *names: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(point, draws, seed weights) of the accuracy (%) of each condition of ``correct`` (C, S, N): at the
+    data (C,) and under resamples of seeds and test examples shared by every condition (C, R), from the
+    generator of ``names`` (the claim and the model); the seed weights (R, S) pair other per-seed values."""
+    rng = bootstrap.generator(*names)
+    seed_weights = bootstrap.weights(rng, correct.shape[1])
+    example_weights = bootstrap.weights(rng, correct.shape[2])
+    point = accuracy_draws(correct, np.ones((1, correct.shape[1])), np.ones((1, correct.shape[2])))[:, 0]
+    return point, accuracy_draws(correct, seed_weights, example_weights), seed_weights
+
+
 def judged(bootstrap: Bootstrap, statistic: Callable[[np.ndarray], np.ndarray], point: np.ndarray,
            draws: np.ndarray) -> tuple[float, float, float]:
     """(value, low, high) of ``statistic`` (conditions × draws → draws) at the data and over the resamples."""
@@ -303,11 +314,8 @@ def _accuracy_conditions(measured: Mapping[str, pd.DataFrame], settings: Setting
             yield group, runs, [], None, None
             continue
         correct = _correct_grid(rows, rows["condition"].map(index), seeds)
-        rng = settings.bootstrap.generator(claim, *group)
-        seed_weights = settings.bootstrap.weights(rng, len(seeds))
-        example_weights = settings.bootstrap.weights(rng, correct.shape[2])
-        point = accuracy_draws(correct, np.ones((1, len(seeds))), np.ones((1, correct.shape[2])))[:, 0]
-        yield group, runs, labels, point, accuracy_draws(correct, seed_weights, example_weights)
+        point, draws, _ = paired_accuracies(settings.bootstrap, correct, claim, *group)
+        yield group, runs, labels, point, draws
 
 
 def _differences_detail(labels: Sequence, names: Mapping, differences_point: np.ndarray, differences: np.ndarray,
@@ -427,6 +435,11 @@ def _completed_runs(ntk: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple, str]]:
     return completed, {group: "; ".join(parts) for group, parts in notes.items()}
 
 
+def _of_group(rows: pd.DataFrame, group: Sequence[str]) -> pd.DataFrame:
+    """The rows of one model group (values of ``GROUP_KEYS``)."""
+    return rows[(rows[GROUP_KEYS] == pd.Series(group, index=GROUP_KEYS)).all(axis=1)]
+
+
 def _nonlinear(rows: pd.DataFrame) -> pd.DataFrame:
     """Rows of the ReLU networks (the deep linear twins are S2's control, judged there only)."""
     return rows[rows["activation"] != "linear"]
@@ -475,8 +488,8 @@ def check_c3(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
     for group, runs in _groups(_nonlinear(_kernel_rows(ntk, "relative_change"))):
         changes = {}
         for metric in measures:
-            rows = _kernel_rows(ntk, metric)
-            rows = rows[(rows[GROUP_KEYS] == pd.Series(group, index=GROUP_KEYS)).all(axis=1) & (rows["K"] == 1)]
+            rows = _of_group(_kernel_rows(ntk, metric), group)
+            rows = rows[rows["K"] == 1]
             changes[metric] = _change_per_seed(rows, settings.early_phase_fraction, False) if len(rows) else None
         if any(change is None for change in changes.values()):
             results.append(ModelVerdict(*group, note=_join(NEEDS_SNAPSHOTS, notes.get(group, ""))))
@@ -503,8 +516,7 @@ def _c3_detail(ntk: pd.DataFrame, group: Sequence[str]) -> str:
     """The scale-blind Fort distance and the norm ratio at the end (K = 1, K = ∞), reported beside C3's verdict."""
     parts = []
     for metric, name in (("distance_from_init", "Fort distance"), ("norm_ratio", "norm ratio ‖Θ‖/‖Θ₀‖")):
-        rows = _kernel_rows(ntk, metric)
-        rows = rows[(rows[GROUP_KEYS] == pd.Series(group, index=GROUP_KEYS)).all(axis=1)]
+        rows = _of_group(_kernel_rows(ntk, metric), group)
         final = rows[rows["step"] == rows["step"].max()].groupby("K")["value"].mean()
         parts.append(f"{name} at the end: " + ", ".join(f"K={tables.format_K(K)} {_short(v)}" for K, v in final.items()
                                                         if K == 1 or math.isinf(K)))
@@ -525,9 +537,8 @@ def check_s1(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
         rises[group] = (change, runs[["architecture", "depth"]].iloc[0])
         values = np.vstack([change["final"].to_numpy(), change["early"].to_numpy()])
         point, draws = _seed_draws(settings, "S1", group, values)
-        uncentred = _kernel_rows(ntk, "alignment_uncentred")
-        uncentred = uncentred[(uncentred[GROUP_KEYS] == pd.Series(group, index=GROUP_KEYS)).all(axis=1)
-                              & (uncentred["K"] == 1)]
+        uncentred = _of_group(_kernel_rows(ntk, "alignment_uncentred"), group)
+        uncentred = uncentred[uncentred["K"] == 1]
         uncentred_change = _change_per_seed(uncentred, settings.early_phase_fraction, True)
         detail = (f"uncentred alignment rise {uncentred_change['final'].mean():+.3f}, "
                   f"{uncentred_change['early'].mean():+.3f} by step {int(change['early_step'].iloc[0])}"
@@ -671,11 +682,8 @@ def check_c5(measured: Mapping[str, pd.DataFrame], settings: Settings,
         index = {(method, K): i for i, (method, K) in
                  enumerate((method, K) for method in tables.GAUSS_NEWTON_METHODS for K in Ks)}
         correct = _correct_grid(rows, pd.Series([index[(m, K)] for m, K in zip(rows["method"], rows["K"])]), seeds)
-        rng = settings.bootstrap.generator("C5", dataset, model, loss)
-        seed_weights = settings.bootstrap.weights(rng, len(seeds))
-        example_weights = settings.bootstrap.weights(rng, correct.shape[2])
-        accuracy = accuracy_draws(correct, np.ones((1, len(seeds))), np.ones((1, correct.shape[2])))[:, 0]
-        accuracy_resampled = accuracy_draws(correct, seed_weights, example_weights)
+        accuracy, accuracy_resampled, seed_weights = paired_accuracies(settings.bootstrap, correct, "C5", dataset,
+                                                                       model, loss)
         change = _c5_runs(trained, Ks, seeds, "relative_change")
         change_point, change_resampled = np.nanmean(change, 1), seed_mean_draws(change, seed_weights)
         damping = np.array([1 / (float(runs["learning_rate"].iloc[0]) * K) for K in Ks])
@@ -690,10 +698,9 @@ def check_c5(measured: Mapping[str, pd.DataFrame], settings: Settings,
             *((np.abs(gaps_point[large]).max(), *bootstrap.interval(np.abs(gaps[large]).max(0))) if large
               else (math.nan, math.nan, math.nan)),
             "<=", options["tolerance_pt"], unit=" pt",
-            detail="IL − GN: " + "; ".join(
-                f"K={tables.format_K(Ks[i])} ({rounds[Ks[i]]} round{'s' * (rounds[Ks[i]] != 1)}, λ={damping[i]:.3g}) "
-                f"{gaps_point[i]:+.1f} "
-                f"[{bootstrap.interval(gaps[i])[0]:+.1f}, {bootstrap.interval(gaps[i])[1]:+.1f}]" for i in large)
+            detail="IL − GN: " + _differences_detail(
+                large, {i: f"K={tables.format_K(Ks[i])} ({rounds[Ks[i]]} round{'s' * (rounds[Ks[i]] != 1)}, "
+                           f"λ={damping[i]:.3g})" for i in large}, gaps_point[large], gaps[large], bootstrap, None)
             if large else f"no K has at most {options['max_rounds']} rounds")
 
         def signed(values: np.ndarray) -> str:
