@@ -440,11 +440,6 @@ def _of_group(rows: pd.DataFrame, group: Sequence[str]) -> pd.DataFrame:
     return rows[(rows[GROUP_KEYS] == pd.Series(group, index=GROUP_KEYS)).all(axis=1)]
 
 
-def _nonlinear(rows: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the ReLU networks (the deep linear twins are S2's control, judged there only)."""
-    return rows[rows["activation"] != "linear"]
-
-
 def _seed_matrix(rows: pd.DataFrame, seeds: Sequence[int], column: str = "value") -> np.ndarray:
     """(1, S) values of one condition per seed (NaN for a seed without a row)."""
     values = rows.set_index("seed")[column]
@@ -485,7 +480,7 @@ def check_c3(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
     ntk, notes = _completed_runs(measured["ntk"])
     measures = {"relative_change": "relative change ‖Θ − Θ₀‖/‖Θ₀‖", "centred_distance": "centred distance from Θ₀"}
     results = []
-    for group, runs in _groups(_nonlinear(_kernel_rows(ntk, "relative_change"))):
+    for group, runs in _groups(tables.nonlinear(_kernel_rows(ntk, "relative_change"))):
         changes = {}
         for metric in measures:
             rows = _of_group(_kernel_rows(ntk, metric), group)
@@ -529,7 +524,7 @@ def check_s1(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
     thresholds = settings["S1"]
     ntk, notes = _completed_runs(measured["ntk"])
     rises, results = {}, []
-    for group, runs in _groups(_nonlinear(_kernel_rows(ntk, "alignment"))):
+    for group, runs in _groups(tables.nonlinear(_kernel_rows(ntk, "alignment"))):
         change = _change_per_seed(runs[runs["K"] == 1], settings.early_phase_fraction, True)
         if change is None:
             results.append(ModelVerdict(*group, note=_join(NEEDS_SNAPSHOTS, notes.get(group, ""))))
@@ -606,7 +601,7 @@ def check_s2(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
     full = _final_contrasts(ntk, "specialisation")
     twin_of = {model: twin for twin, model in twins.items()}
     results = []
-    for group, runs in _groups(_nonlinear(backbone)):
+    for group, runs in _groups(tables.nonlinear(backbone)):
         dataset, model, variant = group
         twin = backbone[(backbone["model"] == twin_of.get(model)) & (backbone["dataset"] == dataset)
                         & (backbone["variant"] == variant) & (backbone["K"] == 1)]

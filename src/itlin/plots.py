@@ -134,12 +134,7 @@ def accuracy_vs_feature_updates(metrics: pd.DataFrame, out_pdf: Path, out_png: P
     for group, runs in completed.groupby("group", sort=True):
         colour = palette[group]
         _seed_points(ax, runs, "feature_updates", colour)
-        standard = runs.loc[runs["K"] == 1, "accuracy_pct"]
-        if not standard.empty:
-            reference = standard.mean()
-            ax.axhline(reference, color=colour, linestyle=":", linewidth=1.2)
-            if tolerance_pt is not None:
-                ax.axhspan(reference - tolerance_pt, reference, color=colour, alpha=0.1, linewidth=0)
+        _standard_training_line(ax, runs.loc[runs["K"] == 1, "accuracy_pct"], colour, tolerance_pt)
         handles.append(Line2D([], [], color=colour, marker="o", label=f"{group}: mean, bars: range over seeds"))
     for group, runs in finals.groupby("group", sort=True):
         _mark_diverged(ax, runs, "feature_updates", palette[group])
@@ -147,8 +142,7 @@ def accuracy_vs_feature_updates(metrics: pd.DataFrame, out_pdf: Path, out_png: P
     ax.set(xlabel="feature updates per run (re-linearisations, symlog scale)", ylabel="final test accuracy (%)")
     _label_K_on_top(ax, completed)
     handles.append(Line2D([], [], color="0.3", linestyle=":", label="K = 1 (standard training), mean"))
-    if tolerance_pt is not None:
-        handles.append(Patch(color="0.3", alpha=0.15, label=f"within {tolerance_pt:g} pt of K = 1 (C1 tolerance)"))
+    handles += _tolerance_handles(tolerance_pt, "C1")
     return _finish(fig, title, handles + _diverged_handles(finals), out_pdf, out_png)
 
 
@@ -216,14 +210,11 @@ def linearise_after_t(metrics: pd.DataFrame, out_pdf: Path, out_png: Path, *,
             if not mean.empty:
                 ax.scatter(mean["t"].iloc[0], mean["accuracy_pct"].mean(), marker=marker, s=90,
                            facecolors="none", edgecolors=colour, linewidths=2, zorder=4)
-        reference = standard.loc[(standard["group"] == group) & (standard["status"] == "ok"), "accuracy_pct"]
-        if not reference.empty:
-            ax.axhline(reference.mean(), color=colour, linestyle=":", linewidth=1.2)
-            if tolerance_pt is not None:
-                ax.axhspan(reference.mean() - tolerance_pt, reference.mean(), color=colour, alpha=0.1, linewidth=0)
+        _standard_training_line(
+            ax, standard.loc[(standard["group"] == group) & (standard["status"] == "ok"), "accuracy_pct"], colour,
+            tolerance_pt)
         handles.append(Line2D([], [], color=colour, marker="o", label=f"{group}: mean, bars: range over seeds"))
-    if tolerance_pt is not None:
-        handles.append(Patch(color="0.3", alpha=0.15, label=f"within {tolerance_pt:g} pt of K = 1 (C4 tolerance)"))
+    handles += _tolerance_handles(tolerance_pt, "C4")
     for group, runs in points.groupby("group", sort=True):
         _mark_diverged(ax, runs, "t", palette[group])
     _symlog_x(ax, _linthresh(points["t"]))
@@ -250,8 +241,7 @@ def ntk_distance(ntk: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
     (S2's control) are left out.
     """
     title = "C3: change of the empirical NTK during training, per K"
-    rows = _trained_kernel_rows(ntk, tuple(metric for metric, _, _ in NTK_CHANGE_PANELS))
-    rows = rows[rows["activation"] != "linear"]
+    rows = tables.nonlinear(_trained_kernel_rows(ntk, tuple(metric for metric, _, _ in NTK_CHANGE_PANELS)))
     if rows.empty:
         return _note_figure(title, NO_NTK_RUNS, out_pdf, out_png)
     colours = K_colours(rows["K"].unique())
@@ -286,8 +276,7 @@ def kernel_alignment(ntk: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
     verdict rests on the centred alignment: the uncentred one of a ReLU kernel is dominated by its
     constant mode. Deep linear twins are left out."""
     title = "S1: kernel-target alignment during training, per K and depth"
-    rows = _trained_kernel_rows(ntk, ALIGNMENTS)
-    rows = rows[rows["activation"] != "linear"]
+    rows = tables.nonlinear(_trained_kernel_rows(ntk, ALIGNMENTS))
     if rows.empty:
         return _note_figure(title, NO_NTK_RUNS, out_pdf, out_png)
     colours = K_colours(rows["K"].unique())
@@ -347,7 +336,7 @@ def kernel_specialisation(ntk: pd.DataFrame, out_pdf: Path, out_png: Path, *,
     matrices = final.groupby(["model", "metric", "K", "output_class", "target_class"])["value"].mean()
     steps = final.groupby(["model", "K"])["step"].max()
     limit = max(float(np.nan_to_num(matrices.abs().max())), 1e-6)
-    models_ = sorted(set(rows.loc[rows["activation"] != "linear", "model"]))
+    models_ = sorted(set(tables.nonlinear(rows)["model"]))
     kernels = {"specialisation": "all parameters", "specialisation_backbone": "backbone"}
     fig, axes = plt.subplots(2 * len(models_), 3, figsize=(13, 3.6 * 2 * len(models_) + 0.8), layout="constrained",
                              squeeze=False)
@@ -420,7 +409,7 @@ def gauss_newton_damping(table: pd.DataFrame, out_pdf: Path, out_png: Path, *, t
     if table.empty:
         return _note_figure(title, "No C5 runs: nothing to draw.", out_pdf, out_png)
     table = table.assign(test_accuracy=100 * table["test_accuracy"],
-                         group=tables.group_labels(table.assign(variant="")) + " / " + table["loss"])
+                         group=tables.group_labels(table) + " / " + table["loss"])
     groups = sorted(table["group"].unique())
     fig, axes = plt.subplots(3, len(groups), figsize=(4.4 * len(groups) + 2.6, 8.4), layout="constrained",
                              squeeze=False, sharex="col")
@@ -472,7 +461,7 @@ def kernel_regression(table: pd.DataFrame, out_pdf: Path, out_png: Path, *, tole
     if table.empty:
         return _note_figure(title, "No kernel-regression runs: nothing to draw.", out_pdf, out_png)
     summary = claims.kernel_regression_summary(table)
-    summary["group"] = tables.group_labels(summary.assign(variant=""))
+    summary["group"] = tables.group_labels(summary)
     groups = sorted(summary["group"].unique())
     fig, axes = plt.subplots(len(groups), 2, figsize=(10, 3.4 * len(groups) + 0.8), layout="constrained",
                              squeeze=False)
@@ -627,6 +616,23 @@ def _mean_curve(ax: plt.Axes, rows: pd.DataFrame, y: str, style: dict) -> None:
     """Mean over seeds of ``y`` against step with a band over their range (NaN rows of diverged runs dropped)."""
     finite = rows[np.isfinite(rows[y])]
     sns.lineplot(finite, x="step", y=y, ax=ax, errorbar=seed_range, legend=False, linewidth=1.6, **style)
+
+
+def _standard_training_line(ax: plt.Axes, accuracies: pd.Series, colour, tolerance_pt: float | None) -> None:
+    """A group's mean K = 1 accuracy as a dotted line, over the band ``tolerance_pt`` below it (none without runs)."""
+    if accuracies.empty:
+        return
+    reference = accuracies.mean()
+    ax.axhline(reference, color=colour, linestyle=":", linewidth=1.2)
+    if tolerance_pt is not None:
+        ax.axhspan(reference - tolerance_pt, reference, color=colour, alpha=0.1, linewidth=0)
+
+
+def _tolerance_handles(tolerance_pt: float | None, claim: str) -> list[Patch]:
+    """The legend entry of the band drawn by ``_standard_training_line`` (none without a tolerance)."""
+    if tolerance_pt is None:
+        return []
+    return [Patch(color="0.3", alpha=0.15, label=f"within {tolerance_pt:g} pt of K = 1 ({claim} tolerance)")]
 
 
 def _seed_points(ax: plt.Axes, runs: pd.DataFrame, x: str, colour: tuple) -> None:

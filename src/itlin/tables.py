@@ -221,13 +221,9 @@ def validate(df: pd.DataFrame, source: str) -> pd.DataFrame:
 def validate_predictions(df: pd.DataFrame, source: str) -> pd.DataFrame:
     """Check ``df`` against ``PREDICTIONS_COLUMNS`` and return a copy with the schema's dtypes."""
     result = _with_schema_dtypes(df, PREDICTIONS_COLUMNS, source)
-    bad = sorted(set(result["evaluator"]) - set(ALLOWED_VALUES["evaluator"]))
-    if bad:
-        raise MetricsSchemaError(f"{source}: column 'evaluator' has value(s) {bad}, allowed {list(ALLOWED_VALUES['evaluator'])}")
+    _check_allowed(result, "evaluator", ALLOWED_VALUES["evaluator"], source)
     _check_K(result, source)
-    for column in ("step", "example", "label", "prediction"):
-        if (result[column] < 0).any():
-            raise MetricsSchemaError(f"{source}: column {column!r} has negative values")
+    _check_non_negative(result, ("step", "example", "label", "prediction"), source)
     return result.reset_index(drop=True)
 
 
@@ -238,17 +234,13 @@ def validate_ntk(df: pd.DataFrame, source: str) -> pd.DataFrame:
     """
     result = _with_schema_dtypes(df, NTK_COLUMNS, source)
     for column, allowed in (("point", NTK_POINTS), ("metric", NTK_METRICS), ("status", ALLOWED_VALUES["status"])):
-        bad = sorted(set(result[column]) - set(allowed))
-        if bad:
-            raise MetricsSchemaError(f"{source}: column {column!r} has value(s) {bad}, allowed {list(allowed)}")
+        _check_allowed(result, column, allowed, source)
     _check_K(result, source)
     for column, lowest in (("step", 0), ("probe_size", 1), ("depth", 1), ("output_class", 0), ("target_class", 0),
                            ("diverged_step", 0)):
         if (result[column].dropna() < lowest).any():
             raise MetricsSchemaError(f"{source}: column {column!r} has values below {lowest}")
-    bad = sorted(set(result["activation"]) - set(ACTIVATIONS))
-    if bad:
-        raise MetricsSchemaError(f"{source}: column 'activation' has value(s) {bad}, allowed {list(ACTIVATIONS)}")
+    _check_allowed(result, "activation", ACTIVATIONS, source)
     if (result["diverged_step"].isna() == (result["status"] == "diverged")).any():
         raise MetricsSchemaError(f"{source}: column 'diverged_step' must be set exactly on diverged runs")
     if (result["step"] >= result["diverged_step"]).fillna(False).any():
@@ -278,9 +270,7 @@ def validate_gauss_newton_predictions(df: pd.DataFrame, source: str) -> pd.DataF
     result = _with_schema_dtypes(df, GAUSS_NEWTON_PREDICTIONS_COLUMNS, source)
     _check_gauss_newton_keys(result, source)
     _check_allowed(result, "evaluator", ALLOWED_VALUES["evaluator"], source)
-    for column in ("example", "label", "prediction"):
-        if (result[column] < 0).any():
-            raise MetricsSchemaError(f"{source}: column {column!r} has negative values")
+    _check_non_negative(result, ("example", "label", "prediction"), source)
     return result.reset_index(drop=True)
 
 
@@ -294,9 +284,17 @@ def _check_gauss_newton_keys(df: pd.DataFrame, source: str) -> None:
 
 
 def _check_allowed(df: pd.DataFrame, column: str, allowed: Sequence[str], source: str) -> None:
+    """Reject values of ``column`` outside ``allowed``, naming them."""
     bad = sorted(set(df[column]) - set(allowed))
     if bad:
         raise MetricsSchemaError(f"{source}: column {column!r} has value(s) {bad}, allowed {list(allowed)}")
+
+
+def _check_non_negative(df: pd.DataFrame, columns: Sequence[str], source: str) -> None:
+    """Reject negative values in ``columns`` (missing values pass)."""
+    for column in columns:
+        if (df[column].dropna() < 0).any():
+            raise MetricsSchemaError(f"{source}: column {column!r} has negative values")
 
 
 def validate_kernel_regression(df: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -353,13 +351,9 @@ def _is_number(value: object) -> bool:
 def _check_values(df: pd.DataFrame, source: str) -> None:
     """Reject values outside the schema's domains (categories, K >= 1, non-negative counts)."""
     for column, allowed in ALLOWED_VALUES.items():
-        bad = sorted(set(df[column]) - set(allowed))
-        if bad:
-            raise MetricsSchemaError(f"{source}: column {column!r} has value(s) {bad}, allowed {list(allowed)}")
+        _check_allowed(df, column, allowed, source)
     _check_K(df, source)
-    for column in ("step", "feature_updates", "switch_step"):
-        if (df[column].dropna() < 0).any():
-            raise MetricsSchemaError(f"{source}: column {column!r} has negative values")
+    _check_non_negative(df, ("step", "feature_updates", "switch_step"), source)
     accuracy = df["accuracy"].dropna()
     if ((accuracy < 0) | (accuracy > 1)).any():
         raise MetricsSchemaError(f"{source}: column 'accuracy' must be a fraction in [0, 1]")
@@ -547,9 +541,15 @@ def format_K(K: float) -> str:
     return power if mantissa == 1 else f"{mantissa}·{power}"
 
 
+def nonlinear(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the ReLU networks of an NTK table: the deep linear twins are S2's control only."""
+    return rows[rows["activation"] != "linear"]
+
+
 def group_labels(runs: pd.DataFrame) -> pd.Series:
-    """A short label per row naming its model, plus dataset and variant where the table has several."""
-    parts = [column for column in ("dataset", "variant") if runs[column].nunique() > 1]
+    """A short label per row naming its model, plus dataset and variant where the table has several (tables
+    without a variant column, such as C5's and C6's, are labelled by dataset only)."""
+    parts = [column for column in ("dataset", "variant") if column in runs and runs[column].nunique() > 1]
     label = runs["model"].astype("str")
     for column in parts:
         label = label + " / " + runs[column].astype("str")
