@@ -138,28 +138,24 @@ class NtkPlan(NamedTuple):
     flops: float
 
 
-def ntk_plan(model, spec: ModelSpec, n: int, *, kind: str = "per_class", n2: int | None = None,
-             strategy: str = "auto", chunk_size: int | None = None) -> NtkPlan:
-    """One NTK of ``kind`` on n probes (or n × n2) as ``empirical_ntk`` plans it under the H100's
-    memory budget: the given strategy and chunk size, else (``auto``, None) the cheaper strategy by
+def ntk_plan(model, spec: ModelSpec, n: int, *, kind: str = "per_class", strategy: str = "auto",
+             chunk_size: int | None = None) -> NtkPlan:
+    """One NTK of ``kind`` on n probes as ``empirical_ntk`` plans it under the H100's memory budget: the given strategy and chunk size, else (``auto``, None) the cheaper strategy by
     ``itlin.ntk``'s cost model, at its automatic chunk size."""
     profile = ntk.profile_model(model.apply, model.params, jnp.zeros((1, *spec.input_shape)))
     budget = ntk.JACOBIAN_MEMORY_FRACTION * H100_MEMORY_BYTES
-    symmetric = n2 is None
-    n2 = n if symmetric else n2
     plans = []
     for candidate in ntk.STRATEGIES if strategy == "auto" else [strategy]:
-        chunk = chunk_size or ntk.auto_chunk_size(profile, candidate, n=max(n, n2), budget_bytes=budget)
-        flops = ntk.estimate_costs(profile, n1=n, n2=n2, kind=kind, symmetric=symmetric,
-                                   chunk_size=chunk)[candidate].flops
+        chunk = chunk_size or ntk.auto_chunk_size(profile, candidate, n=n, budget_bytes=budget)
+        flops = ntk.estimate_costs(profile, n1=n, n2=n, kind=kind, symmetric=True, chunk_size=chunk)[candidate].flops
         plans.append(NtkPlan(candidate, chunk, flops))
     return min(plans, key=lambda plan: plan.flops)
 
 
-def ntk_kernel_flops(model, spec: ModelSpec, n: int, *, kind: str = "per_class", n2: int | None = None) -> float:
-    """FLOPs of one NTK of ``kind`` on n probes (or n × n2) by ``itlin.ntk``'s cost model, with the
-    cheaper strategy at its chunk size under the H100's memory budget."""
-    return ntk_plan(model, spec, n, kind=kind, n2=n2).flops
+def ntk_kernel_flops(model, spec: ModelSpec, n: int, *, kind: str = "per_class") -> float:
+    """FLOPs of one NTK of ``kind`` on n probes by ``itlin.ntk``'s cost model, with the cheaper strategy
+    at its chunk size under the H100's memory budget."""
+    return ntk_plan(model, spec, n, kind=kind).flops
 
 
 def gpu_rows(results: dict | None) -> list[dict]:

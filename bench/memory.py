@@ -61,9 +61,9 @@ def nbytes(tree) -> int:
     return int(sum(leaf.size * jnp.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(tree)))
 
 
-def abstract(tree):
-    """The pytree's arrays as ``jax.ShapeDtypeStruct``s."""
-    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), tree)
+def abstract(tree, dtype=None):
+    """The pytree's arrays as ``jax.ShapeDtypeStruct``s (in ``dtype``, if given)."""
+    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, dtype or leaf.dtype), tree)
 
 
 def images(n: int, spec: ModelSpec, dtype=jnp.float32) -> jax.ShapeDtypeStruct:
@@ -107,19 +107,17 @@ def training(spec: ModelSpec, config: dict) -> tuple[list[dict], int]:
     return rows, dataset_bytes(spec) + nbytes(eval_set)
 
 
-def _kernel(stage: str, spec: ModelSpec, model, n: int, *, kind: str, held: int, n2: int | None = None,
-            strategy: str = "auto", chunk_size: int | None = None, blocks_on_device: bool = True,
-            dtype=jnp.float32) -> dict:
+def _kernel(stage: str, spec: ModelSpec, model, n: int, *, kind: str, held: int, strategy: str = "auto",
+            chunk_size: int | None = None, dtype=jnp.float32) -> dict:
     """The row of one NTK (``ntk.empirical_ntk``) as planned for an H100: one block of its strategy at
     its chunk size (``ntk.compiled_block_bytes``) beside ``held``, and the kernel's blocks, which stay
     on the device until the kernel is assembled; in ``dtype`` (the model's parameters and inputs)."""
-    plan = ntk_plan(model, spec, n, kind=kind, n2=n2, strategy=strategy, chunk_size=chunk_size)
-    params = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, dtype), model.params)
-    block = ntk.compiled_block_bytes(model.apply, params, images(plan.chunk_size, spec, dtype), plan.strategy, kind=kind)
-    entries = n * (n2 or n) * (NUM_CLASSES**2 if kind == "full" else NUM_CLASSES if kind == "per_class" else 1)
-    shape = f"{n:,} × {n2:,}" if n2 else f"{n:,}"
-    return _row(stage, spec, f"NTK ({kind}) on {shape} examples: {plan.strategy}, chunks of {plan.chunk_size}",
-                block, held + jnp.dtype(dtype).itemsize * entries * blocks_on_device)
+    plan = ntk_plan(model, spec, n, kind=kind, strategy=strategy, chunk_size=chunk_size)
+    block = ntk.compiled_block_bytes(model.apply, abstract(model.params, dtype), images(plan.chunk_size, spec, dtype),
+                                     plan.strategy, kind=kind)
+    entries = n * n * (NUM_CLASSES**2 if kind == "full" else NUM_CLASSES if kind == "per_class" else 1)
+    return _row(stage, spec, f"NTK ({kind}) on {n:,} examples: {plan.strategy}, chunks of {plan.chunk_size}",
+                block, held + jnp.dtype(dtype).itemsize * entries)
 
 
 def ntk_stage(spec: ModelSpec, config: dict) -> tuple[list[dict], int]:
@@ -182,10 +180,10 @@ def kernel_regression_stage(spec: ModelSpec, config: dict) -> tuple[list[dict], 
     n = options["train_size"]
     with jax.enable_x64(True):
         model = spec.create()
-        params = abstract(jax.tree.map(lambda p: p.astype(jnp.float64), model.params))
+        float64_model = dataclasses.replace(model, params=jax.tree.map(lambda p: p.astype(jnp.float64), model.params))
+        params = abstract(float64_model.params)
         subset = jax.ShapeDtypeStruct((n, *spec.input_shape), jnp.float64)
         chunk = jax.ShapeDtypeStruct((train.EVAL_CHUNK, *spec.input_shape), jnp.float64)
-        float64_model = dataclasses.replace(model, params=jax.tree.map(lambda p: p.astype(jnp.float64), model.params))
         rows = [_kernel("kernel_regression", spec, model, n, kind="full", held=nbytes(subset), dtype=jnp.float64,
                         strategy="jacobian", chunk_size=kernel_regression.KERNEL_CHUNK)]
         scan_steps = math.gcd(options["steps"], 100, *options["compare_steps"])

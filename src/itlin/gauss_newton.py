@@ -291,13 +291,10 @@ def run(*, data_path: Path, model: dict, seed: int, loss: str, learning_rate: fl
         raise ValueError(f"batch_size: {batch} is more than the {n_train} training examples of the C5 runs")
     for K in periods:
         rounds(K, steps)  # every period divides T, before anything runs
-    trainer = training.Trainer(training.RunConfig.from_dict(dict(
-        data=str(data_path), dataset=dataset.meta["dataset"], model=model, K=periods[0], switch_step=None, seed=seed,
-        variant=f"C5 {loss}", steps=steps, batch_size=batch,
-        optimizer={"name": "sgd", "learning_rate": learning_rate, "momentum": 0.0, "schedule": "constant"},
-        loss=loss, augment=False, reset_optimizer=False, proximal_damping=0.0, eval_every=steps, eval_train_size=n_train,
-        scan_steps=math.gcd(steps, SCAN_STEPS), num_snapshots=0, velocity_interval=math.gcd(steps, SCAN_STEPS),
-        checkpoint_every=steps)), network)
+    trainer = training.Trainer(training.gradient_descent_config(
+        data=str(data_path), dataset=dataset.meta["dataset"], model=model, K=periods[0], seed=seed,
+        variant=f"C5 {loss}", steps=steps, batch_size=batch, learning_rate=learning_rate, loss=loss,
+        eval_train_size=n_train, scan_steps=math.gcd(steps, SCAN_STEPS)), network)
     round_ = make_round(network.apply, loss, cg_tolerance=cg_tolerance, cg_max_iterations=cg_max_iterations,
                         newton_tolerance=newton_tolerance, newton_max_steps=newton_max_steps)
     train_data = training.TrainData(jnp.asarray(x_train), jnp.asarray(y_train, jnp.int32))

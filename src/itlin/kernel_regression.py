@@ -141,13 +141,10 @@ def run(*, data_path: Path, model: dict, seed: int, train_size: int, steps: int,
         if learning_rate == "auto":
             learning_rate = AUTO_STEP_FRACTION * dynamics.stable_rate()
         compared = sorted(set(compare_steps) | {steps})
-        config = training.RunConfig.from_dict(dict(
-            data=str(data_path), dataset=dataset.meta["dataset"], model=model, K="inf", switch_step=None, seed=seed,
-            variant="kernel_regression", steps=steps, batch_size=train_size,
-            optimizer={"name": "sgd", "learning_rate": float(learning_rate), "momentum": 0.0, "schedule": "constant"},
-            loss="mse", augment=False, reset_optimizer=False, proximal_damping=0.0, eval_every=steps,
-            eval_train_size=train_size, scan_steps=math.gcd(scan_steps, *compared), num_snapshots=0,
-            velocity_interval=math.gcd(scan_steps, *compared), checkpoint_every=steps))
+        config = training.gradient_descent_config(
+            data=str(data_path), dataset=dataset.meta["dataset"], model=model, K="inf", seed=seed,
+            variant="kernel_regression", steps=steps, batch_size=train_size, learning_rate=learning_rate, loss="mse",
+            eval_train_size=train_size, scan_steps=math.gcd(scan_steps, *compared))
         trainer = training.Trainer(config, network)
         state = trainer.init_state()
         schedule, train_data = trainer.schedule(), training.TrainData(x_train, jnp.asarray(y_train, jnp.int32))
@@ -163,12 +160,12 @@ def run(*, data_path: Path, model: dict, seed: int, train_size: int, steps: int,
                                      _in_chunks(lambda x: f_lin(state.params, state.params_lin, x), x_test))
 
         product = jax.jit(functools.partial(kernel_product, network.apply))
+        initial_test = _in_chunks(lambda x: network.apply(network.params, x), x_test)  # f₀, the same at every t
 
         def closed_form(step: float) -> np.ndarray:
             """f_t on the test split: f₀(x) + Θ(x, X) α_t."""
             alpha = jnp.asarray(dynamics.coefficients(learning_rate, step))
-            return _in_chunks(lambda x: network.apply(network.params, x) + product(network.params, x_train, x, alpha),
-                              x_test)
+            return initial_test + _in_chunks(lambda x: product(network.params, x_train, x, alpha), x_test)
 
         frames = []
         for step in compared + [math.inf]:

@@ -364,6 +364,20 @@ def snapshot_steps(steps: int, scan_steps: int, count: int, interval: int) -> li
     return sorted(main | {t + interval for t in main if t + interval <= steps})
 
 
+def gradient_descent_config(*, data: str, dataset: str, model: dict, K, seed: int, variant: str, steps: int,
+                            batch_size: int, learning_rate: float, loss: str, eval_train_size: int,
+                            scan_steps: int) -> RunConfig:
+    """A run of plain gradient descent (SGD at a constant rate, no momentum or augmentation), evaluated and
+    checkpointed at its end only, without snapshots: the iterative linearisation of C5 and C6."""
+    return RunConfig.from_dict(dict(
+        data=str(data), dataset=dataset, model=model, K=K, switch_step=None, seed=seed, variant=variant, steps=steps,
+        batch_size=batch_size,
+        optimizer={"name": "sgd", "learning_rate": float(learning_rate), "momentum": 0.0, "schedule": "constant"},
+        loss=loss, augment=False, reset_optimizer=False, proximal_damping=0.0, eval_every=steps,
+        eval_train_size=eval_train_size, scan_steps=scan_steps, num_snapshots=0, velocity_interval=scan_steps,
+        checkpoint_every=steps))
+
+
 def _flatten_with_names(tree) -> dict[str, np.ndarray]:
     return dict(zip(models.parameter_paths(tree), (np.asarray(leaf) for leaf in jax.tree.leaves(tree))))
 
@@ -381,7 +395,7 @@ def load_snapshot(path: Path, like) -> tuple[Any, Any]:
     """Read (θ, θ_lin) from a snapshot, shaped like the parameter pytree ``like``."""
     with np.load(path) as stored:
         treedef = jax.tree_util.tree_structure(like)
-        names = _flatten_with_names(like).keys()
+        names = models.parameter_paths(like)
         trees = [jax.tree_util.tree_unflatten(treedef, [jnp.asarray(stored[f"{prefix}/{name}"]) for name in names])
                  for prefix in ("theta", "theta_lin")]
     return trees[0], trees[1]

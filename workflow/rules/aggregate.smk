@@ -7,7 +7,7 @@ K sweep, so that the sweep figures never wait for (or rerun after) the switch ru
 
 rule aggregate:
     input:
-        metrics=metrics_files(SWEEP_RUNS + SWITCH_RUNS),
+        metrics=run_files(SWEEP_RUNS + SWITCH_RUNS, "metrics.parquet"),
         code=library_source("tables"),
     output:
         table="results/tables/metrics.parquet",
@@ -22,7 +22,7 @@ rule aggregate:
 
 rule aggregate_sweep:
     input:
-        metrics=metrics_files(SWEEP_RUNS),
+        metrics=run_files(SWEEP_RUNS, "metrics.parquet"),
         code=library_source("tables"),
     output:
         table="results/tables/metrics_sweep.parquet",
@@ -37,7 +37,7 @@ rule aggregate_sweep:
 
 rule aggregate_predictions:
     input:
-        predictions=[f"results/runs/{run}/predictions.parquet" for run in SWEEP_RUNS + SWITCH_RUNS],
+        predictions=run_files(SWEEP_RUNS + SWITCH_RUNS, "predictions.parquet"),
         code=library_source("tables"),
     output:
         table="results/tables/predictions.parquet",

@@ -267,9 +267,9 @@ KERNEL_REGRESSION_RUNS = [
 ]
 
 
-def metrics_files(runs):
-    """The metrics table of each run."""
-    return [f"results/runs/{run}/metrics.parquet" for run in runs]
+def run_files(runs, name):
+    """The output ``name`` (metrics.parquet, predictions.parquet) of each run."""
+    return [f"results/runs/{run}/{name}" for run in runs]
 
 
 def all_targets():
