@@ -584,7 +584,7 @@ def measure_run(run_dir: Path, data_path: Path, probe_size: int, *, probe_seed: 
                      for metric, measure in CHANGE_MEASURES.items()]
             rows += [_row(step, point, "alignment", kernel.alignment),
                      _row(step, point, "alignment_uncentred", kernel.alignment_uncentred)]
-            for metric in ("specialisation", "specialisation_backbone"):
+            for metric in tables.SPECIALISATION_METRICS:
                 rows += [_row(step, point, metric, float(value), c, t)
                          for (c, t), value in np.ndenumerate(getattr(kernel, metric))]
             if (step - interval, point) in measured:
