@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n== {name}", flush=True)
         run, display = RUNNERS[name]
         section = run(args, config)
-        common.record(name, section | {"arguments": {key: _plain(value) for key, value in vars(args).items()}},
+        common.store(name, section | {"arguments": {key: _plain(value) for key, value in vars(args).items()}},
                       args.results)
         display(section, args.markdown)
     return 0

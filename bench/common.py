@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import yaml
 from flax import nnx
 
-from itlin import models, train
+from itlin import models, record, train
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 PAPER_CONFIG = REPOSITORY / "config" / "paper.yaml"
@@ -72,14 +72,14 @@ def paper_models(config: dict, *, resnet_width: int | None = None, compute_dtype
 
 
 def run_config(spec: ModelSpec, *, batch_size: int, scan_steps: int, config: dict, K: float = math.inf,
-               switch_step: int | None = None, seed: int = 0) -> train.RunConfig:
+               switch_step: int | None = None, seed: int = 0) -> record.RunConfig:
     """A run of ``spec`` with the config's training settings (as the pipeline writes them), on
     in-memory synthetic data; evaluation and checkpoints fall outside the benchmarked blocks."""
     training = dict(config["training"])
     steps = scan_steps * math.ceil(training["steps"] / scan_steps)
     training.update(batch_size=batch_size, scan_steps=scan_steps, steps=steps, eval_every=steps,
                     checkpoint_every=steps, velocity_interval=scan_steps)
-    return train.RunConfig.from_dict(dict(
+    return record.RunConfig.from_dict(dict(
         data="synthetic (in memory)", dataset="synthetic", model={"name": spec.name, **spec.kwargs}, K=K,
         switch_step=switch_step, seed=seed, variant="base", augment=False, **training))
 
@@ -174,12 +174,12 @@ def results_path(device: str | None = None) -> Path:
     return RESULTS / f"{device or device_label()}.json"
 
 
-def record(section: str, result: dict, path: Path | None = None) -> Path:
+def store(section: str, result: dict, path: Path | None = None) -> Path:
     """Write ``result`` as ``section`` of the device's results file, keeping the other sections,
     with the device, library versions and date of this measurement."""
     path = path or results_path()
     stored = json.loads(path.read_text()) if path.exists() else {"sections": {}}
-    environment = train.environment()
+    environment = record.environment()
     stored.update(device=environment["device"] | {"cpu": cpu_model(), "cpu_count": os.cpu_count()},
                   versions=environment["versions"])
     stored["sections"][section] = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from bench.common import ModelSpec, run_config, step_flops
-from itlin import linearise, ntk, train
+from itlin import linearise, ntk, record, train
 from itlin.linearise import relinearises_throughout
 
 H100_DENSE_PEAK = {"tf32": 494.7e12, "bf16": 989.4e12, "fp32": 66.9e12, "fp64": 66.9e12}
@@ -223,7 +223,7 @@ def distinct_kernels(K: float, training: dict, velocity_interval: int) -> int:
     """NTKs the NTK stage computes for one sweep run: one per distinct parameter vector among θ and
     θ_lin at its snapshots (``ntk.measure_run`` computes identical snapshots once)."""
     steps = training["steps"]
-    snapshots = train.snapshot_steps(steps, training["scan_steps"], training["num_snapshots"], velocity_interval)
+    snapshots = record.snapshot_steps(steps, training["scan_steps"], training["num_snapshots"], velocity_interval)
     period = steps if math.isinf(K) else int(K)
     points = set()
     for step in snapshots:

@@ -16,7 +16,7 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))  # bench/ is a folder of the repository, not part of the installed package
 
 from bench import common, compilation, cost, gpu, memory, pipeline  # noqa: E402
-from itlin import train  # noqa: E402
+from itlin import record, train  # noqa: E402
 
 TINY_MLP = common.ModelSpec("mlp", "mlp", {"depth": 1, "width": 16}, common.DIGITS_SHAPE)
 
@@ -71,7 +71,7 @@ def test_steps_in_blocks_that_relinearise_at_every_step(K, switch_step, expected
 def test_distinct_kernels_of_a_run():
     """θ and θ_lin at each snapshot, identical parameter vectors counted once."""
     training = {"steps": 100, "scan_steps": 10, "num_snapshots": 4}
-    assert train.snapshot_steps(100, 10, 4, 10) == [0, 10, 20, 30, 50, 60, 100]  # velocity pairs t, t + 10
+    assert record.snapshot_steps(100, 10, 4, 10) == [0, 10, 20, 30, 50, 60, 100]  # velocity pairs t, t + 10
     assert cost.distinct_kernels(math.inf, training, 10) == 7  # θ_lin is θ₀ throughout
     assert cost.distinct_kernels(1, training, 10) == 13  # θ_lin: θ one step earlier (0, 9, 19, 29, 49, 59, 99)
     assert cost.distinct_kernels(10, training, 10) == 9  # θ_lin adds θ at steps 40 and 90

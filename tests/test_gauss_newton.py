@@ -14,7 +14,7 @@ import pytest
 import scipy.optimize
 from jax.flatten_util import ravel_pytree
 
-from itlin import data, gauss_newton, models, tables, train
+from itlin import data, gauss_newton, models, record, tables, train
 
 N_EXAMPLES = 24
 
@@ -96,7 +96,7 @@ def test_proximal_round_converges_to_the_damped_gauss_newton_step(problem, run_c
     damping = 0.2 * curvature
     rate = 1.0 / (curvature + damping)
     steps = 400  # contraction at least 1 - damping * rate = 5/6 per step: far below float32 rounding
-    config = train.RunConfig.from_dict(run_config(
+    config = record.RunConfig.from_dict(run_config(
         K=steps, steps=steps, batch_size=N_EXAMPLES, loss="mse", proximal_damping=float(damping), scan_steps=steps,
         eval_every=steps, checkpoint_every=steps, velocity_interval=steps,
         optimizer={"name": "sgd", "learning_rate": float(rate), "momentum": 0.0, "schedule": "constant"}))
@@ -115,7 +115,7 @@ def test_proximal_damping_is_traced_and_changes_the_rounds(run_config, tiny_data
     batches = train.TrainData(jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train))
     model = models.create("mlp", input_shape=dataset.input_shape, num_classes=dataset.num_classes, seed=0,
                           depth=1, width=32)
-    trainer = train.Trainer(train.RunConfig.from_dict(run_config(K=10)), model)
+    trainer = train.Trainer(record.RunConfig.from_dict(run_config(K=10)), model)
     ends = [trainer.run_block(trainer.init_state(), batches, trainer.schedule()._replace(proximal_damping=jnp.float32(d)))
             for d in (0.0, 1.0)]
     distance = [float(optax.tree.norm(jax.tree.map(jnp.subtract, end.params, end.params_lin))) for end in ends]
@@ -129,7 +129,7 @@ def test_K_gradient_steps_on_the_linearised_mse_apply_the_spectral_filter(proble
     model, x, y, jacobian, flat, _ = problem
     curvature, basis = np.linalg.eigh(jacobian.T @ jacobian / N_EXAMPLES)
     rate, K = 0.5 / curvature[-1], 30
-    config = train.RunConfig.from_dict(run_config(
+    config = record.RunConfig.from_dict(run_config(
         K=K, steps=K, batch_size=N_EXAMPLES, loss="mse", scan_steps=K, eval_every=K, checkpoint_every=K, velocity_interval=K,
         optimizer={"name": "sgd", "learning_rate": float(rate), "momentum": 0.0, "schedule": "constant"}))
     trainer = train.Trainer(config, model)

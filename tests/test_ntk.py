@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from itlin import data, models, ntk, tables, train
+from itlin import data, models, ntk, record, tables, train
 
 NUM_CLASSES = 3
 MODELS = {  # name -> (kwargs, input shape): resnet18 needs 16x16 inputs for a 2x2 last stage
@@ -280,7 +280,7 @@ def linearised_run(tiny_data, tmp_path_factory):
         loss="cross_entropy", augment=False, reset_optimizer=False, proximal_damping=0.0, eval_every=20, eval_train_size=64, scan_steps=5,
         num_snapshots=4, velocity_interval=5, checkpoint_every=20,
     )
-    assert train.run(train.RunConfig.from_dict(config), out) == "ok"
+    assert train.run(record.RunConfig.from_dict(config), out) == "ok"
     return out
 
 
@@ -374,7 +374,7 @@ def test_ntk_table_equals_brute_force_jacobians_of_the_runs_own_snapshots(tiny_d
         loss="cross_entropy", augment=False, reset_optimizer=False, proximal_damping=0.0, eval_every=20,
         eval_train_size=64, scan_steps=5, num_snapshots=3, velocity_interval=5, checkpoint_every=40)
     run = tmp_path / "run"
-    train.run(train.RunConfig.from_dict(config), run)
+    train.run(record.RunConfig.from_dict(config), run)
     table = ntk.measure_run(run, tiny_data, probe_size=12)
     dataset = data.load(tiny_data)
     probe = data.probe_indices(dataset.y_train, 12, seed=0)
@@ -395,11 +395,11 @@ def test_ntk_table_equals_brute_force_jacobians_of_the_runs_own_snapshots(tiny_d
 
     H = np.eye(12) - 1 / 12
     Y = np.eye(4)[labels]
-    theta0, _ = train.load_snapshot(run / "snapshots" / "step_0000000.npz", model.params)
+    theta0, _ = record.load_snapshot(run / "snapshots" / "step_0000000.npz", model.params)
     initial = per_class(theta0).sum(0)
     last = 40
     for point, index in (("network", 0), ("linearisation", 1)):
-        params = train.load_snapshot(run / "snapshots" / f"step_{last:07d}.npz", model.params)[index]
+        params = record.load_snapshot(run / "snapshots" / f"step_{last:07d}.npz", model.params)[index]
         kernels = per_class(params)
         trace = kernels.sum(0)
         expected = {
@@ -418,13 +418,13 @@ def test_ntk_table_equals_brute_force_jacobians_of_the_runs_own_snapshots(tiny_d
             found = table[(table["step"] == last) & (table["point"] == point) & (table["metric"] == metric)]
             np.testing.assert_allclose(found.pivot(index="output_class", columns="target_class", values="value"),
                                        matrix, rtol=1e-4, atol=1e-6)
-    steps = train.snapshot_steps(40, 5, 3, 5)
+    steps = record.snapshot_steps(40, 5, 3, 5)
     pairs = [(t, t + 5) for t in steps if t + 5 in steps]
     assert pairs == [(0, 5), (5, 10), (10, 15), (15, 20)]
     velocities = table[(table["point"] == "network") & (table["metric"] == "velocity")].set_index("step")["value"]
     assert velocities.index.tolist() == [t for t, _ in pairs]
     t, later = pairs[-1]
-    kernel_t, kernel_later = (per_class(train.load_snapshot(run / "snapshots" / f"step_{step:07d}.npz", model.params)[0]).sum(0)
+    kernel_t, kernel_later = (per_class(record.load_snapshot(run / "snapshots" / f"step_{step:07d}.npz", model.params)[0]).sum(0)
                               for step in (t, later))
     assert velocities[t] == pytest.approx((1 - cosine(kernel_t, kernel_later)) / 5, rel=1e-3, abs=1e-8)
 
@@ -480,7 +480,7 @@ def test_degenerate_kernel_is_recorded_as_nan_with_a_warning(linearised_run, tin
     last = max((run / "snapshots").glob("step_*.npz"))
     like = models.create("mlp", input_shape=(8, 8, 1), num_classes=4, seed=0, depth=1, width=16).params
     dead = jax.tree.map(jnp.zeros_like, like)
-    train.save_snapshot(last, dead, dead)
+    record.save_snapshot(last, dead, dead)
     table = ntk.measure_run(run, tiny_data, probe_size=16)
     step = int(last.stem.removeprefix("step_"))
     at_last, before = table[table["step"] == step], table[table["step"] < step]

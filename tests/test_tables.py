@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from itlin import tables
+from itlin import record, tables
 
 SPEC_COLUMNS = [
     "dataset", "model", "K", "switch_step", "seed", "variant", "step", "feature_updates", "split", "evaluator",
@@ -138,7 +138,7 @@ def test_example_metrics_hits_requested_final_accuracy():
 @pytest.mark.parametrize(("K", "text"), [(1, "1"), (10, "10"), (100, "10²"), (20000, "2·10⁴"), (150, "150"),
                                           (math.inf, "∞")])
 def test_format_K(K, text):
-    assert tables.format_K(K) == text
+    assert record.format_K(K) == text
 
 
 def test_group_labels_name_variant_only_when_several(metrics):

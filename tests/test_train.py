@@ -22,14 +22,14 @@ import pytest
 import yaml
 from jax.flatten_util import ravel_pytree
 
-from itlin import cli, data, models, tables, train, validation
+from itlin import checkpoints, cli, data, models, record, tables, train, validation
 from itlin.linearise import expected_feature_updates, linearise, relinearise_now, relinearises_throughout
 
 MODELS = {"mlp": {"depth": 2, "width": 16}, "cnn": {"depth": 2, "width": 8}, "resnet18": {"width": 4}}
 
 
 def trainer_for(config: dict, block_mode: str | None = None) -> tuple[train.Trainer, train.TrainData]:
-    run_config = train.RunConfig.from_dict(config)
+    run_config = record.RunConfig.from_dict(config)
     dataset = data.load(run_config.data)
     model = models.from_spec(run_config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
                              seed=run_config.seed)
@@ -160,7 +160,7 @@ def test_blocks_that_relinearise_throughout_are_those_of_the_traced_schedule(K, 
 def test_feature_updates_count(run_config, tmp_path, K):
     """A run of T steps re-linearises ⌈T/K⌉ − 1 times after initialisation."""
     config = run_config(K=K, steps=40)
-    train.run(train.RunConfig.from_dict(config), tmp_path / "out")
+    train.run(record.RunConfig.from_dict(config), tmp_path / "out")
     metrics = pd.read_parquet(tmp_path / "out" / "metrics.parquet")
     final = metrics[metrics.step == 40].feature_updates.unique()
     expected = 0 if K == "inf" else math.ceil(40 / K) - 1
@@ -173,12 +173,12 @@ def test_switch_run_is_standard_until_t_then_linear(run_config, tmp_path):
     standard = run_config(K=1, steps=steps, num_snapshots=6, scan_steps=5)
     switched = dict(standard, switch_step=switch)
     for name, config in (("standard", standard), ("switched", switched)):
-        train.run(train.RunConfig.from_dict(config), tmp_path / name)
+        train.run(record.RunConfig.from_dict(config), tmp_path / name)
     like = models.create("mlp", input_shape=(8, 8, 1), num_classes=4, seed=0, depth=1, width=32).params
-    theta_std, _ = train.load_snapshot(tmp_path / "standard" / "snapshots" / f"step_{switch:07d}.npz", like)
-    theta_sw, _ = train.load_snapshot(tmp_path / "switched" / "snapshots" / f"step_{switch:07d}.npz", like)
+    theta_std, _ = record.load_snapshot(tmp_path / "standard" / "snapshots" / f"step_{switch:07d}.npz", like)
+    theta_sw, _ = record.load_snapshot(tmp_path / "switched" / "snapshots" / f"step_{switch:07d}.npz", like)
     assert_trees_close(theta_sw, theta_std, rtol=0, atol=0)  # identical computation up to t
-    theta_end, theta_lin_end = train.load_snapshot(tmp_path / "switched" / "snapshots" / f"step_{steps:07d}.npz", like)
+    theta_end, theta_lin_end = record.load_snapshot(tmp_path / "switched" / "snapshots" / f"step_{steps:07d}.npz", like)
     assert_trees_close(theta_lin_end, theta_std, rtol=0, atol=0)  # frozen at θ_t
     assert not np.allclose(ravel_pytree(theta_end)[0], ravel_pytree(theta_std)[0])
     metrics = pd.read_parquet(tmp_path / "switched" / "metrics.parquet")
@@ -187,7 +187,7 @@ def test_switch_run_is_standard_until_t_then_linear(run_config, tmp_path):
 
 
 def test_metrics_schema_and_run_json(run_config, tmp_path):
-    train.run(train.RunConfig.from_dict(run_config(K=10)), tmp_path / "out")
+    train.run(record.RunConfig.from_dict(run_config(K=10)), tmp_path / "out")
     metrics = pd.read_parquet(tmp_path / "out" / "metrics.parquet")
     assert list(metrics.columns) == ["dataset", "model", "K", "switch_step", "seed", "variant", "step",
                                      "feature_updates", "split", "evaluator", "loss", "accuracy", "status",
@@ -202,7 +202,7 @@ def test_metrics_schema_and_run_json(run_config, tmp_path):
     assert summary["status"] == "ok" and summary["feature_updates"] == 3
     assert summary["versions"]["jax"] == jax.__version__ and summary["device"]["platform"] == "cpu"
     steps = sorted(int(p.stem.split("_")[1]) for p in (tmp_path / "out" / "snapshots").glob("step_*.npz"))
-    assert steps[0] == 0 and steps[-1] == 40 and steps == train.snapshot_steps(40, 5, 4, 5)
+    assert steps[0] == 0 and steps[-1] == 40 and steps == record.snapshot_steps(40, 5, 4, 5)
     predictions = tables.read_predictions(tmp_path / "out" / "predictions.parquet")
     final = metrics[(metrics.step == 40) & (metrics.split == "test")].set_index("evaluator")["accuracy"]
     for evaluator, rows in predictions.groupby("evaluator"):  # the final test accuracy, example by example
@@ -213,7 +213,7 @@ def test_metrics_schema_and_run_json(run_config, tmp_path):
 def test_same_seed_same_numbers_other_seed_other_numbers(run_config, tmp_path):
     frames = []
     for index, seed in enumerate((0, 0, 1)):
-        train.run(train.RunConfig.from_dict(run_config(K=10, seed=seed)), tmp_path / str(index))
+        train.run(record.RunConfig.from_dict(run_config(K=10, seed=seed)), tmp_path / str(index))
         frames.append(pd.read_parquet(tmp_path / str(index) / "metrics.parquet").drop(columns="wall_time_s"))
     pd.testing.assert_frame_equal(frames[0], frames[1])
     assert not np.allclose(frames[0].loss, frames[2].loss)
@@ -235,12 +235,12 @@ def test_stopped_run_resumes_from_its_checkpoint(run_config, tmp_path, stop, blo
     config = run_config(K=10, steps=3000, eval_every=500, checkpoint_every=500, scan_steps=50, velocity_interval=50)
     config_path = tmp_path / "run.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    checkpoints = tmp_path / "scratch" / "checkpoints"
+    checkpoint_dir = tmp_path / "scratch" / "checkpoints"
     options = ["--block-mode", block_mode] if block_mode else []
     process = subprocess.Popen(_command(config_path, tmp_path / "out", tmp_path / "scratch", *options),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not any(p.name.isdigit() for p in checkpoints.glob("*")) and time.monotonic() < deadline:
+    while not any(p.name.isdigit() for p in checkpoint_dir.glob("*")) and time.monotonic() < deadline:
         assert process.poll() is None, "the run ended before its first checkpoint"
         time.sleep(0.05)
     process.send_signal(stop)
@@ -252,7 +252,7 @@ def test_stopped_run_resumes_from_its_checkpoint(run_config, tmp_path, stop, blo
     resumed = subprocess.run(_command(config_path, tmp_path / "out", tmp_path / "scratch", *options),
                              capture_output=True, text=True, env=os.environ | {"JAX_PLATFORMS": "cpu"}, check=True)
     assert "resuming from checkpoint at step" in resumed.stderr
-    train.run(train.RunConfig.from_dict(config), tmp_path / "uninterrupted", block_mode="dispatch")
+    train.run(record.RunConfig.from_dict(config), tmp_path / "uninterrupted", block_mode="dispatch")
     columns = lambda frame: frame.drop(columns="wall_time_s")  # noqa: E731
     exact = block_mode is None
     pd.testing.assert_frame_equal(columns(pd.read_parquet(tmp_path / "out" / "metrics.parquet")),
@@ -260,14 +260,14 @@ def test_stopped_run_resumes_from_its_checkpoint(run_config, tmp_path, stop, blo
                                   check_exact=exact, rtol=1e-5, atol=1e-6)
     final = "snapshots/step_0003000.npz"
     like = models.create("mlp", input_shape=(8, 8, 1), num_classes=4, seed=0, depth=1, width=32).params
-    assert_trees_close(train.load_snapshot(tmp_path / "out" / final, like),
-                       train.load_snapshot(tmp_path / "uninterrupted" / final, like),
+    assert_trees_close(record.load_snapshot(tmp_path / "out" / final, like),
+                       record.load_snapshot(tmp_path / "uninterrupted" / final, like),
                        rtol=0 if exact else 1e-5, atol=0 if exact else 1e-6)
     assert json.loads((tmp_path / "out" / "run.json").read_text())["block_mode"] == (block_mode or "dispatch")
     assert not (tmp_path / "scratch").exists()  # scratch is removed once the outputs are written
     # the snapshot pairs (t, t + δ) of the velocity are all there and equal an uninterrupted run's
     saved = sorted(path.name for path in (tmp_path / "out" / "snapshots").glob("step_*.npz"))
-    expected = train.snapshot_steps(3000, 50, config["num_snapshots"], config["velocity_interval"])
+    expected = record.snapshot_steps(3000, 50, config["num_snapshots"], config["velocity_interval"])
     assert saved == [f"step_{step:07d}.npz" for step in expected]
     for name in saved:
         with np.load(tmp_path / "out" / "snapshots" / name) as resumed_arrays, \
@@ -280,11 +280,11 @@ def test_stopped_run_resumes_from_its_checkpoint(run_config, tmp_path, stop, blo
 def test_checkpoint_of_another_config_is_not_resumed(run_config, tmp_path, caplog):
     first = run_config(K=10, steps=40)
     trainer_state_dir = tmp_path / "scratch"
-    checkpoints = train._Checkpoints(trainer_state_dir / "checkpoints", train.RunConfig.from_dict(first))
+    saved = checkpoints.Checkpoints(trainer_state_dir / "checkpoints", record.RunConfig.from_dict(first))
     trainer, _ = trainer_for(first)
-    checkpoints.save(20, trainer.init_state(), [], 1.0)
-    checkpoints.close()
-    changed = train.RunConfig.from_dict(run_config(K=20, steps=40))
+    saved.save(20, trainer.init_state(), [], 1.0)
+    saved.close()
+    changed = record.RunConfig.from_dict(run_config(K=20, steps=40))
     train.run(changed, tmp_path / "out", trainer_state_dir)
     assert "written under another run config" in caplog.text
     metrics = pd.read_parquet(tmp_path / "out" / "metrics.parquet")
@@ -293,14 +293,14 @@ def test_checkpoint_of_another_config_is_not_resumed(run_config, tmp_path, caplo
 
 def _stop_after_checkpoint(monkeypatch, step: int) -> None:
     """Make runs stop as on SIGTERM (pre-emption) right after writing their checkpoint at ``step``."""
-    save = train._Checkpoints.save
+    save = checkpoints.Checkpoints.save
 
     def save_then_stop(self, at, *args):
         save(self, at, *args)
         if at == step:
             signal.raise_signal(signal.SIGTERM)
 
-    monkeypatch.setattr(train._Checkpoints, "save", save_then_stop)
+    monkeypatch.setattr(checkpoints.Checkpoints, "save", save_then_stop)
 
 
 def _flip_a_bit(step_folder):
@@ -327,15 +327,15 @@ def test_damaged_checkpoint_is_set_aside_and_the_run_resumes_from_a_good_one(run
     """A checkpoint that cannot be read or whose contents fail the checksum written with it is moved
     aside with a warning naming it; the run resumes from the previous checkpoint (or from the start)
     and ends exactly where a run never interrupted ends."""
-    config = train.RunConfig.from_dict(run_config(K=10, steps=40, checkpoint_every=10))
+    config = record.RunConfig.from_dict(run_config(K=10, steps=40, checkpoint_every=10))
     scratch = tmp_path / "scratch"
     with monkeypatch.context() as patch:
         _stop_after_checkpoint(patch, 30)
-        with pytest.raises(train.Preempted):
+        with pytest.raises(checkpoints.Preempted):
             train.run(config, tmp_path / "out", scratch)
     assert sorted(path.name for path in (scratch / "checkpoints").iterdir() if path.name.isdigit()) == ["20", "30"]
     DAMAGE[damage](scratch / "checkpoints")
-    caplog.set_level(logging.INFO, logger="itlin.train")
+    caplog.set_level(logging.INFO, logger="itlin")
     assert train.run(config, tmp_path / "out", scratch) == "ok"
     resumed_from = "the start" if damage == "every checkpoint" else "checkpoint at step 20"
     assert "checkpoint at step 30 is damaged" in caplog.text and f"resuming from {resumed_from}" in caplog.text
@@ -374,7 +374,7 @@ def test_divergence_on_an_evaluation_step_leaves_one_row_per_measurement(run_con
     evaluated when the divergence is seen: its rows are replaced by the diverged rows, not doubled."""
     config = run_config(K=1, loss="mse", scan_steps=1, eval_every=1, checkpoint_every=1,
                         optimizer={"name": "sgd", "learning_rate": 100.0, "momentum": 0.0, "schedule": "constant"})
-    assert train.run(train.RunConfig.from_dict(config), tmp_path / "out") == "diverged"
+    assert train.run(record.RunConfig.from_dict(config), tmp_path / "out") == "diverged"
     summary = json.loads((tmp_path / "out" / "run.json").read_text())
     metrics = tables.aggregate([tmp_path / "out" / "metrics.parquet"])  # raises on a repeated measurement
     assert metrics.step.max() == summary["diverged_step"] > 0
@@ -390,13 +390,13 @@ def test_divergence_on_an_evaluation_step_leaves_one_row_per_measurement(run_con
 ])
 def test_invalid_run_config_names_the_key(run_config, override, key):
     with pytest.raises(ValueError, match=key):
-        train.RunConfig.from_dict(run_config(**override))
+        record.RunConfig.from_dict(run_config(**override))
 
 
 def test_snapshots_come_in_pairs_t_and_t_plus_the_velocity_interval():
-    main = train.snapshot_steps(1000, 10, 5, 1001)  # an interval longer than the run adds no partner
+    main = record.snapshot_steps(1000, 10, 5, 1001)  # an interval longer than the run adds no partner
     assert main == [0, 10, 30, 100, 320, 1000]  # log-spaced on the scan grid, dense early
-    assert train.snapshot_steps(1000, 10, 5, 20) == sorted(set(main) | {t + 20 for t in main if t + 20 <= 1000})
+    assert record.snapshot_steps(1000, 10, 5, 20) == sorted(set(main) | {t + 20 for t in main if t + 20 <= 1000})
 
 
 SGD = {"name": "sgd", "momentum": 0.0, "schedule": "constant"}
@@ -417,12 +417,12 @@ def test_run_config_types_and_ranges_are_those_of_the_workflow_config(run_config
     """The training keys of a run config are checked against the schema of the workflow config's
     training section (the same file), the run's own keys alike; each error names the key."""
     with pytest.raises(ValueError, match=re.escape(message)):
-        train.RunConfig.from_dict(run_config(**override))
+        record.RunConfig.from_dict(run_config(**override))
 
 
 def test_training_schema_describes_the_run_config_and_the_library():
-    schema = validation.load_yaml(train.TRAINING_SCHEMA)
-    training_keys = {field.name for field in dataclasses.fields(train.RunConfig)} - set(train.RUN_KEYS)
+    schema = validation.load_yaml(record.TRAINING_SCHEMA)
+    training_keys = {field.name for field in dataclasses.fields(record.RunConfig)} - set(record.IDENTITY_KEYS)
     assert set(schema["required"]) == set(schema["properties"]) == training_keys
     assert set(schema["properties"]["loss"]["enum"]) == set(train.LOSSES)
 
@@ -445,14 +445,14 @@ def test_cli_rejects_a_bad_run_config_in_one_line(run_config, tmp_path, capsys):
 
 @pytest.mark.parametrize("key", ["batch_size", "eval_train_size"])
 def test_subsets_larger_than_the_training_split_are_named(run_config, tmp_path, key):
-    config = train.RunConfig.from_dict(run_config(**{key: 1000}))  # the tiny data has 256 training examples
+    config = record.RunConfig.from_dict(run_config(**{key: 1000}))  # the tiny data has 256 training examples
     with pytest.raises(ValueError, match=f"{key}: 1000 is more than the 256 training examples"):
         train.run(config, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
 def test_snapshot_steps_are_log_spaced_on_the_scan_grid():
-    steps = train.snapshot_steps(3000, 10, 12, 3001)
+    steps = record.snapshot_steps(3000, 10, 12, 3001)
     assert steps[0] == 0 and steps[-1] == 3000 and steps[1] == 10
     assert all(s % 10 == 0 for s in steps)
     gaps = np.diff(steps[1:])

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from itlin import tables
+from itlin import record, tables
 
 VERDICTS = ("supported", "not supported", "inconclusive", "not measured")
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
@@ -276,7 +276,7 @@ def _excluded_note(finals: pd.DataFrame) -> str:
 
 
 def _condition(K: float, switch_step) -> str:
-    return f"switch t={int(switch_step)}" if pd.notna(switch_step) else f"K={tables.format_K(K)}"
+    return f"switch t={int(switch_step)}" if pd.notna(switch_step) else f"K={record.format_K(K)}"
 
 
 def _correct_grid(predictions: pd.DataFrame, conditions: pd.Series, seeds: Sequence[int]) -> np.ndarray:
@@ -359,7 +359,7 @@ def check_c1(measured: Mapping[str, pd.DataFrame], settings: Settings,
             results.append(ModelVerdict(*group, note=_join("needs completed K = 1 runs and another K", note)))
             continue
         updates = np.array([runs.loc[runs["K"] == K, "feature_updates"].max() for K in Ks], np.float64)
-        names = {K: f"K={tables.format_K(K)} ({int(u)} update{'' if u == 1 else 's'})" for K, u in zip(Ks, updates)}
+        names = {K: f"K={record.format_K(K)} ({int(u)} update{'' if u == 1 else 's'})" for K, u in zip(Ks, updates)}
         test = _smallest_on_par(f"fewest feature updates within {_number(tolerance)} pt of K = 1", updates, Ks, names,
                                 point, draws, tolerance, most, settings.bootstrap)
         results.append(ModelVerdict(*group, (test,), note))
@@ -430,7 +430,7 @@ def _completed_runs(ntk: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple, str]]:
     completed = ntk[ntk["status"] == "ok"]
     degenerate = completed[completed["value"].isna()].drop_duplicates(tables.RUN_KEYS)
     for group, runs in _groups(degenerate):
-        names = ", ".join(f"K={tables.format_K(K)} seed {seed}" for K, seed in zip(runs["K"], runs["seed"]))
+        names = ", ".join(f"K={record.format_K(K)} seed {seed}" for K, seed in zip(runs["K"], runs["seed"]))
         notes.setdefault(group, []).append(f"degenerate (zero-norm) kernels, NaN and left out of means: {names}")
     return completed, {group: "; ".join(parts) for group, parts in notes.items()}
 
@@ -513,7 +513,7 @@ def _c3_detail(ntk: pd.DataFrame, group: Sequence[str]) -> str:
     for metric, name in (("distance_from_init", "Fort distance"), ("norm_ratio", "norm ratio ‖Θ‖/‖Θ₀‖")):
         rows = _of_group(_kernel_rows(ntk, metric), group)
         final = rows[rows["step"] == rows["step"].max()].groupby("K")["value"].mean()
-        parts.append(f"{name} at the end: " + ", ".join(f"K={tables.format_K(K)} {_short(v)}" for K, v in final.items()
+        parts.append(f"{name} at the end: " + ", ".join(f"K={record.format_K(K)} {_short(v)}" for K, v in final.items()
                                                         if K == 1 or math.isinf(K)))
     return "; ".join(parts)
 
@@ -665,7 +665,7 @@ def check_c5(measured: Mapping[str, pd.DataFrame], settings: Settings,
     for (dataset, model, loss), runs in table.groupby(["dataset", "model", "loss"], sort=True) if len(table) else []:
         failed = runs[(runs["status"] != "ok") & (runs["evaluator"] == tables.TRAINED_EVALUATOR)]
         note = ("" if failed.empty else f"{len(failed)} diverged run(s) excluded: " + ", ".join(
-            f"{row.method} K={tables.format_K(row.K)} seed {row.seed}" for row in failed.itertuples()))
+            f"{row.method} K={record.format_K(row.K)} seed {row.seed}" for row in failed.itertuples()))
         Ks = sorted(runs["K"].unique())
         seeds = sorted(runs["seed"].unique())
         trained, network = (runs[runs["evaluator"] == evaluator] for evaluator in (tables.TRAINED_EVALUATOR, "network"))
@@ -694,7 +694,7 @@ def check_c5(measured: Mapping[str, pd.DataFrame], settings: Settings,
               else (math.nan, math.nan, math.nan)),
             "<=", options["tolerance_pt"], unit=" pt",
             detail="IL − GN: " + _differences_detail(
-                large, {i: f"K={tables.format_K(Ks[i])} ({rounds[Ks[i]]} round{'s' * (rounds[Ks[i]] != 1)}, "
+                large, {i: f"K={record.format_K(Ks[i])} ({rounds[Ks[i]]} round{'s' * (rounds[Ks[i]] != 1)}, "
                            f"λ={damping[i]:.3g})" for i in large}, gaps_point[large], gaps[large], bootstrap, None)
             if large else f"no K has at most {options['max_rounds']} rounds")
 

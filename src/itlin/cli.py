@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 from importlib.metadata import version
 from pathlib import Path
 
@@ -60,7 +61,6 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     from itlin.data import DataError
-    from itlin.train import configure_logging
 
     configure_logging(getattr(args, "log", None))
     try:
@@ -81,16 +81,27 @@ def _run(args: argparse.Namespace) -> int:
         meta = data.prepare(args.dataset, args.out, seed=args.seed, cache_dir=args.cache_dir, **dict(args.option))
         log.info("wrote %s (%s)", args.out, {k: meta[k] for k in ("dataset", "shapes") if k in meta})
         return 0
-    from itlin import train as training
+    from itlin import record, train
+    from itlin.checkpoints import Preempted
 
-    config = training.load_config(args.config)  # a bad run config is a ValueError naming the key
+    config = record.load_config(args.config)  # a bad run config is a ValueError naming the key
     try:
-        status = training.run(config, args.out, args.scratch, block_mode=args.block_mode)
-    except training.Preempted as stop:
+        status = train.run(config, args.out, args.scratch, block_mode=args.block_mode)
+    except Preempted as stop:
         log.warning("%s", stop)
         return 128 + signal.SIGTERM  # the shell's code for "ended by SIGTERM": a scheduler retries it
     log.info("status: %s", status)
     return 0  # a diverged run is a result, not a failure: the pipeline goes on
+
+
+def configure_logging(log_file: Path | None = None) -> None:
+    """Plain timestamped log lines on stderr (and to ``log_file``), for pipeline logs."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        handlers.append(logging.FileHandler(log_file))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=handlers, force=True)
+    logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax reports every checkpoint operation at INFO
 
 
 if __name__ == "__main__":

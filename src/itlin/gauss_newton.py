@@ -40,9 +40,7 @@ import pandas as pd
 from jax.flatten_util import ravel_pytree
 from tqdm.auto import tqdm
 
-from itlin import data as datasets
-from itlin import models, ntk, tables
-from itlin import train as training
+from itlin import data, models, ntk, record, tables, train
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +146,7 @@ def make_step(apply: Callable, loss: str, *, tolerance: float, max_iterations: i
     step θ + α·δ, δ = −(G + λI)⁻¹ g with G = JᵀHJ/n and g the gradient of the batch's mean loss; λ and α
     are traced, so one compilation serves a whole damping grid. On MSE, δ minimises the proximal round
     exactly (``make_round`` then stops after this one step)."""
-    loss_fn, output_hessian = training.LOSSES[loss], OUTPUT_HESSIANS[loss]
+    loss_fn, output_hessian = train.LOSSES[loss], OUTPUT_HESSIANS[loss]
 
     @jax.jit
     def step(params, x, y, damping, step_size):
@@ -193,7 +191,7 @@ def make_round(apply: Callable, loss: str, *, cg_tolerance: float, cg_max_iterat
     linear model's current outputs by conjugate gradients (to ``cg_tolerance``). Φ is λ-strongly convex
     and the line search only accepts decreases, so the round converges and Φ never rises.
     """
-    loss_fn, output_hessian = training.LOSSES[loss], OUTPUT_HESSIANS[loss]
+    loss_fn, output_hessian = train.LOSSES[loss], OUTPUT_HESSIANS[loss]
 
     @jax.jit
     def round_(params, x, y, damping):
@@ -280,10 +278,10 @@ def run(*, data_path: Path, model: dict, seed: int, loss: str, learning_rate: fl
     (summary in ``tables.GAUSS_NEWTON_COLUMNS``, test predictions in ``tables.GAUSS_NEWTON_PREDICTIONS_COLUMNS``).
     """
     started = time.perf_counter()
-    dataset = datasets.load(Path(data_path))
+    dataset = data.load(Path(data_path))
     network = models.from_spec(model, input_shape=dataset.input_shape, num_classes=dataset.num_classes, seed=seed)
     subset = (np.arange(len(dataset.y_train)) if train_size is None
-              else datasets.probe_indices(dataset.y_train, train_size, seed=training.TRAIN_SUBSET_SEED))
+              else data.probe_indices(dataset.y_train, train_size, seed=train.TRAIN_SUBSET_SEED))
     x_train, y_train = dataset.x_train[subset], dataset.y_train[subset]
     n_train = len(y_train)
     batch = n_train if batch_size is None else batch_size
@@ -291,18 +289,18 @@ def run(*, data_path: Path, model: dict, seed: int, loss: str, learning_rate: fl
         raise ValueError(f"batch_size: {batch} is more than the {n_train} training examples of the C5 runs")
     for K in periods:
         rounds(K, steps)  # every period divides T, before anything runs
-    trainer = training.Trainer(training.gradient_descent_config(
+    trainer = train.Trainer(train.gradient_descent_config(
         data=str(data_path), dataset=dataset.meta["dataset"], model=model, K=periods[0], seed=seed,
         variant=f"C5 {loss}", steps=steps, batch_size=batch, learning_rate=learning_rate, loss=loss,
         eval_train_size=n_train, scan_steps=math.gcd(steps, SCAN_STEPS)), network)
     round_ = make_round(network.apply, loss, cg_tolerance=cg_tolerance, cg_max_iterations=cg_max_iterations,
                         newton_tolerance=newton_tolerance, newton_max_steps=newton_max_steps)
-    train_data = training.TrainData(jnp.asarray(x_train), jnp.asarray(y_train, jnp.int32))
-    sample = jax.jit(lambda t: training.sample_batch(train_data, t, jnp.int32(seed), batch, augment=False))
+    train_data = train.TrainData(jnp.asarray(x_train), jnp.asarray(y_train, jnp.int32))
+    sample = jax.jit(lambda t: train.sample_batch(train_data, t, jnp.int32(seed), batch, augment=False))
     batches = (lambda r: train_data) if batch == n_train else (lambda r: sample(jnp.int32(r)))
     eval_x = jnp.asarray(np.concatenate([x_train, dataset.x_test]))
     eval_y = jnp.asarray(np.concatenate([y_train, dataset.y_test]), jnp.int32)
-    probe = jnp.asarray(dataset.x_train[datasets.probe_indices(dataset.y_train, probe_size, seed=probe_seed)])
+    probe = jnp.asarray(dataset.x_train[data.probe_indices(dataset.y_train, probe_size, seed=probe_seed)])
     kernel0 = ntk.empirical_ntk(network.apply, network.params, probe)
     keys = dict(dataset=dataset.meta["dataset"], model=model.get("label", model["name"]), loss=loss, seed=seed,
                 learning_rate=learning_rate, steps=steps)
@@ -328,7 +326,7 @@ def run(*, data_path: Path, model: dict, seed: int, loss: str, learning_rate: fl
             tables.validate_gauss_newton_predictions(predicted, f"C5 predictions, {loss}"))
 
 
-def _iterate(trainer: training.Trainer, train_data: training.TrainData, K: int) -> _Outcome:
+def _iterate(trainer: train.Trainer, train_data: train.TrainData, K: int) -> _Outcome:
     """Iterative linearisation with period K by the trainer's gradient descent (one program for every K)."""
     schedule = trainer.schedule()._replace(period=jnp.asarray(K, jnp.int32))
     state = trainer.init_state()
@@ -364,7 +362,7 @@ def _finite(params) -> bool:
     return all(bool(jnp.isfinite(leaf).all()) for leaf in jax.tree.leaves(params))
 
 
-def _evaluate(trainer: training.Trainer, apply: Callable, outcome: _Outcome, eval_x: jax.Array, eval_y: jax.Array,
+def _evaluate(trainer: train.Trainer, apply: Callable, outcome: _Outcome, eval_x: jax.Array, eval_y: jax.Array,
               n_train: int, probe: jax.Array, kernel0: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per evaluator (``linear``: f_lin(θ; θ_lin) and the kernel at θ_lin; ``network``: f(θ) and the kernel at
     θ): train and test loss, test accuracy and the kernel's change from θ₀; and the test predictions."""
@@ -372,11 +370,11 @@ def _evaluate(trainer: training.Trainer, apply: Callable, outcome: _Outcome, eva
     if outcome.status != "ok":
         nan = dict(train_loss=math.nan, test_loss=math.nan, test_accuracy=math.nan, relative_change=math.nan,
                    centred_distance=math.nan, distance_from_init=math.nan)
-        return pd.DataFrame([dict(evaluator=e, **nan) for e in training.EVALUATORS]), pd.DataFrame(
+        return pd.DataFrame([dict(evaluator=e, **nan) for e in record.EVALUATORS]), pd.DataFrame(
             columns=["evaluator", "example", "label", "prediction"])
     per_example = np.asarray(trainer.evaluate(outcome.params, outcome.params_lin, eval_x, eval_y))
     labels = np.asarray(eval_y[n_train:])
-    for e, (evaluator, at) in enumerate(zip(training.EVALUATORS, (outcome.params_lin, outcome.params))):
+    for e, (evaluator, at) in enumerate(zip(record.EVALUATORS, (outcome.params_lin, outcome.params))):
         kernel = ntk.empirical_ntk(apply, at, probe)
         losses, correct, classes = per_example[e]
         rows.append(dict(evaluator=evaluator, train_loss=float(losses[:n_train].mean()),

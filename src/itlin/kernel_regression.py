@@ -31,9 +31,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from itlin import data as datasets
-from itlin import models, ntk, tables
-from itlin import train as training
+from itlin import data, models, ntk, tables, train
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +127,8 @@ def run(*, data_path: Path, model: dict, seed: int, train_size: int, steps: int,
     """
     started = time.perf_counter()
     with jax.enable_x64(True):
-        dataset = datasets.load(Path(data_path))
-        subset = datasets.probe_indices(dataset.y_train, train_size, seed=training.TRAIN_SUBSET_SEED)
+        dataset = data.load(Path(data_path))
+        subset = data.probe_indices(dataset.y_train, train_size, seed=train.TRAIN_SUBSET_SEED)
         x_train, y_train = jnp.asarray(dataset.x_train[subset], jnp.float64), np.asarray(dataset.y_train[subset])
         x_test = jnp.asarray(dataset.x_test, jnp.float64)
         network = models.from_spec(model, input_shape=dataset.input_shape, num_classes=dataset.num_classes, seed=seed)
@@ -141,13 +139,13 @@ def run(*, data_path: Path, model: dict, seed: int, train_size: int, steps: int,
         if learning_rate == "auto":
             learning_rate = AUTO_STEP_FRACTION * dynamics.stable_rate()
         compared = sorted(set(compare_steps) | {steps})
-        config = training.gradient_descent_config(
+        config = train.gradient_descent_config(
             data=str(data_path), dataset=dataset.meta["dataset"], model=model, K="inf", seed=seed,
             variant="kernel_regression", steps=steps, batch_size=train_size, learning_rate=learning_rate, loss="mse",
             eval_train_size=train_size, scan_steps=math.gcd(scan_steps, *compared))
-        trainer = training.Trainer(config, network)
+        trainer = train.Trainer(config, network)
         state = trainer.init_state()
-        schedule, train_data = trainer.schedule(), training.TrainData(x_train, jnp.asarray(y_train, jnp.int32))
+        schedule, train_data = trainer.schedule(), train.TrainData(x_train, jnp.asarray(y_train, jnp.int32))
         f_lin = jax.jit(trainer.f_lin)
         trained = {}
         with tqdm(total=steps, desc="K = ∞ gradient descent (MSE, float64)", unit="step", disable=None) as bar:
@@ -188,8 +186,8 @@ def run(*, data_path: Path, model: dict, seed: int, train_size: int, steps: int,
 def _in_chunks(function, x: jax.Array) -> np.ndarray:
     """``function`` of chunks of ``train.EVAL_CHUNK`` examples of ``x``, concatenated: bounds the memory of
     large test sets."""
-    return np.concatenate([np.asarray(function(x[i:i + training.EVAL_CHUNK]))
-                           for i in range(0, len(x), training.EVAL_CHUNK)])
+    return np.concatenate([np.asarray(function(x[i:i + train.EVAL_CHUNK]))
+                           for i in range(0, len(x), train.EVAL_CHUNK)])
 
 
 def _frame(step: float, trained: np.ndarray, closed_form: np.ndarray, trained_loss: float, closed_form_loss: float,

@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import math
-import re
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -26,9 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from itlin import data as datasets
-from itlin import models, tables
-from itlin import train as training
+from itlin import data, models, record, tables
 from itlin.models import Params
 
 log = logging.getLogger(__name__)
@@ -41,7 +38,6 @@ JACOBIAN_MEMORY_FRACTION = 0.25
 """Share of the accelerator's memory the automatic chunk size gives to the live Jacobian chunks."""
 HOST_JACOBIAN_BYTES = 1 << 30
 """Memory for the live Jacobian chunks when the device reports no limit (the CPU backend)."""
-SNAPSHOT_NAME = re.compile(r"step_(\d+)\.npz")
 
 
 ParameterFilter = Callable[[str], bool]
@@ -538,19 +534,19 @@ def measure_run(run_dir: Path, data_path: Path, probe_size: int, *, probe_seed: 
     step. A degenerate kernel (zero norm) gives NaN measures, with a warning.
     """
     run_dir = Path(run_dir)
-    summary_path = run_dir / "run.json"
+    summary_path = run_dir / record.SUMMARY_FILE
     if not summary_path.exists():
         raise FileNotFoundError(f"{summary_path}: not found; is {run_dir} a finished training run?")
     summary = json.loads(summary_path.read_text())
-    config = training.RunConfig.from_dict(summary["config"])
+    config = record.RunConfig.from_dict(summary["config"])
     diverged_step = summary["diverged_step"]
-    dataset = datasets.load(Path(data_path))
+    dataset = data.load(Path(data_path))
     # kernels in float32 whatever the run's compute_dtype, so that every run's NTK is measured alike
     model = models.from_spec(config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
                              seed=config.seed, compute_dtype="float32")
-    probe = datasets.probe_indices(dataset.y_train, probe_size, seed=probe_seed)
+    probe = data.probe_indices(dataset.y_train, probe_size, seed=probe_seed)
     x, labels = jnp.asarray(dataset.x_train[probe]), dataset.y_train[probe]
-    snapshots = _snapshots(run_dir / "snapshots")
+    snapshots = record.snapshots(run_dir / record.SNAPSHOTS_FOLDER)
     if diverged_step is not None:
         later = [step for step, _ in snapshots if step >= diverged_step]
         snapshots = [(step, path) for step, path in snapshots if step < diverged_step]
@@ -572,7 +568,7 @@ def measure_run(run_dir: Path, data_path: Path, probe_size: int, *, probe_seed: 
     log.info("%s: %d snapshots, %d probe examples", run_dir, len(snapshots), len(labels))
     for index, (step, path) in enumerate(snapshots, start=1):
         started = time.perf_counter()
-        theta, theta_lin = training.load_snapshot(path, like=model.params)
+        theta, theta_lin = record.load_snapshot(path, like=model.params)
         for point, params in (("network", theta), ("linearisation", theta_lin)):
             kernel, first_row = summarise(params), len(rows)
             if initial is None:
@@ -609,15 +605,6 @@ CHANGE_MEASURES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 """NTK-table metric -> its measure of the trace kernel at a snapshot against the kernel at θ₀."""
 
 
-def _snapshots(folder: Path) -> list[tuple[int, Path]]:
-    """(step, path) of every ``step_{step:07d}.npz`` in ``folder``, by step."""
-    found = sorted((int(match.group(1)), path) for path in folder.glob("step_*.npz")
-                   if (match := SNAPSHOT_NAME.fullmatch(path.name)))
-    if not found:
-        raise FileNotFoundError(f"{folder}: no snapshots (step_*.npz) to measure")
-    return found
-
-
 def _fingerprint(params: Params) -> str:
     """A hash of the parameter values: equal for bit-identical snapshots."""
     digest = hashlib.sha256()
@@ -634,7 +621,7 @@ def _row(step: int, point: str, metric: str, value: float, output_class: int | N
                 value=value)
 
 
-def _ntk_frame(rows: list[dict], config: training.RunConfig, probe_size: int,
+def _ntk_frame(rows: list[dict], config: record.RunConfig, probe_size: int,
                diverged_step: int | None) -> pd.DataFrame:
     """The rows of one run with its keys and status, in the ``tables.NTK_COLUMNS`` schema."""
     frame = pd.DataFrame(rows, columns=["step", "point", "metric", "output_class", "target_class", "value"])

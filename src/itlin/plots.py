@@ -29,7 +29,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import NullLocator  # noqa: E402
 
-from itlin import claims, tables  # noqa: E402
+from itlin import claims, record, tables  # noqa: E402
 
 PNG_DPI = 150
 LINEARISED_STYLE = {"color": "black", "linestyle": "--"}
@@ -74,7 +74,7 @@ def K_label(K: float) -> str:
         return "K = 1 (standard)"
     if math.isinf(K):
         return "K = ∞ (linearised)"
-    return f"K = {tables.format_K(K)}"
+    return f"K = {record.format_K(K)}"
 
 
 def K_colours(Ks: Sequence[float]) -> dict[float, tuple]:
@@ -500,7 +500,7 @@ def kernel_regression(table: pd.DataFrame, out_pdf: Path, out_png: Path, *, tole
 def _note_diverged_runs(ax: plt.Axes, diverged: pd.DataFrame) -> None:
     """Name the diverged runs of a panel in its corner (they have no final accuracy to draw)."""
     if not diverged.empty:
-        names = [f"{'IL' if method == 'iterative_linearisation' else 'GN'} K={tables.format_K(K)} seed {seed}"
+        names = [f"{'IL' if method == 'iterative_linearisation' else 'GN'} K={record.format_K(K)} seed {seed}"
                  for method, K, seed in diverged[["method", "K", "seed"]].itertuples(index=False)]
         ax.text(0.02, 0.02, "diverged: " + ", ".join(sorted(set(names))), transform=ax.transAxes, fontsize=8,
                 color="0.25", bbox={"facecolor": "white", "edgecolor": "0.7"})
@@ -698,7 +698,7 @@ def _label_K_on_top(ax: plt.Axes, completed: pd.DataFrame) -> None:
     top.set_xscale(ax.get_xscale(), **({"linthresh": 1} if ax.get_xscale() == "symlog" else {}))
     top.set_xlim(ax.get_xlim())
     top.set_xlabel("re-linearisation period K of these runs", fontsize=9)
-    top.set_xticks([values[0] for values in updates_per_K], [f"K={tables.format_K(K)}" for K in updates_per_K.index])
+    top.set_xticks([values[0] for values in updates_per_K], [f"K={record.format_K(K)}" for K in updates_per_K.index])
     top.xaxis.set_minor_locator(NullLocator())
     top.tick_params(axis="x", labelsize=8, length=3)
     top.grid(False)

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from itlin import record
+
 RUN_COLUMNS: dict[str, str] = {
     "dataset": "str",
     "model": "str",
@@ -197,7 +199,6 @@ final evaluation (``step``). ``example`` indexes the dataset's test split, ``lab
 ``prediction`` the evaluator's argmax class. The claims bootstrap resamples these examples
 (``itlin.claims``), paired across runs, which all share the test split. A diverged run has none."""
 
-_SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 _MEASUREMENT_KEYS = RUN_KEYS + ["step", "split", "evaluator"]
 _PREDICTION_KEYS = RUN_KEYS + ["evaluator", "example"]
 _NTK_MEASUREMENT_KEYS = RUN_KEYS + ["step", "point", "metric", "output_class", "target_class"]
@@ -506,7 +507,7 @@ def diverged_runs(table: pd.DataFrame) -> pd.DataFrame:
 def describe_runs(runs: pd.DataFrame) -> str:
     """The runs of ``diverged_runs`` named for a note: 'cnn K=1 seed 1 (step 100), ...'."""
     labels = group_labels(runs) if not runs.empty else pd.Series(dtype="str")
-    return ", ".join(f"{label} K={format_K(K)} seed {seed} (step {step})"
+    return ", ".join(f"{label} K={record.format_K(K)} seed {seed} (step {step})"
                      for label, K, seed, step in zip(labels, runs["K"], runs["seed"], runs["diverged_step"]))
 
 
@@ -526,19 +527,6 @@ def final_metrics(metrics: pd.DataFrame, split: str = "test", evaluator: str = T
     final["last_accuracy"] = last_accuracy.reindex(final.index)
     final.loc[final["status"] == "diverged", "accuracy"] = np.nan
     return final.reset_index().sort_values(RUN_KEYS, ignore_index=True, na_position="first")
-
-
-def format_K(K: float) -> str:
-    """The period K as printed in figures and claims: '1', '10', '10²', '2·10⁴', '∞'."""
-    if math.isinf(K):
-        return "∞"
-    K = int(K)
-    exponent = int(math.log10(K))
-    mantissa, remainder = divmod(K, 10**exponent)
-    if exponent < 2 or remainder:
-        return f"{K:,}"
-    power = "10" + str(exponent).translate(_SUPERSCRIPTS)
-    return power if mantissa == 1 else f"{mantissa}·{power}"
 
 
 def nonlinear(rows: pd.DataFrame) -> pd.DataFrame:

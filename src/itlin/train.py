@@ -13,19 +13,12 @@ run resumes.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import hashlib
 import json
 import logging
 import math
-import platform
 import shutil
-import signal
-import sys
-import threading
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -33,121 +26,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 import pandas as pd
 from tqdm.auto import tqdm
 
-from itlin import data as datasets
-from itlin import models, tables, validation
+from itlin import data, models, record, tables
+from itlin.checkpoints import Checkpoints, Preempted, TerminationRequest
+from itlin.record import EVALUATORS, RunConfig
 from itlin.linearise import linearise, relinearise_now, relinearises_throughout, schedule_arrays
 
 log = logging.getLogger(__name__)
 
 EVAL_CHUNK = 500  # examples per evaluation chunk: bounds evaluation memory on large test sets
 TRAIN_SUBSET_SEED = 0  # the fixed train subset is the same for every run of a dataset
-TRAINING_SCHEMA = Path(__file__).with_name("training.schema.yaml")
-"""JSON Schema of the training keys of a run config: that of the workflow config's ``training`` section."""
-RUN_KEYS = ("data", "dataset", "model", "K", "switch_step", "seed", "variant", "augment", "velocity_interval")
-"""The keys of a run config that are not training settings: which data, model, schedule, seed and variant."""
-
-
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """Every setting of one run; see ``config/README.md`` for the meaning of each key."""
-
-    data: str
-    dataset: str
-    model: dict
-    K: float
-    switch_step: int | None
-    seed: int
-    variant: str
-    steps: int
-    batch_size: int
-    optimizer: dict
-    loss: str
-    augment: bool
-    reset_optimizer: bool
-    proximal_damping: float
-    eval_every: int
-    eval_train_size: int
-    scan_steps: int
-    num_snapshots: int
-    velocity_interval: int
-    checkpoint_every: int
-
-    @classmethod
-    def from_dict(cls, raw: dict) -> "RunConfig":
-        """Validate a run config mapping, naming the offending key in every error.
-
-        The training keys are checked against ``TRAINING_SCHEMA`` (types, ranges), as the workflow
-        checks its config; the run's own keys (``RUN_KEYS``) and the relations between keys here.
-        """
-        if not isinstance(raw, dict):
-            raise ValueError(f"a run config is a mapping of keys to values, got {type(raw).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(raw) - set(names))
-        missing = [name for name in names if name not in raw]
-        if unknown:
-            raise ValueError(f"unknown run config key(s): {', '.join(unknown)}")
-        if missing:
-            raise ValueError(f"missing run config key(s): {', '.join(missing)}")
-        validation.validate({key: value for key, value in raw.items() if key not in RUN_KEYS}, TRAINING_SCHEMA,
-                            what="run config key")
-        values = dict(raw)
-        values["K"] = _parse_K(raw["K"])
-        config = cls(**values)
-        config._check()
-        return config
-
-    def _check(self) -> None:
-        def require(condition: bool, key: str, message: str) -> None:
-            if not condition:
-                raise ValueError(f"{key}: {message}")
-
-        def integer(value) -> bool:
-            return isinstance(value, int) and not isinstance(value, bool)
-
-        require(isinstance(self.model, dict) and self.model.get("name") in models.MODELS, "model.name",
-                f"must be one of {sorted(models.MODELS)}, got {self.model.get('name') if isinstance(self.model, dict) else self.model!r}")
-        for key in ("data", "dataset", "variant"):
-            require(isinstance(getattr(self, key), str), key, f"must be text, got {getattr(self, key)!r}")
-        require(integer(self.seed) and self.seed >= 0, "seed", f"must be an integer >= 0, got {self.seed!r}")
-        require(isinstance(self.augment, bool), "augment", f"must be true or false, got {self.augment!r}")
-        require(self.switch_step is None or integer(self.switch_step), "switch_step",
-                f"must be null or an integer, got {self.switch_step!r}")
-        require(integer(self.velocity_interval) and self.velocity_interval > 0, "velocity_interval",
-                f"must be an integer > 0 (one at least steps={self.steps} saves no pairs), got {self.velocity_interval!r}")
-        for key in ("eval_every", "checkpoint_every", "steps", "velocity_interval"):
-            require(getattr(self, key) % self.scan_steps == 0, key,
-                    f"must be a multiple of scan_steps ({self.scan_steps})")
-        if self.switch_step is not None:
-            require(self.K == 1, "K", "a switch-step run trains normally before the switch, so K must be 1")
-            require(0 <= self.switch_step <= self.steps, "switch_step",
-                    f"must lie in [0, steps={self.steps}], got {self.switch_step}")
-
-    @property
-    def model_label(self) -> str:
-        """The model's name in results (``model.label`` if set, e.g. ``cnn_deep``)."""
-        return self.model.get("label", self.model["name"])
-
-    def to_dict(self) -> dict:
-        values = dataclasses.asdict(self)
-        values["K"] = "inf" if math.isinf(self.K) else int(self.K)
-        return values
-
-
-def _parse_K(value: Any) -> float:
-    """K is an integer >= 1 or infinity (``inf``, ``.inf`` in YAML): never re-linearise."""
-    if isinstance(value, str) and value.strip().lower() in ("inf", "infinity", ".inf"):
-        return math.inf
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"K: must be an integer >= 1 or inf, got {value!r}")
-    if math.isinf(value) and value > 0:
-        return math.inf
-    if value != int(value) or value < 1:
-        raise ValueError(f"K: must be an integer >= 1 or inf, got {value!r}")
-    return float(int(value))
 
 
 def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -200,20 +90,20 @@ class TrainData(NamedTuple):
     y: jax.Array
 
 
-def sample_batch(data: TrainData, step: jax.Array, seed: jax.Array, batch_size: int, augment: bool):
+def sample_batch(train_data: TrainData, step: jax.Array, seed: jax.Array, batch_size: int, augment: bool):
     """The batch of ``step``: a seeded permutation per epoch (last partial batch dropped), optionally augmented.
 
     A pure function of (seed, step), so a resumed run sees exactly the batches it would have seen.
     """
-    n = data.x.shape[0]
+    n = train_data.x.shape[0]
     batches_per_epoch = max(n // batch_size, 1)
     key = jax.random.key(seed)
     epoch, position = step // batches_per_epoch, step % batches_per_epoch
     order = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, 1), epoch), n)
     index = jax.lax.dynamic_slice_in_dim(order, position * batch_size, batch_size)
-    x, y = data.x[index], data.y[index]
+    x, y = train_data.x[index], train_data.y[index]
     if augment:
-        x = datasets.augment(jax.random.fold_in(jax.random.fold_in(key, 2), step), x)
+        x = data.augment(jax.random.fold_in(jax.random.fold_in(key, 2), step), x)
     return x, y
 
 
@@ -292,7 +182,7 @@ class Trainer:
         return Schedule(period, switch, jnp.asarray(self.config.reset_optimizer),
                         jnp.asarray(self.config.proximal_damping, jnp.float32), jnp.asarray(self.config.seed, jnp.int32))
 
-    def train_step(self, state: TrainState, data: TrainData, schedule: Schedule, *,
+    def train_step(self, state: TrainState, train_data: TrainData, schedule: Schedule, *,
                    relinearise_every_step: bool = False) -> TrainState:
         """One step of the algorithm in docs/science.md: maybe re-linearise, then an optimiser step on f_lin.
 
@@ -312,7 +202,7 @@ class Trainer:
         reset = relinearise & schedule.reset_optimizer
         opt_state = jax.tree.map(lambda fresh, old: jnp.where(reset, fresh, old),
                                  self.optimizer.init(state.params), state.opt_state)
-        x, y = sample_batch(data, t, schedule.seed, self.config.batch_size, self.config.augment)
+        x, y = sample_batch(train_data, t, schedule.seed, self.config.batch_size, self.config.augment)
 
         def batch_loss(params):
             proximal = sum(jnp.sum((p - q) ** 2) for p, q in zip(jax.tree.leaves(params), jax.tree.leaves(params_lin)))
@@ -351,19 +241,6 @@ class Trainer:
         return jnp.moveaxis(per_example, 0, 2).reshape(2, 3, padded)[..., :n]
 
 
-EVALUATORS = ("linear", "network")
-
-
-def snapshot_steps(steps: int, scan_steps: int, count: int, interval: int) -> list[int]:
-    """Log-spaced steps t (dense early, where the NTK moves fastest) on the scan grid, plus 0 and the
-    end, each with its partner t + ``interval`` (where that is within the run): the pairs from which
-    the NTK stage measures the kernel velocity at a fixed interval."""
-    grid = np.geomspace(scan_steps, steps, num=max(count, 1))
-    rounded = {int(round(s / scan_steps)) * scan_steps for s in grid}
-    main = {0, steps} | {s for s in rounded if 0 < s <= steps}
-    return sorted(main | {t + interval for t in main if t + interval <= steps})
-
-
 def gradient_descent_config(*, data: str, dataset: str, model: dict, K, seed: int, variant: str, steps: int,
                             batch_size: int, learning_rate: float, loss: str, eval_train_size: int,
                             scan_steps: int) -> RunConfig:
@@ -376,43 +253,6 @@ def gradient_descent_config(*, data: str, dataset: str, model: dict, K, seed: in
         loss=loss, augment=False, reset_optimizer=False, proximal_damping=0.0, eval_every=steps,
         eval_train_size=eval_train_size, scan_steps=scan_steps, num_snapshots=0, velocity_interval=scan_steps,
         checkpoint_every=steps))
-
-
-def _flatten_with_names(tree) -> dict[str, np.ndarray]:
-    return dict(zip(models.parameter_paths(tree), (np.asarray(leaf) for leaf in jax.tree.leaves(tree))))
-
-
-def save_snapshot(path: Path, params, params_lin) -> None:
-    """Write θ and θ_lin to one ``.npz`` (keys ``theta/<param path>``, ``theta_lin/<param path>``)."""
-    arrays = {f"theta/{k}": v for k, v in _flatten_with_names(params).items()}
-    arrays |= {f"theta_lin/{k}": v for k, v in _flatten_with_names(params_lin).items()}
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
-
-
-def load_snapshot(path: Path, like) -> tuple[Any, Any]:
-    """Read (θ, θ_lin) from a snapshot, shaped like the parameter pytree ``like``."""
-    with np.load(path) as stored:
-        treedef = jax.tree_util.tree_structure(like)
-        names = models.parameter_paths(like)
-        trees = [jax.tree_util.tree_unflatten(treedef, [jnp.asarray(stored[f"{prefix}/{name}"]) for name in names])
-                 for prefix in ("theta", "theta_lin")]
-    return trees[0], trees[1]
-
-
-def environment() -> dict:
-    """Library versions and the device, recorded with every output."""
-    packages = ["jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "itlin"]
-    versions = {"python": platform.python_version()}
-    for name in packages:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    device = jax.devices()[0]
-    return {"versions": versions, "device": {"platform": device.platform, "kind": device.device_kind,
-                                             "count": jax.device_count(), "host": platform.node()}}
 
 
 def _metric_rows(step: int, feature_updates: int, per_example: np.ndarray, splits: dict[str, slice],
@@ -436,7 +276,7 @@ def metrics_frame(config: RunConfig, rows: list[dict], status: str) -> pd.DataFr
     """The run's rows in the shared long-format schema (``itlin.tables.METRICS_COLUMNS``), validated."""
     keys = dict(dataset=config.dataset, model=config.model_label, K=config.K, switch_step=config.switch_step,
                 seed=config.seed, variant=config.variant, status=status)
-    return tables.validate(pd.DataFrame(rows).assign(**keys), f"run {config.model_label} K={config.to_dict()['K']}")
+    return tables.validate(pd.DataFrame(rows).assign(**keys), f"run {config.model_label} K={record.K_for_config(config.K)}")
 
 
 def predictions_frame(config: RunConfig, step: int, predicted: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
@@ -449,7 +289,7 @@ def predictions_frame(config: RunConfig, step: int, predicted: np.ndarray, label
         example=np.tile(np.arange(n), len(EVALUATORS)), label=np.tile(labels, len(EVALUATORS)),
         prediction=predicted.reshape(-1).astype(np.int64)), columns=list(tables.PREDICTIONS_COLUMNS))
     frame["switch_step"] = pd.array(frame["switch_step"], dtype="Int64")
-    return tables.validate_predictions(frame, f"predictions of run {config.model_label} K={config.to_dict()['K']}")
+    return tables.validate_predictions(frame, f"predictions of run {config.model_label} K={record.K_for_config(config.K)}")
 
 
 def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None, *, block_mode: str | None = None) -> str:
@@ -460,7 +300,7 @@ def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None, *, bl
     of the run config, and a run may resume in the other mode."""
     started = time.perf_counter()
     out_dir, scratch_dir = Path(out_dir), Path(scratch_dir or Path(out_dir) / "scratch")
-    dataset = datasets.load(Path(config.data))
+    dataset = data.load(Path(config.data))
     for key in ("batch_size", "eval_train_size"):
         if getattr(config, key) > len(dataset.y_train):
             raise ValueError(f"{key}: {getattr(config, key)} is more than the {len(dataset.y_train)} training examples "
@@ -475,17 +315,17 @@ def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None, *, bl
     splits = {"train": slice(0, len(subset)), "test": slice(len(subset), None)}
     schedule = trainer.schedule()
 
-    checkpoints = _Checkpoints(scratch_dir / "checkpoints", config)
+    checkpoints = Checkpoints(scratch_dir / "checkpoints", config)
     state, rows, elapsed = checkpoints.restore(trainer.init_state())
     snapshots_dir = scratch_dir / "snapshots"
     snapshots_dir.mkdir(parents=True, exist_ok=True)
-    snapshot_at = set(snapshot_steps(config.steps, config.scan_steps, config.num_snapshots, config.velocity_interval))
+    snapshot_at = set(record.snapshot_steps(config.steps, config.scan_steps, config.num_snapshots, config.velocity_interval))
     step = int(state.step)
     status, diverged_step, final_predicted = "ok", None, None
     clock = time.perf_counter() - elapsed
 
-    termination = _TerminationRequest()
-    bar = tqdm(total=config.steps, initial=step, unit="step", desc=f"{config.model_label} K={config.to_dict()['K']}",
+    termination = TerminationRequest()
+    bar = tqdm(total=config.steps, initial=step, unit="step", desc=f"{config.model_label} K={record.K_for_config(config.K)}",
                disable=None, dynamic_ncols=True)
     resumed_step = step if step > 0 else None  # its evaluation and snapshot precede its checkpoint
     while True:
@@ -508,7 +348,7 @@ def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None, *, bl
                 final_predicted = per_example[:, 2, splits["test"]]
             _report_progress(bar, step, config.steps, int(state.feature_updates), new)
         if step in snapshot_at and step != resumed_step:
-            save_snapshot(snapshots_dir / f"step_{step:07d}.npz", state.params, state.params_lin)
+            record.save_snapshot(record.snapshot_path(snapshots_dir, step), state.params, state.params_lin)
         if step == config.steps:
             break
         if step > 0 and step > checkpoints.latest and (step % config.checkpoint_every == 0 or termination.requested):
@@ -528,18 +368,18 @@ def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None, *, bl
 
     wall_time = time.perf_counter() - clock
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics_frame(config, rows, status).to_parquet(out_dir / "metrics.parquet", index=False)
+    metrics_frame(config, rows, status).to_parquet(out_dir / record.METRICS_FILE, index=False)
     predicted = np.empty((len(EVALUATORS), 0)) if final_predicted is None else final_predicted  # none if diverged
     labels = dataset.y_test if final_predicted is not None else np.empty(0, np.int64)
-    predictions_frame(config, config.steps, predicted, labels).to_parquet(out_dir / "predictions.parquet", index=False)
+    predictions_frame(config, config.steps, predicted, labels).to_parquet(out_dir / record.PREDICTIONS_FILE, index=False)
     final = {f"{r['split']}_{r['evaluator']}_accuracy": r["accuracy"] for r in rows[-4:]}
     summary = dict(config=config.to_dict(), status=status, diverged_step=diverged_step,
                    steps_done=step if status == "ok" else diverged_step,
                    feature_updates=int(state.feature_updates), final=final, block_mode=trainer.block_mode,
                    wall_time_s=wall_time,
-                   session_time_s=time.perf_counter() - started, **environment())
-    (out_dir / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
-    final_snapshots = out_dir / "snapshots"
+                   session_time_s=time.perf_counter() - started, **record.environment())
+    (out_dir / record.SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    final_snapshots = out_dir / record.SNAPSHOTS_FOLDER
     if final_snapshots.exists():
         shutil.rmtree(final_snapshots)
     shutil.copytree(snapshots_dir, final_snapshots)
@@ -564,119 +404,3 @@ def _report_progress(bar, step: int, steps: int, feature_updates: int, rows: lis
                  step, steps, train_loss, test_accuracy, feature_updates)
     else:
         bar.set_postfix(loss=f"{train_loss:.4f}", test_acc=f"{test_accuracy:.3f}", feature_updates=feature_updates)
-
-
-class Preempted(Exception):
-    """The run was asked to stop (SIGTERM) and left a checkpoint to resume from."""
-
-
-class _TerminationRequest:
-    """Notes SIGTERM (sent by SLURM on pre-emption or at the time limit) so the run can
-    checkpoint at the next block boundary instead of losing the steps since the last one."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._note)
-
-    def _note(self, signum, frame) -> None:
-        log.warning("SIGTERM received: checkpointing at the end of this block")
-        self.requested = True
-
-    def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
-class _Checkpoints:
-    """Orbax checkpoints of the train state and the metric rows so far, in the scratch folder.
-
-    Each checkpoint carries the SHA-256 of its contents (``_digest``), computed from the values saved
-    and checked on the values restored. A checkpoint that cannot be read or fails the check is
-    damaged: it is moved to ``damaged/`` beside the checkpoints, with a warning naming it, and the
-    previous one is tried (two are kept), then a fresh start, so a run never resumes from damaged
-    state. A checkpoint written under a different run config is discarded: a changed config restarts.
-    """
-
-    def __init__(self, directory: Path, config: RunConfig):
-        self.directory = Path(directory).absolute()
-        self.damaged = self.directory.parent / "damaged"
-        self.config = config.to_dict()
-        self.manager = ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
-        self.latest = self.manager.latest_step() or 0
-
-    def restore(self, initial: TrainState) -> tuple[TrainState, list[dict], float]:
-        """The state, rows and elapsed time of the latest sound checkpoint, or a fresh start."""
-        for step in sorted(self.manager.all_steps(), reverse=True):
-            try:  # the log first: it says whether the checkpoint belongs to this run config
-                saved = self.manager.restore(step, args=ocp.args.Composite(log=ocp.args.JsonRestore())).log
-                if saved["config"] != self.config:
-                    log.warning("checkpoint at step %d was written under another run config: starting afresh", step)
-                    for other in self.manager.all_steps():
-                        self.manager.delete(other)
-                    break
-                state = self.manager.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(initial))).state
-            except Exception as error:  # noqa: BLE001 (Orbax and TensorStore raise many kinds: any means unreadable)
-                self._set_aside(step, f"unreadable: {type(error).__name__}: {str(error)[:300]}")
-                continue
-            contents = {key: value for key, value in saved.items() if key != "sha256"}
-            if saved.get("sha256") != _digest(state, contents):
-                self._set_aside(step, "its contents differ from the checksum written when it was saved"
-                                if "sha256" in saved else "it carries no checksum")
-                continue
-            log.info("resuming from checkpoint at step %d", step)
-            self.latest = step
-            return TrainState(*jax.tree.map(jnp.asarray, state)), saved["rows"], saved["elapsed"]
-        self.latest = 0
-        if self.damaged.exists():
-            log.warning("no sound checkpoint left: resuming from the start")
-        return initial, [], 0.0
-
-    def save(self, step: int, state: TrainState, rows: list[dict], elapsed: float) -> None:
-        contents = {"config": self.config, "rows": rows, "elapsed": elapsed}
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            log=ocp.args.JsonSave(contents | {"sha256": _digest(state, contents)})))
-        self.latest = step
-
-    def _set_aside(self, step: int, reason: str) -> None:
-        """Move the checkpoint of ``step`` out of Orbax's sight, into ``damaged/``, and say so."""
-        target = self.damaged / f"{step}-{time.strftime('%Y%m%dT%H%M%S')}"
-        self.damaged.mkdir(parents=True, exist_ok=True)
-        shutil.move(self.directory / str(step), target)
-        self.manager.reload()
-        log.warning("checkpoint at step %d is damaged (%s): moved to %s; trying an earlier one", step, reason, target)
-
-    def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
-
-
-def _digest(state: TrainState, contents: dict) -> str:
-    """SHA-256 of a checkpoint's contents: every array of the state (dtype, shape and bytes, in tree
-    order) and the JSON of its log (config, rows, elapsed time)."""
-    digest = hashlib.sha256()
-    for leaf in jax.tree.leaves(state):
-        array = np.ascontiguousarray(leaf)
-        digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(array.data)
-    digest.update(json.dumps(contents, sort_keys=True).encode())
-    return digest.hexdigest()
-
-
-def load_config(path: Path) -> RunConfig:
-    """Read and validate a run config YAML file (a syntax error names its line)."""
-    return RunConfig.from_dict(validation.load_yaml(path))
-
-
-def configure_logging(log_file: Path | None = None) -> None:
-    """Plain timestamped log lines on stderr (and to ``log_file``), for pipeline logs."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if log_file:
-        handlers.append(logging.FileHandler(log_file))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        handlers=handlers, force=True)
-    logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax reports every checkpoint operation at INFO

@@ -12,7 +12,7 @@ from gpu_slot import claim_gpus  # noqa: E402
 claim_gpus(snakemake.resources.gpu)  # this job's own GPU(s), or none: before JAX starts
 
 from itlin import kernel_regression, tables  # noqa: E402
-from itlin.train import configure_logging  # noqa: E402
+from itlin.cli import configure_logging  # noqa: E402
 
 configure_logging()
 predictions = kernel_regression.run(
