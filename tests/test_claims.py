@@ -7,10 +7,11 @@ from pathlib import Path
 
 import jsonschema
 import numpy as np
+import examples
 import pytest
 import yaml
 
-from itlin import claims, tables
+from itlin import claims
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["claims"]
@@ -28,9 +29,9 @@ def measured(final_accuracy, *, models=("cnn", "mlp"), Ks=(1, 10, 100, math.inf)
              seeds=(0, 1, 2), n_test=400, agreement=0.9, diverged=()):
     """Metrics (1000 steps) and per-example predictions with final test accuracies as ``final_accuracy``
     says, exactly (no noise): 999, 99, 9 and 0 feature updates for K = 1, 10, 100, ∞."""
-    metrics = tables.example_metrics(models=models, Ks=Ks, seeds=seeds, switch_steps=switch_steps, steps=1000,
-                                     eval_every=250, noise=0.0, diverged=diverged, final_accuracy=final_accuracy)
-    return {"metrics": metrics, "predictions": tables.example_predictions(metrics, n_test=n_test, agreement=agreement)}
+    metrics = examples.example_metrics(models=models, Ks=Ks, seeds=seeds, switch_steps=switch_steps, steps=1000,
+                                       eval_every=250, noise=0.0, diverged=diverged, final_accuracy=final_accuracy)
+    return {"metrics": metrics, "predictions": examples.example_predictions(metrics, n_test=n_test, agreement=agreement)}
 
 
 def accuracies(by_K=None, by_t=None, default=0.90, per_model=None):
@@ -194,10 +195,10 @@ def test_claims_missing_their_tables_are_not_measured():
 
 def c5_tables(accuracy=None, change=None, diverged=(), n_test=2000, agreement=1.0):
     """A C5 table (mlp, both losses, K = 3 … 300 of T = 300: 100, 30, 10, 3, 1 rounds) and its predictions."""
-    table = tables.example_gauss_newton(accuracy=accuracy, change=change, diverged=diverged)
+    table = examples.example_gauss_newton(accuracy=accuracy, change=change, diverged=diverged)
     return {"gauss_newton": table,
-            "gauss_newton_predictions": tables.example_gauss_newton_predictions(table, n_test=n_test,
-                                                                               agreement=agreement)}
+            "gauss_newton_predictions": examples.example_gauss_newton_predictions(table, n_test=n_test,
+                                                                                 agreement=agreement)}
 
 
 def c5_tests(data, loss="mse"):
@@ -246,14 +247,14 @@ def test_c5_excludes_and_names_diverged_runs():
 
 
 def test_c6_supported_at_every_step_and_in_the_limit():
-    model = by_model(result({"kernel_regression": tables.example_kernel_regression(difference=1e-4)}, "C6"))["mlp"]
+    model = by_model(result({"kernel_regression": examples.example_kernel_regression(difference=1e-4)}, "C6"))["mlp"]
     assert [test.measure.split(":")[0] for test in model.tests] == ["t = 10", "t = 100", "t = 1,000", "t → ∞"]
     assert all(test.verdict == "supported" and test.value <= 1e-4 + 1e-12 for test in model.tests[:3])
     assert model.verdict == "supported" and model.note == ""
 
 
 def test_c6_a_deviation_at_one_step_is_not_supported_and_in_one_seed_inconclusive():
-    table = tables.example_kernel_regression(difference=1e-4)
+    table = examples.example_kernel_regression(difference=1e-4)
     at_100 = (table["step"] == 100) & (table["example"] == 3)
     for seeds, verdict in (([0, 1], "not supported"), ([1], "inconclusive")):
         changed = table.copy()
@@ -265,7 +266,7 @@ def test_c6_a_deviation_at_one_step_is_not_supported_and_in_one_seed_inconclusiv
 
 
 def test_c6_an_unconverged_run_is_judged_on_its_steps_and_says_how_far_it_stopped():
-    model = by_model(result({"kernel_regression": tables.example_kernel_regression(convergence_gap=0.2)}, "C6"))["mlp"]
+    model = by_model(result({"kernel_regression": examples.example_kernel_regression(convergence_gap=0.2)}, "C6"))["mlp"]
     assert [test.measure.split(":")[0] for test in model.tests] == ["t = 10", "t = 100", "t = 1,000"]
     assert model.verdict == "supported" and "t → ∞ not reached by step 1,000" in model.note and "0.2" in model.note
 
@@ -310,9 +311,9 @@ def test_html_is_a_table_with_verdict_colours_and_escaped_text():
 
 
 def ntk_results(twins=None, **example):
-    """Claim results on ``tables.example_ntk`` (three seeds, small noise) with the default twin of cnn_deep."""
+    """Claim results on ``examples.example_ntk`` (three seeds, small noise) with the default twin of cnn_deep."""
     twins = {"cnn_deep_linear": "cnn_deep"} if twins is None else twins
-    ntk = tables.example_ntk(**{"Ks": (1, 100, math.inf), "seeds": (0, 1, 2), "noise": 0.005, "twins": twins,
+    ntk = examples.example_ntk(**{"Ks": (1, 100, math.inf), "seeds": (0, 1, 2), "noise": 0.005, "twins": twins,
                                 **example})
     return {r.id: r for r in claims.evaluate({"ntk": ntk}, settings(), twins=twins)}
 
@@ -368,15 +369,15 @@ def test_s2_not_supported_when_the_network_specialises_no_more_than_its_deep_lin
 
 
 def test_ntk_claims_not_measured_on_an_empty_ntk_table():
-    ntk = tables.example_ntk().iloc[:0]
+    ntk = examples.example_ntk().iloc[:0]
     results = claims.evaluate({"ntk": ntk}, settings())
     assert all(r.models == () for r in results if r.id in ("C3", "S1", "S2"))
 
 
 def test_kernel_claims_leave_out_diverged_runs_and_name_them():
     twins = {"cnn_deep_linear": "cnn_deep"}
-    ntk = tables.example_ntk(Ks=(1, 100, math.inf), seeds=(0, 1, 2), noise=0.005, twins=twins,
-                             diverged=[("cnn_deep", 1.0, 0)])
+    ntk = examples.example_ntk(Ks=(1, 100, math.inf), seeds=(0, 1, 2), noise=0.005, twins=twins,
+                               diverged=[("cnn_deep", 1.0, 0)])
     results = {r.id: r for r in claims.evaluate({"ntk": ntk}, settings(), twins=twins)}
     for claim in ("C3", "S1", "S2"):
         model = by_model(results[claim])["cnn_deep"]

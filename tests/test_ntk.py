@@ -321,7 +321,7 @@ def test_identical_parameters_share_one_kernel(measured, linearised_run):
 def test_table_follows_the_ntk_schema_with_the_run_keys(measured, linearised_run):
     table, _ = measured
     assert list(table.columns) == list(tables.NTK_COLUMNS)
-    tables.validate_ntk(table, "measured")
+    tables.validate("ntk", table, "measured")
     run = {"dataset": "synthetic", "model": "mlp_small", "architecture": "mlp", "depth": 1, "activation": "relu",
            "K": math.inf, "seed": 0, "variant": "base", "probe_size": 16}
     for column, value in run.items():

@@ -5,6 +5,7 @@ import math
 import subprocess
 import sys
 
+import examples
 import numpy as np
 import pytest
 from matplotlib.collections import LineCollection, PolyCollection
@@ -18,7 +19,7 @@ EXAMPLE = {"models": ("cnn", "mlp"), "Ks": (1, 100, math.inf), "seeds": (0, 1), 
 
 @pytest.fixture(scope="module")
 def metrics():
-    return tables.example_metrics(**EXAMPLE, diverged=[("cnn", 100.0, 1), ("mlp", 1.0, 0)])
+    return examples.example_metrics(**EXAMPLE, diverged=[("cnn", 100.0, 1), ("mlp", 1.0, 0)])
 
 
 def texts_of(fig):
@@ -94,13 +95,13 @@ def test_network_vs_linearised_notes_a_missing_K(metrics, tmp_path):
     assert "no runs: K = ∞ (linearised)" in texts_of(fig)
 
 
-EXAMPLE_TABLES = {tables.read: "metrics", tables.read_ntk: "ntk_table", tables.read_gauss_newton: "damping_table",
-                  tables.read_kernel_regression: "kernel_regression_table"}
+EXAMPLE_TABLES = {"metrics": "metrics", "ntk": "ntk_table", "gauss_newton": "damping_table",
+                  "kernel_regression": "kernel_regression_table"}
 
 
 @pytest.mark.parametrize("name", sorted(plots.ALL_FIGURES))
 def test_empty_table_gives_a_note_instead_of_a_crash(request, tmp_path, name):
-    table = request.getfixturevalue(EXAMPLE_TABLES[plots.READERS[name]])
+    table = request.getfixturevalue(EXAMPLE_TABLES[plots.TABLES[name]])
     fig = draw(name, table.iloc[:0], tmp_path)
     assert any("nothing to" in text for text in texts_of(fig))
 
@@ -163,7 +164,7 @@ def assert_symlog_axis_starts_at_zero(ax):
 @pytest.mark.parametrize("diverged", [False, True])
 def test_symlog_axes_start_at_zero(figures, tmp_path, name, diverged):
     """With no diverged run (no marker drawn last) autoscaling once gave linear margins, ticks −10¹."""
-    fig = figures[name] if diverged else draw(name, tables.example_metrics(**EXAMPLE), tmp_path)
+    fig = figures[name] if diverged else draw(name, examples.example_metrics(**EXAMPLE), tmp_path)
     axes = symlog_axes(fig)
     assert axes
     for ax in axes:
@@ -190,7 +191,7 @@ TWINS = {"cnn_deep_linear": "cnn_deep"}
 
 @pytest.fixture(scope="module")
 def ntk_table():
-    return tables.example_ntk(Ks=(1, 100, math.inf), seeds=(0, 1), noise=0.01, twins=TWINS)
+    return examples.example_ntk(Ks=(1, 100, math.inf), seeds=(0, 1), noise=0.01, twins=TWINS)
 
 
 @pytest.fixture(scope="module")
@@ -246,13 +247,13 @@ def test_kernel_specialisation_shows_network_twin_and_frozen_kernel_full_and_bac
 def test_kernel_specialisation_leaves_out_diverged_runs_and_says_so(tmp_path):
     """Diverged runs have no kernel at the end of training: the matrices are those of the runs that
     completed, the panel says which runs were left out, and a K whose every run diverged says so."""
-    one = tables.example_ntk(Ks=(1, math.inf), seeds=(0, 1), diverged=[("cnn", 1.0, 1)])
+    one = examples.example_ntk(Ks=(1, math.inf), seeds=(0, 1), diverged=[("cnn", 1.0, 1)])
     fig = draw("kernel_specialisation", one, tmp_path)
     step = int(tables.diverged_runs(one)["diverged_step"].iloc[0])
     title = next(ax.get_title() for ax in fig.axes if ax.get_title().startswith("cnn, K = 1\nall parameters"))
     assert title.startswith("cnn, K = 1\nall parameters, step 1000, contrast +0.300")
     assert f"1 run(s) diverged, left out: cnn K=1 seed 1 (step {step})" in title
-    every = tables.example_ntk(Ks=(1, math.inf), seeds=(0, 1), diverged=[("cnn", 1.0, 0), ("cnn", 1.0, 1)])
+    every = examples.example_ntk(Ks=(1, math.inf), seeds=(0, 1), diverged=[("cnn", 1.0, 0), ("cnn", 1.0, 1)])
     fig = draw("kernel_specialisation", every, tmp_path)
     notes = [text for text in texts_of(fig) if "every run diverged" in text]
     assert notes[0] == ("cnn, K = 1: every run diverged before the end of training:\n"
@@ -263,7 +264,7 @@ def test_kernel_specialisation_leaves_out_diverged_runs_and_says_so(tmp_path):
 def test_ntk_figures_say_which_runs_diverged_or_have_degenerate_kernels(tmp_path, name):
     """A diverged run is drawn until its divergence and a degenerate kernel (NaN) not at all; the
     figure says both, and draws whatever the table holds (here every K = 1 kernel degenerate)."""
-    table = tables.example_ntk(Ks=(1, 100, math.inf), seeds=(0, 1), diverged=[("cnn", 100.0, 1)])
+    table = examples.example_ntk(Ks=(1, 100, math.inf), seeds=(0, 1), diverged=[("cnn", 100.0, 1)])
     table.loc[(table["K"] == 1) & table["metric"].isin(["alignment", "specialisation"]), "value"] = np.nan
     text = "\n".join(texts_of(draw(name, table, tmp_path)))
     if name == "kernel_specialisation":
@@ -291,13 +292,13 @@ def test_ntk_bands_stay_within_the_values_and_step_axes_start_at_zero(ntk_table,
 
 @pytest.fixture(scope="module")
 def damping_table():
-    return tables.example_gauss_newton(models=("cnn", "mlp"), losses=("mse",),
-                                       diverged=[("cnn", "mse", "gauss_newton", 30, 1)])
+    return examples.example_gauss_newton(models=("cnn", "mlp"), losses=("mse",),
+                                         diverged=[("cnn", "mse", "gauss_newton", 30, 1)])
 
 
 @pytest.fixture(scope="module")
 def kernel_regression_table():
-    return tables.example_kernel_regression(models=("cnn", "mlp"), difference=2e-3)
+    return examples.example_kernel_regression(models=("cnn", "mlp"), difference=2e-3)
 
 
 def test_gauss_newton_damping_draws_both_methods_and_their_difference_over_lambda(damping_table, tmp_path):

@@ -203,7 +203,7 @@ def test_metrics_schema_and_run_json(run_config, tmp_path):
     assert summary["versions"]["jax"] == jax.__version__ and summary["device"]["platform"] == "cpu"
     steps = sorted(int(p.stem.split("_")[1]) for p in (tmp_path / "out" / "snapshots").glob("step_*.npz"))
     assert steps[0] == 0 and steps[-1] == 40 and steps == record.snapshot_steps(40, 5, 4, 5)
-    predictions = tables.read_predictions(tmp_path / "out" / "predictions.parquet")
+    predictions = tables.read("predictions", tmp_path / "out" / "predictions.parquet")
     final = metrics[(metrics.step == 40) & (metrics.split == "test")].set_index("evaluator")["accuracy"]
     for evaluator, rows in predictions.groupby("evaluator"):  # the final test accuracy, example by example
         assert len(rows) == 128 and rows["example"].tolist() == list(range(128)) and set(rows["step"]) == {40}
@@ -366,7 +366,7 @@ def test_divergence_is_recorded_and_exits_zero(run_config, tmp_path):
     assert set(metrics.status) == {"diverged"}
     last = metrics[metrics.step == metrics.step.max()]
     assert last.step.iloc[0] == summary["diverged_step"] and last.loss.isna().all()
-    assert tables.read_predictions(tmp_path / "out" / "predictions.parquet").empty  # no final predictions
+    assert tables.read("predictions", tmp_path / "out" / "predictions.parquet").empty  # no final predictions
 
 
 def test_divergence_on_an_evaluation_step_leaves_one_row_per_measurement(run_config, tmp_path):
@@ -376,7 +376,7 @@ def test_divergence_on_an_evaluation_step_leaves_one_row_per_measurement(run_con
                         optimizer={"name": "sgd", "learning_rate": 100.0, "momentum": 0.0, "schedule": "constant"})
     assert train.run(record.RunConfig.from_dict(config), tmp_path / "out") == "diverged"
     summary = json.loads((tmp_path / "out" / "run.json").read_text())
-    metrics = tables.aggregate([tmp_path / "out" / "metrics.parquet"])  # raises on a repeated measurement
+    metrics = tables.aggregate("metrics", [tmp_path / "out" / "metrics.parquet"])  # raises on a repeated measurement
     assert metrics.step.max() == summary["diverged_step"] > 0
     assert sorted(metrics.step.unique()) == list(range(summary["diverged_step"] + 1))
     last = metrics[metrics.step == summary["diverged_step"]]

@@ -154,7 +154,7 @@ def test_schema_names_the_library_registries():
     schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
     model_schema = schema["properties"]["models"]["additionalProperties"]["properties"]["name"]
     assert sorted(model_schema["enum"]) == sorted(models.MODELS)
-    assert set(schema["properties"]["figures"]["items"]["enum"]) == set(plots.ALL_FIGURES) == set(plots.READERS)
+    assert set(schema["properties"]["figures"]["items"]["enum"]) == set(plots.ALL_FIGURES) == set(plots.TABLES)
 
 
 def test_one_figure_builds_only_what_it_needs(workdir: Path):
@@ -249,21 +249,21 @@ def test_tiny_config_runs_end_to_end_and_reruns_only_what_changed(workdir: Path)
     jsonschema.validate(document, json.loads((ROOT / "workflow" / "schemas" / "claims.schema.json").read_text()))
     assert [claim["id"] for claim in document["claims"]] == CLAIM_IDS
     assert "<table class='claims'>" in (workdir / "results" / "claims.html").read_text()
-    predictions = tables.read_predictions(workdir / "results" / "tables" / "predictions.parquet")
+    predictions = tables.read("predictions", workdir / "results" / "tables" / "predictions.parquet")
     assert len(predictions) == 3 * 2 * 450  # 3 runs, 2 evaluators, every digits test example
-    metrics = tables.read(workdir / "results" / "tables" / "metrics.parquet")
-    sweep = tables.read(workdir / "results" / "tables" / "metrics_sweep.parquet")
+    metrics = tables.read("metrics", workdir / "results" / "tables" / "metrics.parquet")
+    sweep = tables.read("metrics", workdir / "results" / "tables" / "metrics_sweep.parquet")
     assert list(metrics.columns) == list(tables.METRICS_COLUMNS)
-    ntk = tables.read_ntk(workdir / "results" / "tables" / "ntk.parquet")
+    ntk = tables.read("ntk", workdir / "results" / "tables" / "ntk.parquet")
     assert list(ntk.columns) == list(tables.NTK_COLUMNS)
-    damped = tables.read_gauss_newton(workdir / "results" / "tables" / "gauss_newton.parquet")
+    damped = tables.read("gauss_newton", workdir / "results" / "tables" / "gauss_newton.parquet")
     assert set(damped["method"]) == {"gauss_newton", "iterative_linearisation"} and set(damped["loss"]) == {
         "mse", "cross_entropy"}
     assert sorted(damped["rounds"].unique()) == [1, 10]  # T/K for K = 20, 2 of T = 20
-    damped_predictions = tables.read_gauss_newton_predictions(
-        workdir / "results" / "tables" / "gauss_newton_predictions.parquet")
+    damped_predictions = tables.read(
+        "gauss_newton_predictions", workdir / "results" / "tables" / "gauss_newton_predictions.parquet")
     assert len(damped_predictions) == len(damped) * 450  # every run and evaluator, every digits test example
-    regression = tables.read_kernel_regression(workdir / "results" / "tables" / "kernel_regression.parquet")
+    regression = tables.read("kernel_regression", workdir / "results" / "tables" / "kernel_regression.parquet")
     assert len(regression) == 4 * 450 * 10  # steps 10, 100, 200 and t → ∞; every test example and class
     assert set(ntk["metric"]) == set(tables.NTK_METRICS)
     twin = ntk[ntk["model"] == "mlp_linear"]  # the deep linear twin of mlp, K = 1 only

@@ -322,8 +322,8 @@ def run(*, data_path: Path, model: dict, seed: int, loss: str, learning_rate: fl
     log.info("C5 %s, %d periods: %.1f s", loss, len(periods), time.perf_counter() - started)
     summary = pd.concat(summaries, ignore_index=True)[list(tables.GAUSS_NEWTON_COLUMNS)]
     predicted = pd.concat(predictions, ignore_index=True)[list(tables.GAUSS_NEWTON_PREDICTIONS_COLUMNS)]
-    return (tables.validate_gauss_newton(summary, f"C5 runs, {loss}"),
-            tables.validate_gauss_newton_predictions(predicted, f"C5 predictions, {loss}"))
+    return (tables.validate("gauss_newton", summary, f"C5 runs, {loss}"),
+            tables.validate("gauss_newton_predictions", predicted, f"C5 predictions, {loss}"))
 
 
 def _iterate(trainer: train.Trainer, train_data: train.TrainData, K: int) -> _Outcome:

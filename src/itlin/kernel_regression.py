@@ -180,7 +180,7 @@ def run(*, data_path: Path, model: dict, seed: int, train_size: int, steps: int,
     table = pd.concat(frames, ignore_index=True).assign(
         dataset=dataset.meta["dataset"], model=model.get("label", model["name"]), seed=seed, train_size=train_size,
         learning_rate=float(learning_rate), condition_number=dynamics.condition_number)
-    return tables.validate_kernel_regression(table[list(tables.KERNEL_REGRESSION_COLUMNS)], "kernel-regression run")
+    return tables.validate("kernel_regression", table[list(tables.KERNEL_REGRESSION_COLUMNS)], "kernel-regression run")
 
 
 def _in_chunks(function, x: jax.Array) -> np.ndarray:

@@ -630,4 +630,4 @@ def _ntk_frame(rows: list[dict], config: record.RunConfig, probe_size: int,
                 switch_step=config.switch_step, seed=config.seed, variant=config.variant, probe_size=probe_size,
                 status="ok" if diverged_step is None else "diverged", diverged_step=diverged_step)
     frame = frame.assign(**{key: [value] * len(frame) for key, value in keys.items()})
-    return tables.validate_ntk(frame, source=f"NTK measurements of run {config.model_label} K={config.K}")
+    return tables.validate("ntk", frame, source=f"NTK measurements of run {config.model_label} K={config.K}")

@@ -2,7 +2,7 @@
 
 Every figure function has the signature ``(metrics, out_pdf, out_png) -> Figure`` (``FIGURES``), or
 ``(table, out_pdf, out_png)`` for the figures drawn from another table (``NTK_FIGURES``: the NTK
-table; ``SOLVER_FIGURES``: the damping and kernel-regression tables; ``READERS`` names each one): it
+table; ``SOLVER_FIGURES``: the damping and kernel-regression tables; ``TABLES`` names each one): it
 writes the figure as PDF and PNG and returns the (closed) matplotlib figure so callers can inspect it.
 Seeds are aggregated as a mean with a band (or bars) spanning the range over seeds (``seed_range``).
 Every run is evaluated with ``tables.TRAINED_EVALUATOR`` (the linear model f_lin, which is what
@@ -95,7 +95,7 @@ def training_curves(metrics: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figu
     band over their range; K = ∞ black dashed; diverged runs end in an 'x'.
     """
     title = "C1: test accuracy during training, per re-linearisation period K"
-    curves = _trained_rows(_period_runs(tables.validate(metrics, "metrics")), "test")
+    curves = _trained_rows(_period_runs(tables.validate("metrics", metrics, "metrics")), "test")
     if curves.empty:
         return _note_figure(title, NO_PERIOD_RUNS, out_pdf, out_png)
     finals = tables.final_metrics(curves)
@@ -124,7 +124,7 @@ def accuracy_vs_feature_updates(metrics: pd.DataFrame, out_pdf: Path, out_png: P
     axis is symlog so K = ∞ (0 updates) is shown.
     """
     title = "C1: final test accuracy vs number of feature updates"
-    finals = _final_with_groups(_period_runs(tables.validate(metrics, "metrics")))
+    finals = _final_with_groups(_period_runs(tables.validate("metrics", metrics, "metrics")))
     if finals.empty:
         return _note_figure(title, NO_PERIOD_RUNS, out_pdf, out_png)
     palette = _group_palette(finals)
@@ -151,7 +151,7 @@ def network_vs_linearised(metrics: pd.DataFrame, out_pdf: Path, out_png: Path) -
     """C2: train and test accuracy over training of the network (K = 1, solid) and its linearisation
     (K = ∞, dashed), one row per model, columns train / test; mean over seeds with range bands."""
     title = "C2: network (K = 1) vs its linearisation at init (K = ∞)"
-    runs = _period_runs(tables.validate(metrics, "metrics"))
+    runs = _period_runs(tables.validate("metrics", metrics, "metrics"))
     runs = runs[(runs["K"] == 1) | np.isinf(runs["K"])]
     if runs.empty:
         return _note_figure(title, "No runs with K = 1 or K = ∞ (period runs): nothing to compare.", out_pdf, out_png)
@@ -187,7 +187,7 @@ def linearise_after_t(metrics: pd.DataFrame, out_pdf: Path, out_png: Path, *,
     reference points, K = 1 also as a dotted line with the C4 tolerance (``tolerance_pt``, the config's
     ``claims.C4``) shaded below it. Points are seeds, lines the mean with bars over the seed range."""
     title = "C4: final test accuracy vs switch step t (standard until t, then linearised)"
-    finals = _final_with_groups(tables.validate(metrics, "metrics"))
+    finals = _final_with_groups(tables.validate("metrics", metrics, "metrics"))
     switched = finals[finals["switch_step"].notna()].copy()
     if switched.empty:
         return _note_figure(title, "No switch runs (switch_step set) in the metrics: nothing to draw.",
@@ -386,7 +386,7 @@ NTK_FIGURES: dict[str, Callable[[pd.DataFrame, Path, Path], Figure]] = {
     "kernel_specialisation": kernel_specialisation,
 }
 """Figure name -> function ``(ntk, out_pdf, out_png)`` drawing it from the NTK table
-(``tables.read_ntk``, schema ``tables.NTK_COLUMNS``)."""
+(``tables.read("ntk", path)``, schema ``tables.NTK_COLUMNS``)."""
 
 
 METHOD_STYLES = {"iterative_linearisation": {"color": sns.color_palette("colorblind")[0], "marker": "o"},
@@ -405,7 +405,7 @@ def gauss_newton_damping(table: pd.DataFrame, out_pdf: Path, out_png: Path, *, t
     f_lin and its kernel at θ_lin; dotted: the network at its final θ. Mean over seeds, bands over their
     range (for the difference, of the seeds' paired differences); the top axis gives K."""
     title = "C5: iterative linearisation against damped Gauss-Newton at λ = 1/(ηK), the same time ηT"
-    table = tables.validate_gauss_newton(table, "C5 table")
+    table = tables.validate("gauss_newton", table, "C5 table")
     if table.empty:
         return _note_figure(title, "No C5 runs: nothing to draw.", out_pdf, out_png)
     table = table.assign(test_accuracy=100 * table["test_accuracy"],
@@ -457,7 +457,7 @@ def kernel_regression(table: pd.DataFrame, out_pdf: Path, out_png: Path, *, tole
     regression, t → ∞) and the test accuracy of both (right, kernel regression dashed). Mean over
     seeds, bands over their range."""
     title = "C6: K = ∞ trained by full-batch GD on MSE against its closed form at every step"
-    table = tables.validate_kernel_regression(table, "kernel-regression table")
+    table = tables.validate("kernel_regression", table, "kernel-regression table")
     if table.empty:
         return _note_figure(title, "No kernel-regression runs: nothing to draw.", out_pdf, out_png)
     summary = claims.kernel_regression_summary(table)
@@ -511,15 +511,15 @@ SOLVER_FIGURES: dict[str, Callable[[pd.DataFrame, Path, Path], Figure]] = {
     "kernel_regression": kernel_regression,
 }
 """Figure name -> function drawing it from its own table: ``gauss_newton_damping`` from the C5 table
-(``tables.read_gauss_newton``), ``kernel_regression`` from the kernel-regression table."""
+(``tables.read("gauss_newton", path)``), ``kernel_regression`` from the kernel-regression table."""
 
-READERS: dict[str, Callable[[Path], pd.DataFrame]] = {
-    **{name: tables.read for name in FIGURES},
-    **{name: tables.read_ntk for name in NTK_FIGURES},
-    "gauss_newton_damping": tables.read_gauss_newton,
-    "kernel_regression": tables.read_kernel_regression,
+TABLES: dict[str, str] = {
+    **{name: "metrics" for name in FIGURES},
+    **{name: "ntk" for name in NTK_FIGURES},
+    "gauss_newton_damping": "gauss_newton",
+    "kernel_regression": "kernel_regression",
 }
-"""Figure name -> the reader (and validator) of the table it is drawn from."""
+"""Figure name -> the name of the table (``tables.SPECS``) it is drawn from."""
 
 ALL_FIGURES = FIGURES | NTK_FIGURES | SOLVER_FIGURES
 """Every figure the pipeline can draw, by name."""
@@ -527,7 +527,7 @@ ALL_FIGURES = FIGURES | NTK_FIGURES | SOLVER_FIGURES
 
 def _trained_kernel_rows(ntk: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     """Rows of ``metrics`` for the trained kernel (``tables.TRAINED_POINT``) of period runs, with a group label."""
-    rows = _period_runs(tables.validate_ntk(ntk, "ntk"))
+    rows = _period_runs(tables.validate("ntk", ntk, "ntk"))
     rows = rows[rows["metric"].isin(metrics) & (rows["point"] == tables.TRAINED_POINT)].copy()
     rows["group"] = tables.group_labels(rows)
     return rows

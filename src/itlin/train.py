@@ -276,7 +276,7 @@ def metrics_frame(config: RunConfig, rows: list[dict], status: str) -> pd.DataFr
     """The run's rows in the shared long-format schema (``itlin.tables.METRICS_COLUMNS``), validated."""
     keys = dict(dataset=config.dataset, model=config.model_label, K=config.K, switch_step=config.switch_step,
                 seed=config.seed, variant=config.variant, status=status)
-    return tables.validate(pd.DataFrame(rows).assign(**keys), f"run {config.model_label} K={record.K_for_config(config.K)}")
+    return tables.validate("metrics", pd.DataFrame(rows).assign(**keys), f"run {config.model_label} K={record.K_for_config(config.K)}")
 
 
 def predictions_frame(config: RunConfig, step: int, predicted: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
@@ -289,7 +289,7 @@ def predictions_frame(config: RunConfig, step: int, predicted: np.ndarray, label
         example=np.tile(np.arange(n), len(EVALUATORS)), label=np.tile(labels, len(EVALUATORS)),
         prediction=predicted.reshape(-1).astype(np.int64)), columns=list(tables.PREDICTIONS_COLUMNS))
     frame["switch_step"] = pd.array(frame["switch_step"], dtype="Int64")
-    return tables.validate_predictions(frame, f"predictions of run {config.model_label} K={record.K_for_config(config.K)}")
+    return tables.validate("predictions", frame, f"predictions of run {config.model_label} K={record.K_for_config(config.K)}")
 
 
 def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None, *, block_mode: str | None = None) -> str:

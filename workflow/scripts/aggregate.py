@@ -1,4 +1,5 @@
-"""Snakemake adapter: concatenate the runs' metrics into one validated table (itlin.tables)."""
+"""Snakemake adapter: concatenate the per-run files of one table (``params.table``, a name of
+itlin.tables.SPECS) into one validated table."""
 
 import sys
 from pathlib import Path
@@ -7,7 +8,8 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)  # tracebacks
 
 from itlin import tables  # noqa: E402
 
-runs = [Path(path) for path in snakemake.input.metrics]
-metrics = tables.aggregate(runs)
-tables.write(metrics, Path(snakemake.output.table))
-print(f"{len(runs)} runs, {len(metrics)} rows -> {snakemake.output.table}")
+name = snakemake.params.table
+runs = [Path(path) for path in snakemake.input.runs]
+table = tables.aggregate(name, runs)
+tables.write(name, table, Path(snakemake.output.table))
+print(f"{name}: {len(runs)} files, {len(table)} rows -> {snakemake.output.table}")

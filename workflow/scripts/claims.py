@@ -7,10 +7,7 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)  # tracebacks
 
 from itlin import claims, tables  # noqa: E402
 
-readers = {"metrics": tables.read, "predictions": tables.read_predictions, "ntk": tables.read_ntk,
-           "gauss_newton": tables.read_gauss_newton, "gauss_newton_predictions": tables.read_gauss_newton_predictions,
-           "kernel_regression": tables.read_kernel_regression}
-measured = {name: read(Path(snakemake.input[name])) for name, read in readers.items() if snakemake.input.get(name)}
+measured = {name: tables.read(name, Path(snakemake.input[name])) for name in tables.SPECS if snakemake.input.get(name)}
 settings = claims.Settings.from_config(snakemake.params.settings)
 results = claims.evaluate(measured, settings, twins=snakemake.params.twins)
 claims.write(results, settings, Path(snakemake.output.markdown), Path(snakemake.output.json),

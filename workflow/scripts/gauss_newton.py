@@ -23,6 +23,6 @@ summary, predictions = gauss_newton.run(
     cg_max_iterations=params.cg_max_iterations, newton_tolerance=params.newton_tolerance,
     newton_max_steps=params.newton_max_steps, probe_size=params.probe_size, probe_seed=params.probe_seed,
 )
-tables.write_gauss_newton(summary, Path(snakemake.output.result))
-tables.write_gauss_newton_predictions(predictions, Path(snakemake.output.predictions))
+tables.write("gauss_newton", summary, Path(snakemake.output.result))
+tables.write("gauss_newton_predictions", predictions, Path(snakemake.output.predictions))
 print(summary.to_string())

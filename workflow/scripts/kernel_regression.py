@@ -20,5 +20,5 @@ predictions = kernel_regression.run(
     train_size=snakemake.params.train_size, steps=snakemake.params.steps,
     learning_rate=snakemake.params.learning_rate, compare_steps=snakemake.params.compare_steps,
 )
-tables.write_kernel_regression(predictions, Path(snakemake.output[0]))
+tables.write("kernel_regression", predictions, Path(snakemake.output[0]))
 print(f"{len(predictions)} rows -> {snakemake.output[0]}")

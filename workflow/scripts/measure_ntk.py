@@ -20,5 +20,5 @@ measured = ntk.measure_run(
     probe_seed=snakemake.params.probe_seed, chunk_size=snakemake.params.chunk_size,
     strategy=snakemake.params.strategy,
 )
-tables.write_ntk(measured, Path(snakemake.output[0]))
+tables.write("ntk", measured, Path(snakemake.output[0]))
 print(f"{len(measured)} rows -> {snakemake.output[0]}")
