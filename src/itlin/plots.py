@@ -29,7 +29,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import NullLocator  # noqa: E402
 
-from itlin import claims, record, tables  # noqa: E402
+from itlin import record, summaries, tables  # noqa: E402
 
 PNG_DPI = 150
 LINEARISED_STYLE = {"color": "black", "linestyle": "--"}
@@ -334,6 +334,7 @@ def kernel_specialisation(ntk: pd.DataFrame, out_pdf: Path, out_png: Path, *,
     ended = rows[rows["status"] == "ok"]
     final = ended[ended["step"] == ended.groupby(tables.RUN_KEYS, dropna=False)["step"].transform("max")]
     matrices = final.groupby(["model", "metric", "K", "output_class", "target_class"])["value"].mean()
+    contrasts = summaries.specialisation_contrast(matrices.reset_index(), ["model", "metric", "K"])
     steps = final.groupby(["model", "K"])["step"].max()
     limit = max(float(np.nan_to_num(matrices.abs().max())), 1e-6)
     models_ = sorted(set(tables.nonlinear(rows)["model"]))
@@ -359,7 +360,7 @@ def kernel_specialisation(ntk: pd.DataFrame, out_pdf: Path, out_png: Path, *,
                 sns.heatmap(matrix, ax=ax, cmap="vlag", vmin=-limit, vmax=limit, center=0, square=True,
                             annot=len(matrix) <= 10, fmt=".2f", annot_kws={"fontsize": 6}, cbar=column == 2,
                             cbar_kws={"label": "centred alignment (shared scale)", "shrink": 0.8})
-                contrast = float(np.mean(np.diag(matrix)) - matrix.to_numpy()[~np.eye(len(matrix), dtype=bool)].mean())
+                contrast = contrasts[label, metric, K]
                 text = (f"{name}\n{kernel}, step {int(steps[label, K])}, contrast "
                         + (f"{contrast:+.3f}" if np.isfinite(contrast) else "undefined"))
                 at_end = final[(final["model"] == label) & (final["K"] == K) & (final["metric"] == metric)]
@@ -460,7 +461,7 @@ def kernel_regression(table: pd.DataFrame, out_pdf: Path, out_png: Path, *, tole
     table = tables.validate_kernel_regression(table, "kernel-regression table")
     if table.empty:
         return _note_figure(title, "No kernel-regression runs: nothing to draw.", out_pdf, out_png)
-    summary = claims.kernel_regression_summary(table)
+    summary = summaries.kernel_regression_summary(table)
     summary["group"] = tables.group_labels(summary)
     groups = sorted(summary["group"].unique())
     fig, axes = plt.subplots(len(groups), 2, figsize=(10, 3.4 * len(groups) + 0.8), layout="constrained",
