@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 
 def _no_options(config: Mapping, twins: Mapping[str, str]) -> dict:
+    """The options of a figure that takes none from the config."""
     return {}
 
 
