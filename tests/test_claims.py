@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from itlin import claims
+from itlin.claims import render, verdicts
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["claims"]
@@ -66,14 +67,14 @@ def by_model(claim_result):
 def test_a_test_is_inconclusive_exactly_when_its_interval_straddles_the_threshold(low, high, op, verdict):
     threshold = 10 if op == "<=" else 1.0
     middle = (low + high) / 2
-    assert claims.Test("x", middle, low, high, op, threshold).verdict == verdict
+    assert verdicts.Test("x", middle, low, high, op, threshold).verdict == verdict
 
 
 def test_model_verdict_combines_its_tests():
     def test(low, high):
-        return claims.Test("x", (low + high) / 2, low, high, ">=", 1.0)
+        return verdicts.Test("x", (low + high) / 2, low, high, ">=", 1.0)
 
-    combine = lambda *tests: claims.ModelVerdict("d", "m", "v", tests).verdict  # noqa: E731
+    combine = lambda *tests: verdicts.ModelVerdict("d", "m", "v", tests).verdict  # noqa: E731
     assert combine(test(2, 3), test(2, 3)) == "supported"
     assert combine(test(2, 3), test(0.5, 2)) == "inconclusive"
     assert combine(test(0, 0.5), test(0.5, 2)) == "not supported"
@@ -82,8 +83,8 @@ def test_model_verdict_combines_its_tests():
 
 def test_bootstrap_is_deterministic_and_independent_of_other_models():
     data = measured(accuracies({1: 0.95, 10: 0.945, 100: 0.94, math.inf: 0.85}))
-    first = claims.to_json(claims.evaluate(data, settings()), settings())
-    again = claims.to_json(claims.evaluate(measured(accuracies({1: 0.95, 10: 0.945, 100: 0.94, math.inf: 0.85})),
+    first = render.to_json(claims.evaluate(data, settings()), settings())
+    again = render.to_json(claims.evaluate(measured(accuracies({1: 0.95, 10: 0.945, 100: 0.94, math.inf: 0.85})),
                                            settings()), settings())
     assert first == again
     alone = measured(accuracies({1: 0.95, 10: 0.945, 100: 0.94, math.inf: 0.85}), models=("cnn",))
@@ -96,11 +97,11 @@ def test_bootstrap_is_deterministic_and_independent_of_other_models():
 
 def test_accuracy_draws_pair_conditions_and_weight_seeds_and_examples():
     correct = np.array([[[1, 1, 0, 0], [1, 1, 1, 1]], [[1, 0, 0, 0], [np.nan] * 4]], float)  # (C=2, S=2, N=4)
-    point = claims.accuracy_draws(correct, np.ones((1, 2)), np.ones((1, 4)))[:, 0]
+    point = verdicts.accuracy_draws(correct, np.ones((1, 2)), np.ones((1, 4)))[:, 0]
     assert point.tolist() == [75.0, 25.0]  # condition 1 has one seed (the other run is missing)
-    draws = claims.accuracy_draws(correct, np.array([[2.0, 0.0]]), np.array([[0.0, 0.0, 4.0, 0.0]]))[:, 0]
+    draws = verdicts.accuracy_draws(correct, np.array([[2.0, 0.0]]), np.array([[0.0, 0.0, 4.0, 0.0]]))[:, 0]
     assert draws.tolist() == [0.0, 0.0]  # seed 0 twice, example 2 four times, for both conditions
-    assert np.isnan(claims.accuracy_draws(correct, np.array([[0.0, 2.0]]), np.ones((1, 4)))[1, 0])
+    assert np.isnan(verdicts.accuracy_draws(correct, np.array([[0.0, 2.0]]), np.ones((1, 4)))[1, 0])
 
 
 def test_paired_interval_is_tighter_than_the_spread_of_either_accuracy():
@@ -202,7 +203,7 @@ def c5_tables(accuracy=None, change=None, diverged=(), n_test=2000, agreement=1.
 
 
 def c5_tests(data, loss="mse"):
-    model = next(m for m in result(data, "C5").models if m.variant == loss)
+    model = next(m for m in result(data, "C5").models if m.loss == loss)
     return model, {name: test for name, test in zip(("agreement", "ordering", "direction"), model.tests)}
 
 
@@ -212,7 +213,7 @@ def test_c5_supported_when_the_methods_agree_damping_orders_the_kernel_and_helps
     assert "K=30 (10 rounds" in tests["agreement"].detail and "K=10 (30 rounds" not in tests["agreement"].detail
     assert tests["ordering"].value == pytest.approx(1.0) and tests["ordering"].verdict == "supported"
     assert tests["direction"].value == pytest.approx(1.0) and tests["direction"].verdict == "supported"
-    assert model.verdict == "supported" and {m.variant for m in result(c5_tables(), "C5").models} == {"mse", "cross_entropy"}
+    assert model.verdict == "supported" and {m.loss for m in result(c5_tables(), "C5").models} == {"mse", "cross_entropy"}
 
 
 def test_c5_agreement_looks_only_at_large_K():
@@ -276,7 +277,7 @@ def test_c6_an_unconverged_run_is_judged_on_its_steps_and_says_how_far_it_stoppe
 
 def test_markdown_has_a_summary_table_the_method_once_and_per_model_rows():
     data = measured(accuracies({1: 0.95, math.inf: 0.85}))
-    text = claims.to_markdown(claims.evaluate(data, settings()), settings())
+    text = render.to_markdown(claims.evaluate(data, settings()), settings())
     assert text.count("percentile bootstrap") == 1
     summary = text.split("## How to read this")[0]
     assert "| C2 | Feature learning is essential" in summary and "supported on 2 of 2 models: cnn, mlp" in summary
@@ -288,7 +289,7 @@ def test_json_follows_its_schema_and_matches_the_markdown():
     schema = json.loads((ROOT / "workflow" / "schemas" / "claims.schema.json").read_text())
     data = measured(accuracies({1: 0.95, math.inf: 0.85}), diverged=[("mlp", 10.0, 1)])
     results = claims.evaluate(data, settings())
-    document = claims.to_json(results, settings())
+    document = render.to_json(results, settings())
     jsonschema.validate(document, schema)
     assert [claim["id"] for claim in document["claims"]] == ["C1", "C2", "C3", "C4", "C5", "C6", "S1", "S2"]
     c2 = document["claims"][1]
@@ -300,8 +301,19 @@ def test_json_follows_its_schema_and_matches_the_markdown():
         jsonschema.validate(broken, schema)
 
 
+def test_c5_verdicts_name_their_loss_in_the_json():
+    """C5 judges each model per loss: its verdicts carry the loss (not a variant, which C5's runs lack)."""
+    schema = json.loads((ROOT / "workflow" / "schemas" / "claims.schema.json").read_text())
+    document = render.to_json(claims.evaluate(c5_tables(), settings()), settings())
+    jsonschema.validate(document, schema)
+    c5 = next(claim for claim in document["claims"] if claim["id"] == "C5")
+    assert [(model["loss"], model["label"]) for model in c5["models"]] == [
+        ("cross_entropy", "mlp / cross_entropy"), ("mse", "mlp / mse")]
+    assert not any("variant" in model for model in c5["models"])
+
+
 def test_html_is_a_table_with_verdict_colours_and_escaped_text():
-    page = claims.to_html(claims.evaluate(measured(accuracies({1: 0.95, math.inf: 0.85})), settings()), settings())
+    page = render.to_html(claims.evaluate(measured(accuracies({1: 0.95, math.inf: 0.85})), settings()), settings())
     assert page.startswith("<!DOCTYPE html>") and "<table class='claims'>" in page
     assert "<td class='supported'>supported</td>" in page
     assert "K = 1 minus K = ∞" in page and "<script" not in page

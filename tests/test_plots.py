@@ -4,15 +4,18 @@ seed bands within the data, symlog axes without a negative side."""
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import examples
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from matplotlib.collections import LineCollection, PolyCollection
 
-from itlin import plots, tables
+from itlin import figures, plots, tables
 
 
+ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = {"models": ("cnn", "mlp"), "Ks": (1, 100, math.inf), "seeds": (0, 1), "switch_steps": (0, 20), "steps": 200,
            "eval_every": 50}
 
@@ -32,32 +35,56 @@ def texts_of(fig):
     return found
 
 
+def figures_of(table):
+    """The names of the figures drawn from ``table`` (a ``tables.SPECS`` name), in claim order."""
+    return [name for name, figure in figures.FIGURES.items() if figure.table == table]
+
+
+METRICS_FIGURES = figures_of("metrics")
+NTK_FIGURES = figures_of("ntk")
+
+
 def draw(name, table, folder):
-    """Draw figure ``name`` (metrics or NTK registry) into ``folder``, check both files are real and
+    """Draw figure ``name`` of ``itlin.figures.FIGURES`` into ``folder``, check both files are real and
     non-empty, return the figure."""
     out_pdf, out_png = folder / f"{name}.pdf", folder / f"{name}.png"
-    fig = plots.ALL_FIGURES[name](table, out_pdf, out_png)
+    fig = getattr(plots, figures.FIGURES[name].draw)(table, out_pdf, out_png)
     assert out_pdf.read_bytes().startswith(b"%PDF") and out_pdf.stat().st_size > 1000
     assert out_png.read_bytes().startswith(b"\x89PNG") and out_png.stat().st_size > 1000
     return fig
 
 
 @pytest.fixture(scope="module")
-def figures(metrics, tmp_path_factory):
+def metrics_figures(metrics, tmp_path_factory):
     """Every registered figure drawn once from the shared synthetic metrics."""
     folder = tmp_path_factory.mktemp("figures")
-    return {name: draw(name, metrics, folder) for name in plots.FIGURES}
+    return {name: draw(name, metrics, folder) for name in METRICS_FIGURES}
 
 
-def test_the_session_figures_are_registered():
-    assert set(plots.FIGURES) == {"training_curves", "accuracy_vs_feature_updates", "network_vs_linearised",
-                                  "linearise_after_t"}
+def test_every_figure_is_registered_in_claim_order_with_its_draw_function_and_caption():
+    assert set(METRICS_FIGURES) == {"training_curves", "accuracy_vs_feature_updates", "network_vs_linearised",
+                                    "linearise_after_t"}
+    claims = [figure.claim for figure in figures.FIGURES.values()]
+    assert claims == sorted(claims) and set(claims) == {"C1", "C2", "C3", "C4", "C5", "C6", "S1", "S2"}
+    for figure in figures.FIGURES.values():
+        assert callable(getattr(plots, figure.draw))
+        assert (ROOT / figure.caption).read_text().startswith(f"**Claim {figure.claim}**")
+
+
+def test_figure_options_come_from_the_config():
+    config = {"claims": {"C1": {"tolerance_pt": 1.5}, "C4": {"tolerance_pt": 2.5}, "C5": {"tolerance_pt": 3.5},
+                         "C6": {"max_difference": 0.01}}}
+    options = {name: figure.options(config, TWINS) for name, figure in figures.FIGURES.items()}
+    assert {name: value for name, value in options.items() if value} == {
+        "accuracy_vs_feature_updates": {"tolerance_pt": 1.5}, "linearise_after_t": {"tolerance_pt": 2.5},
+        "gauss_newton_damping": {"tolerance_pt": 3.5}, "kernel_regression": {"tolerance": 0.01},
+        "kernel_specialisation": {"twins": TWINS}}
 
 
 @pytest.mark.parametrize(("name", "claim"), [("training_curves", "C1"), ("accuracy_vs_feature_updates", "C1"),
                                              ("network_vs_linearised", "C2"), ("linearise_after_t", "C4")])
-def test_figure_titled_labelled_and_marks_diverged_runs(figures, name, claim):
-    fig = figures[name]
+def test_figure_titled_labelled_and_marks_diverged_runs(metrics_figures, name, claim):
+    fig = metrics_figures[name]
     assert fig._suptitle.get_text().startswith(f"{claim}: ")
     for ax in fig.axes:
         assert ax.get_xlabel()
@@ -67,8 +94,8 @@ def test_figure_titled_labelled_and_marks_diverged_runs(figures, name, claim):
     assert "diverged" in texts  # the annotation next to the marker
 
 
-def test_training_curves_legend_orders_K_and_draws_infinity_black_dashed(figures):
-    fig = figures["training_curves"]
+def test_training_curves_legend_orders_K_and_draws_infinity_black_dashed(metrics_figures):
+    fig = metrics_figures["training_curves"]
     labels = [text.get_text() for text in fig.legends[0].get_texts()]
     assert labels[:3] == ["K = 1 (standard), 1 of 4 runs diverged", "K = 10², 1 of 4 runs diverged", "K = ∞ (linearised)"]
     infinity = fig.legends[0].legend_handles[2]
@@ -76,16 +103,16 @@ def test_training_curves_legend_orders_K_and_draws_infinity_black_dashed(figures
     assert [ax.get_title() for ax in fig.axes] == ["cnn", "mlp"]
 
 
-def test_diverged_marker_sits_at_the_last_step_of_the_run(metrics, figures):
-    cnn = figures["training_curves"].axes[0]
+def test_diverged_marker_sits_at_the_last_step_of_the_run(metrics, metrics_figures):
+    cnn = metrics_figures["training_curves"].axes[0]
     offsets = np.concatenate([collection.get_offsets() for collection in cnn.collections if len(collection.get_offsets())])
     finals = tables.final_metrics(metrics)
     diverged = finals[(finals["status"] == "diverged") & (finals["model"] == "cnn")].iloc[0]
     assert any(np.allclose(point, (diverged["step"], 100 * diverged["last_accuracy"])) for point in offsets)
 
 
-def test_network_vs_linearised_has_train_and_test_columns(figures):
-    fig = figures["network_vs_linearised"]
+def test_network_vs_linearised_has_train_and_test_columns(metrics_figures):
+    fig = metrics_figures["network_vs_linearised"]
     assert [ax.get_title() for ax in fig.axes] == ["cnn: train", "cnn: test", "mlp: train", "mlp: test"]
     assert any(text.startswith("final gap K=1 − K=∞") for text in texts_of(fig))
 
@@ -99,9 +126,9 @@ EXAMPLE_TABLES = {"metrics": "metrics", "ntk": "ntk_table", "gauss_newton": "dam
                   "kernel_regression": "kernel_regression_table"}
 
 
-@pytest.mark.parametrize("name", sorted(plots.ALL_FIGURES))
+@pytest.mark.parametrize("name", sorted(figures.FIGURES))
 def test_empty_table_gives_a_note_instead_of_a_crash(request, tmp_path, name):
-    table = request.getfixturevalue(EXAMPLE_TABLES[plots.TABLES[name]])
+    table = request.getfixturevalue(EXAMPLE_TABLES[figures.FIGURES[name].table])
     fig = draw(name, table.iloc[:0], tmp_path)
     assert any("nothing to" in text for text in texts_of(fig))
 
@@ -111,8 +138,8 @@ def test_linearise_after_t_without_switch_runs_says_so(metrics, tmp_path):
     assert any(text.startswith("No switch runs") for text in texts_of(fig))
 
 
-def test_feature_updates_figure_names_K_on_top_axis(figures):
-    top = [ax for ax in figures["accuracy_vs_feature_updates"].axes if not ax.yaxis.get_visible()]
+def test_feature_updates_figure_names_K_on_top_axis(metrics_figures):
+    top = [ax for ax in metrics_figures["accuracy_vs_feature_updates"].axes if not ax.yaxis.get_visible()]
     assert [label.get_text() for label in top[0].get_xticklabels()] == ["K=1", "K=10²", "K=∞"]
 
 
@@ -129,7 +156,7 @@ def band_heights(fig):
     return [y for y in heights if np.isfinite(y).all()]
 
 
-@pytest.mark.parametrize("name", sorted(plots.FIGURES))
+@pytest.mark.parametrize("name", sorted(METRICS_FIGURES))
 def test_accuracy_bands_stay_within_0_and_100_for_two_far_apart_seeds(metrics, tmp_path, name):
     spread = metrics.copy()
     spread.loc[spread["seed"] == 1, "accuracy"] *= 0.3  # seed 1 ends near 28 %, seed 0 near 95 %
@@ -140,8 +167,8 @@ def test_accuracy_bands_stay_within_0_and_100_for_two_far_apart_seeds(metrics, t
 
 @pytest.mark.parametrize("name", ["training_curves", "accuracy_vs_feature_updates", "network_vs_linearised",
                                   "linearise_after_t", "ntk_distance", "kernel_alignment"])
-def test_figures_with_seed_bands_say_what_the_band_is(figures, ntk_figures, name):
-    assert any("range over seeds" in text for text in texts_of({**figures, **ntk_figures}[name]))
+def test_figures_with_seed_bands_say_what_the_band_is(metrics_figures, ntk_figures, name):
+    assert any("range over seeds" in text for text in texts_of({**metrics_figures, **ntk_figures}[name]))
 
 
 def symlog_axes(fig):
@@ -162,9 +189,9 @@ def assert_symlog_axis_starts_at_zero(ax):
 
 @pytest.mark.parametrize("name", ["accuracy_vs_feature_updates", "linearise_after_t"])
 @pytest.mark.parametrize("diverged", [False, True])
-def test_symlog_axes_start_at_zero(figures, tmp_path, name, diverged):
+def test_symlog_axes_start_at_zero(metrics_figures, tmp_path, name, diverged):
     """With no diverged run (no marker drawn last) autoscaling once gave linear margins, ticks −10¹."""
-    fig = figures[name] if diverged else draw(name, examples.example_metrics(**EXAMPLE), tmp_path)
+    fig = metrics_figures[name] if diverged else draw(name, examples.example_metrics(**EXAMPLE), tmp_path)
     axes = symlog_axes(fig)
     assert axes
     for ax in axes:
@@ -174,12 +201,13 @@ def test_symlog_axes_start_at_zero(figures, tmp_path, name, diverged):
 def test_K_colours_sequential_in_K_and_black_for_infinity():
     colours = plots.K_colours([100.0, 1.0, math.inf, 10.0])
     assert colours[math.inf] == "black"
-    viridis = plots.plt.get_cmap("viridis")
+    viridis = plt.get_cmap("viridis")
     assert [colours[K] for K in (1.0, 10.0, 100.0)] == [viridis(position) for position in np.linspace(0, 0.85, 3)]
 
 
 def test_plotting_modules_do_not_import_jax():
-    code = "import sys, itlin.plots, itlin.claims, itlin.tables; assert 'jax' not in sys.modules, 'jax imported'"
+    code = ("import sys, itlin.plots, itlin.claims, itlin.tables, itlin.figures; "
+            "assert 'jax' not in sys.modules, 'jax imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -197,7 +225,7 @@ def ntk_table():
 @pytest.fixture(scope="module")
 def ntk_figures(ntk_table, tmp_path_factory):
     folder = tmp_path_factory.mktemp("ntk_figures")
-    return {name: draw(name, ntk_table, folder) for name in plots.NTK_FIGURES}
+    return {name: draw(name, ntk_table, folder) for name in NTK_FIGURES}
 
 
 @pytest.mark.parametrize(("name", "claim"), [("ntk_distance", "C3"), ("kernel_alignment", "S1"),
@@ -260,7 +288,7 @@ def test_kernel_specialisation_leaves_out_diverged_runs_and_says_so(tmp_path):
                         f"cnn K=1 seed 0 (step {step}), cnn K=1 seed 1 (step {step})")
 
 
-@pytest.mark.parametrize("name", sorted(plots.NTK_FIGURES))
+@pytest.mark.parametrize("name", sorted(NTK_FIGURES))
 def test_ntk_figures_say_which_runs_diverged_or_have_degenerate_kernels(tmp_path, name):
     """A diverged run is drawn until its divergence and a degenerate kernel (NaN) not at all; the
     figure says both, and draws whatever the table holds (here every K = 1 kernel degenerate)."""

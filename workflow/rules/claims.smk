@@ -9,7 +9,7 @@ rule claims:
         metrics="results/tables/metrics.parquet",
         predictions="results/tables/predictions.parquet",
         ntk="results/tables/ntk.parquet",
-        code=library_source("claims"),
+        code=code("claims"),
     output:
         markdown="results/claims.md",
         json="results/claims.json",

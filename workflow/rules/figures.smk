@@ -1,54 +1,35 @@
-"""Stage 4: one rule per figure, named like the figure (`snakemake training_curves` draws it).
+"""Stage 4: one rule per figure of itlin.figures.FIGURES, named like the figure (`snakemake
+training_curves` draws it).
 
 A figure reads only a table (never a run) and the plotting code, so restyling a figure redraws
-it and reruns no training."""
+it and reruns no training. The report lists the figures by claim (its labels sort them)."""
 
-# figure name -> the table it is drawn from
-FIGURE_TABLES = {
-    "training_curves": "results/tables/metrics_sweep.parquet",
-    "accuracy_vs_feature_updates": "results/tables/metrics_sweep.parquet",
-    "network_vs_linearised": "results/tables/metrics_sweep.parquet",
-    "linearise_after_t": "results/tables/metrics.parquet",
-    "ntk_distance": "results/tables/ntk.parquet",
-    "kernel_alignment": "results/tables/ntk.parquet",
-    "kernel_specialisation": "results/tables/ntk.parquet",
-    "gauss_newton_damping": "results/tables/gauss_newton.parquet",
-    "kernel_regression": "results/tables/kernel_regression.parquet",
-}
+from itlin import figures
 
 
-# figure name -> keyword arguments of its plotting function (the claims' tolerances it shades)
-FIGURE_OPTIONS = {
-    "accuracy_vs_feature_updates": {"tolerance_pt": config["claims"]["C1"]["tolerance_pt"]},
-    "linearise_after_t": {"tolerance_pt": config["claims"]["C4"]["tolerance_pt"]},
-    "kernel_specialisation": {"twins": TWINS},
-    "gauss_newton_damping": {"tolerance_pt": config["claims"]["C5"]["tolerance_pt"]},
-    "kernel_regression": {"tolerance": config["claims"]["C6"]["max_difference"]},
-}
-
-
-for figure, table in FIGURE_TABLES.items():
+for figure in figures.FIGURES.values():
 
     rule:
         name:
-            figure
+            figure.name
         input:
-            table=table,
-            code=library_source("plots"),
+            table=figure.path,
+            code=code("plots"),
         # The report shows the PNG; the PDF (vector, for papers) lies beside it in figures/.
         output:
             png=report(
-                f"figures/{figure}.png",
-                caption=f"../report/{figure}.rst",
+                f"figures/{figure.name}.png",
+                caption=f"../../{figure.caption}",
                 category="Figures",
-                labels={"figure": figure},
+                labels={"claim": figure.claim, "figure": figure.label},
             ),
-            pdf=f"figures/{figure}.pdf",
+            pdf=f"figures/{figure.name}.pdf",
         log:
-            f"results/logs/figures/{figure}.log",
+            f"results/logs/figures/{figure.name}.log",
         localrule: True
         params:
-            figure=figure,
-            options=FIGURE_OPTIONS.get(figure, {}),
+            figure=figure.name,
+            # the keyword arguments of its draw function (the claims' tolerances it shades, the twins)
+            options=figure.options(config, TWINS),
         script:
             "../scripts/figure.py"

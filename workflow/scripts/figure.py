@@ -1,13 +1,13 @@
-"""Snakemake adapter: draw one figure from its table (itlin.plots.ALL_FIGURES; plots.TABLES names its table)."""
+"""Snakemake adapter: draw one figure of itlin.figures.FIGURES from its table with its itlin.plots function."""
 
 import sys
 from pathlib import Path
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)  # tracebacks land in the log too
 
-from itlin import plots, tables  # noqa: E402
+from itlin import figures, plots, tables  # noqa: E402
 
-name = snakemake.params.figure
-table = tables.read(plots.TABLES[name], Path(snakemake.input.table))
-plots.ALL_FIGURES[name](table, Path(snakemake.output.pdf), Path(snakemake.output.png), **snakemake.params.options)
-print(f"{name}: {len(table)} rows -> {snakemake.output.pdf}, {snakemake.output.png}")
+figure = figures.FIGURES[snakemake.params.figure]
+table = tables.read(figure.table, Path(snakemake.input.table))
+getattr(plots, figure.draw)(table, Path(snakemake.output.pdf), Path(snakemake.output.png), **snakemake.params.options)
+print(f"{figure.name}: {len(table)} rows -> {snakemake.output.pdf}, {snakemake.output.png}")

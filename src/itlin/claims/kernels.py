@@ -1,0 +1,210 @@
+"""The kernel claims, judged on the NTK table: C3 (the empirical NTK changes substantially, most in the
+first phase), S1 (kernel-target alignment rises early, faster and larger in deeper networks) and S2
+(class-specific kernels, which deep linear networks do not develop). Per-seed changes of the trained
+kernel of the K = 1 runs, resampled over seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from itlin import record, summaries, tables
+from itlin.claims.verdicts import (GROUP_KEYS, ModelVerdict, Settings, Test, groups, join, judged, seed_matrix,
+                                   seed_mean_draws, short)
+
+
+def _completed_runs(ntk: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple, str]]:
+    """The NTK rows of runs that trained to the end, and a note per model group naming its diverged runs
+    (their last kernels are not those of the end of training) and runs with degenerate (NaN) kernels."""
+    notes: dict[tuple, list[str]] = {}
+    diverged = tables.diverged_runs(ntk)
+    for group, runs in groups(diverged):
+        notes.setdefault(group, []).append(f"{len(runs)} diverged run(s) excluded: {tables.describe_runs(runs)}")
+    completed = ntk[ntk["status"] == "ok"]
+    degenerate = completed[completed["value"].isna()].drop_duplicates(tables.RUN_KEYS)
+    for group, runs in groups(degenerate):
+        names = ", ".join(f"K={record.format_K(K)} seed {seed}" for K, seed in zip(runs["K"], runs["seed"]))
+        notes.setdefault(group, []).append(f"degenerate (zero-norm) kernels, NaN and left out of means: {names}")
+    return completed, {group: "; ".join(parts) for group, parts in notes.items()}
+
+
+def _of_group(rows: pd.DataFrame, group: Sequence[str]) -> pd.DataFrame:
+    """The rows of one model group (values of ``GROUP_KEYS``)."""
+    return rows[(rows[GROUP_KEYS] == pd.Series(group, index=GROUP_KEYS)).all(axis=1)]
+
+
+def _change_per_seed(rows: pd.DataFrame, early_fraction: float, relative_to_start: bool) -> pd.DataFrame | None:
+    """Per seed of one run group (a metric's rows against step): the value at the last snapshot in the
+    first ``early_fraction`` of training (``early``) and at the last one (``final``), minus the value at
+    step 0 if ``relative_to_start``; with those steps. None without step 0 or an early snapshot."""
+    if rows.empty:
+        return None
+    final_step = int(rows["step"].max())
+    early_steps = rows.loc[(rows["step"] > 0) & (rows["step"] <= early_fraction * final_step), "step"]
+    if early_steps.empty or not (rows["step"] == 0).any():
+        return None
+    early_step = int(early_steps.max())
+    by_step = rows.pivot_table(index="seed", columns="step", values="value")
+    start = by_step[0] if relative_to_start else 0.0
+    return pd.DataFrame({"early": by_step[early_step] - start, "final": by_step[final_step] - start,
+                         "early_step": early_step, "final_step": final_step})
+
+
+def _seed_draws(settings: Settings, claim: str, group: Sequence[str], values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(point, draws) of the means over seeds of the rows of ``values`` (conditions × seeds)."""
+    rng = settings.bootstrap.generator(claim, *group)
+    draws = seed_mean_draws(values, settings.bootstrap.weights(rng, values.shape[1]))
+    return np.nanmean(values, axis=1), draws
+
+
+NEEDS_SNAPSHOTS = "needs K = 1 snapshots at step 0, in the early phase and at the end"
+
+
+def check_c3(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Mapping[str, str]) -> list[ModelVerdict]:
+    """C3: per model, the K = 1 trained kernel ends far from its initial one, by its relative change and
+    its centred distance, and most of either change happens in the early phase."""
+    thresholds = settings["C3"]
+    ntk, notes = _completed_runs(measured["ntk"])
+    measures = {"relative_change": "relative change ‖Θ − Θ₀‖/‖Θ₀‖", "centred_distance": "centred distance from Θ₀"}
+    results = []
+    for group, runs in groups(tables.nonlinear(summaries.kernel_rows(ntk, "relative_change"))):
+        changes = {}
+        for metric in measures:
+            rows = _of_group(summaries.kernel_rows(ntk, metric), group)
+            rows = rows[rows["K"] == 1]
+            changes[metric] = _change_per_seed(rows, settings.early_phase_fraction, False) if len(rows) else None
+        if any(change is None for change in changes.values()):
+            results.append(ModelVerdict(*group, note=join(NEEDS_SNAPSHOTS, notes.get(group, ""))))
+            continue
+        seeds = sorted(changes["relative_change"].index)
+        values = np.vstack([changes[metric].reindex(seeds)[column].to_numpy()
+                            for metric in measures for column in ("final", "early")])
+        point, draws = _seed_draws(settings, "C3", group, values)
+        early_step = int(changes["relative_change"]["early_step"].iloc[0])
+        tests = []
+        for index, (metric, name) in enumerate(measures.items()):
+            final, early = 2 * index, 2 * index + 1
+            tests.append(Test(f"K = 1 {name} at the end",
+                              *judged(settings.bootstrap, lambda v, f=final: v[f], point, draws), ">=",
+                              thresholds[f"min_{metric}"]))
+            tests.append(Test(f"share of the {name.split(' ‖')[0]} reached by step {early_step}",
+                              *judged(settings.bootstrap, lambda v, f=final, e=early: v[e] / v[f], point, draws),
+                              ">=", thresholds["min_early_share"]))
+        results.append(ModelVerdict(*group, tuple(tests), note=join(_c3_detail(ntk, group), notes.get(group, ""))))
+    return results
+
+
+def _c3_detail(ntk: pd.DataFrame, group: Sequence[str]) -> str:
+    """The scale-blind Fort distance and the norm ratio at the end (K = 1, K = ∞), reported beside C3's verdict."""
+    parts = []
+    for metric, name in (("distance_from_init", "Fort distance"), ("norm_ratio", "norm ratio ‖Θ‖/‖Θ₀‖")):
+        rows = _of_group(summaries.kernel_rows(ntk, metric), group)
+        final = rows[rows["step"] == rows["step"].max()].groupby("K")["value"].mean()
+        parts.append(f"{name} at the end: " + ", ".join(f"K={record.format_K(K)} {short(v)}" for K, v in final.items()
+                                                        if K == 1 or math.isinf(K)))
+    return "; ".join(parts)
+
+
+def check_s1(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Mapping[str, str]) -> list[ModelVerdict]:
+    """S1: per model, the K = 1 centred kernel-target alignment rises, mostly in the early phase; per
+    architecture with several depths, deeper models rise faster (per step, over the early phase) and more."""
+    thresholds = settings["S1"]
+    ntk, notes = _completed_runs(measured["ntk"])
+    rises, results = {}, []
+    for group, runs in groups(tables.nonlinear(summaries.kernel_rows(ntk, "alignment"))):
+        change = _change_per_seed(runs[runs["K"] == 1], settings.early_phase_fraction, True)
+        if change is None:
+            results.append(ModelVerdict(*group, note=join(NEEDS_SNAPSHOTS, notes.get(group, ""))))
+            continue
+        rises[group] = (change, runs[["architecture", "depth"]].iloc[0])
+        values = np.vstack([change["final"].to_numpy(), change["early"].to_numpy()])
+        point, draws = _seed_draws(settings, "S1", group, values)
+        uncentred = _of_group(summaries.kernel_rows(ntk, "alignment_uncentred"), group)
+        uncentred = uncentred[uncentred["K"] == 1]
+        uncentred_change = _change_per_seed(uncentred, settings.early_phase_fraction, True)
+        detail = (f"uncentred alignment rise {uncentred_change['final'].mean():+.3f}, "
+                  f"{uncentred_change['early'].mean():+.3f} by step {int(change['early_step'].iloc[0])}"
+                  if uncentred_change is not None else "")
+        tests = (Test("K = 1 centred alignment rise over training", *judged(settings.bootstrap, lambda v: v[0], point, draws),
+                      ">=", thresholds["min_rise"], detail=detail),
+                 Test(f"share of the rise reached by step {int(change['early_step'].iloc[0])}",
+                      *judged(settings.bootstrap, lambda v: v[1] / v[0], point, draws), ">=", thresholds["min_early_share"]))
+        results.append(ModelVerdict(*group, tests, notes.get(group, "")))
+    return results + _compare_depths(rises, settings)
+
+
+def _compare_depths(rises: dict, settings: Settings) -> list[ModelVerdict]:
+    """Per (dataset, variant, architecture) with models of several depths, each deeper model against the
+    next shallower one: the early rise per 1000 steps and the final rise of the centred alignment, deeper
+    minus shallower (> 0: 'faster and larger in deeper networks')."""
+    by_architecture: dict = {}
+    for (dataset, model, variant), (change, info) in rises.items():
+        if pd.notna(info["depth"]):
+            by_architecture.setdefault((dataset, variant, info["architecture"]), []).append((int(info["depth"]), model, change))
+    results = []
+    for (dataset, variant, architecture), models_ in sorted(by_architecture.items()):
+        models_.sort(key=lambda item: item[0])
+        for (depth_a, model_a, a), (depth_b, model_b, b) in zip(models_, models_[1:]):
+            seeds = sorted(set(a.index) | set(b.index))
+            rate = lambda change: 1000 * change["early"] / change["early_step"]  # noqa: E731
+            values = np.vstack([rate(b).reindex(seeds), rate(a).reindex(seeds), b["final"].reindex(seeds),
+                                a["final"].reindex(seeds)])
+            label = f"{model_b} vs {model_a} (depth {depth_b} vs {depth_a})"
+            point, draws = _seed_draws(settings, "S1", (dataset, label, variant), values)
+            tests = (Test("deeper minus shallower: early rise per 1000 steps",
+                          *judged(settings.bootstrap, lambda v: v[0] - v[1], point, draws), ">", 0.0,
+                          detail=f"{model_b} {point[0]:+.3f}, {model_a} {point[1]:+.3f}"),
+                     Test("deeper minus shallower: rise over training",
+                          *judged(settings.bootstrap, lambda v: v[2] - v[3], point, draws), ">", 0.0,
+                          detail=f"{model_b} {point[2]:+.3f}, {model_a} {point[3]:+.3f}"))
+            results.append(ModelVerdict(dataset, label, variant, tests))
+    return results
+
+
+def _final_contrasts(ntk: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Per period run, the trained kernel's specialisation contrast for ``metric`` (``specialisation`` or
+    ``specialisation_backbone``) at its last snapshot. Columns ``RUN_KEYS``, activation, step, contrast."""
+    keys = tables.RUN_KEYS + ["activation", "step"]
+    contrasts = summaries.specialisation_contrast(summaries.kernel_rows(ntk, metric), keys).reset_index()
+    return contrasts.sort_values("step").groupby(tables.RUN_KEYS, dropna=False).tail(1)
+
+
+def check_s2(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Mapping[str, str]) -> list[ModelVerdict]:
+    """S2: per model with a deep linear twin, the final specialisation contrast of the backbone kernel
+    at K = 1 exceeds the twin's (same seeds)."""
+    gain = settings["S2"]["min_contrast_gain"]
+    ntk, notes = _completed_runs(measured["ntk"])
+    backbone = _final_contrasts(ntk, "specialisation_backbone")
+    full = _final_contrasts(ntk, "specialisation")
+    twin_of = {model: twin for twin, model in twins.items()}
+    results = []
+    for group, runs in groups(tables.nonlinear(backbone)):
+        dataset, model, variant = group
+        twin = backbone[(backbone["model"] == twin_of.get(model)) & (backbone["dataset"] == dataset)
+                        & (backbone["variant"] == variant) & (backbone["K"] == 1)]
+        standard = runs[runs["K"] == 1]
+        note = join(notes.get(group, ""), notes.get((dataset, twin_of.get(model), variant), ""))
+        if model not in twin_of or twin.empty or standard.empty:
+            results.append(ModelVerdict(*group, note=join("needs completed K = 1 runs of the model and of its deep "
+                                                          "linear twin (config deep_linear.models)", note)))
+            continue
+        seeds = sorted(set(standard["seed"]) | set(twin["seed"]))
+        values = np.vstack([seed_matrix(standard, seeds, "contrast"), seed_matrix(twin, seeds, "contrast")])
+        point, draws = _seed_draws(settings, "S2", group, values)
+
+        def mean_contrast(table: pd.DataFrame, label: str, K: float) -> str:
+            rows = table[(table["model"] == label) & (table["dataset"] == dataset) & (table["variant"] == variant)
+                         & (table["K"] == K)]
+            return f"{rows['contrast'].mean():+.3f}" if len(rows) else "—"
+
+        detail = (f"backbone contrast {model} {point[0]:+.3f}, {twin_of[model]} {point[1]:+.3f}; full kernel "
+                  f"{model} {mean_contrast(full, model, 1.0)}, {twin_of[model]} {mean_contrast(full, twin_of[model], 1.0)}; "
+                  f"{model} K = ∞ (frozen) backbone {mean_contrast(backbone, model, math.inf)}")
+        test = Test(f"final backbone specialisation contrast, {model} minus its deep linear twin",
+                    *judged(settings.bootstrap, lambda v: v[0] - v[1], point, draws), ">", gain, detail=detail)
+        results.append(ModelVerdict(*group, (test,), note))
+    return results

@@ -1,0 +1,68 @@
+"""Summaries of the tables that both the claims (``itlin.claims``) and the figures (``itlin.plots``) rest
+on, computed once here so that a verdict and the figure beside it always show the same number. Queries
+over the tables only: no plotting, no bootstrap, no JAX.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from itlin import tables
+
+
+def period_runs(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows of runs with a fixed re-linearisation period K (not switch runs)."""
+    return table[table["switch_step"].isna()]
+
+
+def kernel_rows(ntk: pd.DataFrame, metric: str, point: str = tables.TRAINED_POINT) -> pd.DataFrame:
+    """Rows of ``metric`` at ``point`` (the trained kernel, θ_lin, by default) of the period runs."""
+    rows = period_runs(ntk)
+    return rows[(rows["metric"] == metric) & (rows["point"] == point)]
+
+
+def specialisation_contrast(entries: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
+    """Per value of ``keys``, the specialisation contrast of the class-specialisation entries (rows with
+    ``output_class``, ``target_class`` and ``value``): mean diagonal minus mean off-diagonal ``value``, 0 for
+    kernels that treat every class alike. NaN entries (degenerate kernels) are left out of the means; the
+    contrast is NaN where every diagonal or every off-diagonal entry is."""
+    diagonal = entries["output_class"] == entries["target_class"]
+    on = entries[diagonal].groupby(list(keys), dropna=False)["value"].mean()
+    off = entries[~diagonal].groupby(list(keys), dropna=False)["value"].mean()
+    return (on - off).rename("contrast")
+
+
+def kernel_regression_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per run (dataset, model, seed) and step: the largest |trained − closed form| over the test outputs,
+    the test accuracy and train loss of each, the condition number and the last step ``steps``. At step inf
+    (kernel regression) ``difference`` compares the trained model at its last step, and ``convergence_gap``
+    is the largest |closed form at the last step − kernel regression|: how far from t → ∞ the run stopped."""
+    rows = []
+    for (dataset, model, seed), run in table.groupby(["dataset", "model", "seed"], sort=True):
+        last = run.loc[np.isfinite(run["step"]), "step"].max()
+        at_last = run[run["step"] == last].set_index(["example", "output_class"]).sort_index()
+        for step, at in run.groupby("step", sort=True):
+            at = at.set_index(["example", "output_class"]).sort_index()
+            trained = at_last if np.isinf(step) else at
+            rows.append(dict(
+                dataset=dataset, model=model, seed=seed, step=step, steps=last,
+                difference=float((trained["trained"] - at["closed_form"]).abs().max()),
+                convergence_gap=(float((at_last["closed_form"] - at["closed_form"]).abs().max()) if np.isinf(step)
+                                 else math.nan),
+                trained_accuracy=_output_accuracy(trained, "trained"),
+                closed_form_accuracy=_output_accuracy(at, "closed_form"),
+                trained_train_loss=float(trained["trained_train_loss"].iloc[0]),
+                closed_form_train_loss=float(at["closed_form_train_loss"].iloc[0]),
+                condition_number=float(at["condition_number"].iloc[0])))
+    return pd.DataFrame(rows)
+
+
+def _output_accuracy(rows: pd.DataFrame, column: str) -> float:
+    """Test accuracy (fraction) of the argmax class of ``column``, rows indexed by (example, output_class)."""
+    outputs = rows[column].unstack("output_class")
+    labels = rows["label"].groupby(level="example").first().reindex(outputs.index)
+    return float((outputs.to_numpy().argmax(1) == labels.to_numpy()).mean())
