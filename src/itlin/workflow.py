@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import json
 import math
 import re
@@ -283,7 +284,7 @@ def alternatives(values) -> str:
     return "|".join(re.escape(str(value)) for value in values)
 
 
-def wildcard_constraints(cfg: dict) -> dict[str, str]:
+def wildcard_patterns(cfg: dict) -> dict[str, str]:
     """The value of each wildcard a config's runs can take, as a regex: a path of any other run matches no rule."""
     return {
         "dataset": alternatives([cfg["dataset"]["name"]]),
@@ -340,8 +341,10 @@ def _module_files(name: str) -> list[Path]:
     return sorted((PACKAGE / name).rglob("*.py")) if (PACKAGE / name).is_dir() else []
 
 
-def _imported_modules(path: Path) -> set[str]:
-    """The top-level itlin modules the source file ``path`` imports, anywhere in it (in a function too)."""
+@functools.cache
+def _imported_modules(path: Path) -> frozenset[str]:
+    """The top-level itlin modules the source file ``path`` imports, anywhere in it (in a function too);
+    each file is parsed once, however many rules list its code."""
     package = list(path.parent.relative_to(PACKAGE).parts)
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
@@ -354,7 +357,7 @@ def _imported_modules(path: Path) -> set[str]:
         else:
             continue
         found |= {parts[1] for parts in names if parts[0] == "itlin" and len(parts) > 1}
-    return found
+    return frozenset(found)
 
 
 def source_files(*modules: str) -> list[str]:
