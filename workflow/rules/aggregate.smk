@@ -6,11 +6,6 @@ K sweep, so that the sweep figures never wait for (or rerun after) the switch ru
 per-example test predictions, and C5's, are what the claims' bootstrap resamples."""
 
 
-def stage_files(stage, runs, suffix=""):
-    """The output of each run of a stage with a folder of its own: results/<stage>/<run><suffix>.parquet."""
-    return [f"results/{stage}/{run}{suffix}.parquet" for run in runs]
-
-
 # rule -> (the table it writes, below results/tables/; its spec in itlin.tables.SPECS; the files it concatenates)
 TABLES = {
     "aggregate": ("metrics", "metrics", run_files(SWEEP_RUNS + SWITCH_RUNS, "metrics.parquet")),

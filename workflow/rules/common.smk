@@ -1,7 +1,8 @@
-"""What every rule file shares: the config validated, the runs it makes (itlin.workflow, where the logic
-lives and is tested), the wildcard constraints, the targets, each rule's code inputs and resources."""
+"""Shared by the rules: the config, validated; the runs it makes (itlin.workflow, where the logic lives and
+is tested); the wildcard constraints; the targets; each rule's code inputs and resources."""
 
 import math
+import os
 from pathlib import Path
 
 from itlin.workflow import (
@@ -42,6 +43,11 @@ def run_files(runs, name):
     return [f"results/runs/{run}/{name}" for run in runs]
 
 
+def stage_files(stage, runs, suffix=""):
+    """The output of each run of a stage with a folder of its own: results/<stage>/<run><suffix>.parquet."""
+    return [f"results/{stage}/{run}{suffix}.parquet" for run in runs]
+
+
 def all_targets():
     """What the default target builds: the tables, every configured figure, the claims."""
     targets = [
@@ -70,8 +76,9 @@ def measurement_tables():
 
 def code(*modules):
     """The source files of the named itlin modules and of all they import: an input of every rule that
-    runs them, so that changing a module reruns exactly the rules whose code it is (a figure's, not training)."""
-    return [str(Path(workflow.basedir) / path) for path in source_files(*modules)]
+    runs them, so that changing a module reruns exactly the rules whose code it is (a figure's, not training).
+    Relative to the working directory, so that a moved or copied project keeps its results."""
+    return [os.path.relpath(Path(workflow.basedir) / path) for path in source_files(*modules)]
 
 
 # TODO(merge): figures.smk and claims.smk (another branch) call code() instead; then delete this line.
