@@ -296,11 +296,6 @@ def wildcard_patterns(cfg: dict) -> dict[str, str]:
     }
 
 
-def data_file(dataset: str) -> str:
-    """The prepared dataset file every run of ``dataset`` reads."""
-    return f"resources/data/{dataset}.npz"
-
-
 def run_config(cfg: dict, wildcards: Mapping[str, str]) -> dict:
     """The complete run config of one training run (the `itlin train --config` format), every key of
     ``itlin.record.RunConfig`` explicit: the run's own keys (``record.IDENTITY_KEYS``) from its wildcards,
@@ -309,7 +304,7 @@ def run_config(cfg: dict, wildcards: Mapping[str, str]) -> dict:
     Nested mappings are sorted, so reordering keys in a config file reruns nothing."""
     K, switch_step = record.parse_schedule(wildcards["schedule"])
     identity = {
-        "data": data_file(wildcards["dataset"]),
+        "data": f"resources/data/{wildcards['dataset']}.npz",  # the prepare_data rule's output
         "dataset": wildcards["dataset"],
         "model": model_spec(cfg, wildcards["model"]),
         "K": K if math.isinf(K) else int(K),  # as run configs have always been written: an integer or .inf
