@@ -33,8 +33,14 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/claims.smk"
 
 
+# Refuse, before any job is submitted, a SLURM profile left unedited, naming the line to edit.
 onstart:
-    check_cluster_profile()
+    check_cluster_profile(
+        workflow.resource_settings.default_resources or {},
+        workflow.resource_settings.overwrite_resources,
+        getattr(workflow.executor_settings, "partition_config", None),
+        config["resources"]["gpu"],
+    )
 
 
 rule all:

@@ -8,9 +8,9 @@ sustained throughput, a named fraction of the H100 SXM's dense peak (``Assumptio
 results file from a GPU (``python -m bench --full``) holds step times measured for the config's
 models at its batch, and NTK times for its resnet18, those replace the FLOP estimates.
 
-Runs are counted as ``workflow/rules/common.smk`` lists them (every model × K × seed × variant,
-the switch runs, the Gauss-Newton and kernel-regression runs), and checked against the job counts
-of ``snakemake -n`` where the results file holds them (``python -m bench dag``).
+Runs are those the pipeline runs (``itlin.workflow.run_grid``: every model × K × seed × variant,
+the switch runs, the deep linear twins, the Gauss-Newton and kernel-regression runs), checked against
+the job counts of ``snakemake -n`` where the results file holds them (``python -m bench dag``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from bench.common import ModelSpec, run_config, step_flops
-from itlin import linearise, ntk, record, train
+from itlin import ntk, record, train, workflow
 from itlin.linearise import relinearises_throughout
 
 H100_DENSE_PEAK = {"tf32": 494.7e12, "bf16": 989.4e12, "fp32": 66.9e12, "fp64": 66.9e12}
@@ -232,25 +232,12 @@ def distinct_kernels(K: float, training: dict, velocity_interval: int) -> int:
     return len(points)
 
 
-def runs(config: dict) -> dict[str, list[tuple]]:
-    """Every job of the config's compute stages, as ``workflow/rules/common.smk`` lists them."""
-    seeds, variants = config["seeds"], list(config["variants"])
-    sweep = [(model, float(K), None, seed, variant) for model in config["models"] for K in config["K"]
-             for seed in seeds for variant in variants]
-    switch_steps = linearise.switch_steps(config["switch"]["fractions"], config["training"]["steps"])
-    switch = [(model, 1.0, t, seed, variant) for model in config["switch"]["models"]
-              for t in switch_steps for seed in seeds for variant in variants]
-    # deep linear twins (S2), K = 1 only, priced as their models (the same network, identity activations)
-    twins = [(model, 1.0, None, seed, variant) for model in config.get("deep_linear", {}).get("models", [])
-             for seed in seeds for variant in variants]
-    found = {"train": sweep + switch + twins, "measure_ntk": sweep + twins}
-    if "gauss_newton" in config:
-        found["gauss_newton"] = [(model, loss, seed) for model in config["gauss_newton"]["models"]
-                                 for loss in config["gauss_newton"]["losses"] for seed in seeds]
-    if "kernel_regression" in config:
-        found["kernel_regression_run"] = [(model, seed) for model in config["kernel_regression"]["models"]
-                                          for seed in seeds]
-    return found
+def runs(config: dict) -> dict[str, list[dict]]:
+    """Every job of the config's compute stages, by rule, as the wildcards of its run (``itlin.workflow.run_grid``)."""
+    grid = workflow.run_grid(config)
+    jobs = {"train": grid.sweep + grid.switch + grid.twin, "measure_ntk": grid.sweep + grid.twin,
+            "gauss_newton": grid.gauss_newton, "kernel_regression_run": grid.kernel_regression}
+    return {rule: [workflow.run_wildcards(path) for path in paths] for rule, paths in jobs.items() if paths}
 
 
 def estimate(config: dict, costs: dict[str, ModelCosts], assumptions: Assumptions) -> list[dict]:
@@ -259,6 +246,7 @@ def estimate(config: dict, costs: dict[str, ModelCosts], assumptions: Assumption
     training, floor = config["training"], assumptions.step_floor_ms / 1e3
     steps, batch = training["steps"], training["batch_size"]
     jobs = runs(config)
+    twins = workflow.twins(config)  # a deep linear twin is priced as its model (the same network, identity activations)
     evaluations = steps // training["eval_every"] + 1
     eval_examples = training["eval_train_size"] + CIFAR_TEST_SIZE
     stages: dict[str, dict] = {}
@@ -268,19 +256,22 @@ def estimate(config: dict, costs: dict[str, ModelCosts], assumptions: Assumption
         row["jobs"] += 1
         row["hours"] += seconds / 3600
 
-    for label, K, switch_step, _, _ in jobs["train"]:
+    for run in jobs["train"]:
+        label, (K, switch_step) = twins.get(run["model"], run["model"]), record.parse_schedule(run["schedule"])
         cost = costs[label]
         standard = relinearising_block_steps(K, switch_step, steps, training["scan_steps"])
         add(f"train {label}", standard * cost.standard_step + (steps - standard) * cost.linearised_step, cost.basis)
         add(f"evaluate {label} (in the train jobs)", evaluations * eval_examples * cost.eval_example, "FLOPs")
-    for label, K, _, _, _ in jobs["measure_ntk"]:
+    for run in jobs["measure_ntk"]:
+        label, (K, _) = twins.get(run["model"], run["model"]), record.parse_schedule(run["schedule"])
         add("NTK", distinct_kernels(K, training, config["ntk"]["velocity_interval"]) * costs[label].ntk_kernel, "FLOPs or measured NTK times")
 
     def linearised_step_at(label: str, batch_size: int | None) -> float:
         """A linearised step at another batch size (None: full batch, the CIFAR-10 training set)."""
         return max(floor, costs[label].linearised_step * (batch_size or CIFAR_TRAIN_SIZE) / batch)
 
-    for label, loss, _ in jobs.get("gauss_newton", []):
+    for run in jobs.get("gauss_newton", []):
+        label, loss = run["model"], run["loss"]
         options, cost = config["gauss_newton"], costs[label]
         train_size = options["train_size"] or CIFAR_TRAIN_SIZE
         step = linearised_step_at(label, options["batch_size"] or train_size)
@@ -292,8 +283,9 @@ def estimate(config: dict, costs: dict[str, ModelCosts], assumptions: Assumption
         kernels = (4 * len(periods) + 1) * cost.ntk_kernel
         add("C5: iterative linearisation and damped Gauss-Newton", len(periods) * T * step + solves * step
             + evaluations + kernels, "FLOPs; CG iterations ≈ 2√K, Newton steps per round as on digits")
-    for label, _ in jobs.get("kernel_regression_run", []):
-        options, cost = config["kernel_regression"], costs[label]
+    for run in jobs.get("kernel_regression_run", []):
+        label, options = run["model"], config["kernel_regression"]
+        cost = costs[label]
         compared = len(options["compare_steps"]) + 2  # and the last step, and t → ∞
         add("C6: kernel regression (float64)", assumptions.float64_slowdown * (
             options["steps"] * linearised_step_at(label, options["train_size"])

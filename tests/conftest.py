@@ -55,11 +55,16 @@ def run_config(tiny_data):
     return make
 
 
+def copy_workflow(destination: Path) -> Path:
+    """Copy the workflow (Snakefile, rules, configs, profiles, environment, library sources) into ``destination``."""
+    for name in ("Snakefile", "environment.yml"):
+        shutil.copy(ROOT / name, destination / name)
+    for name in ("workflow", "config", "profiles", "src"):
+        shutil.copytree(ROOT / name, destination / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return destination
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    """A copy of the workflow (Snakefile, rules, configs, profiles, environment, library sources)."""
-    for name in ("Snakefile", "environment.yml"):
-        shutil.copy(ROOT / name, tmp_path / name)
-    for name in ("workflow", "config", "profiles", "src"):
-        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    return tmp_path
+    """A copy of the workflow in a temporary folder."""
+    return copy_workflow(tmp_path)

@@ -1,13 +1,16 @@
-"""Workflow tests: lint, the DAG of every config, config validation before any job, incremental
-reruns, and the tiny config end to end. Each test runs Snakemake on a copy of the workflow in a
-temporary folder, so the repository never gets a .snakemake/ or results/ of its own."""
+"""Workflow tests: the workflow's logic (itlin.workflow: config checks, the run grid, run configs, code
+inputs, the profile check) in process; lint, the DAG of every config, and the tiny config end to end with
+its incremental reruns. Each Snakemake test runs on a copy of the workflow in a temporary folder, so the
+repository never gets a .snakemake/ or results/ of its own."""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,9 +18,14 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from conftest import copy_workflow
+
+from itlin import record, workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 CLAIM_IDS = ["C1", "C2", "C3", "C4", "C5", "C6", "S1", "S2"]
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+TEST_CONFIG = ("--configfile", "config/test.yaml")
 FIGURES = ["training_curves", "accuracy_vs_feature_updates", "network_vs_linearised", "linearise_after_t",
            "ntk_distance", "kernel_alignment", "kernel_specialisation", "gauss_newton_damping", "kernel_regression"]
 
@@ -62,24 +70,17 @@ def planned_jobs(workdir: Path, *args: str) -> tuple[dict[str, int], str]:
 
 
 def expected_jobs(config: dict) -> dict[str, int]:
-    """The job counts of the whole pipeline, computed from a config."""
-    per_schedule = len(config["seeds"]) * len(config["variants"])
-    runs = len(config["models"]) * len(config["K"]) * per_schedule
-    runs += len(config["switch"]["models"]) * len(config["switch"]["fractions"]) * per_schedule
-    twin_runs = len(config["deep_linear"]["models"]) * per_schedule  # K = 1 only
-    runs += twin_runs
-    sweep_runs = len(config["models"]) * len(config["K"]) * per_schedule + twin_runs  # measured by the NTK stage
+    """The job counts of the whole pipeline: those of the config's run grid."""
+    grid = workflow.run_grid(config)
+    runs = len(grid.sweep + grid.switch + grid.twin)
     jobs = {"prepare_data": 1, "run_config": runs, "train": runs, "aggregate": 1, "aggregate_sweep": 1,
-            "aggregate_predictions": 1, "measure_ntk": sweep_runs, "aggregate_ntk": 1, "claims": 1, "all": 1}
+            "aggregate_predictions": 1, "measure_ntk": len(grid.sweep + grid.twin), "aggregate_ntk": 1, "claims": 1,
+            "all": 1}
     jobs.update({figure: 1 for figure in config["figures"]})
-    solver_runs = {
-        "gauss_newton": len(config["gauss_newton"]["models"]) * len(config["gauss_newton"]["losses"]),
-        "kernel_regression": len(config["kernel_regression"]["models"]),
-    }
-    for stage, count in solver_runs.items():
-        if count:
-            jobs.update({"gauss_newton" if stage == "gauss_newton" else "kernel_regression_run":
-                         count * len(config["seeds"]), f"aggregate_{stage}": 1})
+    if grid.gauss_newton:
+        jobs.update(gauss_newton=len(grid.gauss_newton), aggregate_gauss_newton=1, aggregate_gauss_newton_predictions=1)
+    if grid.kernel_regression:
+        jobs.update(kernel_regression_run=len(grid.kernel_regression), aggregate_kernel_regression=1)
     return jobs
 
 
@@ -149,21 +150,103 @@ def test_paper_config_is_the_cifar10_design():
 
 def test_schema_names_the_library_registries():
     """The schema's fixed lists are those of the library (models) or a subset of them (figures)."""
-    from itlin import models, plots
+    from itlin import figures, models
 
-    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    schema = yaml.safe_load(SCHEMA.read_text())
     model_schema = schema["properties"]["models"]["additionalProperties"]["properties"]["name"]
     assert sorted(model_schema["enum"]) == sorted(models.MODELS)
-    assert set(schema["properties"]["figures"]["items"]["enum"]) == set(plots.ALL_FIGURES) == set(plots.TABLES)
+    assert set(schema["properties"]["figures"]["items"]["enum"]) == set(figures.FIGURES)
 
 
 def test_one_figure_builds_only_what_it_needs(workdir: Path):
-    config = load_config("config.yaml")
-    sweep_runs = len(config["models"]) * len(config["K"]) * len(config["seeds"]) * len(config["variants"])
+    sweep_runs = len(workflow.run_grid(load_config("config.yaml")).sweep)
     jobs, _ = planned_jobs(workdir, "figures/accuracy_vs_feature_updates.pdf")
     assert jobs == {"prepare_data": 1, "run_config": sweep_runs, "train": sweep_runs, "aggregate_sweep": 1,
                     "accuracy_vs_feature_updates": 1}
     assert planned_jobs(workdir, "accuracy_vs_feature_updates")[0] == jobs
+
+
+def test_the_run_grid_names_every_run_of_the_tiny_config():
+    grid = workflow.run_grid(load_config("test.yaml"))
+    assert grid == workflow.RunGrid(
+        sweep=["digits/mlp/K1/seed0/base", "digits/mlp/Kinf/seed0/base"],
+        switch=["digits/mlp/switch50/seed0/base"],  # t = 0.5 of 100 steps
+        twin=["digits/mlp_linear/K1/seed0/base"],
+        gauss_newton=["digits/mlp/mse/seed0", "digits/mlp/cross_entropy/seed0"],
+        kernel_regression=["digits/mlp/seed0"],
+        schedules=["K1", "Kinf", "switch50"],
+    )
+    for path in grid.sweep + grid.switch + grid.twin + grid.gauss_newton + grid.kernel_regression:
+        assert workflow.run_path(**workflow.run_wildcards(path)) == path
+    assert workflow.run_wildcards("digits/mlp/switch50/seed0/base") == {
+        "dataset": "digits", "model": "mlp", "schedule": "switch50", "seed": "0", "variant": "base"}
+    with pytest.raises(ValueError, match="not a run path"):
+        workflow.run_wildcards("digits/mlp")
+
+
+def test_run_configs_take_every_setting_from_the_config():
+    """Each run's config is a valid run config: its own keys from its name, every other key from the
+    config's training section, written in the order of record.RunConfig, as `itlin train` reads it."""
+    config = load_config("test.yaml")
+    grid = workflow.run_grid(config)
+    names = [field.name for field in dataclasses.fields(record.RunConfig)]
+    for path in grid.sweep + grid.switch + grid.twin:
+        settings = workflow.run_config(config, workflow.run_wildcards(path))
+        assert list(settings) == names
+        record.RunConfig.from_dict(settings)
+        for name in set(names) - set(record.IDENTITY_KEYS):
+            assert settings[name] == config["training"][name], name
+    switch = workflow.run_config(config, workflow.run_wildcards(grid.switch[0]))
+    assert (switch["K"], switch["switch_step"], switch["seed"]) == (1, 50, 0)
+    twin = workflow.run_config(config, workflow.run_wildcards(grid.twin[0]))
+    assert twin["model"] == {"label": "mlp_linear", "name": "mlp", "activation": "linear", "depth": 1, "width": 32}
+    written = yaml.safe_dump(workflow.run_config(config, workflow.run_wildcards(grid.sweep[1])), sort_keys=False)
+    assert "\nK: .inf\nswitch_step: null\n" in written
+    assert "\noptimizer:\n  learning_rate: 0.001\n  momentum: 0.0\n  name: adam\n" in written  # sorted
+
+
+def test_source_files_follow_every_import(tmp_path: Path, monkeypatch):
+    """A module's code is its file (every file of a package) and all it imports, transitively, however imported."""
+    package = tmp_path / "itlin"
+    (package / "judge").mkdir(parents=True)
+    (package / "top.py").write_text("from itlin.judge import verdict\n")
+    (package / "judge" / "__init__.py").write_text("from .verdict import rule\n")
+    (package / "judge" / "verdict.py").write_text("def rule():\n    from itlin import leaf, numpy_free\n")
+    (package / "leaf.py").write_text("import math\nimport itlin.twig\n")
+    (package / "twig.py").write_text("from . import leaf\n")
+    (package / "alone.py").write_text("")
+    monkeypatch.setattr(workflow, "PACKAGE", package)
+    assert workflow.source_files("top") == [
+        "src/itlin/judge/__init__.py", "src/itlin/judge/verdict.py", "src/itlin/leaf.py", "src/itlin/top.py",
+        "src/itlin/twig.py"]
+    assert workflow.source_files("alone") == ["src/itlin/alone.py"]
+    with pytest.raises(ValueError, match="no module 'missing'"):
+        workflow.source_files("missing")
+
+
+def test_rules_list_the_code_they_run():
+    """What the rules' code inputs give in this repository: the figures and the claims on the summaries
+    they share, training on the trainer; the tables on neither."""
+    for listed in (workflow.source_files(name) for name in ("plots", "cli", "tables", "ntk", "claims")):
+        assert all((ROOT / path).is_file() for path in listed)
+    assert "src/itlin/summaries.py" in set(workflow.source_files("claims")) & set(workflow.source_files("plots"))
+    assert "src/itlin/train.py" in workflow.source_files("cli")
+    assert not {"src/itlin/train.py", "src/itlin/plots/style.py"} & set(workflow.source_files("tables"))
+
+
+def test_unedited_cluster_profile_is_named_line_by_line(tmp_path: Path):
+    partitions = tmp_path / "partitions.yaml"
+    partitions.write_text("partitions:\n  your_cpu_partition:\n    max_gpu: 0  # see your_docs\n")
+    with pytest.raises(workflow.WorkflowConfigError) as refused:
+        workflow.check_cluster_profile({"slurm_account": "your_account", "mem_mb": 2000},
+                                       {"train": {"cpus_per_gpu": 4}}, partitions, gpus=1)
+    message = str(refused.value)
+    assert "the profile's config.yaml, default-resources: slurm_account: your_account" in message
+    assert f"{partitions}, line 2: your_cpu_partition:" in message and "line 3" not in message  # not a comment
+    assert f"config key 'resources.gpu' = 1 asks for GPUs, but no partition in {partitions}" in message
+    partitions.write_text("partitions:\n  cpu: {max_gpu: 0}\n  gpu: {max_gpu: 4}\n")
+    workflow.check_cluster_profile({"slurm_account": "lab"}, {}, partitions, gpus=1)
+    workflow.check_cluster_profile({}, {}, None, gpus=1)  # no partitions file: the plugin's defaults
 
 
 def _mutate(config: dict, path: str, value) -> None:
@@ -178,6 +261,7 @@ def _mutate(config: dict, path: str, value) -> None:
     [
         ("models.mlp.name", "transformer", "config key 'models.mlp.name': 'transformer' is not one of"),
         ("K", [0, float("inf")], "config key 'K[0]': 0 matches none of the allowed forms"),
+        ("K", [1, "inf", float("inf")], "config key 'K' lists a period twice"),
         ("training.eval_evry", 50, "config key 'training': Additional properties are not allowed ('eval_evry' was"),
         ("seeds", [1.0], "config key 'seeds[0]': 1.0 is not of type 'integer'"),
         ("training.scan_steps", 0, "config key 'training.scan_steps': 0 is less than the minimum of 1"),
@@ -202,27 +286,40 @@ def _mutate(config: dict, path: str, value) -> None:
         ("kernel_regression.compare_steps", [10, 200], "'kernel_regression.compare_steps[1]' = 200 must lie below"),
     ],
 )
-def test_invalid_config_is_rejected_before_any_job(workdir: Path, path: str, value, named: str):
+def test_invalid_config_is_named(path: str, value, named: str):
     """Every value that can be checked before a job runs is, in a few lines naming the key."""
     config = load_config("test.yaml")
     _mutate(config, path, value)
+    with pytest.raises(ValueError) as rejected:
+        workflow.validate(config, SCHEMA)
+    assert named in str(rejected.value)
+    assert len(str(rejected.value).splitlines()) < 5
+
+
+def test_misspelt_key_is_named():
+    config = load_config("test.yaml")
+    config["figurs"] = config.pop("figures")
+    with pytest.raises(ValueError) as rejected:
+        workflow.validate(config, SCHEMA)
+    assert set(str(rejected.value).splitlines()) == {
+        "config key (top level): 'figures' is a required property",
+        "config key (top level): Additional properties are not allowed ('figurs' was unexpected)"}
+
+
+def test_invalid_config_is_rejected_before_any_job(workdir: Path):
+    """The checks above run when Snakemake reads the workflow: a few lines naming the key, and no job."""
+    config = load_config("test.yaml")
+    config["ntk"]["probe_size"] = 2000
     (workdir / "bad.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(workdir, "--cores", "1", "--configfile", "bad.yaml")
+    output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert named in result.stdout + result.stderr
-    assert len((result.stdout + result.stderr).splitlines()) < 10
+    assert "config key 'ntk.probe_size' = 2000 is more than the 1347 training examples of digits" in output
+    assert len(output.splitlines()) < 10, output
     assert not (workdir / "resources").exists() and not (workdir / "results").exists()
 
 
-def test_misspelt_key_and_yaml_syntax_error_are_named_in_a_few_lines(workdir: Path):
-    config = load_config("test.yaml")
-    config["figurs"] = config.pop("figures")
-    (workdir / "misspelt.yaml").write_text(yaml.safe_dump(config))
-    result = snakemake(workdir, "--cores", "1", "--configfile", "misspelt.yaml")
-    output = (result.stdout + result.stderr).splitlines()
-    assert result.returncode != 0 and len(output) < 10
-    assert "config key (top level): Additional properties are not allowed ('figurs' was unexpected)" in output
-    assert "config key (top level): 'figures' is a required property" in output
+def test_yaml_syntax_error_in_the_default_config_is_named(workdir: Path):
     default = workdir / "config" / "config.yaml"  # the embedded default, read by the Snakefile
     broken = re.sub(r"^seeds: \[(.*)\]$", r"seeds: [\1", default.read_text(), count=1, flags=re.MULTILINE)
     assert broken != default.read_text()
@@ -232,88 +329,149 @@ def test_misspelt_key_and_yaml_syntax_error_are_named_in_a_few_lines(workdir: Pa
     assert re.search(r"config/config\.yaml, line \d+, column \d+: not valid YAML", result.stdout + result.stderr)
 
 
-@pytest.mark.slow
-def test_tiny_config_runs_end_to_end_and_reruns_only_what_changed(workdir: Path):
-    from itlin import tables
+# The tiny config end to end, run once for the scenarios below; those that change code or outputs do
+# so in a copy of the finished pipeline (its outputs, their times and Snakemake's records).
 
-    result = snakemake(workdir, "--configfile", "config/test.yaml", timeout=600)
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> Path:
+    """A copy of the workflow where the tiny config has run end to end."""
+    folder = copy_workflow(tmp_path_factory.mktemp("pipeline"))
+    result = snakemake(folder, *TEST_CONFIG, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
+    return folder
 
+
+@pytest.fixture
+def finished(pipeline: Path, tmp_path: Path) -> Path:
+    """A copy of the finished pipeline, for a scenario that changes it."""
+    return Path(shutil.copytree(pipeline, tmp_path / "pipeline", symlinks=True))
+
+
+@pytest.mark.slow
+def test_pipeline_draws_every_figure_and_judges_every_claim(pipeline: Path):
     for figure in FIGURES:
-        assert (workdir / "figures" / f"{figure}.pdf").read_bytes().startswith(b"%PDF")
-        assert (workdir / "figures" / f"{figure}.png").read_bytes().startswith(b"\x89PNG")
-    claims = (workdir / "results" / "claims.md").read_text()
+        assert (pipeline / "figures" / f"{figure}.pdf").read_bytes().startswith(b"%PDF")
+        assert (pipeline / "figures" / f"{figure}.png").read_bytes().startswith(b"\x89PNG")
+    claims = (pipeline / "results" / "claims.md").read_text()
     for claim in CLAIM_IDS:
         assert re.search(rf"^\| {claim} \|", claims, flags=re.MULTILINE), claim
-    document = json.loads((workdir / "results" / "claims.json").read_text())
+    document = json.loads((pipeline / "results" / "claims.json").read_text())
     jsonschema.validate(document, json.loads((ROOT / "workflow" / "schemas" / "claims.schema.json").read_text()))
     assert [claim["id"] for claim in document["claims"]] == CLAIM_IDS
-    assert "<table class='claims'>" in (workdir / "results" / "claims.html").read_text()
-    predictions = tables.read("predictions", workdir / "results" / "tables" / "predictions.parquet")
+    assert "<table class='claims'>" in (pipeline / "results" / "claims.html").read_text()
+
+
+@pytest.mark.slow
+def test_pipeline_tables_hold_every_run(pipeline: Path):
+    from itlin import tables
+
+    folder = pipeline / "results" / "tables"
+    predictions = tables.read("predictions", folder / "predictions.parquet")
     assert len(predictions) == 3 * 2 * 450  # 3 runs, 2 evaluators, every digits test example
-    metrics = tables.read("metrics", workdir / "results" / "tables" / "metrics.parquet")
-    sweep = tables.read("metrics", workdir / "results" / "tables" / "metrics_sweep.parquet")
+    metrics = tables.read("metrics", folder / "metrics.parquet")
+    sweep = tables.read("metrics", folder / "metrics_sweep.parquet")
     assert list(metrics.columns) == list(tables.METRICS_COLUMNS)
-    ntk = tables.read("ntk", workdir / "results" / "tables" / "ntk.parquet")
+    runs = metrics[["model", "K", "switch_step"]].drop_duplicates()
+    assert len(runs) == 3 and set(runs["K"]) == {1.0, float("inf")}
+    assert metrics["switch_step"].dropna().unique().tolist() == [50]
+    assert sweep["switch_step"].isna().all() and len(sweep) < len(metrics)
+    ntk = tables.read("ntk", folder / "ntk.parquet")
     assert list(ntk.columns) == list(tables.NTK_COLUMNS)
-    damped = tables.read("gauss_newton", workdir / "results" / "tables" / "gauss_newton.parquet")
-    assert set(damped["method"]) == {"gauss_newton", "iterative_linearisation"} and set(damped["loss"]) == {
-        "mse", "cross_entropy"}
-    assert sorted(damped["rounds"].unique()) == [1, 10]  # T/K for K = 20, 2 of T = 20
-    damped_predictions = tables.read(
-        "gauss_newton_predictions", workdir / "results" / "tables" / "gauss_newton_predictions.parquet")
-    assert len(damped_predictions) == len(damped) * 450  # every run and evaluator, every digits test example
-    regression = tables.read("kernel_regression", workdir / "results" / "tables" / "kernel_regression.parquet")
-    assert len(regression) == 4 * 450 * 10  # steps 10, 100, 200 and t → ∞; every test example and class
     assert set(ntk["metric"]) == set(tables.NTK_METRICS)
     twin = ntk[ntk["model"] == "mlp_linear"]  # the deep linear twin of mlp, K = 1 only
     assert set(twin["activation"]) == {"linear"} and set(twin["K"]) == {1.0}
     frozen = ntk[(ntk.K == float("inf")) & (ntk.point == "linearisation") & (ntk.metric == "distance_from_init")]
     assert len(frozen) > 1 and (frozen.value == 0).all()  # K = ∞ never moves its kernel
-    runs = metrics[["model", "K", "switch_step"]].drop_duplicates()
-    assert len(runs) == 3 and set(runs["K"]) == {1.0, float("inf")}
-    assert metrics["switch_step"].dropna().unique().tolist() == [50]
-    assert sweep["switch_step"].isna().all() and len(sweep) < len(metrics)
-    run_folder = workdir / "results" / "runs" / "digits" / "mlp" / "Kinf" / "seed0" / "base"
+    damped = tables.read("gauss_newton", folder / "gauss_newton.parquet")
+    assert set(damped["method"]) == {"gauss_newton", "iterative_linearisation"} and set(damped["loss"]) == {
+        "mse", "cross_entropy"}
+    assert sorted(damped["rounds"].unique()) == [1, 10]  # T/K for K = 20, 2 of T = 20
+    damped_predictions = tables.read("gauss_newton_predictions", folder / "gauss_newton_predictions.parquet")
+    assert len(damped_predictions) == len(damped) * 450  # every run and evaluator, every digits test example
+    regression = tables.read("kernel_regression", folder / "kernel_regression.parquet")
+    assert len(regression) == 4 * 450 * 10  # steps 10, 100, 200 and t → ∞; every test example and class
+
+
+@pytest.mark.slow
+def test_pipeline_run_folder_holds_its_config_snapshots_and_ntk_log(pipeline: Path):
+    run_name = "digits/mlp/Kinf/seed0/base"
+    run_folder = pipeline / "results" / "runs" / run_name
     assert yaml.safe_load((run_folder / "config.yaml").read_text())["K"] == float("inf")
     assert (run_folder / "run.json").is_file() and any((run_folder / "snapshots").iterdir())
     snapshots = len(list((run_folder / "snapshots").glob("step_*.npz")))
-    run_name = run_folder.relative_to(workdir / "results" / "runs")
-    ntk_log = (workdir / "results" / "logs" / "measure_ntk" / f"{run_name}.log").read_text()
+    ntk_log = (pipeline / "results" / "logs" / "measure_ntk" / f"{run_name}.log").read_text()
     assert len(re.findall(rf"INFO itlin.ntk: snapshot \d+/{snapshots} \(step \d+\): \d+\.\d s", ntk_log)) == snapshots
 
-    test_config = ["--configfile", "config/test.yaml"]
-    assert planned_jobs(workdir, *test_config)[0] == {}
 
-    # A claim's threshold is a param of the claims rule alone: changing it rejudges, nothing more.
+@pytest.mark.slow
+def test_finished_pipeline_has_nothing_to_do(pipeline: Path):
+    assert planned_jobs(pipeline, *TEST_CONFIG)[0] == {}
+
+
+@pytest.mark.slow
+def test_a_claims_threshold_rejudges_the_claims_only(pipeline: Path):
+    """A claim's threshold is a param of the claims rule alone."""
     config = load_config("test.yaml")
     config["claims"]["C2"]["min_gap_pt"] = 2.0
-    (workdir / "stricter.yaml").write_text(yaml.safe_dump(config))
-    assert planned_jobs(workdir, "--configfile", "stricter.yaml")[0] == {"claims": 1, "all": 1}
+    (pipeline / "stricter.yaml").write_text(yaml.safe_dump(config))
+    assert planned_jobs(pipeline, "--configfile", "stricter.yaml")[0] == {"claims": 1, "all": 1}
 
-    # Restyling a figure redraws the figures and retrains nothing (Snakemake ignores a mere touch).
-    plotting_code = workdir / "src" / "itlin" / "plots.py"
-    plotting_code.write_text(plotting_code.read_text() + "\n# restyled\n")
-    assert planned_jobs(workdir, *test_config)[0] == {**{figure: 1 for figure in FIGURES}, "all": 1}
 
-    # Adding one K adds only that K's runs (and redoes the cheap tables, figures and claims).
+@pytest.mark.slow
+def test_adding_a_K_adds_only_its_runs(pipeline: Path):
+    """One more K: its run, its NTK, and the tables, figures and claims that read them (not C5's or C6's)."""
     config = load_config("test.yaml")
     config["K"] = [1, 10, float("inf")]
-    (workdir / "more_K.yaml").write_text(yaml.safe_dump(config))
-    jobs, _ = planned_jobs(workdir, "--configfile", "more_K.yaml")
+    (pipeline / "more_K.yaml").write_text(yaml.safe_dump(config))
+    jobs, _ = planned_jobs(pipeline, "--configfile", "more_K.yaml")
+    unchanged = {"gauss_newton_damping", "kernel_regression"}  # drawn from the C5 and C6 tables
     assert jobs == {"run_config": 1, "train": 1, "aggregate": 1, "aggregate_sweep": 1, "aggregate_predictions": 1,
-                    "measure_ntk": 1,
-                    "aggregate_ntk": 1, "claims": 1, "all": 1,
-                    **{figure: 1 for figure in FIGURES}}  # (all figures: still restyled, not redrawn yet)
+                    "measure_ntk": 1, "aggregate_ntk": 1, "claims": 1, "all": 1,
+                    **{figure: 1 for figure in FIGURES if figure not in unchanged}}
 
-    # The report shows every figure as a PNG, captioned with its claim, and the claims table as HTML.
-    report = snakemake(workdir, *test_config, "--report", "report.html")
+
+def _change_code(workdir: Path, module: str) -> None:
+    """Change the files of one itlin module or package in ``workdir`` (not those it imports): a comment
+    each, since Snakemake ignores a mere touch."""
+    changed = [path for path in workflow.source_files(module) if re.fullmatch(rf"src/itlin/{module}(\.py|/.*)", path)]
+    assert changed
+    for path in changed:
+        with (workdir / path).open("a") as source:
+            source.write("\n# changed\n")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module, target, expected", [
+    ("plots", "all", {**{figure: 1 for figure in FIGURES}, "all": 1}),  # restyled: redrawn, nothing retrained
+    # the summaries the claims judge are those the figures draw (C6: kernel_regression_summary)
+    ("summaries", "figures/kernel_regression.png", {"kernel_regression": 1}),
+])
+def test_changing_code_redraws_what_runs_it(finished: Path, module: str, target: str, expected: dict):
+    """Rules list the code they run (itlin.workflow.source_files): changing a module reruns the rules that run it."""
+    _change_code(finished, module)
+    assert planned_jobs(finished, target, *TEST_CONFIG)[0] == expected
+
+
+@pytest.mark.slow
+def test_changing_the_trainer_retrains(finished: Path):
+    _change_code(finished, "train")
+    jobs, _ = planned_jobs(finished, *TEST_CONFIG)
+    grid = workflow.run_grid(load_config("test.yaml"))
+    assert jobs["train"] == len(grid.sweep + grid.switch + grid.twin)
+    assert "run_config" not in jobs  # the runs' configs are the same
+
+
+@pytest.mark.slow
+def test_report_shows_every_figure_and_the_claims(pipeline: Path):
+    """Every figure as a PNG, captioned with its claim, and the claims table as HTML."""
+    report = snakemake(pipeline, *TEST_CONFIG, "--report", "report.html")
     assert report.returncode == 0, report.stdout + report.stderr
-    results = report_results(workdir / "report.html")
+    results = report_results(pipeline / "report.html")
     assert {path: result["mime_type"] for path, result in results.items()} == {
         **{f"figures/{figure}.png": "image/png" for figure in FIGURES}, "results/claims.html": "text/html"}
     assert "Claim C4" in results["figures/linearise_after_t.png"]["caption"]
-    landing = report_landing_text(workdir / "report.html")
+    landing = report_landing_text(pipeline / "report.html")
     c5 = load_config("test.yaml")["gauss_newton"]
     assert f"at K ∈ {{{', '.join(map(str, c5['K']))}}} against damped Gauss-Newton at λ = 1/(ηK)" in landing
     claims_page = base64.b64decode(results["results/claims.html"]["data_uri"].split(";base64,", 1)[1]).decode()
@@ -321,8 +479,10 @@ def test_tiny_config_runs_end_to_end_and_reruns_only_what_changed(workdir: Path)
     for claim in CLAIM_IDS:
         assert f"<td>{claim}</td>" in table, claim
 
-    # A failing job leaves its traceback in its log (and fails the pipeline).
-    (workdir / "results" / "tables" / "metrics_sweep.parquet").write_bytes(b"not a parquet file")
-    failed = snakemake(workdir, "figures/training_curves.pdf", *test_config)  # --configfile takes 1+ files
+
+@pytest.mark.slow
+def test_a_failing_job_leaves_its_traceback_in_its_log(finished: Path):
+    (finished / "results" / "tables" / "metrics_sweep.parquet").write_bytes(b"not a parquet file")
+    failed = snakemake(finished, "figures/training_curves.pdf", *TEST_CONFIG)  # --configfile takes 1+ files
     assert failed.returncode != 0
-    assert "Traceback" in (workdir / "results" / "logs" / "figures" / "training_curves.log").read_text()
+    assert "Traceback" in (finished / "results" / "logs" / "figures" / "training_curves.log").read_text()

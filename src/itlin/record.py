@@ -164,7 +164,8 @@ def parse_schedule(name: str) -> tuple[float, int | None]:
     """(K, switch step) of a schedule path component; a switch run trains with K = 1 until its step."""
     if name.startswith("switch"):
         return 1.0, int(name.removeprefix("switch"))
-    return parse_K(name.removeprefix("K")), None
+    period = name.removeprefix("K")
+    return parse_K(int(period) if period.isdigit() else period), None
 
 
 def load_config(path: Path) -> RunConfig:

@@ -1,50 +1,45 @@
-"""Stage 3: the runs' metrics in tidy tables of one schema (itlin.tables.METRICS_COLUMNS), and their
-final per-example test predictions (itlin.tables.PREDICTIONS_COLUMNS) for the claims' bootstrap.
+"""Stage 3: each stage's per-run files concatenated into one validated table (itlin.tables, one spec per
+table), by one script.
 
 metrics.parquet holds every run (claims, linearise_after_t); metrics_sweep.parquet only the
-K sweep, so that the sweep figures never wait for (or rerun after) the switch runs."""
+K sweep, so that the sweep figures never wait for (or rerun after) the switch runs. The runs' final
+per-example test predictions, and C5's, are what the claims' bootstrap resamples."""
 
+# rule -> (the table it writes, below results/tables/; its spec in itlin.tables.SPECS; the files it concatenates)
+TABLES = {
+    "aggregate": ("metrics", "metrics", run_files(SWEEP_RUNS + SWITCH_RUNS, "metrics.parquet")),
+    "aggregate_sweep": ("metrics_sweep", "metrics", run_files(SWEEP_RUNS, "metrics.parquet")),
+    "aggregate_predictions": ("predictions", "predictions", run_files(SWEEP_RUNS + SWITCH_RUNS, "predictions.parquet")),
+    "aggregate_ntk": ("ntk", "ntk", stage_files("ntk", SWEEP_RUNS + TWIN_RUNS)),
+    "aggregate_gauss_newton": ("gauss_newton", "gauss_newton", stage_files("gauss_newton", GAUSS_NEWTON_RUNS)),
+    "aggregate_gauss_newton_predictions": (
+        "gauss_newton_predictions",
+        "gauss_newton_predictions",
+        stage_files("gauss_newton", GAUSS_NEWTON_RUNS, "_predictions"),
+    ),
+    "aggregate_kernel_regression": (
+        "kernel_regression",
+        "kernel_regression",
+        stage_files("kernel_regression", KERNEL_REGRESSION_RUNS),
+    ),
+}
 
-rule aggregate:
-    input:
-        metrics=run_files(SWEEP_RUNS + SWITCH_RUNS, "metrics.parquet"),
-        code=library_source("tables"),
-    output:
-        table="results/tables/metrics.parquet",
-    log:
-        "results/logs/aggregate/metrics.log",
-    benchmark:
-        "results/benchmarks/aggregate/metrics.tsv"
-    localrule: True
-    script:
-        "../scripts/aggregate.py"
+for rule_name, (table, spec, runs) in TABLES.items():
 
-
-rule aggregate_sweep:
-    input:
-        metrics=run_files(SWEEP_RUNS, "metrics.parquet"),
-        code=library_source("tables"),
-    output:
-        table="results/tables/metrics_sweep.parquet",
-    log:
-        "results/logs/aggregate/metrics_sweep.log",
-    benchmark:
-        "results/benchmarks/aggregate/metrics_sweep.tsv"
-    localrule: True
-    script:
-        "../scripts/aggregate.py"
-
-
-rule aggregate_predictions:
-    input:
-        predictions=run_files(SWEEP_RUNS + SWITCH_RUNS, "predictions.parquet"),
-        code=library_source("tables"),
-    output:
-        table="results/tables/predictions.parquet",
-    log:
-        "results/logs/aggregate/predictions.log",
-    benchmark:
-        "results/benchmarks/aggregate/predictions.tsv"
-    localrule: True
-    script:
-        "../scripts/aggregate_predictions.py"
+    rule:
+        name:
+            rule_name
+        input:
+            runs=runs,
+            code=code("tables"),
+        output:
+            table=f"results/tables/{table}.parquet",
+        log:
+            f"results/logs/aggregate/{table}.log",
+        benchmark:
+            f"results/benchmarks/aggregate/{table}.tsv"
+        localrule: True
+        params:
+            table=spec,
+        script:
+            "../scripts/aggregate.py"

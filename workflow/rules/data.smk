@@ -2,6 +2,8 @@
 
 
 rule prepare_data:
+    input:
+        code=code("cli"),
     output:
         data="resources/data/{dataset}.npz",
         meta="resources/data/{dataset}.json",
@@ -13,7 +15,7 @@ rule prepare_data:
     localrule: True
     params:
         seed=config["dataset"]["split_seed"],
-        options=dataset_options,
+        options=dataset_options(config),
     shell:
         "python -m itlin prepare --dataset {wildcards.dataset} --out {output.data}"
         " --seed {params.seed} {params.options} > {log} 2>&1"

@@ -6,7 +6,6 @@ it and reruns no training. The report lists the figures by claim (its labels sor
 
 from itlin import figures
 
-
 for figure in figures.FIGURES.values():
 
     rule:

@@ -1,12 +1,12 @@
 """Stage 3c (C5): iterative linearisation by plain gradient descent against damped Gauss-Newton at
 λ = 1/(ηK) and the same time ηT, one job per (model, loss, seed) running every K of the grid for both
-methods; then one table of both (and one of their test predictions, for the claims' bootstrap)."""
+methods (tabulated by aggregate.smk, with their test predictions for the claims' bootstrap)."""
 
 
 rule gauss_newton:
     input:
         data="resources/data/{dataset}.npz",
-        code=library_source("gauss_newton"),
+        code=code("gauss_newton", "tables", "cli"),
     output:
         result=f"results/gauss_newton/{GAUSS_NEWTON_RUN}.parquet",
         predictions=f"results/gauss_newton/{GAUSS_NEWTON_RUN}_predictions.parquet",
@@ -21,7 +21,7 @@ rule gauss_newton:
         runtime=grows_with_attempt(config["gauss_newton"]["runtime_minutes"]),
         gpu=config["resources"]["gpu"],
     params:
-        model=lambda wildcards: model_spec(wildcards.model),
+        model=lambda wildcards: model_spec(config, wildcards.model),
         train_size=config["gauss_newton"]["train_size"],
         steps=config["gauss_newton"]["steps"],
         learning_rate=config["gauss_newton"]["learning_rate"],
@@ -37,20 +37,3 @@ rule gauss_newton:
         compilation_cache="results/jax_cache",
     script:
         "../scripts/gauss_newton.py"
-
-
-rule aggregate_gauss_newton:
-    input:
-        runs=[f"results/gauss_newton/{run}.parquet" for run in GAUSS_NEWTON_RUNS],
-        predictions=[f"results/gauss_newton/{run}_predictions.parquet" for run in GAUSS_NEWTON_RUNS],
-        code=library_source("tables"),
-    output:
-        table="results/tables/gauss_newton.parquet",
-        predictions="results/tables/gauss_newton_predictions.parquet",
-    log:
-        "results/logs/aggregate/gauss_newton.log",
-    benchmark:
-        "results/benchmarks/aggregate/gauss_newton.tsv"
-    localrule: True
-    script:
-        "../scripts/aggregate_gauss_newton.py"

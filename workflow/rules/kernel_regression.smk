@@ -1,12 +1,12 @@
 """Stage 3d (C6): K = ∞ trained by full-batch gradient descent on MSE (float64) against the closed form of
-its outputs at every compared step and against kernel regression (t → ∞), one job per (model, seed), then
-one table of both on every test example."""
+its outputs at every compared step and against kernel regression (t → ∞) on every test example, one job per
+(model, seed) (tabulated by aggregate.smk)."""
 
 
 rule kernel_regression_run:
     input:
         data="resources/data/{dataset}.npz",
-        code=library_source("kernel_regression"),
+        code=code("kernel_regression", "tables", "cli"),
     output:
         f"results/kernel_regression/{KERNEL_REGRESSION_RUN}.parquet",
     log:
@@ -20,7 +20,7 @@ rule kernel_regression_run:
         runtime=grows_with_attempt(config["kernel_regression"]["runtime_minutes"]),
         gpu=config["resources"]["gpu"],
     params:
-        model=lambda wildcards: model_spec(wildcards.model),
+        model=lambda wildcards: model_spec(config, wildcards.model),
         train_size=config["kernel_regression"]["train_size"],
         steps=config["kernel_regression"]["steps"],
         learning_rate=config["kernel_regression"]["learning_rate"],
@@ -28,18 +28,3 @@ rule kernel_regression_run:
         compilation_cache="results/jax_cache",
     script:
         "../scripts/kernel_regression.py"
-
-
-rule aggregate_kernel_regression:
-    input:
-        runs=[f"results/kernel_regression/{run}.parquet" for run in KERNEL_REGRESSION_RUNS],
-        code=library_source("tables"),
-    output:
-        table="results/tables/kernel_regression.parquet",
-    log:
-        "results/logs/aggregate/kernel_regression.log",
-    benchmark:
-        "results/benchmarks/aggregate/kernel_regression.tsv"
-    localrule: True
-    script:
-        "../scripts/aggregate_kernel_regression.py"

@@ -1,6 +1,5 @@
 """Stage 3b: the empirical NTK of every sweep run and every deep linear twin at each of its snapshots
-(θ and θ_lin) on the dataset's fixed class-balanced probe set, then one tidy table
-(itlin.tables.NTK_COLUMNS)."""
+(θ and θ_lin) on the dataset's fixed class-balanced probe set (tabulated by aggregate.smk)."""
 
 
 rule measure_ntk:
@@ -8,7 +7,7 @@ rule measure_ntk:
         run=f"results/runs/{RUN}/run.json",
         snapshots=f"results/runs/{RUN}/snapshots",
         data="resources/data/{dataset}.npz",
-        code=library_source("ntk"),
+        code=code("ntk", "tables", "cli"),
     output:
         f"results/ntk/{RUN}.parquet",
     log:
@@ -31,18 +30,3 @@ rule measure_ntk:
         compilation_cache="results/jax_cache",
     script:
         "../scripts/measure_ntk.py"
-
-
-rule aggregate_ntk:
-    input:
-        ntk=[f"results/ntk/{run}.parquet" for run in SWEEP_RUNS + TWIN_RUNS],
-        code=library_source("tables"),
-    output:
-        table="results/tables/ntk.parquet",
-    log:
-        "results/logs/aggregate/ntk.log",
-    benchmark:
-        "results/benchmarks/aggregate/ntk.tsv"
-    localrule: True
-    script:
-        "../scripts/aggregate_ntk.py"

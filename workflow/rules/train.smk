@@ -18,6 +18,7 @@ rule train:
     input:
         config=f"results/runs/{RUN}/config.yaml",
         data="resources/data/{dataset}.npz",
+        code=code("cli"),
     output:
         metrics=f"results/runs/{RUN}/metrics.parquet",
         predictions=f"results/runs/{RUN}/predictions.parquet",

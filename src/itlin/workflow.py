@@ -1,0 +1,374 @@
+"""The workflow's logic, importable and testable without Snakemake: the checks of a workflow config,
+the run grid (which runs a config makes and how each is named), the run config of each run, the
+source files each rule runs, and the check of a SLURM profile. ``workflow/rules/common.smk`` wires
+these into the rules.
+
+A run is named by its path, which carries every experiment axis:
+``{dataset}/{model}/{schedule}/seed{seed}/{variant}``, where ``schedule`` is ``K<k>`` for a
+re-linearisation period (``Kinf``: linearised training, never re-linearise) or ``switch<t>`` for a
+C4 run (standard training until step t, then linearised at θ_t to the end); the schedule is named
+and parsed by ``itlin.record``. A C5 job is ``{dataset}/{model}/{loss}/seed{seed}``, a C6 job
+``{dataset}/{model}/seed{seed}``.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import json
+import math
+import re
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+import yaml
+
+from itlin import data, linearise, record, validation
+
+RUN = "{dataset}/{model}/{schedule}/seed{seed}/{variant}"
+GAUSS_NEWTON_RUN = "{dataset}/{model}/{loss}/seed{seed}"
+KERNEL_REGRESSION_RUN = "{dataset}/{model}/seed{seed}"
+"""Run paths: of a training run (below results/runs/), a C5 job and a C6 job."""
+PACKAGE = Path(__file__).parent
+PACKAGE_PATH = Path("src") / "itlin"
+"""The itlin sources, here and relative to the repository root."""
+PROFILE_PLACEHOLDER = re.compile(r"\byour_\w+")
+"""The placeholders of profiles/slurm (your_account, your_cpu_partition, ...) that a user replaces."""
+
+
+class WorkflowConfigError(ValueError):
+    """A config value the JSON Schema accepts but the workflow cannot run."""
+
+
+def validate(cfg: dict, schema_path: Path) -> None:
+    """Reject an invalid workflow config, naming the key: the JSON Schema at ``schema_path`` (types,
+    ranges, known keys; integers written as integers), then what it cannot express (``check_config``)."""
+    validation.validate(cfg, schema_path)
+    check_config(cfg)
+
+
+def check_config(cfg: dict) -> None:
+    """Reject, naming the key, values the JSON Schema cannot rule out, before any job runs."""
+    training = cfg["training"]
+    steps, scan = training["steps"], training["scan_steps"]
+    for key in ("steps", "eval_every", "checkpoint_every"):
+        if training[key] % scan:
+            raise WorkflowConfigError(
+                f"config key 'training.{key}' = {training[key]} must be a multiple of "
+                f"'training.scan_steps' = {scan}"
+            )
+    periods = [record.parse_K(k) for k in cfg["K"]]
+    if len(set(periods)) != len(periods):
+        raise WorkflowConfigError(f"config key 'K' lists a period twice: {cfg['K']}")
+    switch_steps = linearise.switch_steps(cfg["switch"]["fractions"], steps)
+    for index, (fraction, t) in enumerate(zip(cfg["switch"]["fractions"], switch_steps)):
+        if not 0 < t < steps:
+            raise WorkflowConfigError(
+                f"config key 'switch.fractions[{index}]' = {fraction} gives switch step {t}, which must lie "
+                f"strictly between 0 and 'training.steps' = {steps}"
+            )
+    if len(set(switch_steps)) != len(switch_steps):
+        raise WorkflowConfigError(
+            f"config key 'switch.fractions' gives the same switch step twice: {switch_steps} "
+            f"(of 'training.steps' = {steps})"
+        )
+    for index, label in enumerate(cfg["switch"]["models"]):
+        if label not in cfg["models"]:
+            raise WorkflowConfigError(
+                f"config key 'switch.models[{index}]' = {label!r} is not a label under 'models' "
+                f"({', '.join(cfg['models'])})"
+            )
+    if "linearise_after_t" in cfg["figures"] and not (cfg["switch"]["fractions"] and cfg["switch"]["models"]):
+        raise WorkflowConfigError(
+            "config key 'figures' lists linearise_after_t, which needs 'switch.fractions' and 'switch.models'"
+        )
+    interval = cfg["ntk"]["velocity_interval"]
+    if interval % scan or not 0 < interval <= steps:
+        raise WorkflowConfigError(
+            f"config key 'ntk.velocity_interval' = {interval} must be a multiple of 'training.scan_steps' = {scan} "
+            f"and at most 'training.steps' = {steps} (snapshots are taken between blocks of steps)"
+        )
+    for index, label in enumerate(cfg["deep_linear"]["models"]):
+        if label not in cfg["models"] or cfg["models"][label]["name"] not in ("mlp", "cnn"):
+            raise WorkflowConfigError(
+                f"config key 'deep_linear.models[{index}]' = {label!r} must be the label of an mlp or cnn under "
+                f"'models' ({', '.join(cfg['models'])})"
+            )
+        if twin_label(label) in cfg["models"]:
+            raise WorkflowConfigError(
+                f"config key 'deep_linear.models[{index}]': its twin's label {twin_label(label)!r} is already a "
+                "label under 'models'"
+            )
+    for stage in ("gauss_newton", "kernel_regression"):
+        for index, label in enumerate(cfg[stage]["models"]):
+            if label not in cfg["models"]:
+                raise WorkflowConfigError(
+                    f"config key '{stage}.models[{index}]' = {label!r} is not a label under 'models' "
+                    f"({', '.join(cfg['models'])})"
+                )
+    damped = cfg["gauss_newton"]
+    for index, period in enumerate(damped["K"]):
+        if damped["steps"] % period:
+            raise WorkflowConfigError(
+                f"config key 'gauss_newton.K[{index}]' = {period} must divide 'gauss_newton.steps' = "
+                f"{damped['steps']}: iterative linearisation then makes exactly T/K rounds, as many as the "
+                "damped method, and both run for the same time ηT"
+            )
+    if None not in (damped["batch_size"], damped["train_size"]) and damped["batch_size"] > damped["train_size"]:
+        raise WorkflowConfigError(
+            f"config key 'gauss_newton.batch_size' = {damped['batch_size']} exceeds 'gauss_newton.train_size' = "
+            f"{damped['train_size']}"
+        )
+    for index, step in enumerate(cfg["kernel_regression"]["compare_steps"]):
+        if step >= cfg["kernel_regression"]["steps"]:
+            raise WorkflowConfigError(
+                f"config key 'kernel_regression.compare_steps[{index}]' = {step} must lie below "
+                f"'kernel_regression.steps' = {cfg['kernel_regression']['steps']} (the last step is always compared)"
+            )
+    for figure, stage in (("gauss_newton_damping", "gauss_newton"), ("kernel_regression", "kernel_regression")):
+        if figure in cfg["figures"] and not cfg[stage]["models"]:
+            raise WorkflowConfigError(f"config key 'figures' lists {figure}, which needs '{stage}.models'")
+    check_sizes(cfg)
+
+
+def check_sizes(cfg: dict) -> None:
+    """Reject subsets of the training split larger than it, known from the dataset's options
+    (``itlin.data.split_sizes``) before the data are prepared; class-balanced subsets (the NTK probe
+    set, kernel regression's training set) also need enough examples of each class."""
+    name = cfg["dataset"]["name"]
+    try:
+        sizes = data.split_sizes(name, cfg["dataset"]["options"])
+    except data.DataError as error:
+        raise WorkflowConfigError(f"config key 'dataset.options': {error}") from None
+    subsets = {"training.batch_size": False, "training.eval_train_size": False, "ntk.probe_size": True}
+    if cfg["kernel_regression"]["models"]:
+        subsets["kernel_regression.train_size"] = True
+    for key, balanced in subsets.items():
+        section, option = key.split(".")
+        size = cfg[section][option]
+        if size > sizes.train:
+            raise WorkflowConfigError(
+                f"config key '{key}' = {size} is more than the {sizes.train} training examples of {name}"
+            )
+        per_class = math.ceil(size / sizes.num_classes)
+        if balanced and per_class > sizes.smallest_train_class:
+            raise WorkflowConfigError(
+                f"config key '{key}' = {size} needs {per_class} examples of each of the {sizes.num_classes} "
+                f"classes, but a class of the {name} training split may have only {sizes.smallest_train_class}"
+            )
+
+
+def check_cluster_profile(default_resources: Mapping, overwrite_resources: Mapping[str, Mapping],
+                          partition_file: str | Path | None, gpus: int) -> None:
+    """Refuse, before any job is submitted, a SLURM profile that still holds a placeholder (naming the
+    line to edit), or a GPU config (``gpus`` > 0) for a cluster whose partitions file lists no GPUs.
+    Takes the executor's settings: the profile's default resources, its resources per rule, and the
+    plugin's partitions file (None without one)."""
+    problems = []
+    settings = {"default-resources": default_resources}
+    settings |= {f"set-resources: {name}": values for name, values in overwrite_resources.items()}
+    for where, values in settings.items():
+        for name, value in values.items():
+            raw = getattr(value, "raw", value)  # Snakemake's resource objects keep the profile's text in `raw`
+            if isinstance(raw, str) and PROFILE_PLACEHOLDER.search(raw):
+                problems.append(f"the profile's config.yaml, {where}: {name}: {raw}")
+    if partition_file:
+        lines = Path(partition_file).read_text().splitlines()
+        problems += [
+            f"{partition_file}, line {number}: {line.strip()}"
+            for number, line in enumerate(lines, start=1)
+            if PROFILE_PLACEHOLDER.search(line.partition("#")[0])
+        ]
+        partitions = (yaml.safe_load("\n".join(lines)) or {}).get("partitions") or {}
+        if gpus and not any((limits or {}).get("max_gpu", 0) >= gpus for limits in partitions.values()):
+            problems.append(
+                f"config key 'resources.gpu' = {gpus} asks for GPUs, but no partition in {partition_file} "
+                f"has 'max_gpu' >= {gpus}: add a partition with GPUs, or set resources.gpu to 0"
+            )
+    if problems:
+        raise WorkflowConfigError(
+            "the SLURM profile is not set up for this cluster; edit (README.md, 'On a SLURM cluster'):\n  "
+            + "\n  ".join(problems)
+        )
+
+
+def twin_label(label: str) -> str:
+    """Label of the deep linear twin of model ``label`` (S2): the same network with identity activations."""
+    return f"{label}_linear"
+
+
+def twins(cfg: dict) -> dict[str, str]:
+    """Deep linear twin label -> the model it copies (S2's control, trained at K = 1 only)."""
+    return {twin_label(label): label for label in cfg["deep_linear"]["models"]}
+
+
+def model_entry(cfg: dict, label: str) -> dict:
+    """The config entry of a model label; a deep linear twin's is its model's with ``activation: linear``."""
+    copied = twins(cfg).get(label)
+    if copied:
+        entry = cfg["models"][copied]
+        return {**entry, "kwargs": {**entry["kwargs"], "activation": "linear"}}
+    return cfg["models"][label]
+
+
+def model_spec(cfg: dict, label: str) -> dict:
+    """The model mapping of a run config (``label``, ``name`` and the kwargs, sorted) for a model label."""
+    model = model_entry(cfg, label)
+    return {"label": label, "name": model["name"], **dict(sorted(model["kwargs"].items()))}
+
+
+class RunGrid(NamedTuple):
+    """Every run of a config, by stage, as run paths, in the order the tables list them; and the schedule
+    path components the training runs use."""
+
+    sweep: list[str]  # every model x K x seed x variant
+    switch: list[str]  # C4: the switch models x switch steps x seed x variant
+    twin: list[str]  # S2: the deep linear twins, at K = 1 only, x seed x variant
+    gauss_newton: list[str]  # C5: model x loss x seed
+    kernel_regression: list[str]  # C6: model x seed
+    schedules: list[str]  # K1, Kinf, switch300, ...: every schedule of the training runs
+
+
+def run_grid(cfg: dict) -> RunGrid:
+    """The runs of a workflow config: what the rules build, the job counts of ``snakemake -n``."""
+    dataset, seeds = cfg["dataset"]["name"], cfg["seeds"]
+
+    def runs(models, schedules) -> list[str]:
+        return [run_path(dataset=dataset, model=model, schedule=schedule, seed=seed, variant=variant)
+                for model in models for schedule in schedules for seed in seeds for variant in cfg["variants"]]
+
+    sweep_schedules = [record.schedule_name(K) for K in cfg["K"]]
+    switch_schedules = [record.schedule_name(1, switch_step=t)
+                        for t in linearise.switch_steps(cfg["switch"]["fractions"], cfg["training"]["steps"])]
+    twin_schedule = record.schedule_name(1)  # the twins train at K = 1, whether or not the K grid has it
+    return RunGrid(
+        sweep=runs(cfg["models"], sweep_schedules),
+        switch=runs(cfg["switch"]["models"], switch_schedules),
+        twin=runs(twins(cfg), [twin_schedule]),
+        gauss_newton=[run_path(dataset=dataset, model=model, loss=loss, seed=seed)
+                      for model in cfg["gauss_newton"]["models"] for loss in cfg["gauss_newton"]["losses"]
+                      for seed in seeds],
+        kernel_regression=[run_path(dataset=dataset, model=model, seed=seed)
+                           for model in cfg["kernel_regression"]["models"] for seed in seeds],
+        schedules=list(dict.fromkeys(sweep_schedules + switch_schedules + [twin_schedule])),
+    )
+
+
+def _fields(pattern: str) -> list[str]:
+    return re.findall(r"\{(\w+)\}", pattern)
+
+
+def run_path(**wildcards) -> str:
+    """The path of a run from its wildcards: a training run's (dataset, model, schedule, seed, variant),
+    a C5 job's (dataset, model, loss, seed) or a C6 job's (dataset, model, seed)."""
+    for pattern in (RUN, GAUSS_NEWTON_RUN, KERNEL_REGRESSION_RUN):
+        if set(_fields(pattern)) == set(wildcards):
+            return pattern.format(**wildcards)
+    raise ValueError(f"no run is named by the wildcards {sorted(wildcards)}")
+
+
+def run_wildcards(path: str) -> dict[str, str]:
+    """The wildcards of a run path (the inverse of ``run_path``), as Snakemake gives them: text."""
+    for pattern in (RUN, GAUSS_NEWTON_RUN, KERNEL_REGRESSION_RUN):
+        regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(pattern))
+        if match := re.fullmatch(regex, path):
+            return match.groupdict()
+    raise ValueError(f"{path!r} is not a run path ({RUN}, {GAUSS_NEWTON_RUN} or {KERNEL_REGRESSION_RUN})")
+
+
+def alternatives(values) -> str:
+    """A regex matching exactly one of the given strings."""
+    return "|".join(re.escape(str(value)) for value in values)
+
+
+def wildcard_patterns(cfg: dict) -> dict[str, str]:
+    """The value of each wildcard a config's runs can take, as a regex: a path of any other run matches no rule."""
+    return {
+        "dataset": alternatives([cfg["dataset"]["name"]]),
+        "loss": alternatives(cfg["gauss_newton"]["losses"]),
+        "model": alternatives(list(cfg["models"]) + list(twins(cfg))),
+        "schedule": alternatives(run_grid(cfg).schedules),
+        "seed": alternatives(cfg["seeds"]),
+        "variant": alternatives(cfg["variants"]),
+    }
+
+
+def run_config(cfg: dict, wildcards: Mapping[str, str]) -> dict:
+    """The complete run config of one training run (the `itlin train --config` format), every key of
+    ``itlin.record.RunConfig`` explicit: the run's own keys (``record.IDENTITY_KEYS``) from its wildcards,
+    the variant and the NTK section, every other key from the config's ``training`` section.
+
+    Nested mappings are sorted, so reordering keys in a config file reruns nothing."""
+    K, switch_step = record.parse_schedule(wildcards["schedule"])
+    identity = {
+        "data": f"resources/data/{wildcards['dataset']}.npz",  # the prepare_data rule's output
+        "dataset": wildcards["dataset"],
+        "model": model_spec(cfg, wildcards["model"]),
+        "K": K if math.isinf(K) else int(K),  # as run configs have always been written: an integer or .inf
+        "switch_step": switch_step,
+        "seed": int(wildcards["seed"]),
+        "variant": wildcards["variant"],
+        "augment": cfg["variants"][wildcards["variant"]]["augment"],
+        "velocity_interval": cfg["ntk"]["velocity_interval"],
+    }
+    training = {key: dict(sorted(value.items())) if isinstance(value, dict) else value
+                for key, value in cfg["training"].items()}
+    return {field.name: identity[field.name] if field.name in identity else training[field.name]
+            for field in dataclasses.fields(record.RunConfig)}
+
+
+def dataset_options(cfg: dict) -> str:
+    """The config's dataset options as `--option key=value` arguments of `itlin prepare`; each value
+    in JSON (which `itlin prepare` reads as YAML), so a string stays a string (an MD5 of digits)."""
+    return " ".join(
+        f"--option {shlex.quote(f'{key}={json.dumps(value)}')}" for key, value in cfg["dataset"]["options"].items()
+    )
+
+
+def _module_files(name: str) -> list[Path]:
+    """The files of the top-level itlin module ``name``: its .py file, or every file of its package."""
+    single = PACKAGE / f"{name}.py"
+    if single.is_file():
+        return [single]
+    return sorted((PACKAGE / name).rglob("*.py")) if (PACKAGE / name).is_dir() else []
+
+
+@functools.cache
+def _imported_modules(path: Path) -> frozenset[str]:
+    """The top-level itlin modules the source file ``path`` imports, anywhere in it (in a function too);
+    each file is parsed once, however many rules list its code."""
+    package = list(path.parent.relative_to(PACKAGE).parts)
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name.split(".") for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = ["itlin", *package[: len(package) - node.level + 1]] if node.level else []
+            module = base + (node.module.split(".") if node.module else [])
+            names = [module + [alias.name] for alias in node.names]
+        else:
+            continue
+        found |= {parts[1] for parts in names if parts[0] == "itlin" and len(parts) > 1}
+    return frozenset(found)
+
+
+def source_files(*modules: str) -> list[str]:
+    """The source files, relative to the repository root (``src/itlin/plots.py``; every file of a package),
+    of the named itlin modules and of every itlin module they import, transitively: the code a rule runs,
+    so that changing it reruns the rule."""
+    files, pending, seen = set(), list(modules), set()
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        found = _module_files(name)
+        if not found and name in modules:
+            raise ValueError(f"itlin has no module {name!r} (no {PACKAGE_PATH / name}.py or package)")
+        for path in found:
+            files.add(str(PACKAGE_PATH / path.relative_to(PACKAGE)))
+            pending += _imported_modules(path)
+    return sorted(files)
