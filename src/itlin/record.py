@@ -6,6 +6,7 @@ through the trainer."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import platform
 import re
@@ -217,6 +218,19 @@ def load_snapshot(path: Path, like) -> tuple[Any, Any]:
         trees = [jax.tree_util.tree_unflatten(treedef, [jnp.asarray(stored[f"{prefix}/{name}"]) for name in names])
                  for prefix in ("theta", "theta_lin")]
     return trees[0], trees[1]
+
+
+def fingerprint(tree, *extra: bytes) -> str:
+    """SHA-256 of every array of a pytree (dtype, shape and bytes, in tree order), then of ``extra``:
+    equal for bit-identical trees. It keys the NTK's kernels of a snapshot and checks checkpoints."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(tree):
+        array = np.ascontiguousarray(leaf)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.data)
+    for part in extra:
+        digest.update(part)
+    return digest.hexdigest()
 
 
 def environment() -> dict:
