@@ -280,7 +280,7 @@ def test_tiny_config_runs_end_to_end_and_reruns_only_what_changed(workdir: Path)
     snapshots = len(list((run_folder / "snapshots").glob("step_*.npz")))
     run_name = run_folder.relative_to(workdir / "results" / "runs")
     ntk_log = (workdir / "results" / "logs" / "measure_ntk" / f"{run_name}.log").read_text()
-    assert len(re.findall(rf"INFO itlin.ntk: snapshot \d+/{snapshots} \(step \d+\): \d+\.\d s", ntk_log)) == snapshots
+    assert len(re.findall(rf"INFO itlin.measure_ntk: snapshot \d+/{snapshots} \(step \d+\): \d+\.\d s", ntk_log)) == snapshots
 
     test_config = ["--configfile", "config/test.yaml"]
     assert planned_jobs(workdir, *test_config)[0] == {}

@@ -8,7 +8,7 @@ rule measure_ntk:
         run=f"results/runs/{RUN}/run.json",
         snapshots=f"results/runs/{RUN}/snapshots",
         data="resources/data/{dataset}.npz",
-        code=library_source("ntk"),
+        code=library_source("measure_ntk"),
     output:
         f"results/ntk/{RUN}.parquet",
     log:
