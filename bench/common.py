@@ -91,12 +91,6 @@ def synthetic_data(shape: tuple[int, ...], size: int, seed: int = 0) -> train.Tr
                            jax.random.randint(key_y, (size,), 0, NUM_CLASSES, dtype=jnp.int32))
 
 
-def schedule_for(trainer: train.Trainer, K: float, switch_step: int | None = None, **changes) -> train.Schedule:
-    """The trainer's traced schedule with another period K (and switch step): same shapes, same compiled program."""
-    period, switch = train.schedule_arrays(K, switch_step, trainer.config.steps)
-    return trainer.schedule()._replace(period=period, switch_step=switch, **changes)
-
-
 def alternating_times(runners: dict[str, Callable[[], Any]], repeats: int) -> dict[str, dict]:
     """Seconds per call of each runner: the first call (with the XLA compilations it triggered)
     and the median of ``repeats`` further calls. The runners alternate within every repeat, so a

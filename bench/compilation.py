@@ -29,8 +29,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from bench.common import (REPOSITORY, CompileLog, ModelSpec, paper_config, run_config, schedule_for,
-                          synthetic_data)
+from bench.common import REPOSITORY, CompileLog, ModelSpec, paper_config, run_config, synthetic_data
 from itlin import train
 from itlin.linearise import relinearises_throughout
 
@@ -49,8 +48,8 @@ def schedules(trainer: train.Trainer, config: dict) -> dict[str, tuple[Callable,
 
     def run_of(K: float, switch_step: int | None = None, **changes) -> tuple[Callable, train.Schedule]:
         every_step = relinearises_throughout(K, switch_step, 0, trainer.config.scan_steps)
-        block = trainer.run_relinearising_block if every_step else trainer.run_block
-        return block, schedule_for(trainer, K, switch_step, **changes)
+        block = trainer.relinearising_block if every_step else trainer.linearised_block
+        return block, trainer.schedule(K, switch_step)._replace(**changes)
 
     found = {f"K={k}": run_of(float(k)) for k in config["K"]}
     found["switch at step 1"] = run_of(1, switch_step=1)
@@ -69,7 +68,7 @@ def probe(spec: ModelSpec, *, batch_size: int, block: int, K: float, seed: int, 
     state, schedule = jax.block_until_ready((trainer.init_state(), trainer.schedule()))
     with CompileLog() as first:
         started = time.perf_counter()
-        for block in (trainer.run_relinearising_block, trainer.run_block):
+        for block in (trainer.relinearising_block, trainer.linearised_block):
             state = jax.block_until_ready(block(state, data, schedule))
         first_block_s = time.perf_counter() - started
     swept, donated = schedules(trainer, config), True

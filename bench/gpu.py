@@ -36,8 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench import cost
-from bench.common import (NUM_CLASSES, CompileLog, ModelSpec, paper_models, run_config, schedule_for,
-                          synthetic_data)
+from bench.common import NUM_CLASSES, CompileLog, ModelSpec, paper_models, run_config, synthetic_data
 from bench.steps import CarriedBlock
 from itlin import gauss_newton, kernel_regression, ntk, train
 
@@ -99,8 +98,8 @@ def blocks(spec: ModelSpec, config: dict, sizes: Sizes) -> dict:
                             spec.create(), block_mode="scan")
     data = synthetic_data(spec.input_shape, sizes.data_size)
     found = dict(batch=batch, scan_steps=scan_steps, params=trainer.model.num_params)
-    for name, block, schedule in (("standard", trainer.run_relinearising_block, trainer.schedule()),
-                                  ("linearised", trainer.run_block, schedule_for(trainer, math.inf))):
+    for name, block, schedule in (("standard", trainer.relinearising_block, trainer.schedule()),
+                                  ("linearised", trainer.linearised_block, trainer.schedule(math.inf))):
         run = CarriedBlock(block, trainer.init_state(), data, schedule)
         first, compile_s = timed(run)
         times = [timed(run)[0] for _ in range(sizes.blocks)]

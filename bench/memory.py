@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -99,7 +98,8 @@ def training(spec: ModelSpec, config: dict) -> tuple[list[dict], int]:
     eval_set = (images(evaluated, spec), labels(evaluated))
     rows = [_row("train", spec, f"{name} block: {scan_steps} steps at batch {batch}, scanned",
                  program_bytes(block.lower(state, data, schedule)), nbytes(eval_set))
-            for name, block in (("linearised", trainer.run_block), ("re-linearising", trainer.run_relinearising_block))]
+            for name, block in (("linearised", trainer.linearised_block),
+                                ("re-linearising", trainer.relinearising_block))]
     rows.append(_row("train", spec, f"evaluation of f_lin and f on {evaluated:,} examples, chunks of "
                                     f"{min(evaluated, train.EVAL_CHUNK)}",
                      program_bytes(trainer.evaluate.lower(state.params, state.params_lin, *eval_set)),
@@ -122,7 +122,7 @@ def _kernel(stage: str, spec: ModelSpec, model, n: int, *, kind: str, held: int,
 
 def ntk_stage(spec: ModelSpec, config: dict) -> tuple[list[dict], int]:
     """A ``measure_ntk`` job: the per-class kernel on the probe set at the configured strategy and
-    chunk size, in float32 whatever the model's compute dtype (as ``ntk.measure_run``)."""
+    chunk size, in float32 whatever the model's compute dtype (as ``measure_ntk.measure_run``)."""
     options = config["ntk"]
     spec = dataclasses.replace(spec, kwargs={**spec.kwargs, "compute_dtype": "float32"})
     model = spec.create()
@@ -156,8 +156,8 @@ def gauss_newton_stage(spec: ModelSpec, config: dict) -> tuple[list[dict], int]:
     evaluated = n_train + CIFAR_TEST_SIZE
     rows = [
         _row("gauss_newton", spec, f"iterative linearisation: {scan_steps} gradient steps at batch {batch:,}, scanned",
-             program_bytes(trainer.run_block.lower(state, train.TrainData(images(n_train, spec), labels(n_train)),
-                                                   schedule)), 0),
+             program_bytes(trainer.linearised_block.lower(
+                 state, train.TrainData(images(n_train, spec), labels(n_train)), schedule)), 0),
         _row("gauss_newton", spec, f"proximal round at batch {batch:,}: up to {options['newton_max_steps']} Newton "
                                    f"steps of CG up to {options['cg_max_iterations']} iterations",
              program_bytes(round_.lower(abstract(model.params), images(batch, spec), labels(batch), scalar)),
@@ -194,7 +194,7 @@ def kernel_regression_stage(spec: ModelSpec, config: dict) -> tuple[list[dict], 
         state, schedule = jax.eval_shape(trainer.init_state), jax.eval_shape(trainer.schedule)
         rows.append(_row("kernel_regression", spec, f"K = ∞ gradient descent: {scan_steps} steps at batch {n}, scanned "
                                                     "(float64)",
-                         program_bytes(trainer.run_block.lower(state, train.TrainData(
+                         program_bytes(trainer.linearised_block.lower(state, train.TrainData(
                              subset, jax.ShapeDtypeStruct((n,), jnp.int32)), schedule)), 0))
         coefficients = jax.ShapeDtypeStruct((n, NUM_CLASSES), jnp.float64)
         product = jax.jit(lambda p, a, b, alpha: kernel_regression.kernel_product(model.apply, p, a, b, alpha))

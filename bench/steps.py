@@ -19,7 +19,7 @@ import math
 import optax
 from flax import nnx
 
-from bench.common import ModelSpec, alternating_times, run_config, schedule_for, step_flops, synthetic_data
+from bench.common import ModelSpec, alternating_times, run_config, step_flops, synthetic_data
 from itlin import train
 
 LINEAR_TABLE = [("model", "model", ""), ("batch", "batch", "d"), ("params", "params", ",d"),
@@ -46,14 +46,14 @@ def plain_flax_step():
 
 
 class CarriedBlock:
-    """Calls ``run_block(state, *args)`` and keeps the returned state for the next call (each call
+    """Calls ``block(state, *args)`` and keeps the returned state for the next call (each call
     donates the state it is given, as in ``train.run``)."""
 
-    def __init__(self, run_block, state, *args):
-        self.run_block, self.state, self.args = run_block, state, args
+    def __init__(self, block, state, *args):
+        self.block, self.state, self.args = block, state, args
 
     def __call__(self):
-        self.state = self.run_block(self.state, *self.args)
+        self.state = self.block(self.state, *self.args)
         return self.state
 
 
@@ -64,7 +64,7 @@ def measure(spec: ModelSpec, *, batch_size: int, block: int, repeats: int, data_
     settings = run_config(spec, batch_size=batch_size, scan_steps=block, config=config, K=1)
     data = synthetic_data(spec.input_shape, max(data_size, batch_size))
     pipeline = train.Trainer(settings, model)
-    k1, never = pipeline.schedule(), schedule_for(pipeline, math.inf)
+    k1, never = pipeline.schedule(), pipeline.schedule(math.inf)
     state = pipeline.init_state()
     flops = step_flops(pipeline, state, data)
 
@@ -80,7 +80,7 @@ def measure(spec: ModelSpec, *, batch_size: int, block: int, repeats: int, data_
     timings = alternating_times({
         "plain": plain,
         "standard": CarriedBlock(pipeline.block_for(0), pipeline.init_state(), data, k1),
-        "linearised": CarriedBlock(pipeline.run_block, pipeline.init_state(), data, never),
+        "linearised": CarriedBlock(pipeline.linearised_block, pipeline.init_state(), data, never),
     }, repeats)
     ms = {name: 1e3 * timing["median_s"] / block for name, timing in timings.items()}
     per_second = {name: batch_size / (value / 1e3) for name, value in ms.items()}

@@ -44,10 +44,11 @@ def test_the_compilation_counter_sees_a_recompilation(test_config):
     trainer = train.Trainer(common.run_config(TINY_MLP, batch_size=8, scan_steps=2, config=test_config),
                             TINY_MLP.create())
     state, schedule = trainer.init_state(), trainer.schedule()
-    state = jax.block_until_ready(trainer.run_block(state, common.synthetic_data(TINY_MLP.input_shape, 32), schedule))
+    data = common.synthetic_data(TINY_MLP.input_shape, 32)
+    state = jax.block_until_ready(trainer.linearised_block(state, data, schedule))
     larger = common.synthetic_data(TINY_MLP.input_shape, 48)
     with common.CompileLog() as compiled:
-        jax.block_until_ready(trainer.run_block(state, larger, schedule))
+        jax.block_until_ready(trainer.linearised_block(state, larger, schedule))
     assert len(compiled.compilations) == 1
 
 
@@ -58,7 +59,7 @@ def test_transfer_guard_catches_a_host_transfer(test_config):
     data = common.synthetic_data(TINY_MLP.input_shape, 32)
     on_host = train.TrainData(*jax.device_get(tuple(data)))
     with pytest.raises(Exception, match="host-to-device"), jax.transfer_guard("disallow"):
-        trainer.run_block(trainer.init_state(), on_host, trainer.schedule())
+        trainer.linearised_block(trainer.init_state(), on_host, trainer.schedule())
 
 
 @pytest.mark.parametrize("K, switch_step, expected", [(1, None, 100), (10, None, 0), (math.inf, None, 0),

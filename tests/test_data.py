@@ -386,3 +386,15 @@ def test_probe_indices_are_balanced_sorted_and_fixed():
         data.probe_indices(np.array([0, 0, 0, 1]), 4)
     with pytest.raises(data.DataError, match="between 1 and 300"):
         data.probe_indices(labels, 301)
+
+
+def test_training_subsets_are_fixed_uniform_or_class_balanced():
+    """One seed for every training subset: a uniform sample in random order (a run's train-split
+    metrics), the class-balanced probe-style subset (C5, C6), or every example in order."""
+    labels = np.repeat(np.arange(10), 30)[np.random.default_rng(0).permutation(300)]
+    uniform = data.training_subset(labels, 40, class_balanced=False)
+    np.testing.assert_array_equal(uniform, np.random.default_rng(data.TRAINING_SUBSET_SEED).permutation(300)[:40])
+    balanced = data.training_subset(labels, 40, class_balanced=True)
+    np.testing.assert_array_equal(balanced, data.probe_indices(labels, 40, seed=data.TRAINING_SUBSET_SEED))
+    np.testing.assert_array_equal(np.bincount(labels[balanced]), [4] * 10)
+    np.testing.assert_array_equal(data.training_subset(labels, None, class_balanced=True), np.arange(300))

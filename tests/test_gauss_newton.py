@@ -101,7 +101,7 @@ def test_proximal_round_converges_to_the_damped_gauss_newton_step(problem, run_c
         eval_every=steps, checkpoint_every=steps, velocity_interval=steps,
         optimizer={"name": "sgd", "learning_rate": float(rate), "momentum": 0.0, "schedule": "constant"}))
     trainer = train.Trainer(config, model)
-    state = trainer.run_block(trainer.init_state(), train.TrainData(x, y), trainer.schedule())
+    state = trainer.train_steps(trainer.init_state(), train.TrainData(x, y), steps)
     assert int(state.feature_updates) == 0
     moved = np.asarray(ravel_pytree(state.params)[0] - flat, np.float64)
     expected = explicit_step(problem, "mse", damping)
@@ -116,7 +116,8 @@ def test_proximal_damping_is_traced_and_changes_the_rounds(run_config, tiny_data
     model = models.create("mlp", input_shape=dataset.input_shape, num_classes=dataset.num_classes, seed=0,
                           depth=1, width=32)
     trainer = train.Trainer(record.RunConfig.from_dict(run_config(K=10)), model)
-    ends = [trainer.run_block(trainer.init_state(), batches, trainer.schedule()._replace(proximal_damping=jnp.float32(d)))
+    ends = [trainer.linearised_block(trainer.init_state(), batches,
+                                     trainer.schedule()._replace(proximal_damping=jnp.float32(d)))
             for d in (0.0, 1.0)]
     distance = [float(optax.tree.norm(jax.tree.map(jnp.subtract, end.params, end.params_lin))) for end in ends]
     assert distance[1] < distance[0]  # the proximal term pulls θ towards θ_lin
@@ -133,7 +134,7 @@ def test_K_gradient_steps_on_the_linearised_mse_apply_the_spectral_filter(proble
         K=K, steps=K, batch_size=N_EXAMPLES, loss="mse", scan_steps=K, eval_every=K, checkpoint_every=K, velocity_interval=K,
         optimizer={"name": "sgd", "learning_rate": float(rate), "momentum": 0.0, "schedule": "constant"}))
     trainer = train.Trainer(config, model)
-    state = trainer.run_block(trainer.init_state(), train.TrainData(x, y), trainer.schedule())
+    state = trainer.train_steps(trainer.init_state(), train.TrainData(x, y), K)
     residual = np.asarray(model.apply(model.params, x) - jax.nn.one_hot(y, 4), np.float64).reshape(-1)
     gradient = jacobian.T @ residual / N_EXAMPLES
     positive = curvature > 1e-9 * curvature[-1]

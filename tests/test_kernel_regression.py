@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from itlin import data, kernel_regression, models, ntk, train
+from itlin import data, kernel_regression, models, ntk
 
 TRAIN_SIZE = 16
 
@@ -74,7 +74,7 @@ def test_the_limit_is_kernel_regression_with_the_explicit_kernels(tiny_data, com
     model at its last step against it once converged."""
     with jax.enable_x64(True):
         dataset = data.load(tiny_data)
-        subset = data.probe_indices(dataset.y_train, TRAIN_SIZE, seed=train.TRAIN_SUBSET_SEED)
+        subset = data.training_subset(dataset.y_train, TRAIN_SIZE, class_balanced=True)
         network = models.create("mlp", input_shape=dataset.input_shape, num_classes=4, seed=0, depth=1, width=32)
         params = jax.tree.map(lambda p: p.astype(np.float64), network.params)
         x_train, x_test = dataset.x_train[subset].astype(np.float64), dataset.x_test.astype(np.float64)

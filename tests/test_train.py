@@ -86,12 +86,28 @@ def test_scanned_blocks_end_where_dispatched_blocks_end(run_config, name, K, swi
         state, schedule = trainer.init_state(), trainer.schedule()
         if mode == "scan":  # one program holding the loop, not the step dispatched from Python
             assert "stablehlo.while" in trainer.block_for(0).lower(state, train_data, schedule).as_text()
-        for step in range(0, trainer.config.steps, trainer.config.scan_steps):
-            state = trainer.block_for(step)(state, train_data, schedule)
-        ended[mode] = state
+        ended[mode] = trainer.train_steps(state, train_data, trainer.config.steps)
     assert int(ended["scan"].step) == int(ended["dispatch"].step) == 40
     assert int(ended["scan"].feature_updates) == int(ended["dispatch"].feature_updates)
     assert_trees_close(ended["scan"], ended["dispatch"], rtol=1e-5, atol=1e-6)
+
+
+def test_train_steps_with_a_period_run_the_linearised_block_with_K_traced(run_config):
+    """``train_steps`` with a period K runs the linearised program under the run's schedule with that
+    period, whatever the run's own K (here 1, whose own blocks are re-linearising ones); without one,
+    the blocks ``block_for`` picks. A count that is not a whole number of blocks is refused."""
+    trainer, train_data = trainer_for(run_config(K=1))
+    for K, program, schedule in ((4, trainer.linearised_block, trainer.schedule(4)),
+                                 (None, trainer.relinearising_block, trainer.schedule())):
+        expected = trainer.init_state()
+        for _ in range(3):
+            expected = program(expected, train_data, schedule)
+        found = trainer.train_steps(trainer.init_state(), train_data, 3 * trainer.config.scan_steps, K=K)
+        for a, b in zip(jax.tree.leaves(found), jax.tree.leaves(expected)):
+            np.testing.assert_array_equal(a, b)
+    assert int(found.feature_updates) == 14
+    with pytest.raises(ValueError, match="whole number of blocks"):
+        trainer.train_steps(trainer.init_state(), train_data, trainer.config.scan_steps + 1)
 
 
 def test_an_unknown_block_mode_is_named(run_config):

@@ -401,7 +401,7 @@ def test_pipeline_run_folder_holds_its_config_snapshots_and_ntk_log(pipeline: Pa
     assert (run_folder / "run.json").is_file() and any((run_folder / "snapshots").iterdir())
     snapshots = len(list((run_folder / "snapshots").glob("step_*.npz")))
     ntk_log = (pipeline / "results" / "logs" / "measure_ntk" / f"{run_name}.log").read_text()
-    assert len(re.findall(rf"INFO itlin.ntk: snapshot \d+/{snapshots} \(step \d+\): \d+\.\d s", ntk_log)) == snapshots
+    assert len(re.findall(rf"INFO itlin.measure_ntk: snapshot \d+/{snapshots} \(step \d+\): \d+\.\d s", ntk_log)) == snapshots
 
 
 @pytest.mark.slow

@@ -3,7 +3,8 @@ pre-empted or killed run resumes from the last sound checkpoint with identical r
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
+import contextlib
 import json
 import logging
 import shutil
@@ -15,11 +16,11 @@ from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import orbax.checkpoint as ocp
 
+from itlin import record
+
 if TYPE_CHECKING:
-    from itlin.record import RunConfig
     from itlin.train import TrainState
 
 log = logging.getLogger(__name__)
@@ -51,14 +52,14 @@ class TerminationRequest:
 class Checkpoints:
     """Orbax checkpoints of the train state and the metric rows so far, in the scratch folder.
 
-    Each checkpoint carries the SHA-256 of its contents (``_digest``), computed from the values saved
+    Each checkpoint carries the SHA-256 of its contents (``digest``), computed from the values saved
     and checked on the values restored. A checkpoint that cannot be read or fails the check is
     damaged: it is moved to ``damaged/`` beside the checkpoints, with a warning naming it, and the
     previous one is tried (two are kept), then a fresh start, so a run never resumes from damaged
     state. A checkpoint written under a different run config is discarded: a changed config restarts.
     """
 
-    def __init__(self, directory: Path, config: RunConfig):
+    def __init__(self, directory: Path, config: record.RunConfig):
         self.directory = Path(directory).absolute()
         self.damaged = self.directory.parent / "damaged"
         self.config = config.to_dict()
@@ -70,14 +71,13 @@ class Checkpoints:
         """The state, rows and elapsed time of the latest sound checkpoint, or a fresh start."""
         for step in sorted(self.manager.all_steps(), reverse=True):
             try:  # the log first: it says whether the checkpoint belongs to this run config
-                saved = self.manager.restore(step, args=ocp.args.Composite(log=ocp.args.JsonRestore())).log
+                saved = self._read(step, log=ocp.args.JsonRestore()).log
                 if saved["config"] != self.config:
                     log.warning("checkpoint at step %d was written under another run config: starting afresh", step)
                     for other in self.manager.all_steps():
                         self.manager.delete(other)
                     break
-                state = self.manager.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(initial))).state
+                state = self._read(step, state=ocp.args.StandardRestore(initial)).state
             except Exception as error:  # noqa: BLE001 (Orbax and TensorStore raise many kinds: any means unreadable)
                 self._set_aside(step, f"unreadable: {type(error).__name__}: {str(error)[:300]}")
                 continue
@@ -93,6 +93,11 @@ class Checkpoints:
         if self.damaged.exists():
             log.warning("no sound checkpoint left: resuming from the start")
         return initial, [], 0.0
+
+    def _read(self, step: int, **items) -> ocp.args.Composite:
+        """Orbax's restore of ``items`` of the checkpoint at ``step``; a failed one leaves no read running."""
+        with _settled_event_loops():
+            return self.manager.restore(step, args=ocp.args.Composite(**items))
 
     def save(self, step: int, state: TrainState, rows: list[dict], elapsed: float) -> None:
         contents = {"config": self.config, "rows": rows, "elapsed": elapsed}
@@ -115,12 +120,47 @@ class Checkpoints:
 
 
 def digest(state: TrainState, contents: dict) -> str:
-    """SHA-256 of a checkpoint's contents: every array of the state (dtype, shape and bytes, in tree
-    order) and the JSON of its log (config, rows, elapsed time)."""
-    digest = hashlib.sha256()
-    for leaf in jax.tree.leaves(state):
-        array = np.ascontiguousarray(leaf)
-        digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(array.data)
-    digest.update(json.dumps(contents, sort_keys=True).encode())
-    return digest.hexdigest()
+    """SHA-256 of a checkpoint's contents: every array of the state (``record.fingerprint``) and the JSON
+    of its log (config, rows, elapsed time)."""
+    return record.fingerprint(state, json.dumps(contents, sort_keys=True).encode())
+
+class _SettlingEventLoop(asyncio.SelectorEventLoop):
+    """An event loop that, when closed, first lets the tasks still running on it end (``_settle``)."""
+
+    def close(self) -> None:
+        pending = asyncio.all_tasks(self) if not (self.is_closed() or self.is_running()) else set()
+        if pending:
+            self.run_until_complete(_settle(pending))
+        super().close()
+
+
+async def _settle(tasks: set[asyncio.Task], timeout_s: float = 60.0) -> None:
+    """Wait for ``tasks`` (cancelling those still running after ``timeout_s``) and retrieve their outcomes,
+    so that none is reported as never retrieved."""
+    _, late = await asyncio.wait(tasks, timeout=timeout_s)
+    for task in late:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _SettlingPolicy(asyncio.DefaultEventLoopPolicy):
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        return _SettlingEventLoop()
+
+
+@contextlib.contextmanager
+def _settled_event_loops():
+    """While active, event loops let their tasks end before they close.
+
+    Orbax runs a restore on a fresh event loop, reading every array at once (``asyncio.gather``), and
+    closes the loop as soon as one read fails, while the others still run in TensorStore's threads:
+    each then ends on a closed loop (``RuntimeError: Event loop is closed`` in a TensorStore thread,
+    exceptions never retrieved and reported at exit). Orbax exposes no way to wait for them, so the
+    loops it creates meanwhile do: no operation of a failed restore outlives it.
+    """
+    previous = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(_SettlingPolicy())
+    try:
+        yield
+    finally:
+        asyncio.set_event_loop_policy(previous)

@@ -454,6 +454,26 @@ def augment(key: jax.Array, images: jax.Array, padding: int = 4) -> jax.Array:
     return jax.vmap(crop_and_flip)(padded, offsets, flips)
 
 
+TRAINING_SUBSET_SEED = 0
+"""Seed of every training subset (``training_subset``): the same examples for every run of a dataset."""
+
+
+def training_subset(labels: np.ndarray, size: int | None, *, class_balanced: bool) -> np.ndarray:
+    """The fixed subset of ``size`` training examples (indices into ``labels``) that a run works on, drawn
+    with ``TRAINING_SUBSET_SEED``; ``size`` None keeps every example, in order.
+
+    ``class_balanced=False``, a uniform sample (in random order): the examples on which a training run
+    measures its train-split loss and accuracy, which estimate those of the whole split. ``True``, a
+    class-balanced, sorted subset (``probe_indices``): the training sets of C5 and C6, small sets that
+    must hold every class (their targets are every class's one-hot columns).
+    """
+    if size is None:
+        return np.arange(len(labels))
+    if class_balanced:
+        return probe_indices(labels, size, seed=TRAINING_SUBSET_SEED)
+    return np.random.default_rng(TRAINING_SUBSET_SEED).permutation(len(labels))[:size]
+
+
 def probe_indices(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     """A fixed, class-balanced, sorted subset of `n` indices into `labels` (the NTK probe set).
 

@@ -271,7 +271,7 @@ def run(*, data_path: Path, model: dict, seed: int, loss: str, learning_rate: fl
     Both train on a fixed class-balanced subset of ``train_size`` training examples (None: the whole
     training split). Iterative linearisation: ``steps`` (T) steps of plain gradient descent
     (``train.Trainer``, SGD of step η without momentum) on ``loss`` with period K; ``batch_size`` None
-    is full batch, otherwise each step takes the sweep's batch of that step (``train.sample_batch``).
+    is full batch, otherwise each step takes the sweep's batch of that step (``Trainer.batch``).
     The damped method: T/K proximal rounds (``make_round``) of damping 1/(ηK), round r on the batch of
     step r. Both are evaluated at the network f(θ) and at the linear model f_lin(θ; θ_lin), and the
     trace NTK of the probe set (the NTK stage's) at θ and θ_lin is compared with that at θ₀. Returns
@@ -280,8 +280,7 @@ def run(*, data_path: Path, model: dict, seed: int, loss: str, learning_rate: fl
     started = time.perf_counter()
     dataset = data.load(Path(data_path))
     network = models.from_spec(model, input_shape=dataset.input_shape, num_classes=dataset.num_classes, seed=seed)
-    subset = (np.arange(len(dataset.y_train)) if train_size is None
-              else data.probe_indices(dataset.y_train, train_size, seed=train.TRAIN_SUBSET_SEED))
+    subset = data.training_subset(dataset.y_train, train_size, class_balanced=True)
     x_train, y_train = dataset.x_train[subset], dataset.y_train[subset]
     n_train = len(y_train)
     batch = n_train if batch_size is None else batch_size
@@ -295,9 +294,8 @@ def run(*, data_path: Path, model: dict, seed: int, loss: str, learning_rate: fl
         eval_train_size=n_train, scan_steps=math.gcd(steps, SCAN_STEPS)), network)
     round_ = make_round(network.apply, loss, cg_tolerance=cg_tolerance, cg_max_iterations=cg_max_iterations,
                         newton_tolerance=newton_tolerance, newton_max_steps=newton_max_steps)
-    train_data = train.TrainData(jnp.asarray(x_train), jnp.asarray(y_train, jnp.int32))
-    sample = jax.jit(lambda t: train.sample_batch(train_data, t, jnp.int32(seed), batch, augment=False))
-    batches = (lambda r: train_data) if batch == n_train else (lambda r: sample(jnp.int32(r)))
+    train_data = train.TrainData.of(x_train, y_train)
+    batches = (lambda r: train_data) if batch == n_train else (lambda r: trainer.batch(train_data, r))
     eval_x = jnp.asarray(np.concatenate([x_train, dataset.x_test]))
     eval_y = jnp.asarray(np.concatenate([y_train, dataset.y_test]), jnp.int32)
     probe = jnp.asarray(dataset.x_train[data.probe_indices(dataset.y_train, probe_size, seed=probe_seed)])
@@ -328,10 +326,7 @@ def run(*, data_path: Path, model: dict, seed: int, loss: str, learning_rate: fl
 
 def _iterate(trainer: train.Trainer, train_data: train.TrainData, K: int) -> _Outcome:
     """Iterative linearisation with period K by the trainer's gradient descent (one program for every K)."""
-    schedule = trainer.schedule()._replace(period=jnp.asarray(K, jnp.int32))
-    state = trainer.init_state()
-    for _ in range(trainer.config.steps // trainer.config.scan_steps):
-        state = trainer.run_block(state, train_data, schedule)
+    state = trainer.train_steps(trainer.init_state(), train_data, trainer.config.steps, K=K)
     finite = int(state.diverged_at) < 0 and _finite(state.params)
     return _Outcome(state.params, state.params_lin, "ok" if finite else "diverged",
                     dict(newton_steps_mean=math.nan, cg_iterations_mean=math.nan, cg_residual_max=math.nan,

@@ -128,7 +128,7 @@ def run(*, data_path: Path, model: dict, seed: int, train_size: int, steps: int,
     started = time.perf_counter()
     with jax.enable_x64(True):
         dataset = data.load(Path(data_path))
-        subset = data.probe_indices(dataset.y_train, train_size, seed=train.TRAIN_SUBSET_SEED)
+        subset = data.training_subset(dataset.y_train, train_size, class_balanced=True)
         x_train, y_train = jnp.asarray(dataset.x_train[subset], jnp.float64), np.asarray(dataset.y_train[subset])
         x_test = jnp.asarray(dataset.x_test, jnp.float64)
         network = models.from_spec(model, input_shape=dataset.input_shape, num_classes=dataset.num_classes, seed=seed)
@@ -144,26 +144,21 @@ def run(*, data_path: Path, model: dict, seed: int, train_size: int, steps: int,
             variant="kernel_regression", steps=steps, batch_size=train_size, learning_rate=learning_rate, loss="mse",
             eval_train_size=train_size, scan_steps=math.gcd(scan_steps, *compared))
         trainer = train.Trainer(config, network)
-        state = trainer.init_state()
-        schedule, train_data = trainer.schedule(), train.TrainData(x_train, jnp.asarray(y_train, jnp.int32))
-        f_lin = jax.jit(trainer.f_lin)
-        trained = {}
+        state, train_data, done, trained = trainer.init_state(), train.TrainData.of(x_train, y_train), 0, {}
         with tqdm(total=steps, desc="K = ∞ gradient descent (MSE, float64)", unit="step", disable=None) as bar:
-            for step in range(config.scan_steps, steps + 1, config.scan_steps):
-                state = trainer.run_block(state, train_data, schedule)
-                bar.update(config.scan_steps)
-                if step in compared:
-                    outputs = np.asarray(f_lin(state.params, state.params_lin, x_train))
-                    trained[step] = (float(0.5 * np.sum((outputs - onehot) ** 2) / train_size),
-                                     _in_chunks(lambda x: f_lin(state.params, state.params_lin, x), x_test))
+            for step in [t for t in compared if t <= steps]:
+                state = trainer.train_steps(state, train_data, step - done, start=done, progress=bar)
+                done, outputs = step, trainer.linear_outputs(state, x_train)
+                trained[step] = (float(0.5 * np.sum((outputs - onehot) ** 2) / train_size),
+                                 trainer.linear_outputs(state, x_test))
 
         product = jax.jit(functools.partial(kernel_product, network.apply))
-        initial_test = _in_chunks(lambda x: network.apply(network.params, x), x_test)  # f₀, the same at every t
+        initial_test = train.in_chunks(lambda x: network.apply(network.params, x), x_test)  # f₀, for every t
 
         def closed_form(step: float) -> np.ndarray:
             """f_t on the test split: f₀(x) + Θ(x, X) α_t."""
             alpha = jnp.asarray(dynamics.coefficients(learning_rate, step))
-            return initial_test + _in_chunks(lambda x: product(network.params, x_train, x, alpha), x_test)
+            return initial_test + train.in_chunks(lambda x: product(network.params, x_train, x, alpha), x_test)
 
         frames = []
         for step in compared + [math.inf]:
@@ -181,13 +176,6 @@ def run(*, data_path: Path, model: dict, seed: int, train_size: int, steps: int,
         dataset=dataset.meta["dataset"], model=model.get("label", model["name"]), seed=seed, train_size=train_size,
         learning_rate=float(learning_rate), condition_number=dynamics.condition_number)
     return tables.validate("kernel_regression", table[list(tables.KERNEL_REGRESSION_COLUMNS)], "kernel-regression run")
-
-
-def _in_chunks(function, x: jax.Array) -> np.ndarray:
-    """``function`` of chunks of ``train.EVAL_CHUNK`` examples of ``x``, concatenated: bounds the memory of
-    large test sets."""
-    return np.concatenate([np.asarray(function(x[i:i + train.EVAL_CHUNK]))
-                           for i in range(0, len(x), train.EVAL_CHUNK)])
 
 
 def _frame(step: float, trained: np.ndarray, closed_form: np.ndarray, trained_loss: float, closed_form_loss: float,

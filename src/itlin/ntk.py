@@ -1,34 +1,26 @@
-"""The empirical neural tangent kernel on a probe set, and the measurements docs/science.md defines on it.
+"""The empirical neural tangent kernel, and the measures docs/science.md defines on kernels.
 
     Θ(x, x') = J(x) J(x')ᵀ,   J = ∂f/∂θ  (one row per output class)
 
 ``empirical_ntk`` computes Θ in blocks of examples, so that no more than two chunks of Jacobian
-rows are alive at any time; ``measure_run`` applies it to every parameter snapshot a training
-run saved and returns the kernel distance from initialisation, the kernel velocity, the centred
-kernel-target alignment and the class-specialisation matrix in the tidy ``tables.NTK_COLUMNS``
-schema. The metrics themselves (``kernel_distance`` and friends) are plain NumPy in float64.
+rows are alive at any time, by the cheaper of two strategies under a cost model
+(``estimate_costs``). The measures (``kernel_distance`` and friends: the kernel distance, the
+centred kernel-target alignment, the class-specialisation matrix) are plain NumPy in float64;
+``itlin.measure_ntk`` applies both to the snapshots of a training run.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
-import logging
 import math
-import time
-from pathlib import Path
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 
-from itlin import data, models, record, tables
+from itlin import models
 from itlin.models import Params
-
-log = logging.getLogger(__name__)
 
 Apply = Callable[[Params, jax.Array], jax.Array]
 
@@ -488,146 +480,3 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """The n×C one-hot matrix of integer labels, float64."""
     return np.eye(num_classes)[np.asarray(labels)]
-
-
-# ---------------------------------------------------------------- measuring a run
-
-
-class KernelSummary(NamedTuple):
-    """What the measurements need of one parameter snapshot's kernels on the probe set."""
-
-    trace: np.ndarray  # (n, n), every parameter
-    alignment: float  # centred (Cortes et al. 2012)
-    alignment_uncentred: float  # uncentred (Cristianini et al. 2002)
-    specialisation: np.ndarray  # (C, C), per-head kernels of every parameter
-    specialisation_backbone: np.ndarray  # (C, C), per-head kernels of the parameters below the readout
-
-
-KERNEL_GROUPS: dict[str, ParameterFilter | None] = {"all": None, "backbone": models.below_readout}
-"""The parameter groups whose per-head kernels are measured: every parameter, and the backbone (every
-parameter below the readout layer, which adds the same φ(x)·φ(x') to every head's kernel)."""
-
-
-def summarise_kernels(per_class: dict[str, np.ndarray], labels: np.ndarray, num_classes: int) -> KernelSummary:
-    """The ``KernelSummary`` of the per-class kernels of ``KERNEL_GROUPS`` on a probe set with ``labels``."""
-    trace = per_class["all"].sum(0)
-    return KernelSummary(trace, target_alignment(trace, labels, num_classes),
-                         uncentred_target_alignment(trace, labels, num_classes),
-                         specialisation(per_class["all"], labels), specialisation(per_class["backbone"], labels))
-
-
-def measure_run(run_dir: Path, data_path: Path, probe_size: int, *, probe_seed: int = 0,
-                chunk_size: int | None = None, strategy: str = "auto") -> pd.DataFrame:
-    """NTK measurements at every snapshot of a training run, in the ``tables.NTK_COLUMNS`` schema.
-
-    At each snapshot step and for each point (``network``: θ, ``linearisation``: θ_lin) the
-    per-class kernels on the dataset's class-balanced probe set (``data.probe_indices``), of every
-    parameter and of the backbone, give: against the kernel at θ₀ (the step-0 snapshot), the Fort
-    ``distance_from_init``, ``relative_change``, ``norm_ratio`` and ``centred_distance`` of the trace
-    kernel; its centred ``alignment`` and ``alignment_uncentred`` with the labels; the C×C
-    ``specialisation`` and ``specialisation_backbone`` matrices (one row per entry); and, where the
-    snapshot at t + δ exists (δ: the run's ``velocity_interval``), the ``velocity`` d(Θ_t, Θ_{t+δ})/δ
-    at step t. The model is rebuilt from ``run.json``; kernels of identical parameters (θ_lin
-    between re-linearisations, every θ_lin of K = ∞) are computed once, so their distances are
-    exactly zero. A diverged run (``run.json``: ``status``, ``diverged_step``) is measured only at its
-    snapshots before its first non-finite loss, and every row records the run's status and divergence
-    step. A degenerate kernel (zero norm) gives NaN measures, with a warning.
-    """
-    run_dir = Path(run_dir)
-    summary_path = run_dir / record.SUMMARY_FILE
-    if not summary_path.exists():
-        raise FileNotFoundError(f"{summary_path}: not found; is {run_dir} a finished training run?")
-    summary = json.loads(summary_path.read_text())
-    config = record.RunConfig.from_dict(summary["config"])
-    diverged_step = summary["diverged_step"]
-    dataset = data.load(Path(data_path))
-    # kernels in float32 whatever the run's compute_dtype, so that every run's NTK is measured alike
-    model = models.from_spec(config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
-                             seed=config.seed, compute_dtype="float32")
-    probe = data.probe_indices(dataset.y_train, probe_size, seed=probe_seed)
-    x, labels = jnp.asarray(dataset.x_train[probe]), dataset.y_train[probe]
-    snapshots = record.snapshots(run_dir / record.SNAPSHOTS_FOLDER)
-    if diverged_step is not None:
-        later = [step for step, _ in snapshots if step >= diverged_step]
-        snapshots = [(step, path) for step, path in snapshots if step < diverged_step]
-        log.warning("%s diverged at step %d: its snapshots at steps %s are not measured", run_dir, diverged_step,
-                    later or "(none)")
-
-    cache: dict[str, KernelSummary] = {}
-
-    def summarise(params) -> KernelSummary:
-        key = _fingerprint(params)
-        if key not in cache:
-            per_class = empirical_ntks(model.apply, params, x, groups=KERNEL_GROUPS, kind="per_class",
-                                       chunk_size=chunk_size, strategy=strategy)
-            cache[key] = summarise_kernels(per_class, labels, dataset.num_classes)
-        return cache[key]
-
-    rows, initial, measured = [], None, {}
-    interval = config.velocity_interval
-    log.info("%s: %d snapshots, %d probe examples", run_dir, len(snapshots), len(labels))
-    for index, (step, path) in enumerate(snapshots, start=1):
-        started = time.perf_counter()
-        theta, theta_lin = record.load_snapshot(path, like=model.params)
-        for point, params in (("network", theta), ("linearisation", theta_lin)):
-            kernel, first_row = summarise(params), len(rows)
-            if initial is None:
-                if step != 0:
-                    raise ValueError(f"{run_dir / 'snapshots'}: the first snapshot is step {step}, "
-                                     "but distances from initialisation need step_0000000.npz")
-                initial = kernel
-            rows += [_row(step, point, metric, measure(initial.trace, kernel.trace))
-                     for metric, measure in CHANGE_MEASURES.items()]
-            rows += [_row(step, point, "alignment", kernel.alignment),
-                     _row(step, point, "alignment_uncentred", kernel.alignment_uncentred)]
-            for metric in tables.SPECIALISATION_METRICS:
-                rows += [_row(step, point, metric, float(value), c, t)
-                         for (c, t), value in np.ndenumerate(getattr(kernel, metric))]
-            if (step - interval, point) in measured:
-                before = measured[step - interval, point]
-                rows.append(_row(step - interval, point, "velocity", kernel_velocity(before.trace, kernel.trace, interval)))
-            undefined = sorted({row["metric"] for row in rows[first_row:] if math.isnan(row["value"])})
-            if undefined:
-                log.warning("%s step %d (%s): degenerate kernel (zero norm, e.g. every ReLU dead): %s recorded "
-                            "as NaN", run_dir, step, point, ", ".join(undefined))
-            measured[step, point] = kernel
-        log.info("snapshot %d/%d (step %d): %.1f s, %d distinct kernels so far", index, len(snapshots), step,
-                 time.perf_counter() - started, len(cache))
-    return _ntk_frame(rows, config, probe_size, diverged_step)
-
-
-CHANGE_MEASURES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "distance_from_init": kernel_distance,
-    "relative_change": relative_change,
-    "norm_ratio": norm_ratio,
-    "centred_distance": centred_distance,
-}
-"""NTK-table metric -> its measure of the trace kernel at a snapshot against the kernel at θ₀."""
-
-
-def _fingerprint(params: Params) -> str:
-    """A hash of the parameter values: equal for bit-identical snapshots."""
-    digest = hashlib.sha256()
-    for leaf in jax.tree.leaves(params):
-        array = np.asarray(leaf)
-        digest.update(f"{array.shape}{array.dtype}".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
-def _row(step: int, point: str, metric: str, value: float, output_class: int | None = None,
-         target_class: int | None = None) -> dict:
-    return dict(step=step, point=point, metric=metric, output_class=output_class, target_class=target_class,
-                value=value)
-
-
-def _ntk_frame(rows: list[dict], config: record.RunConfig, probe_size: int,
-               diverged_step: int | None) -> pd.DataFrame:
-    """The rows of one run with its keys and status, in the ``tables.NTK_COLUMNS`` schema."""
-    frame = pd.DataFrame(rows, columns=["step", "point", "metric", "output_class", "target_class", "value"])
-    keys = dict(dataset=config.dataset, model=config.model_label, architecture=config.model["name"],
-                depth=config.model.get("depth"), activation=config.model.get("activation", "relu"), K=config.K,
-                switch_step=config.switch_step, seed=config.seed, variant=config.variant, probe_size=probe_size,
-                status="ok" if diverged_step is None else "diverged", diverged_step=diverged_step)
-    frame = frame.assign(**{key: [value] * len(frame) for key, value in keys.items()})
-    return tables.validate("ntk", frame, source=f"NTK measurements of run {config.model_label} K={config.K}")

@@ -6,6 +6,7 @@ through the trainer."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import platform
 import re
@@ -13,11 +14,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from itlin import models, validation
+from itlin import validation
+
+# JAX (and the models, which import it) is imported inside the few functions that handle parameters, so
+# that the tables, figures and claims, which read only the run record's names and K, never load it.
 
 TRAINING_SCHEMA = Path(__file__).with_name("training.schema.yaml")
 """JSON Schema of the training keys of a run config: that of the workflow config's ``training`` section."""
@@ -92,6 +94,8 @@ class RunConfig:
 
         def integer(value) -> bool:
             return isinstance(value, int) and not isinstance(value, bool)
+
+        from itlin import models
 
         require(isinstance(self.model, dict) and self.model.get("name") in models.MODELS, "model.name",
                 f"must be one of {sorted(models.MODELS)}, got {self.model.get('name') if isinstance(self.model, dict) else self.model!r}")
@@ -198,6 +202,10 @@ def snapshots(folder: Path) -> list[tuple[int, Path]]:
 
 
 def _flatten_with_names(tree) -> dict[str, np.ndarray]:
+    import jax
+
+    from itlin import models
+
     return dict(zip(models.parameter_paths(tree), (np.asarray(leaf) for leaf in jax.tree.leaves(tree))))
 
 
@@ -212,6 +220,11 @@ def save_snapshot(path: Path, params, params_lin) -> None:
 
 def load_snapshot(path: Path, like) -> tuple[Any, Any]:
     """Read (θ, θ_lin) from a snapshot, shaped like the parameter pytree ``like``."""
+    import jax
+    import jax.numpy as jnp
+
+    from itlin import models
+
     with np.load(path) as stored:
         treedef = jax.tree_util.tree_structure(like)
         names = models.parameter_paths(like)
@@ -220,8 +233,25 @@ def load_snapshot(path: Path, like) -> tuple[Any, Any]:
     return trees[0], trees[1]
 
 
+def fingerprint(tree, *extra: bytes) -> str:
+    """SHA-256 of every array of a pytree (dtype, shape and bytes, in tree order), then of ``extra``:
+    equal for bit-identical trees. It keys the NTK's kernels of a snapshot and checks checkpoints."""
+    import jax
+
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(tree):
+        array = np.ascontiguousarray(leaf)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.data)
+    for part in extra:
+        digest.update(part)
+    return digest.hexdigest()
+
+
 def environment() -> dict:
     """Library versions and the device, recorded with every output."""
+    import jax
+
     packages = ["jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "itlin"]
     versions = {"python": platform.python_version()}
     for name in packages:

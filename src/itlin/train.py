@@ -37,7 +37,6 @@ from itlin.linearise import linearise, relinearise_now, relinearises_throughout,
 log = logging.getLogger(__name__)
 
 EVAL_CHUNK = 500  # examples per evaluation chunk: bounds evaluation memory on large test sets
-TRAIN_SUBSET_SEED = 0  # the fixed train subset is the same for every run of a dataset
 
 
 def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -86,8 +85,15 @@ class Schedule(NamedTuple):
 
 
 class TrainData(NamedTuple):
+    """The training examples a run samples its batches from, on the device."""
+
     x: jax.Array
     y: jax.Array
+
+    @classmethod
+    def of(cls, x, y) -> "TrainData":
+        """Images ``x`` and labels ``y`` as the trainer takes them: device arrays, the labels int32."""
+        return cls(jnp.asarray(x), jnp.asarray(y, jnp.int32))
 
 
 def sample_batch(train_data: TrainData, step: jax.Array, seed: jax.Array, batch_size: int, augment: bool):
@@ -144,9 +150,15 @@ def block_runner(step: Callable, length: int, mode: str | None = None) -> Callab
 
 
 class Trainer:
-    """The compiled pieces of a run: the blocks of steps (linearised; re-linearising at every
-    step), each run as ``block_mode`` says (``block_runner``; None: the backend's default), and
-    the evaluator."""
+    """A run's model, optimiser and compiled programs, and what its callers (``run``, C5, C6) do with them:
+    ``init_state``, ``train_steps`` (under the run's schedule or another period K), ``evaluate`` (per
+    example, f_lin and f), ``linear_outputs`` (f_lin's outputs) and ``batch`` (the batch of a step).
+
+    The programs, for benchmarks: the blocks of ``scan_steps`` steps, ``linearised_block`` (every
+    schedule) and ``relinearising_block`` (blocks that re-linearise at every step), each run as
+    ``block_mode`` says (``block_runner``; None: the backend's default), ``block_for`` choosing one,
+    and the steps they repeat (``train_step``, ``relinearising_step``).
+    """
 
     def __init__(self, config: RunConfig, model: models.Model, block_mode: str | None = None):
         self.config = config
@@ -156,15 +168,51 @@ class Trainer:
         self.loss = LOSSES[config.loss]
         self.relinearising_step = functools.partial(self.train_step, relinearise_every_step=True)
         self.block_mode = block_mode or default_block_mode()
-        self.run_block = block_runner(self.train_step, config.scan_steps, self.block_mode)
-        self.run_relinearising_block = block_runner(self.relinearising_step, config.scan_steps, self.block_mode)
+        self.linearised_block = block_runner(self.train_step, config.scan_steps, self.block_mode)
+        self.relinearising_block = block_runner(self.relinearising_step, config.scan_steps, self.block_mode)
         self.evaluate = jax.jit(self._evaluate)
+        self._linear_outputs = jax.jit(self.f_lin)
+        self._batch = jax.jit(functools.partial(sample_batch, batch_size=config.batch_size, augment=config.augment))
+        period, switch = schedule_arrays(config.K, config.switch_step, config.steps)
+        self._schedule = Schedule(period, switch, jnp.asarray(config.reset_optimizer),
+                                  jnp.asarray(config.proximal_damping, jnp.float32),
+                                  jnp.asarray(config.seed, jnp.int32))
 
     def block_for(self, step: int) -> Callable:
-        """The block runner for the ``scan_steps`` steps from ``step``: ``run_relinearising_block``
-        where the run's schedule re-linearises at every one of them, else ``run_block``."""
+        """The block program for the ``scan_steps`` steps from ``step``: ``relinearising_block``
+        where the run's schedule re-linearises at every one of them, else ``linearised_block``."""
         every_step = relinearises_throughout(self.config.K, self.config.switch_step, step, self.config.scan_steps)
-        return self.run_relinearising_block if every_step else self.run_block
+        return self.relinearising_block if every_step else self.linearised_block
+
+    def train_steps(self, state: TrainState, train_data: TrainData, count: int, *, K: float | None = None,
+                    start: int | None = None, progress: tqdm | None = None) -> TrainState:
+        """``count`` steps from ``state`` (which is donated), a block of ``scan_steps`` steps at a time.
+
+        ``K`` None: under the run's schedule, each block by the program ``block_for`` picks (as ``run``
+        trains), ``start`` being the step ``state`` is at (None: read from it, waiting for it). A period
+        ``K``: under the run's schedule with that period, every block by ``linearised_block`` with K traced,
+        so that a sweep over K compiles one program. ``progress`` (a tqdm bar) advances block by block.
+        """
+        length = self.config.scan_steps
+        if count % length:
+            raise ValueError(f"count: {count} steps are not a whole number of blocks of {length} steps")
+        schedule = self.schedule(K)
+        if K is None and start is None:
+            start = int(state.step)
+        for block in range(count // length):
+            program = self.linearised_block if K is not None else self.block_for(start + block * length)
+            state = program(state, train_data, schedule)
+            if progress is not None:
+                progress.update(length)
+        return state
+
+    def linear_outputs(self, state: TrainState, x: jax.Array) -> np.ndarray:
+        """f_lin(x; θ) around θ_lin of ``state``, in chunks of ``EVAL_CHUNK`` examples (``in_chunks``)."""
+        return in_chunks(lambda chunk: self._linear_outputs(state.params, state.params_lin, chunk), x)
+
+    def batch(self, train_data: TrainData, step: int) -> tuple[jax.Array, jax.Array]:
+        """The batch the run trains on at ``step`` (``sample_batch`` with its seed, batch size and augmentation)."""
+        return self._batch(train_data, jnp.int32(step), self._schedule.seed)
 
     def init_state(self) -> TrainState:
         params = self.model.params
@@ -177,10 +225,13 @@ class Trainer:
             diverged_at=jnp.asarray(-1, jnp.int32),
         )
 
-    def schedule(self) -> Schedule:
-        period, switch = schedule_arrays(self.config.K, self.config.switch_step, self.config.steps)
-        return Schedule(period, switch, jnp.asarray(self.config.reset_optimizer),
-                        jnp.asarray(self.config.proximal_damping, jnp.float32), jnp.asarray(self.config.seed, jnp.int32))
+    def schedule(self, K: float | None = None, switch_step: int | None = None) -> Schedule:
+        """The run's traced schedule, or its settings with period ``K`` (and ``switch_step``) instead: the
+        same shapes and dtypes, so the same compiled programs."""
+        if K is None:
+            return self._schedule
+        period, switch = schedule_arrays(K, switch_step, self.config.steps)
+        return self._schedule._replace(period=period, switch_step=switch)
 
     def train_step(self, state: TrainState, train_data: TrainData, schedule: Schedule, *,
                    relinearise_every_step: bool = False) -> TrainState:
@@ -239,6 +290,12 @@ class Trainer:
 
         per_example = jax.lax.map(chunk, (x, y))  # (chunks, 2, 3, size)
         return jnp.moveaxis(per_example, 0, 2).reshape(2, 3, padded)[..., :n]
+
+
+def in_chunks(function: Callable[[jax.Array], jax.Array], x: jax.Array) -> np.ndarray:
+    """``function`` of chunks of ``EVAL_CHUNK`` examples of ``x``, concatenated on the host: bounds the memory
+    of outputs on large test sets."""
+    return np.concatenate([np.asarray(function(x[i:i + EVAL_CHUNK])) for i in range(0, len(x), EVAL_CHUNK)])
 
 
 def gradient_descent_config(*, data: str, dataset: str, model: dict, K, seed: int, variant: str, steps: int,
@@ -308,12 +365,11 @@ def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None, *, bl
     model = models.from_spec(config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
                              seed=config.seed)
     trainer = Trainer(config, model, block_mode)
-    train_data = TrainData(jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train, jnp.int32))
-    subset = np.random.default_rng(TRAIN_SUBSET_SEED).permutation(len(dataset.y_train))[: config.eval_train_size]
+    train_data = TrainData.of(dataset.x_train, dataset.y_train)
+    subset = data.training_subset(dataset.y_train, config.eval_train_size, class_balanced=False)
     eval_x = jnp.asarray(np.concatenate([dataset.x_train[subset], dataset.x_test]))
     eval_y = jnp.asarray(np.concatenate([dataset.y_train[subset], dataset.y_test]), jnp.int32)
     splits = {"train": slice(0, len(subset)), "test": slice(len(subset), None)}
-    schedule = trainer.schedule()
 
     checkpoints = Checkpoints(scratch_dir / "checkpoints", config)
     state, rows, elapsed = checkpoints.restore(trainer.init_state())
@@ -359,9 +415,8 @@ def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None, *, bl
             termination.restore()
             raise Preempted(f"SIGTERM: checkpoint written at step {checkpoints.latest}; "
                             "run the same command again to resume")
-        state = trainer.block_for(step)(state, train_data, schedule)
+        state = trainer.train_steps(state, train_data, config.scan_steps, start=step, progress=bar)
         step += config.scan_steps
-        bar.update(config.scan_steps)
     bar.close()
     checkpoints.close()
     termination.restore()

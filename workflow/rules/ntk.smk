@@ -7,7 +7,7 @@ rule measure_ntk:
         run=f"results/runs/{RUN}/run.json",
         snapshots=f"results/runs/{RUN}/snapshots",
         data="resources/data/{dataset}.npz",
-        code=code("ntk", "tables", "cli"),
+        code=code("measure_ntk", "tables", "cli"),
     output:
         f"results/ntk/{RUN}.parquet",
     log:

@@ -1,4 +1,4 @@
-"""Snakemake adapter: NTK measurements at every snapshot of one run (itlin.ntk.measure_run)."""
+"""Snakemake adapter: NTK measurements at every snapshot of one run (itlin.measure_ntk.measure_run)."""
 
 import os
 import sys
@@ -11,11 +11,11 @@ from gpu_slot import claim_gpus  # noqa: E402
 
 claim_gpus(snakemake.resources.gpu)  # this job's own GPU(s), or none: before JAX starts
 
-from itlin import ntk, tables  # noqa: E402
+from itlin import measure_ntk, tables  # noqa: E402
 from itlin.cli import configure_logging  # noqa: E402
 
 configure_logging()  # a line per snapshot, with its time: an NTK job can run for hours
-measured = ntk.measure_run(
+measured = measure_ntk.measure_run(
     Path(snakemake.params.run_dir), Path(snakemake.input.data), snakemake.params.probe_size,
     probe_seed=snakemake.params.probe_seed, chunk_size=snakemake.params.chunk_size,
     strategy=snakemake.params.strategy,
