@@ -40,7 +40,8 @@ _SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """Every setting of one run; see ``config/README.md`` for the meaning of each key."""
+    """Every setting of one run; see ``config/README.md`` for the meaning of each key. A setting with
+    a default (last, after those without) may be left out of a config: the run gets the default."""
 
     data: str
     dataset: str
@@ -72,9 +73,9 @@ class RunConfig:
         """
         if not isinstance(raw, dict):
             raise ValueError(f"a run config is a mapping of keys to values, got {type(raw).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(raw) - set(names))
-        missing = [name for name in names if name not in raw]
+        fields = dataclasses.fields(cls)
+        unknown = sorted(set(raw) - {f.name for f in fields})
+        missing = [f.name for f in fields if f.name not in raw and f.default is dataclasses.MISSING]
         if unknown:
             raise ValueError(f"unknown run config key(s): {', '.join(unknown)}")
         if missing:

@@ -299,7 +299,8 @@ def wildcard_patterns(cfg: dict) -> dict[str, str]:
 def run_config(cfg: dict, wildcards: Mapping[str, str]) -> dict:
     """The complete run config of one training run (the `itlin train --config` format), every key of
     ``itlin.record.RunConfig`` explicit: the run's own keys (``record.IDENTITY_KEYS``) from its wildcards,
-    the variant and the NTK section, every other key from the config's ``training`` section.
+    the variant and the NTK section, every other key from the config's ``training`` section (its default
+    where the section leaves it out), so a new run setting needs no edit here.
 
     Nested mappings are sorted, so reordering keys in a config file reruns nothing."""
     K, switch_step = record.parse_schedule(wildcards["schedule"])
@@ -316,7 +317,7 @@ def run_config(cfg: dict, wildcards: Mapping[str, str]) -> dict:
     }
     training = {key: dict(sorted(value.items())) if isinstance(value, dict) else value
                 for key, value in cfg["training"].items()}
-    return {field.name: identity[field.name] if field.name in identity else training[field.name]
+    return {field.name: identity[field.name] if field.name in identity else training.get(field.name, field.default)
             for field in dataclasses.fields(record.RunConfig)}
 
 
