@@ -63,6 +63,7 @@ class RunConfig:
     num_snapshots: int
     velocity_interval: int
     checkpoint_every: int
+    gradient_clip_norm: float | None = None
 
     @classmethod
     def from_dict(cls, raw: dict) -> "RunConfig":

@@ -53,14 +53,19 @@ LOSSES = {"cross_entropy": _cross_entropy, "mse": _squared_error}
 
 
 def make_optimizer(config: RunConfig) -> optax.GradientTransformation:
-    """Adam or SGD (with optional momentum) under a constant or cosine learning-rate schedule."""
+    """Adam or SGD (with optional momentum) under a constant or cosine learning-rate schedule, after
+    clipping the gradient to ``gradient_clip_norm`` where that is set."""
     options = config.optimizer
     rate = options["learning_rate"]
     if options.get("schedule", "constant") == "cosine":
         rate = optax.cosine_decay_schedule(rate, config.steps)
     if options["name"] == "adam":
-        return optax.adam(rate)
-    return optax.sgd(rate, momentum=options.get("momentum") or None)
+        optimizer = optax.adam(rate)
+    else:
+        optimizer = optax.sgd(rate, momentum=options.get("momentum") or None)
+    if config.gradient_clip_norm is None:
+        return optimizer
+    return optax.chain(optax.clip_by_global_norm(config.gradient_clip_norm), optimizer)
 
 
 class TrainState(NamedTuple):
