@@ -39,20 +39,19 @@ def _of_group(rows: pd.DataFrame, group: Sequence[str]) -> pd.DataFrame:
 
 def _models(ntk: pd.DataFrame) -> list[tuple[tuple[str, str, str], pd.DataFrame]]:
     """(group, rows) of every ReLU model of the NTK table, whether or not its runs finished or measured the
-    kernel a claim needs: a model the claim cannot judge is listed as not measured, with the reason."""
+    kernel a claim needs: a model the claim cannot judge is listed as not measured, with the reason. The
+    last step of its rows is the end of its training (a run or seed without a snapshot there has none)."""
     return groups(tables.nonlinear(summaries.period_runs(ntk)))
 
 
-def _change_per_seed(rows: pd.DataFrame, early_fraction: float, relative_to_start: bool) -> pd.DataFrame | None:
+def _change_per_seed(rows: pd.DataFrame, early_fraction: float, relative_to_start: bool,
+                     final_step: int) -> pd.DataFrame | None:
     """Per seed of one run group (a metric's rows against step): the value at the last snapshot in the
-    first ``early_fraction`` of training (``early``) and at the last one (``final``), minus the value at
-    step 0 if ``relative_to_start``; with those steps. None without step 0 or an early snapshot; NaN for a
-    seed without that snapshot or whose kernel there was degenerate (NaN)."""
-    if rows.empty:
-        return None
-    final_step = int(rows["step"].max())
+    first ``early_fraction`` of training (``early``) and at ``final_step``, the model's last (``final``),
+    minus the value at step 0 if ``relative_to_start``; with those steps. None without step 0, an early
+    snapshot or the last; NaN for a seed without one of them or whose kernel there was degenerate (NaN)."""
     early_steps = rows.loc[(rows["step"] > 0) & (rows["step"] <= early_fraction * final_step), "step"]
-    if early_steps.empty or not (rows["step"] == 0).any():
+    if early_steps.empty or not (rows["step"] == 0).any() or not (rows["step"] == final_step).any():
         return None
     early_step = int(early_steps.max())
     by_step = rows.groupby(["seed", "step"])["value"].mean().unstack("step")
@@ -79,12 +78,12 @@ def check_c3(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
     ntk, notes = _completed_runs(measured["ntk"])
     measures = {"relative_change": "relative change ‖Θ − Θ₀‖/‖Θ₀‖", "centred_distance": "centred distance from Θ₀"}
     results = []
-    for group, _ in _models(measured["ntk"]):
+    for group, runs in _models(measured["ntk"]):
         changes = {}
         for metric in measures:
             rows = _of_group(summaries.kernel_rows(ntk, metric), group)
-            rows = rows[rows["K"] == 1]
-            changes[metric] = _change_per_seed(rows, settings.early_phase_fraction, False) if len(rows) else None
+            changes[metric] = _change_per_seed(rows[rows["K"] == 1], settings.early_phase_fraction, False,
+                                               runs["step"].max())
         if any(change is None for change in changes.values()):
             results.append(ModelVerdict(*group, note=join(NEEDS_SNAPSHOTS, notes.get(group, ""))))
             continue
@@ -127,7 +126,8 @@ def check_s1(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
     rises, results = {}, []
     for group, runs in _models(measured["ntk"]):
         alignment = _of_group(summaries.kernel_rows(ntk, "alignment"), group)
-        change = _change_per_seed(alignment[alignment["K"] == 1], settings.early_phase_fraction, True)
+        change = _change_per_seed(alignment[alignment["K"] == 1], settings.early_phase_fraction, True,
+                                  runs["step"].max())
         if change is None:
             results.append(ModelVerdict(*group, note=join(NEEDS_SNAPSHOTS, notes.get(group, ""))))
             continue
@@ -136,7 +136,7 @@ def check_s1(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
         point, draws = _seed_draws(settings, "S1", group, values)
         uncentred = _of_group(summaries.kernel_rows(ntk, "alignment_uncentred"), group)
         uncentred = uncentred[uncentred["K"] == 1]
-        uncentred_change = _change_per_seed(uncentred, settings.early_phase_fraction, True)
+        uncentred_change = _change_per_seed(uncentred, settings.early_phase_fraction, True, runs["step"].max())
         detail = (f"uncentred alignment rise {formatted(uncentred_change['final'].mean(), '+.3f')}, "
                   f"{formatted(uncentred_change['early'].mean(), '+.3f')} by step {int(change['early_step'].iloc[0])}"
                   if uncentred_change is not None else "")

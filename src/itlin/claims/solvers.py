@@ -123,9 +123,11 @@ def check_c6(measured: Mapping[str, pd.DataFrame], settings: Settings,
         weights = settings.bootstrap.weights(settings.bootstrap.generator("C6", dataset, model), len(seeds))
 
         def largest(values: np.ndarray) -> tuple[float, float, float]:
-            """The largest of the seeds' values, with its interval over resamples of the seeds."""
-            draws = np.where(weights > 0, values[None, :], -np.inf).max(1)
-            return (float(values.max()), *settings.bootstrap.interval(draws))
+            """The largest of the measured seeds' values (NaN: not measured), with its interval over resamples of
+            the seeds (a resample of unmeasured seeds only has none)."""
+            measured = np.isfinite(values)
+            draws = np.where((weights > 0) & measured, values[None, :], -np.inf).max(1)
+            return (float(values[measured].max()) if measured.any() else math.nan, *settings.bootstrap.interval(draws))
 
         tests, note = [], ""
         for step, at in runs.groupby("step", sort=True):
