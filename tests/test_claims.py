@@ -1,8 +1,11 @@
 """Tests of the claim verdicts (itlin.claims): per-model verdicts with bootstrap intervals, on
 synthetic tables whose answer is known."""
 
+import functools
 import json
 import math
+import re
+import warnings
 from pathlib import Path
 
 import jsonschema
@@ -11,7 +14,7 @@ import examples
 import pytest
 import yaml
 
-from itlin import claims
+from itlin import claims, tables
 from itlin.claims import render, verdicts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -247,17 +250,22 @@ def test_c5_excludes_and_names_diverged_runs():
     assert np.isfinite(tests["agreement"].value)  # the other seeds of K = 300 still count
 
 
+def kernel_regression(**example):
+    """A C6 table (``examples.example_kernel_regression``) of three seeds, the fewest its intervals may rest on."""
+    return examples.example_kernel_regression(seeds=(0, 1, 2), **example)
+
+
 def test_c6_supported_at_every_step_and_in_the_limit():
-    model = by_model(result({"kernel_regression": examples.example_kernel_regression(difference=1e-4)}, "C6"))["mlp"]
+    model = by_model(result({"kernel_regression": kernel_regression(difference=1e-4)}, "C6"))["mlp"]
     assert [test.measure.split(":")[0] for test in model.tests] == ["t = 10", "t = 100", "t = 1,000", "t → ∞"]
     assert all(test.verdict == "supported" and test.value <= 1e-4 + 1e-12 for test in model.tests[:3])
     assert model.verdict == "supported" and model.note == ""
 
 
 def test_c6_a_deviation_at_one_step_is_not_supported_and_in_one_seed_inconclusive():
-    table = examples.example_kernel_regression(difference=1e-4)
+    table = kernel_regression(difference=1e-4)
     at_100 = (table["step"] == 100) & (table["example"] == 3)
-    for seeds, verdict in (([0, 1], "not supported"), ([1], "inconclusive")):
+    for seeds, verdict in (([0, 1, 2], "not supported"), ([1], "inconclusive")):
         changed = table.copy()
         changed.loc[at_100 & changed["seed"].isin(seeds), "trained"] += 0.05
         model = by_model(result({"kernel_regression": changed}, "C6"))["mlp"]
@@ -267,7 +275,7 @@ def test_c6_a_deviation_at_one_step_is_not_supported_and_in_one_seed_inconclusiv
 
 
 def test_c6_an_unconverged_run_is_judged_on_its_steps_and_says_how_far_it_stopped():
-    model = by_model(result({"kernel_regression": examples.example_kernel_regression(convergence_gap=0.2)}, "C6"))["mlp"]
+    model = by_model(result({"kernel_regression": kernel_regression(convergence_gap=0.2)}, "C6"))["mlp"]
     assert [test.measure.split(":")[0] for test in model.tests] == ["t = 10", "t = 100", "t = 1,000"]
     assert model.verdict == "supported" and "t → ∞ not reached by step 1,000" in model.note and "0.2" in model.note
 
@@ -388,10 +396,164 @@ def test_ntk_claims_not_measured_on_an_empty_ntk_table():
 
 def test_kernel_claims_leave_out_diverged_runs_and_name_them():
     twins = {"cnn_deep_linear": "cnn_deep"}
-    ntk = examples.example_ntk(Ks=(1, 100, math.inf), seeds=(0, 1, 2), noise=0.005, twins=twins,
+    ntk = examples.example_ntk(Ks=(1, 100, math.inf), seeds=(0, 1, 2, 3), noise=0.005, twins=twins,
                                diverged=[("cnn_deep", 1.0, 0)])
     results = {r.id: r for r in claims.evaluate({"ntk": ntk}, settings(), twins=twins)}
     for claim in ("C3", "S1", "S2"):
         model = by_model(results[claim])["cnn_deep"]
         assert "1 diverged run(s) excluded: cnn_deep K=1 seed 0" in model.note, claim
-        assert model.verdict == "supported", claim  # judged on the two runs that trained to the end
+        assert model.verdict == "supported", claim  # judged on the three runs that trained to the end
+
+
+# ---------------------------------------------------------------- partial tables: whatever finished
+
+
+CLAIM_IDS = [claim.id for claim in claims.CLAIMS]
+TWINS = {"cnn_deep_linear": "cnn_deep"}
+RUN_KEYS = {"metrics": tables.RUN_KEYS, "predictions": tables.RUN_KEYS, "ntk": tables.RUN_KEYS,
+            "gauss_newton": tables.GAUSS_NEWTON_RUN_KEYS, "gauss_newton_predictions": tables.GAUSS_NEWTON_RUN_KEYS,
+            "kernel_regression": ["dataset", "model", "seed"]}
+"""Per table, the columns that name one run."""
+MEASUREMENTS = {"metrics": ["accuracy", "loss"], "ntk": ["value"], "gauss_newton": ["test_accuracy", "relative_change"],
+                "kernel_regression": ["trained", "closed_form"]}
+"""Per table, the measured columns a partial or degenerate result can leave NaN."""
+SUBSETS = {"metrics": ["split", "evaluator"], "ntk": ["metric", "point"], "gauss_newton": ["evaluator"],
+           "kernel_regression": ["output_class"]}
+"""Per table, columns whose values name subsets of rows (metrics, points) a partial table can lack."""
+
+
+@functools.cache
+def complete_tables() -> dict:
+    """Small example tables of every kind, four seeds each: what a finished pipeline would give."""
+    seeds = (0, 1, 2, 3)
+    metrics = examples.example_metrics(models=("cnn",), Ks=(1, 100, math.inf), seeds=seeds, switch_steps=(100,),
+                                       steps=1000, eval_every=500)
+    gauss_newton = examples.example_gauss_newton(losses=("mse",), Ks=(3, 10, 30), seeds=seeds, accuracy=lambda model,
+                                                 loss, method, damping: 0.8 + 0.05 * math.log10(damping))
+    return {"metrics": metrics, "predictions": examples.example_predictions(metrics, n_test=60),
+            "ntk": examples.example_ntk(Ks=(1, math.inf), seeds=seeds, num_snapshots=4, num_classes=2, noise=0.005,
+                                        twins=TWINS),
+            "gauss_newton": gauss_newton,
+            "gauss_newton_predictions": examples.example_gauss_newton_predictions(gauss_newton, n_test=60),
+            "kernel_regression": examples.example_kernel_regression(seeds=seeds, steps=(10, 1000), n_test=10)}
+
+
+def partial_tables(rng: np.random.Generator) -> dict:
+    """The complete tables with random parts missing or NaN, as a pipeline that did not finish (or whose
+    runs blew up) leaves them: some tables missing or empty, seeds lost across the tables, runs, steps,
+    metrics or points left out of one, measurements NaN; each kind of damage in some trials only."""
+    lost_seeds = set(rng.choice(4, size=rng.integers(0, 4), replace=False).tolist())
+    measured = {}
+    for name, table in complete_tables().items():
+        if rng.random() < 0.1:
+            continue  # the table was never written
+        table = table[~table["seed"].isin(lost_seeds)]
+        if rng.random() < 0.5:
+            runs = table[RUN_KEYS[name]].drop_duplicates()
+            dropped = runs.sample(frac=rng.random() * 0.4, random_state=rng)
+            table = table.merge(dropped, how="left", indicator=True)
+            table = table[table["_merge"] == "left_only"].drop(columns="_merge")
+        if "step" in table and len(table) and rng.random() < 0.3:
+            steps = table["step"].unique()
+            table = table[~table["step"].isin(rng.choice(steps, size=rng.integers(1, len(steps) + 1)))]
+        for column in SUBSETS.get(name, []):
+            if len(table) and rng.random() < 0.2:
+                table = table[table[column] != rng.choice(table[column].unique())]
+        table = table.copy()
+        for column in MEASUREMENTS.get(name, []):
+            if rng.random() < 0.3:
+                table.loc[rng.random(len(table)) < rng.random() * 0.2, column] = np.nan
+        if name in ("ntk", "kernel_regression") and len(table) and rng.random() < 0.3:  # a degenerate final step
+            final = table["step"] == table.loc[np.isfinite(table["step"]), "step"].max()
+            table.loc[final, MEASUREMENTS[name][0]] = np.nan
+        measured[name] = table.iloc[:0] if rng.random() < 0.05 else table.reset_index(drop=True)
+    return measured
+
+
+def assert_judged_and_written(measured, settings_, folder: Path, twins=TWINS) -> list:
+    """Every claim judged (each verdict one of the four), rendered to claims.md, .json (valid) and .html."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # an empty mean or a 0/0 is a case not handled
+        results = claims.evaluate(measured, settings_, twins=twins)
+        claims.write(results, settings_, folder / "claims.md", folder / "claims.json", folder / "claims.html")
+    assert [r.id for r in results] == CLAIM_IDS
+    for r in results:
+        for model in r.models:
+            assert model.verdict in verdicts.VERDICTS and all(test.verdict in verdicts.VERDICTS for test in model.tests)
+            if model.verdict == "not measured":
+                assert model.note or any(test.lacking or not np.isfinite(test.value) for test in model.tests), r.id
+    document = json.loads((folder / "claims.json").read_text())
+    jsonschema.validate(document, json.loads((ROOT / "workflow" / "schemas" / "claims.schema.json").read_text()))
+    markdown = (folder / "claims.md").read_text()
+    assert all(re.search(rf"^\| {claim} \|", markdown, flags=re.MULTILINE) for claim in CLAIM_IDS)
+    assert not re.search(r"\bnan\b", markdown)  # a value not measured shows as —
+    assert "<table class='claims'>" in (folder / "claims.html").read_text()
+    return results
+
+
+def test_claims_are_judged_and_written_from_whatever_finished(tmp_path):
+    """Random partial tables (tables, runs, steps, metrics missing; values NaN): every claim is judged or
+    says it is not measured, and claims.md, .json and .html are always written."""
+    fast = settings(bootstrap={"resamples": 100})
+    for trial in range(30):
+        measured = partial_tables(np.random.default_rng(trial))
+        try:
+            assert_judged_and_written(measured, fast, tmp_path)
+        except Exception as error:
+            raise AssertionError(f"trial {trial}: {error!r}") from error
+
+
+def test_a_degenerate_kernel_at_the_final_step_leaves_the_kernel_claims_not_measured_and_the_others_judged(tmp_path):
+    """A learning rate that kills the network (test.yaml at learning rate 100): the NTK stage records the
+    K = 1 kernels of the final step as NaN. The kernel claims say why they are not measured; the rest are
+    judged as usual."""
+    ntk = examples.example_ntk(Ks=(1, math.inf), seeds=(0, 1, 2), noise=0.005, twins=TWINS)
+    ntk.loc[(ntk["K"] == 1) & (ntk["step"] == ntk["step"].max()), "value"] = np.nan
+    data = {**measured(accuracies({1: 0.95, math.inf: 0.85})), "ntk": ntk}
+    results = {r.id: r for r in assert_judged_and_written(data, settings(), tmp_path)}
+    for claim in ("C3", "S1", "S2"):
+        model = by_model(results[claim])["cnn_deep"]
+        assert model.verdict == "not measured", claim
+        assert "degenerate (zero-norm) kernels" in model.note and "K=1 seed 0" in model.note, claim
+        assert model.tests[0].lacking == "needs at least 3 seeds, 0 measured", claim
+    assert "| not measured (needs at least 3 seeds, 0 measured) (model: not measured) |" in (
+        tmp_path / "claims.md").read_text()
+    assert by_model(results["C2"])["cnn"].verdict == "supported"
+
+
+def test_a_model_with_one_seed_left_is_not_judged_on_intervals_over_seeds(tmp_path):
+    """cnn has one seed left of three: its tests over seeds only (C3, S1, S1's depth comparison) are not
+    measured and show their value without an interval; cnn_deep, with three, is judged as usual."""
+    ntk = examples.example_ntk(Ks=(1, math.inf), seeds=(0, 1, 2), noise=0.005, twins=TWINS)
+    ntk = ntk[(ntk["model"] != "cnn") | (ntk["seed"] == 0)]
+    results = {r.id: r for r in assert_judged_and_written({"ntk": ntk}, settings(), tmp_path)}
+    c3 = by_model(results["C3"])
+    assert c3["cnn_deep"].verdict == "supported"
+    assert c3["cnn"].verdict == "not measured"
+    assert all(test.lacking == "needs at least 3 seeds, 1 measured" for test in c3["cnn"].tests)
+    assert "[" not in render._value(c3["cnn"].tests[0]) and np.isfinite(c3["cnn"].tests[0].value)
+    assert by_model(results["S1"])["cnn_deep vs cnn (depth 4 vs 2)"].verdict == "not measured"
+    document = json.loads((tmp_path / "claims.json").read_text())
+    c3_json = next(claim for claim in document["claims"] if claim["id"] == "C3")
+    assert c3_json["models"][0]["tests"][0]["lacking"] == "needs at least 3 seeds, 1 measured"
+    assert "lacking" not in c3_json["models"][1]["tests"][0]  # only where a test lacks something
+
+
+def test_one_seed_judges_accuracies_over_test_examples_and_says_so_but_no_interval_over_seeds_alone():
+    """config/test.yaml's one seed: accuracy claims are judged, their intervals resampling the test examples
+    only (the note says so); C5's kernel ordering and C6, whose intervals resample seeds alone, are not measured."""
+    one_seed = measured(accuracies({1: 0.95, math.inf: 0.85}), seeds=(0,))
+    c2 = by_model(result(one_seed, "C2"))["cnn"]
+    assert c2.verdict == "supported" and c2.tests[0].low < c2.tests[0].high
+    assert ("fewer than 3 seeds (1 seed per condition): the interval resamples test examples only, not seeds"
+            in c2.note)
+    three_seeds = by_model(result(measured(accuracies({1: 0.95, math.inf: 0.85})), "C2"))["cnn"]
+    assert "seed" not in three_seeds.note
+    table = examples.example_gauss_newton(seeds=(0,))
+    c5_data = {"gauss_newton": table, "gauss_newton_predictions": examples.example_gauss_newton_predictions(table)}
+    model, tests = c5_tests(c5_data)
+    assert tests["ordering"].verdict == "not measured" and tests["ordering"].lacking.startswith("needs at least 3")
+    assert tests["agreement"].verdict != "not measured" and "test examples only" in model.note
+    c6 = by_model(result({"kernel_regression": examples.example_kernel_regression(seeds=(0,))}, "C6"))["mlp"]
+    assert c6.verdict == "not measured"
+    assert {test.lacking for test in c6.tests} == {"needs at least 3 seeds, 1 measured"}

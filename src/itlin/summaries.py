@@ -40,10 +40,13 @@ def kernel_regression_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per run (dataset, model, seed) and step: the largest |trained − closed form| over the test outputs,
     the test accuracy and train loss of each, the condition number and the last step ``steps``. At step inf
     (kernel regression) ``difference`` compares the trained model at its last step, and ``convergence_gap``
-    is the largest |closed form at the last step − kernel regression|: how far from t → ∞ the run stopped."""
+    is the largest |closed form at the last step − kernel regression|: how far from t → ∞ the run stopped.
+    A run without a finite step (no trained model) has no rows."""
     rows = []
     for (dataset, model, seed), run in table.groupby(["dataset", "model", "seed"], sort=True):
         last = run.loc[np.isfinite(run["step"]), "step"].max()
+        if np.isnan(last):
+            continue
         at_last = run[run["step"] == last].set_index(["example", "output_class"]).sort_index()
         for step, at in run.groupby("step", sort=True):
             at = at.set_index(["example", "output_class"]).sort_index()

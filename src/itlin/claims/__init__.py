@@ -4,9 +4,11 @@ Every claim is judged separately for each model (dataset, model label, variant; 
 in place of the variant). A judgement is one or more *tests*: a measured quantity, its 95% bootstrap
 interval and a rule ``value op threshold``. A test is ``supported`` when its whole interval satisfies
 the rule, ``not supported`` when none of it does, and ``inconclusive`` when the interval straddles the
-threshold; ``not measured`` when the runs it needs are missing. A model's verdict combines its tests
-(any ``not supported`` decides; then any ``not measured``; then any ``inconclusive``). Thresholds come
-from the config's ``claims:`` section (``Settings``), never from this package.
+threshold; ``not measured`` when the runs it needs are missing or NaN, or when its interval resamples
+seeds alone and fewer than ``Settings.min_seeds`` are measured (``Test.lacking`` says so). A model's
+verdict combines its tests (any ``not supported`` decides; then any ``not measured``; then any
+``inconclusive``). Thresholds come from the config's ``claims:`` section (``Settings``), never from this
+package. Every check judges whatever the tables hold, and a model it cannot judge is listed with the reason.
 
 Intervals (``Bootstrap``): percentile bootstrap over seeds and, for accuracies, over test examples
 too, both resampled with replacement; runs that share seeds and the test split are resampled

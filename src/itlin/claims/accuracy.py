@@ -14,46 +14,58 @@ import pandas as pd
 
 from itlin import record, tables
 from itlin.claims.verdicts import (GROUP_KEYS, Bootstrap, ModelVerdict, Settings, Test, correct_grid, differences_detail,
-                                   groups, join, judged, number, paired_accuracies)
+                                   formatted, groups, join, judged, number, paired_accuracies, present_runs)
 
 
-def _excluded_note(finals: pd.DataFrame) -> str:
-    diverged = finals[finals["status"] != "ok"]
-    if diverged.empty:
+def _runs_note(runs: pd.DataFrame, what: str) -> str:
+    """'2 diverged run(s) excluded: K=10 seed 0 (step 500), …' (``what`` after the count); '' for no runs."""
+    if runs.empty:
         return ""
-    runs = ", ".join(f"{_condition(row.K, row.switch_step)} seed {row.seed} (step {row.step})"
-                     for row in diverged.itertuples())
-    return f"{len(diverged)} diverged run(s) excluded: {runs}"
+    listed = ", ".join(f"{_condition(row.K, row.switch_step)} seed {row.seed} (step {row.step})"
+                       for row in runs.itertuples())
+    return f"{len(runs)} {what}: {listed}"
 
 
 def _condition(K: float, switch_step) -> str:
-    return f"switch t={int(switch_step)}" if pd.notna(switch_step) else f"K={record.format_K(K)}"
+    return f"switch t={int(switch_step)}" if pd.notna(switch_step) else _period_name(K)
+
+
+def _period_name(K: float) -> str:
+    return f"K={record.format_K(K)}"
 
 
 def _accuracy_conditions(measured: Mapping[str, pd.DataFrame], settings: Settings, claim: str,
-                         condition_of: Callable[[pd.DataFrame], pd.Series]):
-    """Per model: (group, finals, conditions, point accuracies, resampled accuracies) of its runs.
+                         condition_of: Callable[[pd.DataFrame], pd.Series], name_of: Callable[[float], str]):
+    """Per model: (group, finals, conditions, point accuracies, resampled accuracies, note) of its runs.
 
     ``condition_of(rows)`` maps run rows (RUN_KEYS columns) to a condition label, NaN for runs that do
-    not take part; accuracies are of ``tables.TRAINED_EVALUATOR`` on the test split, in %.
+    not take part; ``name_of(label)`` names a condition. Runs count that trained to the model's last step
+    and have test predictions; the note names the others and the conditions with fewer than
+    ``settings.min_seeds`` seeds. Accuracies are of ``tables.TRAINED_EVALUATOR`` on the test split, in %.
     """
     metrics, predictions = measured["metrics"], measured["predictions"]
     predictions = predictions[predictions["evaluator"] == tables.TRAINED_EVALUATOR]
+    predicted = predictions[tables.RUN_KEYS].drop_duplicates().assign(predicted=True)
     finals = tables.final_metrics(metrics)
     for group, runs in groups(finals):
+        last_step = runs["step"].max()
         runs = runs.assign(condition=condition_of(runs))
-        runs = runs[runs["condition"].notna()]
-        completed = runs[runs["status"] == "ok"]
-        labels = sorted(completed["condition"].unique())
-        seeds = sorted(runs["seed"].unique())
-        index = {label: i for i, label in enumerate(labels)}
-        rows = predictions.merge(completed[tables.RUN_KEYS + ["condition"]], on=tables.RUN_KEYS)
+        runs = runs[runs["condition"].notna()].merge(predicted, on=tables.RUN_KEYS, how="left")
+        ok, finished, has_predictions = runs["status"] == "ok", runs["step"] == last_step, runs["predicted"].notna()
+        note = join(_runs_note(runs[~ok], "diverged run(s) excluded"),
+                    _runs_note(runs[ok & ~finished], f"run(s) not evaluated at the last step {last_step} left out"),
+                    _runs_note(runs[ok & finished & ~has_predictions], "run(s) without test predictions left out"))
+        rows = predictions.merge(runs.loc[ok & finished, tables.RUN_KEYS + ["condition"]], on=tables.RUN_KEYS)
         if rows.empty:
-            yield group, runs, [], None, None
+            yield group, runs, [], None, None, note
             continue
-        correct = correct_grid(rows, rows["condition"].map(index), seeds)
+        labels = sorted(rows["condition"].unique())
+        seeds = sorted(rows["seed"].unique())
+        index = {label: i for i, label in enumerate(labels)}
+        correct = correct_grid(rows, rows["condition"].map(index), len(labels), seeds)
         point, draws, _ = paired_accuracies(settings.bootstrap, correct, claim, *group)
-        yield group, runs, labels, point, draws
+        few_seeds = settings.few_seeds_note([name_of(label) for label in labels], present_runs(correct).sum(axis=1))
+        yield group, runs, labels, point, draws, join(note, few_seeds)
 
 
 def _smallest_on_par(measure: str, at: np.ndarray, labels: list, names: Mapping, point: np.ndarray, draws: np.ndarray,
@@ -70,7 +82,7 @@ def _smallest_on_par(measure: str, at: np.ndarray, labels: list, names: Mapping,
     value, low, high = judged(bootstrap, smallest, point, draws)
     detail = "Δ test accuracy vs K = 1 (pt): " + differences_detail(
         labels, names, point - point[standard], draws - draws[standard], bootstrap, 1.0)
-    return Test(measure, value, low, high, "<=", most, detail=f"K = 1 {point[standard]:.1f}%; {detail}")
+    return Test(measure, value, low, high, "<=", most, detail=f"K = 1 {formatted(point[standard], '.1f')}%; {detail}")
 
 
 def check_c1(measured: Mapping[str, pd.DataFrame], settings: Settings,
@@ -79,8 +91,7 @@ def check_c1(measured: Mapping[str, pd.DataFrame], settings: Settings,
     tolerance, most = settings["C1"]["tolerance_pt"], settings["C1"]["max_feature_updates"]
     results = []
     period = lambda runs: runs["K"].where(runs["switch_step"].isna())  # noqa: E731
-    for group, runs, Ks, point, draws in _accuracy_conditions(measured, settings, "C1", period):
-        note = _excluded_note(runs)
+    for group, runs, Ks, point, draws, note in _accuracy_conditions(measured, settings, "C1", period, _period_name):
         if 1.0 not in Ks or len(Ks) < 2:
             results.append(ModelVerdict(*group, note=join("needs completed K = 1 runs and another K", note)))
             continue
@@ -98,15 +109,14 @@ def check_c2(measured: Mapping[str, pd.DataFrame], settings: Settings,
     gap = settings["C2"]["min_gap_pt"]
     results = []
     ends = lambda runs: runs["K"].where(runs["switch_step"].isna() & ((runs["K"] == 1) | np.isinf(runs["K"])))  # noqa: E731
-    for group, runs, Ks, point, draws in _accuracy_conditions(measured, settings, "C2", ends):
-        note = _excluded_note(runs)
+    for group, runs, Ks, point, draws, note in _accuracy_conditions(measured, settings, "C2", ends, _period_name):
         if Ks != [1.0, math.inf]:
             results.append(ModelVerdict(*group, note=join("needs completed K = 1 and K = ∞ runs", note)))
             continue
         difference = lambda accuracy: accuracy[0] - accuracy[1]  # noqa: E731
         value, low, high = judged(settings.bootstrap, difference, point, draws)
         test = Test("K = 1 minus K = ∞ test accuracy", value, low, high, ">", gap, unit=" pt",
-                    detail=f"K = 1 {point[0]:.1f}%, K = ∞ {point[1]:.1f}%")
+                    detail=f"K = 1 {formatted(point[0], '.1f')}%, K = ∞ {formatted(point[1], '.1f')}%")
         results.append(ModelVerdict(*group, (test,), note))
     return results
 
@@ -124,13 +134,15 @@ def check_c4(measured: Mapping[str, pd.DataFrame], settings: Settings,
         t = t.where(runs["switch_step"].notna(), np.where(runs["K"] == 1, 1.0, np.where(np.isinf(runs["K"]), 0.0, np.nan)))
         return t
 
+    def name(f: float) -> str:
+        return "K=∞ (t=0)" if f == 0 else f"t/T={number(f)}"
+
     results = []
-    for group, runs, fractions, point, draws in _accuracy_conditions(measured, settings, "C4", fraction):
-        note = _excluded_note(runs)
+    for group, runs, fractions, point, draws, note in _accuracy_conditions(measured, settings, "C4", fraction, name):
         if 1.0 not in fractions or not runs["switch_step"].notna().any():
             results.append(ModelVerdict(*group, note=join("needs switch runs and completed K = 1 runs", note)))
             continue
-        names = {f: "K=∞ (t=0)" if f == 0 else f"t/T={number(f)}" for f in fractions}
+        names = {f: name(f) for f in fractions}
         test = _smallest_on_par(f"earliest switch t/T within {number(tolerance)} pt of K = 1", np.array(fractions),
                                 fractions, names, point, draws, tolerance, latest, settings.bootstrap)
         results.append(ModelVerdict(*group, (test,), note))

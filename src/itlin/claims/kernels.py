@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from itlin import record, summaries, tables
-from itlin.claims.verdicts import (GROUP_KEYS, ModelVerdict, Settings, Test, groups, join, judged, seed_matrix,
-                                   seed_mean_draws, short)
+from itlin.claims.verdicts import (GROUP_KEYS, ModelVerdict, Settings, Test, formatted, groups, join, judged,
+                                   seed_matrix, seed_mean_draws, seed_means, short)
 
 
 def _completed_runs(ntk: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple, str]]:
@@ -37,18 +37,25 @@ def _of_group(rows: pd.DataFrame, group: Sequence[str]) -> pd.DataFrame:
     return rows[(rows[GROUP_KEYS] == pd.Series(group, index=GROUP_KEYS)).all(axis=1)]
 
 
-def _change_per_seed(rows: pd.DataFrame, early_fraction: float, relative_to_start: bool) -> pd.DataFrame | None:
+def _models(ntk: pd.DataFrame) -> list[tuple[tuple[str, str, str], pd.DataFrame]]:
+    """(group, rows) of every ReLU model of the NTK table, whether or not its runs finished or measured the
+    kernel a claim needs: a model the claim cannot judge is listed as not measured, with the reason. The
+    last step of its rows is the end of its training (a run or seed without a snapshot there has none)."""
+    return groups(tables.nonlinear(summaries.period_runs(ntk)))
+
+
+def _change_per_seed(rows: pd.DataFrame, early_fraction: float, relative_to_start: bool,
+                     final_step: int) -> pd.DataFrame | None:
     """Per seed of one run group (a metric's rows against step): the value at the last snapshot in the
-    first ``early_fraction`` of training (``early``) and at the last one (``final``), minus the value at
-    step 0 if ``relative_to_start``; with those steps. None without step 0 or an early snapshot."""
-    if rows.empty:
-        return None
-    final_step = int(rows["step"].max())
+    first ``early_fraction`` of training (``early``) and at ``final_step``, the model's last (``final``),
+    minus the value at step 0 if ``relative_to_start``; with those steps. None without step 0, an early
+    snapshot or the last; NaN for a seed without one of them or whose kernel there was degenerate (NaN)."""
     early_steps = rows.loc[(rows["step"] > 0) & (rows["step"] <= early_fraction * final_step), "step"]
-    if early_steps.empty or not (rows["step"] == 0).any():
+    if early_steps.empty or not (rows["step"] == 0).any() or not (rows["step"] == final_step).any():
         return None
     early_step = int(early_steps.max())
-    by_step = rows.pivot_table(index="seed", columns="step", values="value")
+    by_step = rows.groupby(["seed", "step"])["value"].mean().unstack("step")
+    by_step = by_step.reindex(columns=[0, early_step, final_step])  # a step all NaN or absent: a column of NaN
     start = by_step[0] if relative_to_start else 0.0
     return pd.DataFrame({"early": by_step[early_step] - start, "final": by_step[final_step] - start,
                          "early_step": early_step, "final_step": final_step})
@@ -58,7 +65,7 @@ def _seed_draws(settings: Settings, claim: str, group: Sequence[str], values: np
     """(point, draws) of the means over seeds of the rows of ``values`` (conditions × seeds)."""
     rng = settings.bootstrap.generator(claim, *group)
     draws = seed_mean_draws(values, settings.bootstrap.weights(rng, values.shape[1]))
-    return np.nanmean(values, axis=1), draws
+    return seed_means(values), draws
 
 
 NEEDS_SNAPSHOTS = "needs K = 1 snapshots at step 0, in the early phase and at the end"
@@ -71,29 +78,30 @@ def check_c3(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
     ntk, notes = _completed_runs(measured["ntk"])
     measures = {"relative_change": "relative change ‖Θ − Θ₀‖/‖Θ₀‖", "centred_distance": "centred distance from Θ₀"}
     results = []
-    for group, runs in groups(tables.nonlinear(summaries.kernel_rows(ntk, "relative_change"))):
+    for group, runs in _models(measured["ntk"]):
         changes = {}
         for metric in measures:
             rows = _of_group(summaries.kernel_rows(ntk, metric), group)
-            rows = rows[rows["K"] == 1]
-            changes[metric] = _change_per_seed(rows, settings.early_phase_fraction, False) if len(rows) else None
+            changes[metric] = _change_per_seed(rows[rows["K"] == 1], settings.early_phase_fraction, False,
+                                               runs["step"].max())
         if any(change is None for change in changes.values()):
             results.append(ModelVerdict(*group, note=join(NEEDS_SNAPSHOTS, notes.get(group, ""))))
             continue
-        seeds = sorted(changes["relative_change"].index)
+        seeds = sorted(set().union(*(change.index for change in changes.values())))
         values = np.vstack([changes[metric].reindex(seeds)[column].to_numpy()
                             for metric in measures for column in ("final", "early")])
         point, draws = _seed_draws(settings, "C3", group, values)
-        early_step = int(changes["relative_change"]["early_step"].iloc[0])
         tests = []
         for index, (metric, name) in enumerate(measures.items()):
             final, early = 2 * index, 2 * index + 1
+            early_step = int(changes[metric]["early_step"].iloc[0])
             tests.append(Test(f"K = 1 {name} at the end",
                               *judged(settings.bootstrap, lambda v, f=final: v[f], point, draws), ">=",
-                              thresholds[f"min_{metric}"]))
+                              thresholds[f"min_{metric}"], lacking=settings.too_few_seeds(values[[final]])))
             tests.append(Test(f"share of the {name.split(' ‖')[0]} reached by step {early_step}",
                               *judged(settings.bootstrap, lambda v, f=final, e=early: v[e] / v[f], point, draws),
-                              ">=", thresholds["min_early_share"]))
+                              ">=", thresholds["min_early_share"],
+                              lacking=settings.too_few_seeds(values[[final, early]])))
         results.append(ModelVerdict(*group, tuple(tests), note=join(_c3_detail(ntk, group), notes.get(group, ""))))
     return results
 
@@ -104,8 +112,9 @@ def _c3_detail(ntk: pd.DataFrame, group: Sequence[str]) -> str:
     for metric, name in (("distance_from_init", "Fort distance"), ("norm_ratio", "norm ratio ‖Θ‖/‖Θ₀‖")):
         rows = _of_group(summaries.kernel_rows(ntk, metric), group)
         final = rows[rows["step"] == rows["step"].max()].groupby("K")["value"].mean()
-        parts.append(f"{name} at the end: " + ", ".join(f"K={record.format_K(K)} {short(v)}" for K, v in final.items()
-                                                        if K == 1 or math.isinf(K)))
+        values = [f"K={record.format_K(K)} {short(v)}" for K, v in final.items() if K == 1 or math.isinf(K)]
+        if values:
+            parts.append(f"{name} at the end: " + ", ".join(values))
     return "; ".join(parts)
 
 
@@ -115,8 +124,10 @@ def check_s1(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
     thresholds = settings["S1"]
     ntk, notes = _completed_runs(measured["ntk"])
     rises, results = {}, []
-    for group, runs in groups(tables.nonlinear(summaries.kernel_rows(ntk, "alignment"))):
-        change = _change_per_seed(runs[runs["K"] == 1], settings.early_phase_fraction, True)
+    for group, runs in _models(measured["ntk"]):
+        alignment = _of_group(summaries.kernel_rows(ntk, "alignment"), group)
+        change = _change_per_seed(alignment[alignment["K"] == 1], settings.early_phase_fraction, True,
+                                  runs["step"].max())
         if change is None:
             results.append(ModelVerdict(*group, note=join(NEEDS_SNAPSHOTS, notes.get(group, ""))))
             continue
@@ -125,14 +136,15 @@ def check_s1(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
         point, draws = _seed_draws(settings, "S1", group, values)
         uncentred = _of_group(summaries.kernel_rows(ntk, "alignment_uncentred"), group)
         uncentred = uncentred[uncentred["K"] == 1]
-        uncentred_change = _change_per_seed(uncentred, settings.early_phase_fraction, True)
-        detail = (f"uncentred alignment rise {uncentred_change['final'].mean():+.3f}, "
-                  f"{uncentred_change['early'].mean():+.3f} by step {int(change['early_step'].iloc[0])}"
+        uncentred_change = _change_per_seed(uncentred, settings.early_phase_fraction, True, runs["step"].max())
+        detail = (f"uncentred alignment rise {formatted(uncentred_change['final'].mean(), '+.3f')}, "
+                  f"{formatted(uncentred_change['early'].mean(), '+.3f')} by step {int(change['early_step'].iloc[0])}"
                   if uncentred_change is not None else "")
         tests = (Test("K = 1 centred alignment rise over training", *judged(settings.bootstrap, lambda v: v[0], point, draws),
-                      ">=", thresholds["min_rise"], detail=detail),
+                      ">=", thresholds["min_rise"], detail=detail, lacking=settings.too_few_seeds(values[[0]])),
                  Test(f"share of the rise reached by step {int(change['early_step'].iloc[0])}",
-                      *judged(settings.bootstrap, lambda v: v[1] / v[0], point, draws), ">=", thresholds["min_early_share"]))
+                      *judged(settings.bootstrap, lambda v: v[1] / v[0], point, draws), ">=",
+                      thresholds["min_early_share"], lacking=settings.too_few_seeds(values)))
         results.append(ModelVerdict(*group, tests, notes.get(group, "")))
     return results + _compare_depths(rises, settings)
 
@@ -157,20 +169,24 @@ def _compare_depths(rises: dict, settings: Settings) -> list[ModelVerdict]:
             point, draws = _seed_draws(settings, "S1", (dataset, label, variant), values)
             tests = (Test("deeper minus shallower: early rise per 1000 steps",
                           *judged(settings.bootstrap, lambda v: v[0] - v[1], point, draws), ">", 0.0,
-                          detail=f"{model_b} {point[0]:+.3f}, {model_a} {point[1]:+.3f}"),
+                          detail=f"{model_b} {formatted(point[0], '+.3f')}, {model_a} {formatted(point[1], '+.3f')}",
+                          lacking=settings.too_few_seeds(values[[0, 1]])),
                      Test("deeper minus shallower: rise over training",
                           *judged(settings.bootstrap, lambda v: v[2] - v[3], point, draws), ">", 0.0,
-                          detail=f"{model_b} {point[2]:+.3f}, {model_a} {point[3]:+.3f}"))
+                          detail=f"{model_b} {formatted(point[2], '+.3f')}, {model_a} {formatted(point[3], '+.3f')}",
+                          lacking=settings.too_few_seeds(values[[2, 3]])))
             results.append(ModelVerdict(dataset, label, variant, tests))
     return results
 
 
 def _final_contrasts(ntk: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Per period run, the trained kernel's specialisation contrast for ``metric`` (``specialisation`` or
-    ``specialisation_backbone``) at its last snapshot. Columns ``RUN_KEYS``, activation, step, contrast."""
+    ``specialisation_backbone``) at its last snapshot, if that is its model's last (a run without the end of
+    training has none). Columns ``RUN_KEYS``, activation, step, contrast (NaN for a degenerate kernel)."""
     keys = tables.RUN_KEYS + ["activation", "step"]
     contrasts = summaries.specialisation_contrast(summaries.kernel_rows(ntk, metric), keys).reset_index()
-    return contrasts.sort_values("step").groupby(tables.RUN_KEYS, dropna=False).tail(1)
+    last = contrasts.sort_values("step").groupby(tables.RUN_KEYS, dropna=False).tail(1)
+    return last[last["step"] == last.groupby(GROUP_KEYS)["step"].transform("max")]
 
 
 def check_s2(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Mapping[str, str]) -> list[ModelVerdict]:
@@ -182,8 +198,9 @@ def check_s2(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
     full = _final_contrasts(ntk, "specialisation")
     twin_of = {model: twin for twin, model in twins.items()}
     results = []
-    for group, runs in groups(tables.nonlinear(backbone)):
+    for group, _ in _models(measured["ntk"]):
         dataset, model, variant = group
+        runs = _of_group(backbone, group)
         twin = backbone[(backbone["model"] == twin_of.get(model)) & (backbone["dataset"] == dataset)
                         & (backbone["variant"] == variant) & (backbone["K"] == 1)]
         standard = runs[runs["K"] == 1]
@@ -199,12 +216,14 @@ def check_s2(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
         def mean_contrast(table: pd.DataFrame, label: str, K: float) -> str:
             rows = table[(table["model"] == label) & (table["dataset"] == dataset) & (table["variant"] == variant)
                          & (table["K"] == K)]
-            return f"{rows['contrast'].mean():+.3f}" if len(rows) else "—"
+            return formatted(rows["contrast"].mean(), "+.3f")
 
-        detail = (f"backbone contrast {model} {point[0]:+.3f}, {twin_of[model]} {point[1]:+.3f}; full kernel "
+        detail = (f"backbone contrast {model} {formatted(point[0], '+.3f')}, {twin_of[model]} "
+                  f"{formatted(point[1], '+.3f')}; full kernel "
                   f"{model} {mean_contrast(full, model, 1.0)}, {twin_of[model]} {mean_contrast(full, twin_of[model], 1.0)}; "
                   f"{model} K = ∞ (frozen) backbone {mean_contrast(backbone, model, math.inf)}")
         test = Test(f"final backbone specialisation contrast, {model} minus its deep linear twin",
-                    *judged(settings.bootstrap, lambda v: v[0] - v[1], point, draws), ">", gain, detail=detail)
+                    *judged(settings.bootstrap, lambda v: v[0] - v[1], point, draws), ">", gain, detail=detail,
+                    lacking=settings.too_few_seeds(values))
         results.append(ModelVerdict(*group, (test,), note))
     return results

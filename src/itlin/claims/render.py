@@ -35,6 +35,7 @@ def to_json(results: Sequence[ClaimResult], settings: Settings) -> dict:
                 "tests": [{"measure": test.measure, "value": finite(test.value),
                            "interval": [finite(test.low), finite(test.high)], "op": test.op,
                            "threshold": test.threshold, "unit": test.unit, "verdict": test.verdict,
+                           **({"lacking": test.lacking} if test.lacking else {}),
                            "detail": test.detail} for test in model.tests],
             } for label, model in zip(result.labels(), result.models)],
         } for result in results],
@@ -42,11 +43,19 @@ def to_json(results: Sequence[ClaimResult], settings: Settings) -> dict:
 
 
 def _value(test: Test) -> str:
+    """'+3.2 pt [+1.0, +5.4]', '0.512 [0.4, 0.6]'; the value alone for a test lacking what its interval needs."""
     if not np.isfinite(test.value):
         return "—"
     if test.unit.strip() == "pt":
-        return f"{test.value:+.1f}{test.unit} [{test.low:+.1f}, {test.high:+.1f}]"
-    return f"{short(test.value)} [{short(test.low)}, {short(test.high)}]"
+        value, interval = f"{test.value:+.1f}{test.unit}", f"[{test.low:+.1f}, {test.high:+.1f}]"
+    else:
+        value, interval = short(test.value), f"[{short(test.low)}, {short(test.high)}]"
+    return value if test.lacking else f"{value} {interval}"
+
+
+def _verdict(test: Test) -> str:
+    """'supported', or 'not measured (needs at least 3 seeds, 1 measured)' for a test lacking what it needs."""
+    return f"{test.verdict} ({test.lacking})" if test.lacking else test.verdict
 
 
 def _summary_rows(results: Sequence[ClaimResult]) -> list[list[str]]:
@@ -60,8 +69,8 @@ def _detail_rows(result: ClaimResult) -> list[list[str]]:
             rows.append([label, "—", "—", "—", "not measured", model.note])
         for number, test in enumerate(model.tests):
             notes = join(test.detail, model.note if number == 0 else "")
-            rows.append([label if number == 0 else "", test.measure, _value(test), test.rule,
-                         f"{test.verdict}" + (f" (model: {model.verdict})" if len(model.tests) > 1 and number == 0 else ""),
+            combined = f" (model: {model.verdict})" if len(model.tests) > 1 and number == 0 else ""
+            rows.append([label if number == 0 else "", test.measure, _value(test), test.rule, _verdict(test) + combined,
                          notes])
     return rows
 

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from itlin import record, summaries, tables
-from itlin.claims.verdicts import (ModelVerdict, Settings, Test, correct_grid, differences_detail, join, judged,
-                                   paired_accuracies, seed_matrix, seed_mean_draws)
+from itlin.claims.verdicts import (ModelVerdict, Settings, Test, correct_grid, differences_detail, formatted, join,
+                                   judged, paired_accuracies, present_runs, seed_matrix, seed_mean_draws, seed_means)
 
 
 def spearman(x: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -50,22 +50,27 @@ def check_c5(measured: Mapping[str, pd.DataFrame], settings: Settings,
         failed = runs[(runs["status"] != "ok") & (runs["evaluator"] == tables.TRAINED_EVALUATOR)]
         note = ("" if failed.empty else f"{len(failed)} diverged run(s) excluded: " + ", ".join(
             f"{row.method} K={record.format_K(row.K)} seed {row.seed}" for row in failed.itertuples()))
-        Ks = sorted(runs["K"].unique())
-        seeds = sorted(runs["seed"].unique())
         trained, network = (runs[runs["evaluator"] == evaluator] for evaluator in (tables.TRAINED_EVALUATOR, "network"))
+        completed = trained.loc[trained["status"] == "ok", ["method", "K", "seed"]]
+        Ks = sorted(completed["K"].unique())
+        seeds = sorted(completed["seed"].unique())
         rows = predictions[(predictions["dataset"] == dataset) & (predictions["model"] == model)
                            & (predictions["loss"] == loss) & (predictions["evaluator"] == tables.TRAINED_EVALUATOR)]
+        rows = rows.merge(completed, on=["method", "K", "seed"])
         if len(Ks) < 3 or rows.empty:
             results.append(ModelVerdict(dataset, model, loss=loss,
                                         note=join("needs completed runs at >= 3 periods K", note)))
             continue
-        index = {(method, K): i for i, (method, K) in
-                 enumerate((method, K) for method in tables.GAUSS_NEWTON_METHODS for K in Ks)}
-        correct = correct_grid(rows, pd.Series([index[(m, K)] for m, K in zip(rows["method"], rows["K"])]), seeds)
+        conditions = [(method, K) for method in tables.GAUSS_NEWTON_METHODS for K in Ks]
+        index = {condition: i for i, condition in enumerate(conditions)}
+        correct = correct_grid(rows, pd.Series([index[(m, K)] for m, K in zip(rows["method"], rows["K"])]),
+                               len(conditions), seeds)
         accuracy, accuracy_resampled, seed_weights = paired_accuracies(settings.bootstrap, correct, "C5", dataset,
                                                                        model, loss)
+        few_seeds = settings.few_seeds_note([f"{'GN' if method == 'gauss_newton' else 'IL'} K={record.format_K(K)}"
+                                             for method, K in conditions], present_runs(correct).sum(axis=1))
         change = _c5_runs(trained, Ks, seeds, "relative_change")
-        change_point, change_resampled = np.nanmean(change, 1), seed_mean_draws(change, seed_weights)
+        change_point, change_resampled = seed_means(change), seed_mean_draws(change, seed_weights)
         damping = np.array([1 / (float(runs["learning_rate"].iloc[0]) * K) for K in Ks])
         rounds = {K: int(runs.loc[runs["K"] == K, "rounds"].iloc[0]) for K in Ks}
         il, gn = slice(0, len(Ks)), slice(len(Ks), 2 * len(Ks))
@@ -84,21 +89,23 @@ def check_c5(measured: Mapping[str, pd.DataFrame], settings: Settings,
             if large else f"no K has at most {options['max_rounds']} rounds")
 
         def signed(values: np.ndarray) -> str:
-            return f"{spearman(damping, np.nanmean(values, 1)[:, None])[0]:+.2f}"
+            return formatted(spearman(damping, seed_means(values)[:, None])[0], "+.2f")
 
         network_change = _c5_runs(network, Ks, seeds, "relative_change")
         network_accuracy = _c5_runs(network, Ks, seeds, "test_accuracy")
         ordering = Test("|Spearman ρ| of λ and GN's relative kernel change (at θ_lin)",
                         *judged(bootstrap, lambda v: np.abs(spearman(damping, v[gn])), change_point, change_resampled),
-                        ">=", options["min_rank_correlation"],
+                        ">=", options["min_rank_correlation"], lacking=settings.too_few_seeds(change[gn]),
                         detail=f"signed ρ: GN {signed(change[gn])}, IL {signed(change[il])}; network's kernel at θ: "
                                f"GN {signed(network_change[gn])}, IL {signed(network_change[il])}")
         direction = Test("Spearman ρ of λ and GN's test accuracy (signed)",
                          *judged(bootstrap, lambda v: spearman(damping, v[gn]), accuracy, accuracy_resampled), ">", 0.0,
-                         detail=f"GN at the most damped λ={damping[0]:.3g} {accuracy[gn][0]:.1f}%, least damped "
-                                f"λ={damping[-1]:.3g} {accuracy[gn][-1]:.1f}%; ρ of IL {signed(accuracy[il, None])}; "
-                                f"network at θ: GN {signed(network_accuracy[gn])}, IL {signed(network_accuracy[il])}")
-        results.append(ModelVerdict(dataset, model, tests=(agreement, ordering, direction), note=note, loss=loss))
+                         detail=f"GN at the most damped λ={damping[0]:.3g} {formatted(accuracy[gn][0], '.1f')}%, "
+                                f"least damped λ={damping[-1]:.3g} {formatted(accuracy[gn][-1], '.1f')}%; ρ of IL "
+                                f"{signed(accuracy[il, None])}; network at θ: GN {signed(network_accuracy[gn])}, "
+                                f"IL {signed(network_accuracy[il])}")
+        results.append(ModelVerdict(dataset, model, tests=(agreement, ordering, direction), note=join(note, few_seeds),
+                                    loss=loss))
     return results
 
 
@@ -116,25 +123,30 @@ def check_c6(measured: Mapping[str, pd.DataFrame], settings: Settings,
         weights = settings.bootstrap.weights(settings.bootstrap.generator("C6", dataset, model), len(seeds))
 
         def largest(values: np.ndarray) -> tuple[float, float, float]:
-            """The largest of the seeds' values, with its interval over resamples of the seeds."""
-            draws = np.where(weights > 0, values[None, :], -np.inf).max(1)
-            return (float(values.max()), *settings.bootstrap.interval(draws))
+            """The largest of the measured seeds' values (NaN: not measured), with its interval over resamples of
+            the seeds (a resample of unmeasured seeds only has none)."""
+            measured = np.isfinite(values)
+            draws = np.where((weights > 0) & measured, values[None, :], -np.inf).max(1)
+            return (float(values[measured].max()) if measured.any() else math.nan, *settings.bootstrap.interval(draws))
 
         tests, note = [], ""
         for step, at in runs.groupby("step", sort=True):
             values = at.set_index("seed")["difference"].reindex(seeds).to_numpy()
+            lacking = settings.too_few_seeds(values[None, :])
             if np.isinf(step):
                 gap = float(at["convergence_gap"].max())
                 if gap > tolerance:
                     note = (f"t → ∞ not reached by step {int(at['steps'].max()):,}: the closed form there is still "
-                            f"{gap:.2g} from kernel regression (condition number {at['condition_number'].max():.2g}); "
-                            "the finite steps test the dynamics whose limit it is")
+                            f"{gap:.2g} from kernel regression (condition number "
+                            f"{formatted(at['condition_number'].max(), '.2g')}); the finite steps test the dynamics "
+                            "whose limit it is")
                     continue
                 tests.append(Test("t → ∞: largest |trained (last step) − kernel regression|", *largest(values), "<=",
-                                  tolerance, detail=f"closed form at the last step is {gap:.2g} from kernel regression"))
+                                  tolerance, detail=f"closed form at the last step is {formatted(gap, '.2g')} from "
+                                                    "kernel regression", lacking=lacking))
                 continue
             tests.append(Test(f"t = {int(step):,}: largest |trained − closed form|", *largest(values), "<=", tolerance,
-                              detail=f"train loss {at['trained_train_loss'].max():.2g} (closed form "
-                                     f"{at['closed_form_train_loss'].max():.2g})"))
+                              detail=f"train loss {formatted(at['trained_train_loss'].max(), '.2g')} (closed form "
+                                     f"{formatted(at['closed_form_train_loss'].max(), '.2g')})", lacking=lacking))
         results.append(ModelVerdict(dataset, model, tests=tuple(tests), note=note))
     return results

@@ -47,7 +47,9 @@ class Bootstrap:
         return np.random.default_rng([self.seed, zlib.crc32("/".join(names).encode())])
 
     def weights(self, rng: np.random.Generator, size: int) -> np.ndarray:
-        """(resamples, size) multiplicities of a resample with replacement of ``size`` items."""
+        """(resamples, size) multiplicities of a resample with replacement of ``size`` items (none: no columns)."""
+        if size == 0:
+            return np.zeros((self.resamples, 0))
         return rng.multinomial(size, np.full(size, 1 / size), size=self.resamples).astype(np.float64)
 
     def interval(self, draws: np.ndarray) -> tuple[float, float]:
@@ -72,9 +74,11 @@ class Bootstrap:
 
 @dataclass(frozen=True)
 class Settings:
-    """The config's ``claims:`` section: the bootstrap and each claim's thresholds (config/README.md)."""
+    """The config's ``claims:`` section: the bootstrap, the fewest seeds an interval over seeds may rest
+    on, and each claim's thresholds (config/README.md)."""
 
     bootstrap: Bootstrap
+    min_seeds: int
     early_phase_fraction: float
     thresholds: Mapping[str, Mapping[str, float]]
 
@@ -82,12 +86,37 @@ class Settings:
     def from_config(cls, section: Mapping) -> "Settings":
         """Build from the validated ``claims:`` mapping of a workflow config."""
         section = dict(section)
-        return cls(bootstrap=Bootstrap(**section.pop("bootstrap")),
+        return cls(bootstrap=Bootstrap(**section.pop("bootstrap")), min_seeds=int(section.pop("min_seeds")),
                    early_phase_fraction=float(section.pop("early_phase_fraction")),
                    thresholds={claim: dict(values) for claim, values in section.items()})
 
     def __getitem__(self, claim: str) -> Mapping[str, float]:
         return self.thresholds[claim]
+
+    def too_few_seeds(self, values: np.ndarray) -> str:
+        """Why a test whose interval resamples only the seeds of ``values`` (conditions × seeds, NaN where not
+        measured) cannot be judged: 'needs at least 3 seeds, 1 measured' when a condition has fewer than
+        ``min_seeds`` measured seeds (its interval would have no width that means anything); '' otherwise."""
+        measured = int(np.isfinite(values).sum(axis=1).min()) if values.size else 0
+        return f"needs at least {self.min_seeds} seeds, {measured} measured" if measured < self.min_seeds else ""
+
+    def few_seeds_note(self, names: Sequence[str], counts: Sequence[int]) -> str:
+        """The note of an accuracy test, whose interval resamples test examples as well as seeds, naming the
+        conditions (``names``) with fewer than ``min_seeds`` seeds (``counts``): its interval rests on the test
+        examples, only on them where a condition has one seed; '' where every condition has enough."""
+        counts = [int(count) for count in counts]
+        few = [(name, count) for name, count in zip(names, counts) if count < self.min_seeds]
+        if not few:
+            return ""
+
+        def seeds(count: int) -> str:
+            return f"{count} seed{'s' * (count != 1)}"
+
+        listed = (f"{seeds(counts[0])} per condition" if len(few) == len(counts) and len(set(counts)) == 1
+                  else ", ".join(f"{name}: {seeds(count)}" for name, count in few))
+        resampled = ("test examples only, not seeds" if max(count for _, count in few) <= 1 else
+                     "test examples and too few seeds to show the seed-to-seed spread")
+        return f"fewer than {self.min_seeds} seeds ({listed}): the interval resamples {resampled}"
 
 
 # ---------------------------------------------------------------- results
@@ -105,10 +134,13 @@ class Test:
     threshold: float
     unit: str = ""
     detail: str = ""
+    lacking: str = ""
+    """What the test lacks to be judged although its runs are there (e.g. 'needs at least 3 seeds, 1
+    measured'): then it is not measured whatever its interval."""
 
     @property
     def verdict(self) -> str:
-        if not all(np.isfinite([self.value, self.low, self.high])):
+        if self.lacking or not all(np.isfinite([self.value, self.low, self.high])):
             return "not measured"
         holds = OPERATORS[self.op]
         at_low, at_high = holds(self.low, self.threshold), holds(self.high, self.threshold)
@@ -192,12 +224,18 @@ def accuracy_draws(correct: np.ndarray, seed_weights: np.ndarray, example_weight
     condition, seed and test example (NaN rows for a missing run), ``seed_weights`` (R, S) and
     ``example_weights`` (R, N). The same weights serve every condition: the resample is paired."""
     C, S, N = correct.shape
-    present = np.isfinite(correct[:, :, 0])
+    present = present_runs(correct)
     counts = np.nan_to_num(correct).reshape(C * S, N) @ example_weights.T  # one matrix product: (C·S, R)
     per_seed = (counts / example_weights.sum(1)).reshape(C, S, -1).transpose(0, 2, 1)
     weights = seed_weights[None] * present[:, None, :]
     with np.errstate(invalid="ignore"):
         return 100 * (per_seed * weights).sum(-1) / weights.sum(-1)
+
+
+def present_runs(correct: np.ndarray) -> np.ndarray:
+    """(C, S): whether the run of each condition and seed of ``correct`` (C, S, N) has a prediction for every
+    test example (a run with some missing is left out, not counted wrong on them)."""
+    return np.isfinite(correct).all(axis=2)
 
 
 def seed_mean_draws(values: np.ndarray, seed_weights: np.ndarray) -> np.ndarray:
@@ -220,13 +258,18 @@ def paired_accuracies(bootstrap: Bootstrap, correct: np.ndarray, *names: str) ->
     return point, accuracy_draws(correct, seed_weights, example_weights), seed_weights
 
 
+def seed_means(values: np.ndarray) -> np.ndarray:
+    """(C,) mean over the measured seeds of each condition of ``values`` (C, S); NaN where none is measured."""
+    return seed_mean_draws(values, np.ones((1, values.shape[1])))[:, 0]
+
+
 def judged(bootstrap: Bootstrap, statistic: Callable[[np.ndarray], np.ndarray], point: np.ndarray,
            draws: np.ndarray) -> tuple[float, float, float]:
-    """(value, low, high) of ``statistic`` (conditions × draws → draws) at the data and over the resamples."""
-    value = float(statistic(point[:, None])[0])
-    return (value, *bootstrap.interval(statistic(draws)))
-
-
+    """(value, low, high) of ``statistic`` (conditions × draws → draws) at the data and over the resamples;
+    a statistic that divides by zero or has NaN inputs gives a NaN (or infinite) value, not a warning."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = float(statistic(point[:, None])[0])
+        return (value, *bootstrap.interval(statistic(draws)))
 
 
 def groups(frame: pd.DataFrame) -> list[tuple[tuple[str, str, str], pd.DataFrame]]:
@@ -234,12 +277,13 @@ def groups(frame: pd.DataFrame) -> list[tuple[tuple[str, str, str], pd.DataFrame
     return list(frame.groupby(GROUP_KEYS, sort=True)) if len(frame) else []
 
 
-def correct_grid(predictions: pd.DataFrame, conditions: pd.Series, seeds: Sequence[int]) -> np.ndarray:
+def correct_grid(predictions: pd.DataFrame, conditions: pd.Series, count: int, seeds: Sequence[int]) -> np.ndarray:
     """(C, S, N) correctness (1/0, NaN for a missing run) of the trained evaluator's test predictions,
-    ``conditions`` giving each prediction row's condition index."""
+    ``conditions`` giving each prediction row's condition index (of ``count``), the test examples those of
+    any run."""
     rows = predictions.assign(condition=conditions.to_numpy())
     examples = np.sort(rows["example"].unique())
-    grid = np.full((int(rows["condition"].max()) + 1, len(seeds), len(examples)), np.nan)
+    grid = np.full((count, len(seeds), len(examples)), np.nan)
     seed_index = {seed: i for i, seed in enumerate(seeds)}
     for (condition, seed), run in rows.groupby(["condition", "seed"]):
         order = np.searchsorted(examples, run["example"].to_numpy())
@@ -261,7 +305,8 @@ def differences_detail(labels: Sequence, names: Mapping, differences_point: np.n
         if label == reference:
             continue
         low, high = bootstrap.interval(differences[i])
-        parts.append(f"{names[label]} {differences_point[i]:+.1f} [{low:+.1f}, {high:+.1f}]")
+        parts.append(f"{names[label]} {formatted(differences_point[i], '+.1f')} [{formatted(low, '+.1f')}, "
+                     f"{formatted(high, '+.1f')}]")
     return "; ".join(parts)
 
 
@@ -278,6 +323,11 @@ def short(value: float) -> str:
     if not np.isfinite(value):
         return "∞" if value > 0 else "—"
     return f"{value:.0f}" if float(value).is_integer() and abs(value) >= 1 else f"{value:.3g}"
+
+
+def formatted(value: float, spec: str) -> str:
+    """A measured value in a note, as ``format(value, spec)``; — for NaN (a run or kernel not measured)."""
+    return format(value, spec) if np.isfinite(value) else "—"
 
 
 def join(*parts: str) -> str:
