@@ -20,7 +20,7 @@ import pytest
 import yaml
 from conftest import copy_workflow
 
-from itlin import record, workflow
+from itlin import data, record, validation, workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 CLAIM_IDS = ["C1", "C2", "C3", "C4", "C5", "C6", "S1", "S2"]
@@ -279,8 +279,10 @@ def _mutate(config: dict, path: str, value) -> None:
         ("training.batch_size", 1348, "config key 'training.batch_size' = 1348 is more than the 1347 training"),
         ("kernel_regression.train_size", 1340, "config key 'kernel_regression.train_size' = 1340 needs 134 "
                                                "examples of each of the 10 classes"),
-        ("dataset.options.test_fraction", 0.999, "config key 'dataset.options': digits: option test_fraction = "
-                                                 "0.999 gives 1 training and 1796 test examples"),
+        ("dataset.options.test_fraction", 0.999, "config key 'dataset.options.test_fraction': digits: option "
+                                                 "test_fraction = 0.999 gives 1 training and 1796 test examples"),
+        ("gauss_newton.train_size", 5000, "config key 'gauss_newton.train_size' = 5000 is more than the 1347 "
+                                          "training examples of digits"),
         ("gauss_newton.K", [2, 3], "'gauss_newton.K[1]' = 3 must divide 'gauss_newton.steps' = 20"),
         ("gauss_newton.batch_size", 128, "'gauss_newton.batch_size' = 128 exceeds 'gauss_newton.train_size'"),
         ("kernel_regression.compare_steps", [10, 200], "'kernel_regression.compare_steps[1]' = 200 must lie below"),
@@ -294,6 +296,95 @@ def test_invalid_config_is_named(path: str, value, named: str):
         workflow.validate(config, SCHEMA)
     assert named in str(rejected.value)
     assert len(str(rejected.value).splitlines()) < 5
+
+
+DATASETS = {
+    "digits": {"name": "digits", "split_seed": 0, "options": {"test_fraction": 0.25}},
+    "synthetic": {"name": "synthetic", "split_seed": 0, "options": {"n_train": 512, "n_test": 256, "image_size": 8,
+                                                                    "channels": 1, "num_classes": 4, "noise": 1.0}},
+    "cifar10": {"name": "cifar10", "split_seed": 0, "options": {}},
+}
+"""A valid dataset section of each dataset: the tiny config on each, for the keys of one dataset's options."""
+COUNT_KEYS = workflow.count_keys(SCHEMA)
+
+
+def _count_key_id(count: validation.SchemaKey) -> str:
+    """'ntk.probe_size', or 'dataset.options.n_train (synthetic)' for a key of one branch of the schema."""
+    branches = re.findall(r"'const': '(\w+)'", str([schema for _, schema in count.when]))
+    return f"{count.key} ({', '.join(branches)})" if branches else count.key
+
+
+def _config_for(count: validation.SchemaKey) -> dict:
+    """The tiny config, on the first dataset whose config takes ``count``'s branch of the schema (one
+    dataset's options)."""
+    for dataset in DATASETS.values():
+        config = load_config("test.yaml") | {"dataset": json.loads(json.dumps(dataset))}
+        if all(jsonschema.Draft202012Validator(schema).is_valid(found) for key, schema in count.when
+               for _, found in workflow.config_values(config, key)):
+            return config
+    raise AssertionError(f"no dataset of DATASETS has {_count_key_id(count)}")
+
+
+def _config_with(count: validation.SchemaKey, value) -> dict:
+    """``_config_for(count)`` with every value of the key set to ``value``."""
+    config = _config_for(count)
+    parent, _, name = count.key.rpartition(".")
+    for _, section in workflow.config_values(config, parent) if parent else [("", config)]:
+        section[name] = value
+    return config
+
+
+def test_every_key_that_counts_examples_says_how_the_data_bound_it():
+    """An integer key named or described as a count of examples (``*_size``, ``n_*``, ``*batch*``, "examples")
+    has ``x-examples`` in the schema, so that ``check_sizes`` checks it and the tests below cover it."""
+    unmarked = []
+    for key in validation.schema_keys(SCHEMA):
+        name, description = key.key.rpartition(".")[2], key.schema.get("description", "")
+        types = {key.schema.get("type"), *(branch.get("type") for branch in key.schema.get("anyOf", []))}
+        if "integer" in types and (re.search(r"_size$|^n_|batch", name) or "example" in description):
+            unmarked += [] if "x-examples" in key.schema else [key.key]
+    assert not unmarked, f"keys that count examples without x-examples ({', '.join(workflow.EXAMPLE_COUNTS)}): {unmarked}"
+    assert {count.schema["x-examples"] for count in COUNT_KEYS} == set(workflow.EXAMPLE_COUNTS)
+
+
+@pytest.mark.parametrize("count", COUNT_KEYS, ids=_count_key_id)
+def test_every_count_of_examples_is_checked_against_the_data(count: validation.SchemaKey):
+    """Each key of ``x-examples`` is checked before any job, naming it: a split without every class, a
+    subset larger than the training split, a class-balanced one that needs more of a class than it may have;
+    a key the data set no bound on takes any value."""
+    kind = count.schema["x-examples"]
+    dataset = _config_for(count)["dataset"]
+    sizes = data.split_sizes(dataset["name"], dataset["options"])
+    if kind == "none":
+        workflow.validate(_config_with(count, 10**9), SCHEMA)
+        return
+    if kind == "split":  # one example, or a thousandth of the data: too few for every class
+        rejected = {1 if "integer" in str(count.schema) else 0.001: f"config key '{count.key}': "}
+    else:
+        rejected = {sizes.train + 1: f"config key '{count.key}' = {sizes.train + 1} is more than the {sizes.train} "
+                                     f"training examples of "}
+    if kind == "train-balanced":
+        many = sizes.num_classes * sizes.smallest_train_class + 1
+        rejected[many] = (f"config key '{count.key}' = {many} needs {sizes.smallest_train_class + 1} examples of each "
+                          f"of the {sizes.num_classes} classes")
+    for value, named in rejected.items():
+        with pytest.raises(workflow.WorkflowConfigError) as refused:
+            workflow.validate(_config_with(count, value), SCHEMA)
+        assert str(refused.value).startswith(named)
+
+
+@pytest.mark.parametrize("config_name", ["config.yaml", "paper.yaml", "test.yaml"])
+def test_shipped_configs_are_valid(config_name: str):
+    workflow.validate(load_config(config_name), SCHEMA)
+
+
+def test_sizes_of_a_stage_that_runs_no_job_are_not_checked():
+    """C5's and C6's sizes only bound their jobs: a config without them may keep any."""
+    config = load_config("test.yaml")
+    for stage in ("gauss_newton", "kernel_regression"):
+        config[stage] |= {"models": [], "train_size": 5000}
+        config["figures"].remove({"gauss_newton": "gauss_newton_damping"}.get(stage, stage))
+    workflow.validate(config, SCHEMA)
 
 
 def test_misspelt_key_is_named():
