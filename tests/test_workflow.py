@@ -186,16 +186,17 @@ def test_the_run_grid_names_every_run_of_the_tiny_config():
 
 def test_run_configs_take_every_setting_from_the_config():
     """Each run's config is a valid run config: its own keys from its name, every other key from the
-    config's training section, written in the order of record.RunConfig, as `itlin train` reads it."""
+    config's training section (its default where the section leaves it out), written in the order of
+    record.RunConfig, as `itlin train` reads it."""
     config = load_config("test.yaml")
     grid = workflow.run_grid(config)
-    names = [field.name for field in dataclasses.fields(record.RunConfig)]
+    defaults = {field.name: field.default for field in dataclasses.fields(record.RunConfig)}
     for path in grid.sweep + grid.switch + grid.twin:
         settings = workflow.run_config(config, workflow.run_wildcards(path))
-        assert list(settings) == names
+        assert list(settings) == list(defaults)
         record.RunConfig.from_dict(settings)
-        for name in set(names) - set(record.IDENTITY_KEYS):
-            assert settings[name] == config["training"][name], name
+        for name in set(defaults) - set(record.IDENTITY_KEYS):
+            assert settings[name] == config["training"].get(name, defaults[name]), name
     switch = workflow.run_config(config, workflow.run_wildcards(grid.switch[0]))
     assert (switch["K"], switch["switch_step"], switch["seed"]) == (1, 50, 0)
     twin = workflow.run_config(config, workflow.run_wildcards(grid.twin[0]))
