@@ -6,16 +6,21 @@ repository never gets a .snakemake/ or results/ of its own."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jsonschema
+import pandas as pd
+import psutil  # a dependency of Snakemake's
 import pytest
 import yaml
 from conftest import copy_workflow
@@ -48,12 +53,16 @@ def load_config(name: str) -> dict:
     return yaml.safe_load((ROOT / "config" / name).read_text())
 
 
+def snakemake_environment() -> dict[str, str]:
+    """The environment of a Snakemake of this interpreter: on the CPU, its jobs calling the same interpreter's itlin."""
+    return dict(os.environ, JAX_PLATFORMS="cpu", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+
+
 def snakemake(workdir: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run Snakemake (of this interpreter) in ``workdir``; jobs call the same interpreter's itlin."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env, capture_output=True, text=True,
-        timeout=timeout,
+        [sys.executable, "-m", "snakemake", *args], cwd=workdir, env=snakemake_environment(), capture_output=True,
+        text=True, timeout=timeout,
     )
 
 
@@ -360,7 +369,7 @@ def test_every_count_of_examples_is_checked_against_the_data(count: validation.S
         workflow.validate(_config_with(count, 10**9), SCHEMA)
         return
     if kind == "split":  # one example, or a thousandth of the data: too few for every class
-        rejected = {1 if "integer" in str(count.schema) else 0.001: f"config key '{count.key}': "}
+        rejected = {1 if count.schema.get("type") == "integer" else 0.001: f"config key '{count.key}': "}
     else:
         rejected = {sizes.train + 1: f"config key '{count.key}' = {sizes.train + 1} is more than the {sizes.train} "
                                      f"training examples of "}
@@ -578,3 +587,68 @@ def test_a_failing_job_leaves_its_traceback_in_its_log(finished: Path):
     failed = snakemake(finished, "figures/training_curves.pdf", *TEST_CONFIG)  # --configfile takes 1+ files
     assert failed.returncode != 0
     assert "Traceback" in (finished / "results" / "logs" / "figures" / "training_curves.log").read_text()
+
+
+def _decided(folder: Path) -> dict[str, object]:
+    """What a run of the pipeline decides, by path: each run's metrics (but their wall times) and predictions,
+    and the claims."""
+    found: dict[str, object] = {
+        str(path.relative_to(folder)): pd.read_parquet(path).drop(columns=["wall_time_s"], errors="ignore")
+        for path in sorted((folder / "results" / "runs").glob("**/*.parquet"))}
+    found["results/claims.json"] = json.loads((folder / "results" / "claims.json").read_text())
+    return found
+
+
+def _process_group(group: int) -> list[psutil.Process]:
+    """The processes of a process group (`pgrep -g`) still running: a zombie that nobody reaps (an orphan in a
+    container without an init) has ended."""
+    members = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getpgid(process.pid) == group and process.status() != psutil.STATUS_ZOMBIE:
+                members.append(process)
+    return members
+
+
+@pytest.mark.slow
+def test_a_killed_snakemake_resumes_as_documented(pipeline: Path, finished: Path):
+    """docs/failure-modes.md, "If Snakemake itself is killed": after `kill -9` of Snakemake mid-run its jobs go on
+    and its lock stays; ending its process group, `snakemake --unlock` and the same command again end with the
+    results of an uninterrupted run. The runs checkpoint every 10 steps, not 50, so that the kill lands inside a
+    run (the tiny config's runs end a fraction of a second after their first checkpoint); that changes no result."""
+    config = load_config("test.yaml")
+    config["training"]["checkpoint_every"] = 10
+    (finished / "often.yaml").write_text(yaml.safe_dump(config))
+    command = ["results/claims.md", "--configfile", "often.yaml"]  # every run again (its config changed), no figure
+    # Started as from a terminal: Snakemake leads a process group of its own, which its jobs join.
+    killed = subprocess.Popen([sys.executable, "-m", "snakemake", *command], cwd=finished, env=snakemake_environment(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not any(path.name.isdigit() for path in (finished / "results" / "scratch").glob("**/checkpoints/*")):
+        assert killed.poll() is None and time.monotonic() < deadline, "Snakemake wrote no checkpoint"
+        time.sleep(0.02)
+    killed.kill()
+    killed.wait()
+    assert any("itlin train" in " ".join(job.cmdline()) for job in _process_group(killed.pid))  # orphaned, training
+
+    os.killpg(killed.pid, signal.SIGTERM)  # `kill -TERM -- -<pid>`: each training writes a checkpoint and ends
+    deadline = time.monotonic() + 60
+    while _process_group(killed.pid):
+        assert time.monotonic() < deadline, "the orphaned jobs did not end"
+        time.sleep(0.1)
+    locked = snakemake(finished, *command)
+    assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr
+    unlocked = snakemake(finished, "--unlock", "--configfile", "often.yaml")
+    assert unlocked.returncode == 0, unlocked.stdout + unlocked.stderr
+    resumed = snakemake(finished, *command, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+
+    logs = [path.read_text() for path in (finished / "results" / "logs" / "train").glob("**/*.log")]
+    assert any("resuming from checkpoint at step" in log for log in logs)
+    expected, found = _decided(pipeline), _decided(finished)
+    assert list(found) == list(expected)
+    for path, value in expected.items():
+        if isinstance(value, pd.DataFrame):
+            pd.testing.assert_frame_equal(found[path], value, check_exact=True, obj=path)
+        else:
+            assert found[path] == value, path
