@@ -353,7 +353,7 @@ def test_every_key_that_counts_examples_says_how_the_data_bound_it():
         types = {key.schema.get("type"), *(branch.get("type") for branch in key.schema.get("anyOf", []))}
         if "integer" in types and (re.search(r"_size$|^n_|batch", name) or "example" in description):
             unmarked += [] if "x-examples" in key.schema else [key.key]
-    assert not unmarked, f"keys that count examples without x-examples ({', '.join(workflow.EXAMPLE_COUNTS)}): {unmarked}"
+    assert not unmarked, f"keys counting examples without x-examples ({', '.join(workflow.EXAMPLE_COUNTS)}): {unmarked}"
     assert {count.schema["x-examples"] for count in COUNT_KEYS} == set(workflow.EXAMPLE_COUNTS)
 
 
