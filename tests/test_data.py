@@ -317,11 +317,15 @@ def test_split_sizes_are_those_prepare_gives_without_building_anything(digits, t
     ("digits", {"test_fraction": 0.999}, "test_fraction = 0.999 gives 1 training and 1796 test examples"),
     ("digits", {"test_fraction": 0.002}, "test_fraction = 0.002 gives 1793 training and 4 test examples"),
     ("synthetic", {"n_train": 3, "num_classes": 4}, "n_train = 3 is fewer than one example of each"),
+    ("cifar10", {"n_train": 9}, "n_train = 9 must lie between 10 (one example of each class) and the 50000"),
+    ("cifar10", {"n_test": 10_001}, "n_test = 10001 must lie between 10 (one example of each class) and the 10000"),
 ])
 def test_splits_without_every_class_are_rejected_before_building(tmp_path, dataset, options, message):
-    with pytest.raises(data.DataError, match=re.escape(message)):
-        data.prepare(dataset, tmp_path / "x.npz", **options)
-    assert not (tmp_path / "x.npz").exists()
+    """Before anything is built (or downloaded), naming the option: the workflow names its config key."""
+    with pytest.raises(data.DataError, match=re.escape(message)) as rejected:
+        data.prepare(dataset, tmp_path / "x.npz", cache_dir=tmp_path, **options)
+    assert not (tmp_path / "x.npz").exists() and not list(tmp_path.iterdir())
+    assert rejected.value.option == [name for name in options if name != "num_classes"][0]
 
 
 def test_synthetic_is_seeded_balanced_and_learnable(tmp_path):

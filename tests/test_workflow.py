@@ -6,21 +6,26 @@ repository never gets a .snakemake/ or results/ of its own."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jsonschema
+import pandas as pd
+import psutil  # a dependency of Snakemake's
 import pytest
 import yaml
 from conftest import copy_workflow
 
-from itlin import record, workflow
+from itlin import data, record, validation, workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 CLAIM_IDS = ["C1", "C2", "C3", "C4", "C5", "C6", "S1", "S2"]
@@ -48,12 +53,16 @@ def load_config(name: str) -> dict:
     return yaml.safe_load((ROOT / "config" / name).read_text())
 
 
+def snakemake_environment() -> dict[str, str]:
+    """The environment of a Snakemake of this interpreter: on the CPU, its jobs calling the same interpreter's itlin."""
+    return dict(os.environ, JAX_PLATFORMS="cpu", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+
+
 def snakemake(workdir: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run Snakemake (of this interpreter) in ``workdir``; jobs call the same interpreter's itlin."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env, capture_output=True, text=True,
-        timeout=timeout,
+        [sys.executable, "-m", "snakemake", *args], cwd=workdir, env=snakemake_environment(), capture_output=True,
+        text=True, timeout=timeout,
     )
 
 
@@ -186,16 +195,17 @@ def test_the_run_grid_names_every_run_of_the_tiny_config():
 
 def test_run_configs_take_every_setting_from_the_config():
     """Each run's config is a valid run config: its own keys from its name, every other key from the
-    config's training section, written in the order of record.RunConfig, as `itlin train` reads it."""
+    config's training section (its default where the section leaves it out), written in the order of
+    record.RunConfig, as `itlin train` reads it."""
     config = load_config("test.yaml")
     grid = workflow.run_grid(config)
-    names = [field.name for field in dataclasses.fields(record.RunConfig)]
+    defaults = {field.name: field.default for field in dataclasses.fields(record.RunConfig)}
     for path in grid.sweep + grid.switch + grid.twin:
         settings = workflow.run_config(config, workflow.run_wildcards(path))
-        assert list(settings) == names
+        assert list(settings) == list(defaults)
         record.RunConfig.from_dict(settings)
-        for name in set(names) - set(record.IDENTITY_KEYS):
-            assert settings[name] == config["training"][name], name
+        for name in set(defaults) - set(record.IDENTITY_KEYS):
+            assert settings[name] == config["training"].get(name, defaults[name]), name
     switch = workflow.run_config(config, workflow.run_wildcards(grid.switch[0]))
     assert (switch["K"], switch["switch_step"], switch["seed"]) == (1, 50, 0)
     twin = workflow.run_config(config, workflow.run_wildcards(grid.twin[0]))
@@ -279,8 +289,10 @@ def _mutate(config: dict, path: str, value) -> None:
         ("training.batch_size", 1348, "config key 'training.batch_size' = 1348 is more than the 1347 training"),
         ("kernel_regression.train_size", 1340, "config key 'kernel_regression.train_size' = 1340 needs 134 "
                                                "examples of each of the 10 classes"),
-        ("dataset.options.test_fraction", 0.999, "config key 'dataset.options': digits: option test_fraction = "
-                                                 "0.999 gives 1 training and 1796 test examples"),
+        ("dataset.options.test_fraction", 0.999, "config key 'dataset.options.test_fraction': digits: option "
+                                                 "test_fraction = 0.999 gives 1 training and 1796 test examples"),
+        ("gauss_newton.train_size", 5000, "config key 'gauss_newton.train_size' = 5000 is more than the 1347 "
+                                          "training examples of digits"),
         ("gauss_newton.K", [2, 3], "'gauss_newton.K[1]' = 3 must divide 'gauss_newton.steps' = 20"),
         ("gauss_newton.batch_size", 128, "'gauss_newton.batch_size' = 128 exceeds 'gauss_newton.train_size'"),
         ("kernel_regression.compare_steps", [10, 200], "'kernel_regression.compare_steps[1]' = 200 must lie below"),
@@ -294,6 +306,95 @@ def test_invalid_config_is_named(path: str, value, named: str):
         workflow.validate(config, SCHEMA)
     assert named in str(rejected.value)
     assert len(str(rejected.value).splitlines()) < 5
+
+
+DATASETS = {
+    "digits": {"name": "digits", "split_seed": 0, "options": {"test_fraction": 0.25}},
+    "synthetic": {"name": "synthetic", "split_seed": 0, "options": {"n_train": 512, "n_test": 256, "image_size": 8,
+                                                                    "channels": 1, "num_classes": 4, "noise": 1.0}},
+    "cifar10": {"name": "cifar10", "split_seed": 0, "options": {}},
+}
+"""A valid dataset section of each dataset: the tiny config on each, for the keys of one dataset's options."""
+COUNT_KEYS = workflow.count_keys(SCHEMA)
+
+
+def _count_key_id(count: validation.SchemaKey) -> str:
+    """'ntk.probe_size', or 'dataset.options.n_train (synthetic)' for a key of one branch of the schema."""
+    branches = re.findall(r"'const': '(\w+)'", str([schema for _, schema in count.when]))
+    return f"{count.key} ({', '.join(branches)})" if branches else count.key
+
+
+def _config_for(count: validation.SchemaKey) -> dict:
+    """The tiny config, on the first dataset whose config takes ``count``'s branch of the schema (one
+    dataset's options)."""
+    for dataset in DATASETS.values():
+        config = load_config("test.yaml") | {"dataset": json.loads(json.dumps(dataset))}
+        if all(jsonschema.Draft202012Validator(schema).is_valid(found) for key, schema in count.when
+               for _, found in workflow.config_values(config, key)):
+            return config
+    raise AssertionError(f"no dataset of DATASETS has {_count_key_id(count)}")
+
+
+def _config_with(count: validation.SchemaKey, value) -> dict:
+    """``_config_for(count)`` with every value of the key set to ``value``."""
+    config = _config_for(count)
+    parent, _, name = count.key.rpartition(".")
+    for _, section in workflow.config_values(config, parent) if parent else [("", config)]:
+        section[name] = value
+    return config
+
+
+def test_every_key_that_counts_examples_says_how_the_data_bound_it():
+    """An integer key named or described as a count of examples (``*_size``, ``n_*``, ``*batch*``, "examples")
+    has ``x-examples`` in the schema, so that ``check_sizes`` checks it and the tests below cover it."""
+    unmarked = []
+    for key in validation.schema_keys(SCHEMA):
+        name, description = key.key.rpartition(".")[2], key.schema.get("description", "")
+        types = {key.schema.get("type"), *(branch.get("type") for branch in key.schema.get("anyOf", []))}
+        if "integer" in types and (re.search(r"_size$|^n_|batch", name) or "example" in description):
+            unmarked += [] if "x-examples" in key.schema else [key.key]
+    assert not unmarked, f"keys counting examples without x-examples ({', '.join(workflow.EXAMPLE_COUNTS)}): {unmarked}"
+    assert {count.schema["x-examples"] for count in COUNT_KEYS} == set(workflow.EXAMPLE_COUNTS)
+
+
+@pytest.mark.parametrize("count", COUNT_KEYS, ids=_count_key_id)
+def test_every_count_of_examples_is_checked_against_the_data(count: validation.SchemaKey):
+    """Each key of ``x-examples`` is checked before any job, naming it: a split without every class, a
+    subset larger than the training split, a class-balanced one that needs more of a class than it may have;
+    a key the data set no bound on takes any value."""
+    kind = count.schema["x-examples"]
+    dataset = _config_for(count)["dataset"]
+    sizes = data.split_sizes(dataset["name"], dataset["options"])
+    if kind == "none":
+        workflow.validate(_config_with(count, 10**9), SCHEMA)
+        return
+    if kind == "split":  # one example, or a thousandth of the data: too few for every class
+        rejected = {1 if count.schema.get("type") == "integer" else 0.001: f"config key '{count.key}': "}
+    else:
+        rejected = {sizes.train + 1: f"config key '{count.key}' = {sizes.train + 1} is more than the {sizes.train} "
+                                     f"training examples of "}
+    if kind == "train-balanced":
+        many = sizes.num_classes * sizes.smallest_train_class + 1
+        rejected[many] = (f"config key '{count.key}' = {many} needs {sizes.smallest_train_class + 1} examples of each "
+                          f"of the {sizes.num_classes} classes")
+    for value, named in rejected.items():
+        with pytest.raises(workflow.WorkflowConfigError) as refused:
+            workflow.validate(_config_with(count, value), SCHEMA)
+        assert str(refused.value).startswith(named)
+
+
+@pytest.mark.parametrize("config_name", ["config.yaml", "paper.yaml", "test.yaml"])
+def test_shipped_configs_are_valid(config_name: str):
+    workflow.validate(load_config(config_name), SCHEMA)
+
+
+def test_sizes_of_a_stage_that_runs_no_job_are_not_checked():
+    """C5's and C6's sizes only bound their jobs: a config without them may keep any."""
+    config = load_config("test.yaml")
+    for stage in ("gauss_newton", "kernel_regression"):
+        config[stage] |= {"models": [], "train_size": 5000}
+        config["figures"].remove({"gauss_newton": "gauss_newton_damping"}.get(stage, stage))
+    workflow.validate(config, SCHEMA)
 
 
 def test_misspelt_key_is_named():
@@ -486,3 +587,68 @@ def test_a_failing_job_leaves_its_traceback_in_its_log(finished: Path):
     failed = snakemake(finished, "figures/training_curves.pdf", *TEST_CONFIG)  # --configfile takes 1+ files
     assert failed.returncode != 0
     assert "Traceback" in (finished / "results" / "logs" / "figures" / "training_curves.log").read_text()
+
+
+def _decided(folder: Path) -> dict[str, object]:
+    """What a run of the pipeline decides, by path: each run's metrics (but their wall times) and predictions,
+    and the claims."""
+    found: dict[str, object] = {
+        str(path.relative_to(folder)): pd.read_parquet(path).drop(columns=["wall_time_s"], errors="ignore")
+        for path in sorted((folder / "results" / "runs").glob("**/*.parquet"))}
+    found["results/claims.json"] = json.loads((folder / "results" / "claims.json").read_text())
+    return found
+
+
+def _process_group(group: int) -> list[psutil.Process]:
+    """The processes of a process group (`pgrep -g`) still running: a zombie that nobody reaps (an orphan in a
+    container without an init) has ended."""
+    members = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getpgid(process.pid) == group and process.status() != psutil.STATUS_ZOMBIE:
+                members.append(process)
+    return members
+
+
+@pytest.mark.slow
+def test_a_killed_snakemake_resumes_as_documented(pipeline: Path, finished: Path):
+    """docs/failure-modes.md, "If Snakemake itself is killed": after `kill -9` of Snakemake mid-run its jobs go on
+    and its lock stays; ending its process group, `snakemake --unlock` and the same command again end with the
+    results of an uninterrupted run. The runs checkpoint every 10 steps, not 50, so that the kill lands inside a
+    run (the tiny config's runs end a fraction of a second after their first checkpoint); that changes no result."""
+    config = load_config("test.yaml")
+    config["training"]["checkpoint_every"] = 10
+    (finished / "often.yaml").write_text(yaml.safe_dump(config))
+    command = ["results/claims.md", "--configfile", "often.yaml"]  # every run again (its config changed), no figure
+    # Started as from a terminal: Snakemake leads a process group of its own, which its jobs join.
+    killed = subprocess.Popen([sys.executable, "-m", "snakemake", *command], cwd=finished, env=snakemake_environment(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not any(path.name.isdigit() for path in (finished / "results" / "scratch").glob("**/checkpoints/*")):
+        assert killed.poll() is None and time.monotonic() < deadline, "Snakemake wrote no checkpoint"
+        time.sleep(0.02)
+    killed.kill()
+    killed.wait()
+    assert any("itlin train" in " ".join(job.cmdline()) for job in _process_group(killed.pid))  # orphaned, training
+
+    os.killpg(killed.pid, signal.SIGTERM)  # `kill -TERM -- -<pid>`: each training writes a checkpoint and ends
+    deadline = time.monotonic() + 60
+    while _process_group(killed.pid):
+        assert time.monotonic() < deadline, "the orphaned jobs did not end"
+        time.sleep(0.1)
+    locked = snakemake(finished, *command)
+    assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr
+    unlocked = snakemake(finished, "--unlock", "--configfile", "often.yaml")
+    assert unlocked.returncode == 0, unlocked.stdout + unlocked.stderr
+    resumed = snakemake(finished, *command, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+
+    logs = [path.read_text() for path in (finished / "results" / "logs" / "train").glob("**/*.log")]
+    assert any("resuming from checkpoint at step" in log for log in logs)
+    expected, found = _decided(pipeline), _decided(finished)
+    assert list(found) == list(expected)
+    for path, value in expected.items():
+        if isinstance(value, pd.DataFrame):
+            pd.testing.assert_frame_equal(found[path], value, check_exact=True, obj=path)
+        else:
+            assert found[path] == value, path

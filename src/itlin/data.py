@@ -51,7 +51,12 @@ DIGITS_CLASS_COUNTS = (178, 182, 177, 183, 181, 182, 181, 179, 174, 180)
 
 
 class DataError(Exception):
-    """A dataset file is missing, corrupt, unsafe or inconsistent (the message names it)."""
+    """A dataset file is missing, corrupt, unsafe or inconsistent, or an option impossible (the message
+    names it; ``option``, the option at fault, if any)."""
+
+    def __init__(self, message: str, option: str | None = None):
+        super().__init__(message)
+        self.option = option
 
 
 class SplitSizes(NamedTuple):
@@ -68,8 +73,9 @@ class SplitSizes(NamedTuple):
 def split_sizes(dataset: str, options: dict) -> SplitSizes:
     """The sizes ``prepare(dataset, ..., **options)`` will produce, without building anything.
 
-    Raises ``DataError`` naming the option for an unknown option or a split too small to hold an
-    example of every class (digits: ``test_fraction``; synthetic: ``n_train``, ``n_test``).
+    Raises ``DataError`` naming the option for an unknown option, or one that gives a split too small to
+    hold an example of every class or larger than the data (digits: ``test_fraction``; synthetic and
+    cifar10: ``n_train``, ``n_test``).
     """
     if dataset not in _BUILDERS:
         raise DataError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
@@ -81,16 +87,20 @@ def split_sizes(dataset: str, options: dict) -> SplitSizes:
     options = defaults | dict(options)
     if dataset == "cifar10":  # the official balanced split, or its class-balanced subsets n_train, n_test
         records = int(options["records_per_file"])
-        train, test = len(CIFAR10_TRAIN_FILES) * records, records
-        train = train if options["n_train"] is None else min(train, int(options["n_train"]))
-        test = test if options["n_test"] is None else min(test, int(options["n_test"]))
-        return SplitSizes(train, test, 10, train // 10)
+        split = {"n_train": len(CIFAR10_TRAIN_FILES) * records, "n_test": records}
+        for option, available in split.items():
+            if options[option] is not None:
+                if not 10 <= int(options[option]) <= available:
+                    raise DataError(f"cifar10: option {option} = {options[option]} must lie between 10 (one example "
+                                    f"of each class) and the {available} examples of its split", option)
+                split[option] = int(options[option])
+        return SplitSizes(split["n_train"], split["n_test"], 10, split["n_train"] // 10)
     if dataset == "synthetic":
         classes = int(options["num_classes"])
         for option in ("n_train", "n_test"):
             if int(options[option]) < classes:
                 raise DataError(f"synthetic: option {option} = {options[option]} is fewer than one example of "
-                                f"each of num_classes = {classes}")
+                                f"each of num_classes = {classes}", option)
         return SplitSizes(int(options["n_train"]), int(options["n_test"]), classes, int(options["n_train"]) // classes)
     # digits: scikit-learn's stratified split takes ceil(fraction * n) test examples and gives each
     # class of count c at least floor(c * m / n) of a split of m, so m >= n / (smallest c) holds them all.
@@ -100,7 +110,8 @@ def split_sizes(dataset: str, options: dict) -> SplitSizes:
     needed = math.ceil(total / min(DIGITS_CLASS_COUNTS))
     if not 0 < fraction < 1 or min(train, test) < needed:
         raise DataError(f"digits: option test_fraction = {fraction} gives {train} training and {test} test "
-                        f"examples; each split needs at least {needed} to hold every one of the 10 classes")
+                        f"examples; each split needs at least {needed} to hold every one of the 10 classes",
+                        "test_fraction")
     return SplitSizes(train, test, len(DIGITS_CLASS_COUNTS), min(count * train // total for count in DIGITS_CLASS_COUNTS))
 
 
@@ -210,9 +221,9 @@ def _build_cifar10(
     x_train, y_train, x_test, y_test, class_names = read_cifar10(archive, records_per_file=int(records_per_file))
     subsets = {name: int(size) for name, size in (("n_train", n_train), ("n_test", n_test)) if size is not None}
     if "n_train" in subsets:
-        x_train, y_train = _subset(x_train, y_train, "n_train", subsets["n_train"], seed)
+        x_train, y_train = _subset(x_train, y_train, subsets["n_train"], seed)
     if "n_test" in subsets:
-        x_test, y_test = _subset(x_test, y_test, "n_test", subsets["n_test"], seed)
+        x_test, y_test = _subset(x_test, y_test, subsets["n_test"], seed)
     meta = {
         "source": url,
         "checksum": f"md5:{expected_md5}",
@@ -223,10 +234,8 @@ def _build_cifar10(
     return x_train / np.float32(255), y_train, x_test / np.float32(255), y_test, meta
 
 
-def _subset(images: np.ndarray, labels: np.ndarray, option: str, size: int, seed: int):
-    """A class-balanced subset of ``size`` examples (``probe_indices``); ``option`` names the size in errors."""
-    if not 1 <= size <= labels.size:
-        raise DataError(f"cifar10: option {option} = {size} must lie between 1 and {labels.size}")
+def _subset(images: np.ndarray, labels: np.ndarray, size: int, seed: int):
+    """A class-balanced subset of ``size`` examples (``probe_indices``; ``split_sizes`` checked the size)."""
     keep = probe_indices(labels, size, seed=seed)
     return images[keep], labels[keep]
 

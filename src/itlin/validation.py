@@ -4,12 +4,15 @@ config's ``training`` section): one set of types and ranges for both.
 
 Stricter than JSON Schema in one way: an integer must be written as one (``1.0`` is a number, not
 an integer, and would name a run ``seed1.0``). Errors name the key and the reason, one line each.
+``schema_keys`` lists the keys a schema defines, with their annotations (``x-examples``), for the checks
+a schema cannot express.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
@@ -84,3 +87,55 @@ def _reason(error: jsonschema.ValidationError) -> str:
         reasons = list(dict.fromkeys(sub.message for sub in error.context))
         return f"{error.instance!r} matches none of the allowed forms: " + "; ".join(reasons)
     return error.message
+
+
+class SchemaKey(NamedTuple):
+    """A key that a schema defines: dotted (``*`` for any name: ``models.*.mem_mb``), its schema with every
+    ``$ref`` replaced by what it points to, and the conditions under which the schema allows it."""
+
+    key: str
+    schema: dict
+    when: tuple[tuple[str, dict], ...]
+    """(the key of an object, the ``if`` schema that object must match): a key of an ``allOf``'s ``then``
+    branch, such as one dataset's options."""
+
+
+def schema_keys(schema_path: Path) -> list[SchemaKey]:
+    """Every key the schema at ``schema_path`` defines (with its relative ``$ref`` to other schema files),
+    in the order written: through ``properties``, ``additionalProperties`` and the ``then`` of an ``allOf``;
+    a key defined in several places is listed once for each."""
+    schema_path = Path(schema_path).resolve()
+    document = load_yaml(schema_path)
+    keys = []
+
+    def children(node: dict, key: str, when: tuple) -> None:
+        named = dict(node.get("properties", {}))
+        if isinstance(node.get("additionalProperties"), dict):
+            named["*"] = node["additionalProperties"]
+        for name, child in named.items():
+            keys.append(SchemaKey(f"{key}.{name}" if key else name, child, when))
+            children(child, keys[-1].key, when)
+        for branch in node.get("allOf", []):
+            if "then" in branch:
+                children(branch["then"], key, (*when, (key, branch.get("if", {}))))
+
+    children(_dereferenced(document, schema_path, document), "", ())
+    return keys
+
+
+def _dereferenced(node: Any, location: Path, document: dict) -> Any:
+    """``node`` of the schema file at ``location`` (whose contents are ``document``) with every ``$ref``
+    replaced by what it points to; a ``$ref``'s siblings (a description, an annotation) are kept."""
+    if isinstance(node, list):
+        return [_dereferenced(item, location, document) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" not in node:
+        return {name: _dereferenced(value, location, document) for name, value in node.items()}
+    file, _, pointer = node["$ref"].partition("#")
+    if file:
+        location = (location.parent / file).resolve()
+        document = load_yaml(location)
+    target = functools.reduce(lambda parent, part: parent[part], filter(None, pointer.split("/")), document)
+    return _dereferenced({**target, **{name: value for name, value in node.items() if name != "$ref"}},
+                         location, document)

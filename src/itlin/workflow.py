@@ -45,8 +45,10 @@ class WorkflowConfigError(ValueError):
 
 def validate(cfg: dict, schema_path: Path) -> None:
     """Reject an invalid workflow config, naming the key: the JSON Schema at ``schema_path`` (types,
-    ranges, known keys; integers written as integers), then what it cannot express (``check_config``)."""
+    ranges, known keys; integers written as integers), then what it cannot express: each count of examples
+    against the data (``check_sizes``), then the keys against each other (``check_config``)."""
     validation.validate(cfg, schema_path)
+    check_sizes(cfg, schema_path)
     check_config(cfg)
 
 
@@ -131,34 +133,61 @@ def check_config(cfg: dict) -> None:
     for figure, stage in (("gauss_newton_damping", "gauss_newton"), ("kernel_regression", "kernel_regression")):
         if figure in cfg["figures"] and not cfg[stage]["models"]:
             raise WorkflowConfigError(f"config key 'figures' lists {figure}, which needs '{stage}.models'")
-    check_sizes(cfg)
 
 
-def check_sizes(cfg: dict) -> None:
-    """Reject subsets of the training split larger than it, known from the dataset's options
-    (``itlin.data.split_sizes``) before the data are prepared; class-balanced subsets (the NTK probe
-    set, kernel regression's training set) also need enough examples of each class."""
+EXAMPLE_COUNTS = ("split", "train", "train-balanced", "none")
+"""How the data bound a key that counts examples, its ``x-examples`` in the config schema: ``split`` sizes a
+split of the dataset (``itlin.data.split_sizes`` checks it), ``train`` is a subset of the training split,
+``train-balanced`` a class-balanced one; ``none``, no bound (a chunk of the probe set, an image's side)."""
+
+
+def count_keys(schema_path: Path) -> list[validation.SchemaKey]:
+    """The keys of the workflow config schema at ``schema_path`` that count examples (``x-examples``)."""
+    keys = [key for key in validation.schema_keys(schema_path) if "x-examples" in key.schema]
+    for key in keys:
+        if key.schema["x-examples"] not in EXAMPLE_COUNTS:
+            raise ValueError(f"{schema_path}: {key.key} has x-examples {key.schema['x-examples']!r}, not one of "
+                             f"{EXAMPLE_COUNTS}")
+    return keys
+
+
+def config_values(cfg: dict, key: str) -> list[tuple[str, object]]:
+    """(the key, its value) of each value of a dotted schema key in ``cfg`` (``*``: under every name)."""
+    found = [("", cfg)]
+    for part in key.split("."):
+        found = [(f"{path}.{name}" if path else name, value[name]) for path, value in found if isinstance(value, dict)
+                 for name in (value if part == "*" else [part] if part in value else [])]
+    return found
+
+
+def check_sizes(cfg: dict, schema_path: Path) -> None:
+    """Reject, before the data are prepared, every key that counts examples (``count_keys``) beyond what the
+    dataset's options give (``itlin.data.split_sizes``): a split without every class, a subset larger than the
+    training split, a class-balanced subset needing more examples of a class than it may have. A stage that
+    runs no job (``models`` empty: C5, C6) is not checked: its sizes are never used."""
     name = cfg["dataset"]["name"]
     try:
         sizes = data.split_sizes(name, cfg["dataset"]["options"])
     except data.DataError as error:
-        raise WorkflowConfigError(f"config key 'dataset.options': {error}") from None
-    subsets = {"training.batch_size": False, "training.eval_train_size": False, "ntk.probe_size": True}
-    if cfg["kernel_regression"]["models"]:
-        subsets["kernel_regression.train_size"] = True
-    for key, balanced in subsets.items():
-        section, option = key.split(".")
-        size = cfg[section][option]
-        if size > sizes.train:
-            raise WorkflowConfigError(
-                f"config key '{key}' = {size} is more than the {sizes.train} training examples of {name}"
-            )
-        per_class = math.ceil(size / sizes.num_classes)
-        if balanced and per_class > sizes.smallest_train_class:
-            raise WorkflowConfigError(
-                f"config key '{key}' = {size} needs {per_class} examples of each of the {sizes.num_classes} "
-                f"classes, but a class of the {name} training split may have only {sizes.smallest_train_class}"
-            )
+        key = f"dataset.options.{error.option}" if error.option else "dataset.options"
+        raise WorkflowConfigError(f"config key '{key}': {error}") from None
+    for count in count_keys(schema_path):
+        if count.schema["x-examples"] not in ("train", "train-balanced"):
+            continue  # split: split_sizes checked it above; none: nothing to check
+        for key, size in config_values(cfg, count.key):
+            section = cfg[key.split(".")[0]]
+            if size is None or (isinstance(section, dict) and section.get("models") == []):
+                continue  # the whole training split; a stage that runs no job
+            if size > sizes.train:
+                raise WorkflowConfigError(
+                    f"config key '{key}' = {size} is more than the {sizes.train} training examples of {name}"
+                )
+            per_class = math.ceil(size / sizes.num_classes)
+            if count.schema["x-examples"] == "train-balanced" and per_class > sizes.smallest_train_class:
+                raise WorkflowConfigError(
+                    f"config key '{key}' = {size} needs {per_class} examples of each of the {sizes.num_classes} "
+                    f"classes, but a class of the {name} training split may have only {sizes.smallest_train_class}"
+                )
 
 
 def check_cluster_profile(default_resources: Mapping, overwrite_resources: Mapping[str, Mapping],
