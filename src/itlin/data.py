@@ -20,10 +20,13 @@ import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    import jax  # annotations only: JAX is imported where augmentation runs
 
 DATASETS = ("digits", "cifar10", "synthetic")
 ARRAY_NAMES = ("x_train", "y_train", "x_test", "y_test")
