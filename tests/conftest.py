@@ -68,3 +68,13 @@ def copy_workflow(destination: Path) -> Path:
 def workdir(tmp_path: Path) -> Path:
     """A copy of the workflow in a temporary folder."""
     return copy_workflow(tmp_path)
+
+
+LONGEST_FIRST = ("test_workflow.py", "test_paper_scale.py", "test_slurm.py", "test_train.py", "test_bench.py")
+"""The test files that take longest, longest first (each runs on one worker: pyproject's --dist loadfile)."""
+
+
+def pytest_collection_modifyitems(items):
+    """Start the longest files first, so that the workers do not end on one of them alone."""
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the others keep their order
