@@ -124,6 +124,7 @@ def digest(state: TrainState, contents: dict) -> str:
     of its log (config, rows, elapsed time)."""
     return record.fingerprint(state, json.dumps(contents, sort_keys=True).encode())
 
+
 class _SettlingEventLoop(asyncio.SelectorEventLoop):
     """An event loop that, when closed, first lets the tasks still running on it end (``_settle``)."""
 

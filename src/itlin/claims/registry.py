@@ -26,7 +26,6 @@ class Claim:
     check: Callable[[Mapping[str, pd.DataFrame], Settings, Mapping[str, str]], list[ModelVerdict]]
 
 
-
 CLAIMS: tuple[Claim, ...] = (
     Claim("C1", "Iterative linearisation performs on par with standard training (K = 1), even with very "
                 "infrequent feature updates.",
