@@ -272,6 +272,7 @@ def test_kernel_specialisation_shows_network_twin_and_frozen_kernel_full_and_bac
     fig = draw("kernel_specialisation", ntk_table[~np.isinf(ntk_table["K"])], tmp_path)
     assert "no runs: cnn, K = ∞ (frozen kernel)" in texts_of(fig)
 
+
 def test_kernel_specialisation_leaves_out_diverged_runs_and_says_so(tmp_path):
     """Diverged runs have no kernel at the end of training: the matrices are those of the runs that
     completed, the panel says which runs were left out, and a K whose every run diverged says so."""
