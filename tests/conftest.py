@@ -55,6 +55,14 @@ def run_config(tiny_data):
     return make
 
 
+def train_run(config, out: Path, scratch: Path | None = None, **options) -> str:
+    """Train one run (a job of one lane) from a run config (mapping or ``RunConfig``) into ``out``; its status."""
+    from itlin import record, train_job
+
+    config = config if isinstance(config, record.RunConfig) else record.RunConfig.from_dict(config)
+    return train_job.run([config], [out], scratch, **options)[0]
+
+
 def copy_workflow(destination: Path) -> Path:
     """Copy the workflow (Snakefile, rules, configs, profiles, environment, library sources) into ``destination``."""
     for name in ("Snakefile", "environment.yml"):

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import train_run
 from jax.flatten_util import ravel_pytree
 
 from itlin import data, measure_ntk, models, ntk, record, tables, train
@@ -280,7 +281,7 @@ def linearised_run(tiny_data, tmp_path_factory):
         loss="cross_entropy", augment=False, reset_optimizer=False, proximal_damping=0.0, eval_every=20, eval_train_size=64, scan_steps=5,
         num_snapshots=4, velocity_interval=5, checkpoint_every=20,
     )
-    assert train.run(record.RunConfig.from_dict(config), out) == "ok"
+    assert train_run(config, out) == "ok"
     return out
 
 
@@ -374,7 +375,7 @@ def test_ntk_table_equals_brute_force_jacobians_of_the_runs_own_snapshots(tiny_d
         loss="cross_entropy", augment=False, reset_optimizer=False, proximal_damping=0.0, eval_every=20,
         eval_train_size=64, scan_steps=5, num_snapshots=3, velocity_interval=5, checkpoint_every=40)
     run = tmp_path / "run"
-    train.run(record.RunConfig.from_dict(config), run)
+    train_run(config, run)
     table = measure_ntk.measure_run(run, tiny_data, probe_size=12)
     dataset = data.load(tiny_data)
     probe = data.probe_indices(dataset.y_train, 12, seed=0)

@@ -19,10 +19,11 @@ import numpy as np
 import optax
 import pandas as pd
 import pytest
+from conftest import train_run
 import yaml
 from jax.flatten_util import ravel_pytree
 
-from itlin import checkpoints, cli, data, models, record, tables, train, validation
+from itlin import checkpoints, cli, data, models, record, tables, train, train_job, validation
 from itlin.linearise import expected_feature_updates, linearise, relinearise_now, relinearises_throughout
 
 MODELS = {"mlp": {"depth": 2, "width": 16}, "cnn": {"depth": 2, "width": 8}, "resnet18": {"width": 4}}
@@ -189,7 +190,7 @@ def test_blocks_that_relinearise_throughout_are_those_of_the_traced_schedule(K, 
 def test_feature_updates_count(run_config, tmp_path, K):
     """A run of T steps re-linearises ⌈T/K⌉ − 1 times after initialisation."""
     config = run_config(K=K, steps=40)
-    train.run(record.RunConfig.from_dict(config), tmp_path / "out")
+    train_run(config, tmp_path / "out")
     metrics = pd.read_parquet(tmp_path / "out" / "metrics.parquet")
     final = metrics[metrics.step == 40].feature_updates.unique()
     expected = 0 if K == "inf" else math.ceil(40 / K) - 1
@@ -202,7 +203,7 @@ def test_switch_run_is_standard_until_t_then_linear(run_config, tmp_path):
     standard = run_config(K=1, steps=steps, num_snapshots=6, scan_steps=5)
     switched = dict(standard, switch_step=switch)
     for name, config in (("standard", standard), ("switched", switched)):
-        train.run(record.RunConfig.from_dict(config), tmp_path / name)
+        train_run(config, tmp_path / name)
     like = models.create("mlp", input_shape=(8, 8, 1), num_classes=4, seed=0, depth=1, width=32).params
     theta_std, _ = record.load_snapshot(tmp_path / "standard" / "snapshots" / f"step_{switch:07d}.npz", like)
     theta_sw, _ = record.load_snapshot(tmp_path / "switched" / "snapshots" / f"step_{switch:07d}.npz", like)
@@ -216,7 +217,7 @@ def test_switch_run_is_standard_until_t_then_linear(run_config, tmp_path):
 
 
 def test_metrics_schema_and_run_json(run_config, tmp_path):
-    train.run(record.RunConfig.from_dict(run_config(K=10)), tmp_path / "out")
+    train_run(run_config(K=10), tmp_path / "out")
     metrics = pd.read_parquet(tmp_path / "out" / "metrics.parquet")
     assert list(metrics.columns) == ["dataset", "model", "K", "switch_step", "seed", "variant", "step",
                                      "feature_updates", "split", "evaluator", "loss", "accuracy", "status",
@@ -242,7 +243,7 @@ def test_metrics_schema_and_run_json(run_config, tmp_path):
 def test_same_seed_same_numbers_other_seed_other_numbers(run_config, tmp_path):
     frames = []
     for index, seed in enumerate((0, 0, 1)):
-        train.run(record.RunConfig.from_dict(run_config(K=10, seed=seed)), tmp_path / str(index))
+        train_run(run_config(K=10, seed=seed), tmp_path / str(index))
         frames.append(pd.read_parquet(tmp_path / str(index) / "metrics.parquet").drop(columns="wall_time_s"))
     pd.testing.assert_frame_equal(frames[0], frames[1])
     assert not np.allclose(frames[0].loss, frames[2].loss)
@@ -281,7 +282,7 @@ def test_stopped_run_resumes_from_its_checkpoint(run_config, tmp_path, stop, blo
     resumed = subprocess.run(_command(config_path, tmp_path / "out", tmp_path / "scratch", *options),
                              capture_output=True, text=True, env=os.environ | {"JAX_PLATFORMS": "cpu"}, check=True)
     assert "resuming from checkpoint at step" in resumed.stderr
-    train.run(record.RunConfig.from_dict(config), tmp_path / "uninterrupted", block_mode="dispatch")
+    train_run(config, tmp_path / "uninterrupted", block_mode="dispatch")
     columns = lambda frame: frame.drop(columns="wall_time_s")  # noqa: E731
     exact = block_mode is None
     pd.testing.assert_frame_equal(columns(pd.read_parquet(tmp_path / "out" / "metrics.parquet")),
@@ -309,12 +310,12 @@ def test_stopped_run_resumes_from_its_checkpoint(run_config, tmp_path, stop, blo
 def test_checkpoint_of_another_config_is_not_resumed(run_config, tmp_path, caplog):
     first = run_config(K=10, steps=40)
     trainer_state_dir = tmp_path / "scratch"
-    saved = checkpoints.Checkpoints(trainer_state_dir / "checkpoints", record.RunConfig.from_dict(first))
+    saved = checkpoints.Checkpoints(trainer_state_dir / "checkpoints", [record.RunConfig.from_dict(first)])
     trainer, _ = trainer_for(first)
-    saved.save(20, trainer.init_state(), [], 1.0)
+    saved.save(20, trainer.init_state(), [[]], 1.0)
     saved.close()
     changed = record.RunConfig.from_dict(run_config(K=20, steps=40))
-    train.run(changed, tmp_path / "out", trainer_state_dir)
+    train_run(changed, tmp_path / "out", trainer_state_dir)
     assert "written under another run config" in caplog.text
     metrics = pd.read_parquet(tmp_path / "out" / "metrics.parquet")
     assert sorted(metrics.step.unique()) == [0, 20, 40]
@@ -361,16 +362,16 @@ def test_damaged_checkpoint_is_set_aside_and_the_run_resumes_from_a_good_one(run
     with monkeypatch.context() as patch:
         _stop_after_checkpoint(patch, 30)
         with pytest.raises(checkpoints.Preempted):
-            train.run(config, tmp_path / "out", scratch)
+            train_run(config, tmp_path / "out", scratch)
     assert sorted(path.name for path in (scratch / "checkpoints").iterdir() if path.name.isdigit()) == ["20", "30"]
     DAMAGE[damage](scratch / "checkpoints")
     caplog.set_level(logging.INFO, logger="itlin")
-    assert train.run(config, tmp_path / "out", scratch) == "ok"
+    assert train_run(config, tmp_path / "out", scratch) == "ok"
     resumed_from = "the start" if damage == "every checkpoint" else "checkpoint at step 20"
     assert "checkpoint at step 30 is damaged" in caplog.text and f"resuming from {resumed_from}" in caplog.text
     set_aside = sorted(path.name.split("-")[0] for path in (scratch / "damaged").iterdir())
     assert set_aside == (["20", "30"] if damage == "every checkpoint" else ["30"])
-    train.run(config, tmp_path / "uninterrupted")
+    train_run(config, tmp_path / "uninterrupted")
     columns = lambda frame: frame.drop(columns="wall_time_s")  # noqa: E731
     pd.testing.assert_frame_equal(columns(pd.read_parquet(tmp_path / "out" / "metrics.parquet")),
                                   columns(pd.read_parquet(tmp_path / "uninterrupted" / "metrics.parquet")))
@@ -403,7 +404,7 @@ def test_divergence_on_an_evaluation_step_leaves_one_row_per_measurement(run_con
     evaluated when the divergence is seen: its rows are replaced by the diverged rows, not doubled."""
     config = run_config(K=1, loss="mse", scan_steps=1, eval_every=1, checkpoint_every=1,
                         optimizer={"name": "sgd", "learning_rate": 100.0, "momentum": 0.0, "schedule": "constant"})
-    assert train.run(record.RunConfig.from_dict(config), tmp_path / "out") == "diverged"
+    assert train_run(config, tmp_path / "out") == "diverged"
     summary = json.loads((tmp_path / "out" / "run.json").read_text())
     metrics = tables.aggregate("metrics", [tmp_path / "out" / "metrics.parquet"])  # raises on a repeated measurement
     assert metrics.step.max() == summary["diverged_step"] > 0
@@ -477,7 +478,7 @@ def test_cli_rejects_a_bad_run_config_in_one_line(run_config, tmp_path, capsys):
 def test_subsets_larger_than_the_training_split_are_named(run_config, tmp_path, key):
     config = record.RunConfig.from_dict(run_config(**{key: 1000}))  # the tiny data has 256 training examples
     with pytest.raises(ValueError, match=f"{key}: 1000 is more than the 256 training examples"):
-        train.run(config, tmp_path / "out")
+        train_run(config, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -487,3 +488,95 @@ def test_snapshot_steps_are_log_spaced_on_the_scan_grid():
     assert all(s % 10 == 0 for s in steps)
     gaps = np.diff(steps[1:])
     assert gaps[0] < gaps[-1]  # dense early
+
+
+LANE_SCHEDULES = {"K=1": (dict(K=1), 0), "K=300": (dict(K=300), 290), "K=inf": (dict(K="inf"), 0),
+                  "switch": (dict(K=1, switch_step=150), 140)}
+"""Each lane test's schedule and the step it starts from: 20 steps that include its event (K = 300's
+re-linearisation at step 300, the switch at 150). Over hundreds of steps, float rounding alone moves a
+small ResNet's ReLU and GroupNorm kinks (scanned and dispatched blocks part by 1e-3 within 200 steps)."""
+
+
+@pytest.mark.parametrize("schedule", sorted(LANE_SCHEDULES))
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_lane_equals_a_one_lane_run_of_its_seed(run_config, tiny_data_16, name, schedule):
+    """Lanes of seeds (1, 0) take seed 0 in the second lane exactly where a trainer of seed 0 alone takes it,
+    by the same programs (the re-linearising one for K = 1 blocks): equal to float64 rounding, so that a
+    difference is a bug, not float32 rounding moved across a ReLU or GroupNorm kink."""
+    settings, start = LANE_SCHEDULES[schedule]
+    sgd = {"name": "sgd", "learning_rate": 0.05, "momentum": 0.0, "schedule": "constant"}
+    config = run_config(model={"name": name, **MODELS[name]}, steps=320, scan_steps=5, eval_every=320,
+                        checkpoint_every=320, batch_size=8, optimizer=sgd, **settings)
+    if name == "resnet18":
+        config["data"] = str(tiny_data_16)
+    with jax.enable_x64(True):
+        alone, train_data = trainer_for(dict(config, seed=0))
+        train_data = train.TrainData(train_data.x.astype(jnp.float64), train_data.y)
+        initial = [jax.tree.map(lambda leaf: leaf.astype(jnp.float64), models.from_spec(
+            config["model"], input_shape=train_data.x.shape[1:], num_classes=4, seed=seed).params) for seed in (1, 0)]
+        lanes = train.Trainer(alone.config, alone.model, seeds=[1, 0])
+        lane_state = lanes.init_state(jax.tree.map(lambda *leaves: jnp.stack(leaves), *initial))
+        lane_state = lane_state._replace(step=jnp.full(2, start, jnp.int32))
+        alone_state = alone.init_state(initial[1])._replace(step=jnp.asarray(start, jnp.int32))
+        assert lanes.block_for(start) is lanes.relinearising_block if settings["K"] == 1 else lanes.linearised_block
+        lane_state = lanes.train_steps(lane_state, train_data, 20, start=start)
+        alone_state = alone.train_steps(alone_state, train_data, 20, start=start)
+        second = jax.tree.map(lambda leaf: leaf[1], lane_state)
+        expected_updates = {"K=1": 19, "K=300": 1, "K=inf": 0, "switch": 11}[schedule]  # re-linearisations after step 0
+        assert int(second.feature_updates) == int(alone_state.feature_updates) == expected_updates
+        assert_trees_close(second, alone_state, rtol=1e-10, atol=1e-12)
+        first = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], lane_state.params))[0]
+        assert not np.allclose(first, ravel_pytree(alone_state.params)[0])  # the other lane is seed 1's
+
+
+def test_a_job_writes_each_lane_as_a_one_lane_job_of_its_seed_writes_it(run_config, tmp_path):
+    """A job of seeds (1, 0) writes seed 0's run folder as a job of seed 0 alone does: metrics, predictions
+    and every snapshot equal to float rounding, and a ``run.json`` naming the job's lanes."""
+    configs = [record.RunConfig.from_dict(run_config(K=10, seed=seed)) for seed in (1, 0)]
+    assert train_job.run(configs, [tmp_path / "seed1", tmp_path / "lane"]) == ["ok", "ok"]
+    train_run(configs[1], tmp_path / "alone")
+    columns = lambda frame: frame.drop(columns="wall_time_s")  # noqa: E731
+    for table in ("metrics.parquet", "predictions.parquet"):
+        lane, alone = (columns(pd.read_parquet(tmp_path / run / table)) if table == "metrics.parquet"
+                       else pd.read_parquet(tmp_path / run / table) for run in ("lane", "alone"))
+        pd.testing.assert_frame_equal(lane, alone, check_exact=False, rtol=1e-5, atol=1e-6)
+    assert json.loads((tmp_path / "lane" / "run.json").read_text())["lanes"] == [1, 0]
+    snapshots = sorted(path.name for path in (tmp_path / "alone" / "snapshots").iterdir())
+    assert snapshots == sorted(path.name for path in (tmp_path / "lane" / "snapshots").iterdir())
+    for snapshot in snapshots:
+        with np.load(tmp_path / "lane" / "snapshots" / snapshot) as found, \
+                np.load(tmp_path / "alone" / "snapshots" / snapshot) as expected:
+            for key in expected.files:
+                np.testing.assert_allclose(found[key], expected[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_the_configs_of_a_job_differ_only_in_their_seed(run_config, tmp_path):
+    configs = [record.RunConfig.from_dict(run_config(K=K, seed=seed)) for K, seed in ((10, 0), (20, 1))]
+    with pytest.raises(ValueError, match="differ in their seed only; these differ: K"):
+        train_job.run(configs, [tmp_path / "a", tmp_path / "b"])
+    twice = [record.RunConfig.from_dict(run_config(seed=3))] * 2
+    with pytest.raises(ValueError, match="seed: each lane of a job needs its own seed"):
+        train_job.run(twice, [tmp_path / "a", tmp_path / "b"])
+
+
+def test_a_diverged_lane_is_frozen_while_the_others_finish(run_config, tmp_path):
+    """At a learning rate where seed 2 diverges and seed 0 does not (on their own, seed 2 diverges from rate
+    0.4 and seed 0 stays finite to 0.55), the job records seed 2 as diverged at its step, with finite snapshots
+    before it, and trains seed 0 to the end as a one-lane run of seed 0."""
+    config = run_config(K=1, loss="mse", steps=40, scan_steps=1, eval_every=10, checkpoint_every=10,
+                        optimizer={"name": "sgd", "learning_rate": 0.45, "momentum": 0.0, "schedule": "constant"})
+    configs = [record.RunConfig.from_dict(dict(config, seed=seed)) for seed in (0, 2)]
+    statuses = train_job.run(configs, [tmp_path / "seed0", tmp_path / "seed2"])
+    assert statuses == ["ok", "diverged"]
+    summary = json.loads((tmp_path / "seed2" / "run.json").read_text())
+    metrics = pd.read_parquet(tmp_path / "seed2" / "metrics.parquet")
+    assert metrics.step.max() == summary["diverged_step"] and metrics[metrics.step == metrics.step.max()].loss.isna().all()
+    for path in (tmp_path / "seed2" / "snapshots").iterdir():
+        assert int(path.stem.split("_")[1]) <= summary["diverged_step"]
+        with np.load(path) as arrays:
+            assert all(np.isfinite(arrays[key]).all() for key in arrays.files)
+    train_run(configs[0], tmp_path / "alone")
+    columns = lambda frame: frame.drop(columns="wall_time_s")  # noqa: E731
+    pd.testing.assert_frame_equal(columns(pd.read_parquet(tmp_path / "seed0" / "metrics.parquet")),
+                                  columns(pd.read_parquet(tmp_path / "alone" / "metrics.parquet")),
+                                  check_exact=False, rtol=1e-4, atol=1e-5)

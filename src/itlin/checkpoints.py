@@ -1,5 +1,5 @@
-"""Checkpoints of a training run in its scratch folder, and the SIGTERM request to write one: a
-pre-empted or killed run resumes from the last sound checkpoint with identical results."""
+"""Checkpoints of a training job (its lanes' state and rows) in its scratch folder, and the SIGTERM request
+to write one: a pre-empted or killed job resumes from the last sound checkpoint with identical results."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -50,25 +50,26 @@ class TerminationRequest:
 
 
 class Checkpoints:
-    """Orbax checkpoints of the train state and the metric rows so far, in the scratch folder.
+    """Orbax checkpoints of a job's train state and each lane's metric rows so far, in the scratch folder.
 
     Each checkpoint carries the SHA-256 of its contents (``digest``), computed from the values saved
     and checked on the values restored. A checkpoint that cannot be read or fails the check is
     damaged: it is moved to ``damaged/`` beside the checkpoints, with a warning naming it, and the
     previous one is tried (two are kept), then a fresh start, so a run never resumes from damaged
-    state. A checkpoint written under a different run config is discarded: a changed config restarts.
+    state. A checkpoint written under different run configs is discarded: a changed config restarts.
     """
 
-    def __init__(self, directory: Path, config: record.RunConfig):
+    def __init__(self, directory: Path, configs: Sequence[record.RunConfig]):
         self.directory = Path(directory).absolute()
         self.damaged = self.directory.parent / "damaged"
-        self.config = config.to_dict()
+        self.config = [config.to_dict() for config in configs]
         self.manager = ocp.CheckpointManager(
             self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
         self.latest = self.manager.latest_step() or 0
 
-    def restore(self, initial: TrainState) -> tuple[TrainState, list[dict], float]:
-        """The state, rows and elapsed time of the latest sound checkpoint, or a fresh start."""
+    def restore(self, initial: TrainState) -> tuple[TrainState, list[list[dict]] | None, float]:
+        """The state, each lane's rows and the elapsed time of the latest sound checkpoint, or a fresh start
+        (``initial``, None, 0)."""
         for step in sorted(self.manager.all_steps(), reverse=True):
             try:  # the log first: it says whether the checkpoint belongs to this run config
                 saved = self._read(step, log=ocp.args.JsonRestore()).log
@@ -92,14 +93,14 @@ class Checkpoints:
         self.latest = 0
         if self.damaged.exists():
             log.warning("no sound checkpoint left: resuming from the start")
-        return initial, [], 0.0
+        return initial, None, 0.0
 
     def _read(self, step: int, **items) -> ocp.args.Composite:
         """Orbax's restore of ``items`` of the checkpoint at ``step``; a failed one leaves no read running."""
         with _settled_event_loops():
             return self.manager.restore(step, args=ocp.args.Composite(**items))
 
-    def save(self, step: int, state: TrainState, rows: list[dict], elapsed: float) -> None:
+    def save(self, step: int, state: TrainState, rows: list[list[dict]], elapsed: float) -> None:
         contents = {"config": self.config, "rows": rows, "elapsed": elapsed}
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),

@@ -1,7 +1,10 @@
-"""Command line: ``itlin prepare`` makes a dataset file, ``itlin train`` runs one run.
+"""Command line: ``itlin prepare`` makes a dataset file, ``itlin train`` runs a training job.
 
     python -m itlin prepare --dataset digits --out resources/data/digits.npz
-    python -m itlin train --config RUN.yaml --out results/runs/RUN [--scratch results/scratch/RUN] [--block-mode scan]
+    python -m itlin train --config RUN.yaml --out results/runs/RUN [--scratch results/scratch/JOB] [--block-mode scan]
+
+``itlin train`` takes ``--config`` and ``--out`` once per seed (in the same order): the seeds train as
+lanes of one program, each into its own folder.
 
 ``--log FILE`` and ``--debug`` go before or after the command. A user error (an unknown dataset,
 a missing or invalid file) ends the command with one line on stderr and exit status 1; ``--debug``
@@ -51,10 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     prepare.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE",
                          help="dataset option, e.g. test_fraction=0.25 (repeatable)")
 
-    train = commands.add_parser("train", parents=[common], help="train one run from a run config YAML")
-    train.add_argument("--config", type=Path, required=True, help="run config YAML (see config/README.md)")
-    train.add_argument("--out", type=Path, required=True, help="output folder: metrics.parquet, run.json, snapshots/")
-    train.add_argument("--scratch", type=Path, help="checkpoint folder, kept outside the outputs (default OUT/scratch)")
+    train = commands.add_parser("train", parents=[common],
+                                help="train runs that differ only in their seed, as lanes of one program")
+    train.add_argument("--config", type=Path, action="append", required=True,
+                       help="run config YAML (see config/README.md); once per seed")
+    train.add_argument("--out", type=Path, action="append", required=True,
+                       help="output folder of the --config at the same position: metrics.parquet, run.json, snapshots/")
+    train.add_argument("--scratch", type=Path,
+                       help="checkpoint folder of the job, kept outside the outputs (default: the first OUT/scratch)")
     train.add_argument("--block-mode", choices=("scan", "dispatch"),
                        help="run each block of steps as one jax.lax.scan or step by step (default: scan on "
                             "accelerators, dispatch on the CPU); results agree to float rounding")
@@ -81,16 +88,16 @@ def _run(args: argparse.Namespace) -> int:
         meta = data.prepare(args.dataset, args.out, seed=args.seed, cache_dir=args.cache_dir, **dict(args.option))
         log.info("wrote %s (%s)", args.out, {k: meta[k] for k in ("dataset", "shapes") if k in meta})
         return 0
-    from itlin import record, train
+    from itlin import record, train_job
     from itlin.checkpoints import Preempted
 
-    config = record.load_config(args.config)  # a bad run config is a ValueError naming the key
+    configs = [record.load_config(path) for path in args.config]  # a bad run config is a ValueError naming the key
     try:
-        status = train.run(config, args.out, args.scratch, block_mode=args.block_mode)
+        statuses = train_job.run(configs, args.out, args.scratch, block_mode=args.block_mode)
     except Preempted as stop:
         log.warning("%s", stop)
         return 128 + signal.SIGTERM  # the shell's code for "ended by SIGTERM": a scheduler retries it
-    log.info("status: %s", status)
+    log.info("status: %s", ", ".join(statuses))
     return 0  # a diverged run is a result, not a failure: the pipeline goes on
 
 

@@ -1,4 +1,4 @@
-"""One training run of iterative linearisation, from a run config to a folder of results.
+"""The trainer of iterative linearisation: the train step, its blocks, and evaluation.
 
 The hot path is a block of ``scan_steps`` steps of the linearised model, run as one jitted
 ``jax.lax.scan`` on accelerators and as the jitted step dispatched ``scan_steps`` times on the CPU
@@ -6,35 +6,24 @@ The hot path is a block of ``scan_steps`` steps of the linearised model, run as 
 optimiser-reset flag are traced values, so one compiled program serves every schedule of a model.
 K = 1 blocks (also a switch run's blocks that end by its switch step), where every step
 re-linearises, run a second program that takes f's own gradient, equal to f_lin's at θ = θ_lin but
-at the cost of a standard step. The host only intervenes between blocks: to evaluate, to save
-snapshots of θ and θ_lin, and to write Orbax checkpoints into a scratch folder from which a killed
-run resumes.
+at the cost of a standard step. A training job (``itlin.train_job``) runs every seed as a lane of
+these programs (``jax.vmap``) and intervenes only between blocks.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import logging
-import math
-import shutil
-import time
-from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pandas as pd
 from tqdm.auto import tqdm
 
-from itlin import data, models, record, tables
-from itlin.checkpoints import Checkpoints, Preempted, TerminationRequest
-from itlin.record import EVALUATORS, RunConfig
+from itlin import data, models
+from itlin.record import RunConfig
 from itlin.linearise import linearise, relinearise_now, relinearises_throughout, schedule_arrays
-
-log = logging.getLogger(__name__)
 
 EVAL_CHUNK = 500  # examples per evaluation chunk: bounds evaluation memory on large test sets
 
@@ -159,29 +148,37 @@ class Trainer:
     ``init_state``, ``train_steps`` (under the run's schedule or another period K), ``evaluate`` (per
     example, f_lin and f), ``linear_outputs`` (f_lin's outputs) and ``batch`` (the batch of a step).
 
+    With ``seeds``, the trainer runs lanes: one per seed, all under the config's other settings. The
+    state, the schedule and ``evaluate``'s parameters and outputs then carry a leading lane axis and every
+    program is vmapped over it; ``init_state`` takes the lanes' initial parameters stacked. Without, one
+    run of ``config.seed`` (C5, C6 and the benchmarks).
+
     The programs, for benchmarks: the blocks of ``scan_steps`` steps, ``linearised_block`` (every
     schedule) and ``relinearising_block`` (blocks that re-linearise at every step), each run as
     ``block_mode`` says (``block_runner``; None: the backend's default), ``block_for`` choosing one,
     and the steps they repeat (``train_step``, ``relinearising_step``).
     """
 
-    def __init__(self, config: RunConfig, model: models.Model, block_mode: str | None = None):
+    def __init__(self, config: RunConfig, model: models.Model, block_mode: str | None = None, *,
+                 seeds: list[int] | None = None):
         self.config = config
         self.model = model
+        self.seeds = seeds
         self.optimizer = make_optimizer(config)
         self.f_lin = linearise(model.apply)
         self.loss = LOSSES[config.loss]
         self.relinearising_step = functools.partial(self.train_step, relinearise_every_step=True)
         self.block_mode = block_mode or default_block_mode()
-        self.linearised_block = block_runner(self.train_step, config.scan_steps, self.block_mode)
-        self.relinearising_block = block_runner(self.relinearising_step, config.scan_steps, self.block_mode)
-        self.evaluate = jax.jit(self._evaluate)
+        steps, evaluate = (self.train_step, self.relinearising_step), self._evaluate
+        if seeds is not None:  # lanes: the state and schedule are vmapped, the data shared
+            steps = tuple(jax.vmap(step, in_axes=(0, None, 0)) for step in steps)
+            evaluate = jax.vmap(evaluate, in_axes=(0, 0, None, None))
+        self.linearised_block = block_runner(steps[0], config.scan_steps, self.block_mode)
+        self.relinearising_block = block_runner(steps[1], config.scan_steps, self.block_mode)
+        self.evaluate = jax.jit(evaluate)
         self._linear_outputs = jax.jit(self.f_lin)
         self._batch = jax.jit(functools.partial(sample_batch, batch_size=config.batch_size, augment=config.augment))
-        period, switch = schedule_arrays(config.K, config.switch_step, config.steps)
-        self._schedule = Schedule(period, switch, jnp.asarray(config.reset_optimizer),
-                                  jnp.asarray(config.proximal_damping, jnp.float32),
-                                  jnp.asarray(config.seed, jnp.int32))
+        self._schedule = self.schedule(config.K, config.switch_step)
 
     def block_for(self, step: int) -> Callable:
         """The block program for the ``scan_steps`` steps from ``step``: ``relinearising_block``
@@ -203,7 +200,7 @@ class Trainer:
             raise ValueError(f"count: {count} steps are not a whole number of blocks of {length} steps")
         schedule = self.schedule(K)
         if K is None and start is None:
-            start = int(state.step)
+            start = int(np.ravel(state.step)[0])
         for block in range(count // length):
             program = self.linearised_block if K is not None else self.block_for(start + block * length)
             state = program(state, train_data, schedule)
@@ -219,24 +216,30 @@ class Trainer:
         """The batch the run trains on at ``step`` (``sample_batch`` with its seed, batch size and augmentation)."""
         return self._batch(train_data, jnp.int32(step), self._schedule.seed)
 
-    def init_state(self) -> TrainState:
-        params = self.model.params
-        return TrainState(  # fresh buffers: the state is donated to each step, the model's params are kept
-            step=jnp.asarray(0, jnp.int32),
-            params=jax.tree.map(jnp.copy, params),
-            params_lin=jax.tree.map(jnp.copy, params),
-            opt_state=self.optimizer.init(params),
-            feature_updates=jnp.asarray(0, jnp.int32),
-            diverged_at=jnp.asarray(-1, jnp.int32),
-        )
+    def init_state(self, params=None) -> TrainState:
+        """The state at step 0 from ``params`` (lanes: every lane's, stacked; None: the model's)."""
+        params = self.model.params if params is None else params
+        fresh = functools.partial(TrainState, step=jnp.asarray(0, jnp.int32), feature_updates=jnp.asarray(0, jnp.int32),
+                                  diverged_at=jnp.asarray(-1, jnp.int32))
+
+        def state(params):  # fresh buffers: the state is donated to each step, the given params are kept
+            return fresh(params=jax.tree.map(jnp.copy, params), params_lin=jax.tree.map(jnp.copy, params),
+                         opt_state=self.optimizer.init(params))
+
+        return state(params) if self.seeds is None else jax.vmap(state)(params)
 
     def schedule(self, K: float | None = None, switch_step: int | None = None) -> Schedule:
         """The run's traced schedule, or its settings with period ``K`` (and ``switch_step``) instead: the
-        same shapes and dtypes, so the same compiled programs."""
+        same shapes and dtypes, so the same compiled programs. Lanes: one row per seed."""
         if K is None:
             return self._schedule
         period, switch = schedule_arrays(K, switch_step, self.config.steps)
-        return self._schedule._replace(period=period, switch_step=switch)
+        seeds = self.config.seed if self.seeds is None else self.seeds
+        schedule = Schedule(period, switch, jnp.asarray(self.config.reset_optimizer),
+                            jnp.asarray(self.config.proximal_damping, jnp.float32), jnp.asarray(seeds, jnp.int32))
+        if self.seeds is None:
+            return schedule
+        return jax.tree.map(lambda value: jnp.broadcast_to(value, (len(self.seeds),)), schedule)
 
     def train_step(self, state: TrainState, train_data: TrainData, schedule: Schedule, *,
                    relinearise_every_step: bool = False) -> TrainState:
@@ -266,14 +269,17 @@ class Trainer:
 
         loss, grads = jax.value_and_grad(batch_loss)(state.params)
         updates, opt_state = self.optimizer.update(grads, opt_state, state.params)
-        return TrainState(
+        diverged_at = jnp.where((state.diverged_at < 0) & ~jnp.isfinite(loss), t, state.diverged_at)
+        stepped = TrainState(
             step=t + 1,
             params=optax.apply_updates(state.params, updates),
             params_lin=params_lin,
             opt_state=opt_state,
             feature_updates=state.feature_updates + (relinearise & (t > 0)).astype(jnp.int32),
-            diverged_at=jnp.where((state.diverged_at < 0) & ~jnp.isfinite(loss), t, state.diverged_at),
+            diverged_at=diverged_at,
         )
+        frozen = state._replace(step=t + 1, diverged_at=diverged_at)
+        return jax.tree.map(lambda old, new: jnp.where(diverged_at >= 0, old, new), frozen, stepped)
 
     def _evaluate(self, params, params_lin, x: jax.Array, y: jax.Array) -> jax.Array:
         """Per-example (loss, correct, predicted class) of f_lin and f at the same θ: shape (2 evaluators,
@@ -315,152 +321,3 @@ def gradient_descent_config(*, data: str, dataset: str, model: dict, K, seed: in
         loss=loss, augment=False, reset_optimizer=False, proximal_damping=0.0, eval_every=steps,
         eval_train_size=eval_train_size, scan_steps=scan_steps, num_snapshots=0, velocity_interval=scan_steps,
         checkpoint_every=steps))
-
-
-def _metric_rows(step: int, feature_updates: int, per_example: np.ndarray, splits: dict[str, slice],
-                 wall_time: float) -> list[dict]:
-    rows = []
-    for split, where in splits.items():
-        for e, evaluator in enumerate(EVALUATORS):
-            loss, correct = per_example[e, 0, where], per_example[e, 1, where]
-            rows.append(dict(step=step, feature_updates=feature_updates, split=split, evaluator=evaluator,
-                             loss=float(loss.mean()), accuracy=float(correct.mean()), wall_time_s=wall_time))
-    return rows
-
-
-def _diverged_rows(step: int, feature_updates: int, wall_time: float) -> list[dict]:
-    return [dict(step=step, feature_updates=feature_updates, split=split, evaluator=evaluator,
-                 loss=math.nan, accuracy=math.nan, wall_time_s=wall_time)
-            for split in ("train", "test") for evaluator in EVALUATORS]
-
-
-def metrics_frame(config: RunConfig, rows: list[dict], status: str) -> pd.DataFrame:
-    """The run's rows in the shared long-format schema (``itlin.tables.METRICS_COLUMNS``), validated."""
-    keys = dict(dataset=config.dataset, model=config.model_label, K=config.K, switch_step=config.switch_step,
-                seed=config.seed, variant=config.variant, status=status)
-    return tables.validate("metrics", pd.DataFrame(rows).assign(**keys), f"run {config.model_label} K={record.K_for_config(config.K)}")
-
-
-def predictions_frame(config: RunConfig, step: int, predicted: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
-    """The test split's per-example predictions of both evaluators at ``step`` (``predicted``: (2, n)
-    classes), in ``tables.PREDICTIONS_COLUMNS``; for the claims' bootstrap over test examples."""
-    n = len(labels)
-    frame = pd.DataFrame(dict(
-        dataset=config.dataset, model=config.model_label, K=config.K, switch_step=config.switch_step,
-        seed=config.seed, variant=config.variant, step=step, evaluator=np.repeat(EVALUATORS, n),
-        example=np.tile(np.arange(n), len(EVALUATORS)), label=np.tile(labels, len(EVALUATORS)),
-        prediction=predicted.reshape(-1).astype(np.int64)), columns=list(tables.PREDICTIONS_COLUMNS))
-    frame["switch_step"] = pd.array(frame["switch_step"], dtype="Int64")
-    return tables.validate("predictions", frame, f"predictions of run {config.model_label} K={record.K_for_config(config.K)}")
-
-
-def run(config: RunConfig, out_dir: Path, scratch_dir: Path | None = None, *, block_mode: str | None = None) -> str:
-    """Train one run into ``out_dir``; checkpoints go to ``scratch_dir``. Returns ``ok`` or ``diverged``.
-
-    ``block_mode`` (``scan`` or ``dispatch``; None: the backend's default) picks how blocks of
-    steps run (``block_runner``); it changes no result beyond float rounding, so it is not part
-    of the run config, and a run may resume in the other mode."""
-    started = time.perf_counter()
-    out_dir, scratch_dir = Path(out_dir), Path(scratch_dir or Path(out_dir) / "scratch")
-    dataset = data.load(Path(config.data))
-    for key in ("batch_size", "eval_train_size"):
-        if getattr(config, key) > len(dataset.y_train):
-            raise ValueError(f"{key}: {getattr(config, key)} is more than the {len(dataset.y_train)} training examples "
-                             f"of {config.data}")
-    model = models.from_spec(config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
-                             seed=config.seed)
-    trainer = Trainer(config, model, block_mode)
-    train_data = TrainData.of(dataset.x_train, dataset.y_train)
-    subset = data.training_subset(dataset.y_train, config.eval_train_size, class_balanced=False)
-    eval_x = jnp.asarray(np.concatenate([dataset.x_train[subset], dataset.x_test]))
-    eval_y = jnp.asarray(np.concatenate([dataset.y_train[subset], dataset.y_test]), jnp.int32)
-    splits = {"train": slice(0, len(subset)), "test": slice(len(subset), None)}
-
-    checkpoints = Checkpoints(scratch_dir / "checkpoints", config)
-    state, rows, elapsed = checkpoints.restore(trainer.init_state())
-    snapshots_dir = scratch_dir / "snapshots"
-    snapshots_dir.mkdir(parents=True, exist_ok=True)
-    snapshot_at = set(record.snapshot_steps(config.steps, config.scan_steps, config.num_snapshots, config.velocity_interval))
-    step = int(state.step)
-    status, diverged_step, final_predicted = "ok", None, None
-    clock = time.perf_counter() - elapsed
-
-    termination = TerminationRequest()
-    bar = tqdm(total=config.steps, initial=step, unit="step", desc=f"{config.model_label} K={record.K_for_config(config.K)}",
-               disable=None, dynamic_ncols=True)
-    resumed_step = step if step > 0 else None  # its evaluation and snapshot precede its checkpoint
-    while True:
-        if step == resumed_step:
-            pass
-        elif step % config.eval_every == 0 or step == config.steps:
-            diverged = int(state.diverged_at)
-            if diverged >= 0:
-                status, diverged_step = "diverged", diverged
-                # The diverged step may itself have been evaluated (it was the last evaluation step):
-                # its rows, of parameters whose loss is not finite, are replaced by the diverged rows.
-                rows = [row for row in rows if row["step"] < diverged]
-                rows += _diverged_rows(diverged, int(state.feature_updates), time.perf_counter() - clock)
-                log.warning("run diverged: non-finite loss at step %d", diverged)
-                break
-            per_example = np.asarray(trainer.evaluate(state.params, state.params_lin, eval_x, eval_y))
-            new = _metric_rows(step, int(state.feature_updates), per_example, splits, time.perf_counter() - clock)
-            rows += new
-            if step == config.steps:
-                final_predicted = per_example[:, 2, splits["test"]]
-            _report_progress(bar, step, config.steps, int(state.feature_updates), new)
-        if step in snapshot_at and step != resumed_step:
-            record.save_snapshot(record.snapshot_path(snapshots_dir, step), state.params, state.params_lin)
-        if step == config.steps:
-            break
-        if step > 0 and step > checkpoints.latest and (step % config.checkpoint_every == 0 or termination.requested):
-            checkpoints.save(step, state, rows, time.perf_counter() - clock)
-        if termination.requested:
-            checkpoints.close()
-            bar.close()
-            termination.restore()
-            raise Preempted(f"SIGTERM: checkpoint written at step {checkpoints.latest}; "
-                            "run the same command again to resume")
-        state = trainer.train_steps(state, train_data, config.scan_steps, start=step, progress=bar)
-        step += config.scan_steps
-    bar.close()
-    checkpoints.close()
-    termination.restore()
-
-    wall_time = time.perf_counter() - clock
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metrics_frame(config, rows, status).to_parquet(out_dir / record.METRICS_FILE, index=False)
-    predicted = np.empty((len(EVALUATORS), 0)) if final_predicted is None else final_predicted  # none if diverged
-    labels = dataset.y_test if final_predicted is not None else np.empty(0, np.int64)
-    predictions_frame(config, config.steps, predicted, labels).to_parquet(out_dir / record.PREDICTIONS_FILE, index=False)
-    final = {f"{r['split']}_{r['evaluator']}_accuracy": r["accuracy"] for r in rows[-4:]}
-    summary = dict(config=config.to_dict(), status=status, diverged_step=diverged_step,
-                   steps_done=step if status == "ok" else diverged_step,
-                   feature_updates=int(state.feature_updates), final=final, block_mode=trainer.block_mode,
-                   wall_time_s=wall_time,
-                   session_time_s=time.perf_counter() - started, **record.environment())
-    (out_dir / record.SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-    final_snapshots = out_dir / record.SNAPSHOTS_FOLDER
-    if final_snapshots.exists():
-        shutil.rmtree(final_snapshots)
-    shutil.copytree(snapshots_dir, final_snapshots)
-    if checkpoints.damaged.exists():  # the rest of the scratch folder goes; damaged checkpoints are kept to inspect
-        shutil.rmtree(checkpoints.directory)
-        shutil.rmtree(snapshots_dir)
-        log.warning("damaged checkpoints kept in %s (the run did not use them): delete the folder when done",
-                    checkpoints.damaged)
-    else:
-        shutil.rmtree(scratch_dir)
-    log.info("run finished: %s after %.1f s; final %s", status, wall_time, final)
-    return status
-
-
-def _report_progress(bar, step: int, steps: int, feature_updates: int, rows: list[dict]) -> None:
-    """One evaluation's numbers as a log line (or on the progress bar of a terminal): the loss on the
-    train subset and the test accuracy of f_lin, as in the metrics table; at step 0, of θ₀."""
-    linear = {row["split"]: row for row in rows if row["evaluator"] == "linear"}
-    train_loss, test_accuracy = linear["train"]["loss"], linear["test"]["accuracy"]
-    if bar.disable:
-        log.info("step %d/%d | train loss (f_lin) %.4f | test acc (f_lin) %.4f | feature updates %d",
-                 step, steps, train_loss, test_accuracy, feature_updates)
-    else:
-        bar.set_postfix(loss=f"{train_loss:.4f}", test_acc=f"{test_accuracy:.3f}", feature_updates=feature_updates)
