@@ -221,7 +221,7 @@ def relinearising_block_steps(K: float, switch_step: int | None, steps: int, sca
 
 def distinct_kernels(K: float, training: dict, velocity_interval: int) -> int:
     """NTKs the NTK stage computes for one sweep run: one per distinct parameter vector among θ and
-    θ_lin at its snapshots (``measure_ntk.measure_run`` computes identical snapshots once)."""
+    θ_lin at its snapshots (``measure_ntk.measure_runs`` computes identical snapshots once)."""
     steps = training["steps"]
     snapshots = record.snapshot_steps(steps, training["scan_steps"], training["num_snapshots"], velocity_interval)
     period = steps if math.isinf(K) else int(K)

@@ -122,7 +122,7 @@ def _kernel(stage: str, spec: ModelSpec, model, n: int, *, kind: str, held: int,
 
 def ntk_stage(spec: ModelSpec, config: dict) -> tuple[list[dict], int]:
     """A ``measure_ntk`` job: the per-class kernel on the probe set at the configured strategy and
-    chunk size, in float32 whatever the model's compute dtype (as ``measure_ntk.measure_run``)."""
+    chunk size, in float32 whatever the model's compute dtype (as ``measure_ntk.measure_runs``)."""
     options = config["ntk"]
     spec = dataclasses.replace(spec, kwargs={**spec.kwargs, "compute_dtype": "float32"})
     model = spec.create()

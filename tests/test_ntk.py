@@ -297,7 +297,7 @@ def measured(linearised_run, tiny_data):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(ntk, "empirical_ntks", counting)
-        table = measure_ntk.measure_run(linearised_run, tiny_data, probe_size=16)
+        table = measure_ntk.measure_runs([linearised_run], tiny_data, probe_size=16)[0]
     return table, calls
 
 
@@ -349,20 +349,20 @@ def test_kernels_are_measured_in_float32_whatever_the_runs_compute_dtype(measure
     summary = json.loads((run / "run.json").read_text())
     summary["config"]["model"]["compute_dtype"] = "bfloat16"
     (run / "run.json").write_text(json.dumps(summary))
-    np.testing.assert_array_equal(measure_ntk.measure_run(run, tiny_data, probe_size=16)["value"], measured[0]["value"])
+    np.testing.assert_array_equal(measure_ntk.measure_runs([run], tiny_data, probe_size=16)[0]["value"], measured[0]["value"])
 
 
 def test_missing_run_snapshots_or_initial_snapshot_are_named(linearised_run, tiny_data, tmp_path):
     with pytest.raises(FileNotFoundError, match="run.json"):
-        measure_ntk.measure_run(tmp_path, tiny_data, probe_size=8)
+        measure_ntk.measure_runs([tmp_path], tiny_data, probe_size=8)[0]
     (tmp_path / "run.json").write_text((linearised_run / "run.json").read_text())
     with pytest.raises(FileNotFoundError, match="no snapshots"):
-        measure_ntk.measure_run(tmp_path, tiny_data, probe_size=8)
+        measure_ntk.measure_runs([tmp_path], tiny_data, probe_size=8)[0]
     (tmp_path / "snapshots").mkdir()
     last = max((linearised_run / "snapshots").glob("step_*.npz"))
     (tmp_path / "snapshots" / last.name).write_bytes(last.read_bytes())
     with pytest.raises(ValueError, match="step_0000000.npz"):
-        measure_ntk.measure_run(tmp_path, tiny_data, probe_size=8)
+        measure_ntk.measure_runs([tmp_path], tiny_data, probe_size=8)[0]
 
 
 def test_ntk_table_equals_brute_force_jacobians_of_the_runs_own_snapshots(tiny_data, tmp_path):
@@ -376,7 +376,7 @@ def test_ntk_table_equals_brute_force_jacobians_of_the_runs_own_snapshots(tiny_d
         eval_train_size=64, scan_steps=5, num_snapshots=3, velocity_interval=5, checkpoint_every=40)
     run = tmp_path / "run"
     train_run(config, run)
-    table = measure_ntk.measure_run(run, tiny_data, probe_size=12)
+    table = measure_ntk.measure_runs([run], tiny_data, probe_size=12)[0]
     dataset = data.load(tiny_data)
     probe = data.probe_indices(dataset.y_train, 12, seed=0)
     x, labels = dataset.x_train[probe], dataset.y_train[probe]
@@ -482,7 +482,7 @@ def test_degenerate_kernel_is_recorded_as_nan_with_a_warning(linearised_run, tin
     like = models.create("mlp", input_shape=(8, 8, 1), num_classes=4, seed=0, depth=1, width=16).params
     dead = jax.tree.map(jnp.zeros_like, like)
     record.save_snapshot(last, dead, dead)
-    table = measure_ntk.measure_run(run, tiny_data, probe_size=16)
+    table = measure_ntk.measure_runs([run], tiny_data, probe_size=16)[0]
     step = int(last.stem.removeprefix("step_"))
     at_last, before = table[table["step"] == step], table[table["step"] < step]
     undefined = at_last["metric"].isin(["alignment", "centred_distance", "specialisation", "specialisation_backbone"])
@@ -500,11 +500,11 @@ def test_snapshots_at_and_after_the_divergence_are_not_measured(linearised_run, 
     diverged_step = steps[2]
     summary = json.loads((run / "run.json").read_text())
     (run / "run.json").write_text(json.dumps(summary | {"status": "diverged", "diverged_step": diverged_step}))
-    table = measure_ntk.measure_run(run, tiny_data, probe_size=16)
+    table = measure_ntk.measure_runs([run], tiny_data, probe_size=16)[0]
     assert sorted(table["step"].unique()) == steps[:2]
     assert (table["status"] == "diverged").all() and (table["diverged_step"] == diverged_step).all()
     assert f"diverged at step {diverged_step}" in caplog.text
     assert tables.diverged_runs(table)[["K", "diverged_step"]].values.tolist() == [[math.inf, diverged_step]]
-    measured = measure_ntk.measure_run(linearised_run, tiny_data, probe_size=16)
+    measured = measure_ntk.measure_runs([linearised_run], tiny_data, probe_size=16)[0]
     assert (measured["status"] == "ok").all() and measured["diverged_step"].isna().all()
     assert tables.diverged_runs(measured).empty

@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -46,36 +46,52 @@ def summarise_kernels(per_class: dict[str, np.ndarray], labels: np.ndarray, num_
                          ntk.specialisation(per_class["backbone"], labels))
 
 
-def measure_run(run_dir: Path, data_path: Path, probe_size: int, *, probe_seed: int = 0,
-                chunk_size: int | None = None, strategy: str = "auto") -> pd.DataFrame:
-    """NTK measurements at every snapshot of a training run, in the ``tables.NTK_COLUMNS`` schema.
+def measure_runs(run_dirs: list[Path], data_path: Path, probe_size: int, *, probe_seed: int = 0,
+                 chunk_size: int | None = None, strategy: str = "auto") -> list[pd.DataFrame]:
+    """NTK measurements at every snapshot of each training run, in the ``tables.NTK_COLUMNS`` schema.
 
-    At each snapshot step and for each point (``network``: θ, ``linearisation``: θ_lin) the
-    per-class kernels on the dataset's class-balanced probe set (``data.probe_indices``), of every
-    parameter and of the backbone, give: against the kernel at θ₀ (the step-0 snapshot), the Fort
-    ``distance_from_init``, ``relative_change``, ``norm_ratio`` and ``centred_distance`` of the trace
-    kernel; its centred ``alignment`` and ``alignment_uncentred`` with the labels; the C×C
-    ``specialisation`` and ``specialisation_backbone`` matrices (one row per entry); and, where the
-    snapshot at t + δ exists (δ: the run's ``velocity_interval``), the ``velocity`` d(Θ_t, Θ_{t+δ})/δ
-    at step t. The model is rebuilt from ``run.json``; kernels of identical parameters (θ_lin
-    between re-linearisations, every θ_lin of K = ∞) are computed once, so their distances are
+    The runs (a training job's seeds) share one model architecture: the kernel programs are built for it
+    once and serve every run. At each snapshot step and for each point (``network``: θ,
+    ``linearisation``: θ_lin) the per-class kernels on the dataset's class-balanced probe set
+    (``data.probe_indices``), of every parameter and of the backbone, give: against the kernel at θ₀ (the
+    step-0 snapshot), the Fort ``distance_from_init``, ``relative_change``, ``norm_ratio`` and
+    ``centred_distance`` of the trace kernel; its centred ``alignment`` and ``alignment_uncentred`` with the
+    labels; the C×C ``specialisation`` and ``specialisation_backbone`` matrices (one row per entry); and,
+    where the snapshot at t + δ exists (δ: the run's ``velocity_interval``), the ``velocity``
+    d(Θ_t, Θ_{t+δ})/δ at step t. The model is rebuilt from ``run.json``; kernels of identical parameters
+    (θ_lin between re-linearisations, every θ_lin of K = ∞) are computed once, so their distances are
     exactly zero. A diverged run (``run.json``: ``status``, ``diverged_step``) is measured only at its
     snapshots before its first non-finite loss, and every row records the run's status and divergence
     step. A degenerate kernel (zero norm) gives NaN measures, with a warning.
     """
-    run_dir = Path(run_dir)
-    summary_path = run_dir / record.SUMMARY_FILE
-    if not summary_path.exists():
-        raise FileNotFoundError(f"{summary_path}: not found; is {run_dir} a finished training run?")
-    summary = json.loads(summary_path.read_text())
-    config = record.RunConfig.from_dict(summary["config"])
-    diverged_step = summary["diverged_step"]
+    summaries = []
+    for run_dir in map(Path, run_dirs):
+        summary_path = run_dir / record.SUMMARY_FILE
+        if not summary_path.exists():
+            raise FileNotFoundError(f"{summary_path}: not found; is {run_dir} a finished training run?")
+        summaries.append((run_dir, json.loads(summary_path.read_text())))
+    configs = [record.RunConfig.from_dict(summary["config"]) for _, summary in summaries]
+    if any(config.model != configs[0].model for config in configs):
+        raise ValueError(f"the runs measured together must share their model: {run_dirs}")
     dataset = data.load(Path(data_path))
     # kernels in float32 whatever the run's compute_dtype, so that every run's NTK is measured alike
-    model = models.from_spec(config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
-                             seed=config.seed, compute_dtype="float32")
+    model = models.from_spec(configs[0].model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
+                             seed=configs[0].seed, compute_dtype="float32")
     probe = data.probe_indices(dataset.y_train, probe_size, seed=probe_seed)
     x, labels = jnp.asarray(dataset.x_train[probe]), dataset.y_train[probe]
+
+    def kernels(params) -> KernelSummary:
+        per_class = ntk.empirical_ntks(model.apply, params, x, groups=KERNEL_GROUPS, kind="per_class",
+                                       chunk_size=chunk_size, strategy=strategy)
+        return summarise_kernels(per_class, labels, dataset.num_classes)
+
+    return [_measure_run(run_dir, config, summary["diverged_step"], model.params, kernels, probe_size)
+            for (run_dir, summary), config in zip(summaries, configs)]
+
+
+def _measure_run(run_dir: Path, config: record.RunConfig, diverged_step: int | None, like,
+                 kernels: Callable[[Any], KernelSummary], probe_size: int) -> pd.DataFrame:
+    """The measurements of ``measure_runs`` for one run, its snapshots' kernels given by ``kernels``."""
     snapshots = record.snapshots(run_dir / record.SNAPSHOTS_FOLDER)
     if diverged_step is not None:
         later = [step for step, _ in snapshots if step >= diverged_step]
@@ -88,17 +104,15 @@ def measure_run(run_dir: Path, data_path: Path, probe_size: int, *, probe_seed: 
     def summarise(params) -> KernelSummary:
         key = record.fingerprint(params)
         if key not in cache:
-            per_class = ntk.empirical_ntks(model.apply, params, x, groups=KERNEL_GROUPS, kind="per_class",
-                                           chunk_size=chunk_size, strategy=strategy)
-            cache[key] = summarise_kernels(per_class, labels, dataset.num_classes)
+            cache[key] = kernels(params)
         return cache[key]
 
     rows, initial, measured = [], None, {}
     interval = config.velocity_interval
-    log.info("%s: %d snapshots, %d probe examples", run_dir, len(snapshots), len(labels))
+    log.info("%s: %d snapshots, %d probe examples", run_dir, len(snapshots), probe_size)
     for index, (step, path) in enumerate(snapshots, start=1):
         started = time.perf_counter()
-        theta, theta_lin = record.load_snapshot(path, like=model.params)
+        theta, theta_lin = record.load_snapshot(path, like=like)
         for point, params in (("network", theta), ("linearisation", theta_lin)):
             kernel, first_row = summarise(params), len(rows)
             if initial is None:

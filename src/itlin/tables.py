@@ -75,7 +75,7 @@ NTK_COLUMNS: dict[str, str] = {
     "target_class": "Int64",
     "value": "float64",
 }
-"""Column name -> pandas dtype of an NTK table (``itlin.measure_ntk.measure_run``), in file order.
+"""Column name -> pandas dtype of an NTK table (``itlin.measure_ntk.measure_runs``), in file order.
 
 One row per (run, snapshot step, point, metric[, class pair]). ``model`` is the model's label as in
 the metrics table, ``architecture`` its registry name (``cnn``), ``depth`` its ``depth`` setting

@@ -7,7 +7,8 @@ A run is named by its path, which carries every experiment axis:
 ``{dataset}/{model}/{schedule}/seed{seed}/{variant}``, where ``schedule`` is ``K<k>`` for a
 re-linearisation period (``Kinf``: linearised training, never re-linearise) or ``switch<t>`` for a
 C4 run (standard training until step t, then linearised at θ_t to the end); the schedule is named
-and parsed by ``itlin.record``. A C5 job is ``{dataset}/{model}/{loss}/seed{seed}``, a C6 job
+and parsed by ``itlin.record``. A training job (and an NTK job) is ``{dataset}/{model}/{schedule}/{variant}``:
+every seed of the run, as lanes of one program. A C5 job is ``{dataset}/{model}/{loss}/seed{seed}``, a C6 job
 ``{dataset}/{model}/seed{seed}``.
 """
 
@@ -32,6 +33,8 @@ RUN = "{dataset}/{model}/{schedule}/seed{seed}/{variant}"
 GAUSS_NEWTON_RUN = "{dataset}/{model}/{loss}/seed{seed}"
 KERNEL_REGRESSION_RUN = "{dataset}/{model}/seed{seed}"
 """Run paths: of a training run (below results/runs/), a C5 job and a C6 job."""
+TRAINING_JOB = "{dataset}/{model}/{schedule}/{variant}"
+"""The name of a training job (and of the NTK job measuring its runs): the runs of every seed."""
 PACKAGE = Path(__file__).parent
 PACKAGE_PATH = Path("src") / "itlin"
 """The itlin sources, here and relative to the repository root."""
@@ -284,6 +287,12 @@ def run_grid(cfg: dict) -> RunGrid:
                            for model in cfg["kernel_regression"]["models"] for seed in seeds],
         schedules=list(dict.fromkeys(sweep_schedules + switch_schedules + [twin_schedule])),
     )
+
+
+def job_runs(cfg: dict, wildcards: Mapping[str, str]) -> list[str]:
+    """The run paths of the training job named by ``wildcards`` (``TRAINING_JOB``'s): one per seed, in the
+    config's order (the job's lanes)."""
+    return [run_path(**dict(wildcards), seed=seed) for seed in cfg["seeds"]]
 
 
 def _fields(pattern: str) -> list[str]:

@@ -9,8 +9,10 @@ from itlin.workflow import (
     GAUSS_NEWTON_RUN,
     KERNEL_REGRESSION_RUN,
     RUN,
+    TRAINING_JOB,
     check_cluster_profile,
     dataset_options,
+    job_runs,
     model_entry,
     model_spec,
     run_config,
@@ -41,6 +43,16 @@ GAUSS_NEWTON_RUNS, KERNEL_REGRESSION_RUNS = GRID.gauss_newton, GRID.kernel_regre
 def run_files(runs, name):
     """The output ``name`` (metrics.parquet, predictions.parquet) of each run."""
     return [f"results/runs/{run}/{name}" for run in runs]
+
+
+def seed_files(name):
+    """The file ``name`` of every seed's run of a training job, as outputs (the job's other wildcards open)."""
+    return expand(f"results/runs/{RUN}/{name}", seed=config["seeds"], allow_missing=True)
+
+
+def job_files(wildcards, name):
+    """The file ``name`` of every run of the training job named by ``wildcards``, as inputs."""
+    return run_files(job_runs(config, wildcards), name)
 
 
 def stage_files(stage, runs, suffix=""):
@@ -98,7 +110,8 @@ def train_mem_mb(wildcards):
 
 
 def train_runtime_minutes(wildcards):
-    """Wall-time limit of one training job: a fixed overhead plus the model's cost per step."""
+    """Wall-time limit of one training job: a fixed overhead plus the model's cost per step, per lane (the
+    seeds: on a CPU, lanes take turns)."""
     per_thousand = model_entry(config, wildcards.model)["minutes_per_1000_steps"]
-    steps = config["training"]["steps"]
+    steps = config["training"]["steps"] * len(config["seeds"])
     return math.ceil(config["resources"]["runtime_overhead_minutes"] + per_thousand * steps / 1000)

@@ -1,5 +1,6 @@
-"""Stage 2: one training run per (model, schedule, seed, variant); the run config is a file of
-its own, written from params, so changing one config value reruns exactly the runs it affects."""
+"""Stage 2: one training job per (model, schedule, variant), training every seed as a lane of one program
+into a run folder per seed; each run's config is a file of its own, written from params, so changing one
+config value reruns exactly the jobs it affects."""
 
 
 rule run_config:
@@ -16,31 +17,35 @@ rule run_config:
 
 rule train:
     input:
-        config=f"results/runs/{RUN}/config.yaml",
+        configs=lambda wildcards: job_files(wildcards, "config.yaml"),
         data="resources/data/{dataset}.npz",
         code=code("cli"),
     output:
-        metrics=f"results/runs/{RUN}/metrics.parquet",
-        predictions=f"results/runs/{RUN}/predictions.parquet",
-        run=f"results/runs/{RUN}/run.json",
-        snapshots=directory(f"results/runs/{RUN}/snapshots"),
+        metrics=seed_files("metrics.parquet"),
+        predictions=seed_files("predictions.parquet"),
+        runs=seed_files("run.json"),
+        snapshots=[directory(folder) for folder in seed_files("snapshots")],
     log:
-        f"results/logs/train/{RUN}.log",
+        f"results/logs/train/{TRAINING_JOB}.log",
     benchmark:
-        f"results/benchmarks/train/{RUN}.tsv"
+        f"results/benchmarks/train/{TRAINING_JOB}.tsv"
     threads: config["resources"]["threads"]
     # A retry (after a time-out or an out-of-memory kill) asks for more time and memory; it
-    # resumes from the run's last checkpoint.
+    # resumes from the job's last checkpoint.
     resources:
         mem_mb=grows_with_attempt(train_mem_mb),
         runtime=grows_with_attempt(train_runtime_minutes),
         gpu=config["resources"]["gpu"],
     params:
-        out=subpath(output.metrics, parent=True),
+        # --config and --out once per seed, in the order of the config's seeds (the lanes)
+        runs=lambda wildcards, input, output: " ".join(
+            f"--config {config_file} --out {Path(metrics).parent}"
+            for config_file, metrics in zip(input.configs, output.metrics)
+        ),
         # Checkpoints live outside the declared outputs, which Snakemake deletes when a job
-        # fails: a killed or pre-empted run resumes from its last checkpoint.
-        scratch=f"results/scratch/{RUN}",
-        # Every run of a model compiles the same programs (K is traced): compile once, reuse.
+        # fails: a killed or pre-empted job resumes from its last checkpoint.
+        scratch=f"results/scratch/{TRAINING_JOB}",
+        # Every job of a model compiles the same programs (K is traced): compile once, reuse.
         compilation_cache="results/jax_cache",
         # Shows the job only its own GPU(s): SLURM's allocation on a cluster, a free device
         # (locked for the job's lifetime) on a local machine, none when gpu is 0.
@@ -48,5 +53,4 @@ rule train:
     shell:
         "JAX_COMPILATION_CACHE_DIR={params.compilation_cache}"
         " python {params.gpu_slot:q} --gpus {resources.gpu} --"
-        " python -m itlin train --config {input.config} --out {params.out}"
-        " --scratch {params.scratch} > {log} 2>&1"
+        " python -m itlin train {params.runs} --scratch {params.scratch} > {log} 2>&1"

@@ -1,4 +1,4 @@
-"""Snakemake adapter: NTK measurements at every snapshot of one run (itlin.measure_ntk.measure_run)."""
+"""Snakemake adapter: NTK measurements at every snapshot of a training job's runs (itlin.measure_ntk.measure_runs)."""
 
 import os
 import sys
@@ -15,10 +15,11 @@ from itlin import measure_ntk, tables  # noqa: E402
 from itlin.cli import configure_logging  # noqa: E402
 
 configure_logging()  # a line per snapshot, with its time: an NTK job can run for hours
-measured = measure_ntk.measure_run(
-    Path(snakemake.params.run_dir), Path(snakemake.input.data), snakemake.params.probe_size,
+measured = measure_ntk.measure_runs(
+    [Path(run).parent for run in snakemake.input.runs], Path(snakemake.input.data), snakemake.params.probe_size,
     probe_seed=snakemake.params.probe_seed, chunk_size=snakemake.params.chunk_size,
     strategy=snakemake.params.strategy,
 )
-tables.write("ntk", measured, Path(snakemake.output[0]))
-print(f"{len(measured)} rows -> {snakemake.output[0]}")
+for table, out in zip(measured, snakemake.output):
+    tables.write("ntk", table, Path(out))
+    print(f"{len(table)} rows -> {out}")
