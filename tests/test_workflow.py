@@ -313,6 +313,10 @@ DATASETS = {
     "synthetic": {"name": "synthetic", "split_seed": 0, "options": {"n_train": 512, "n_test": 256, "image_size": 8,
                                                                     "channels": 1, "num_classes": 4, "noise": 1.0}},
     "cifar10": {"name": "cifar10", "split_seed": 0, "options": {}},
+    "mnist1d": {"name": "mnist1d", "split_seed": 42, "options": {
+        "num_samples": 5000, "train_split": 0.8, "template_len": 12, "padding": [36, 60], "scale_coeff": 0.4,
+        "max_translation": 48, "corr_noise_scale": 0.25, "iid_noise_scale": 0.02, "shear_scale": 0.75,
+        "final_seq_length": 40, "extra_test_samples": 4000, "extra_test_seed": 1}},
 }
 """A valid dataset section of each dataset: the tiny config on each, for the keys of one dataset's options."""
 COUNT_KEYS = workflow.count_keys(SCHEMA)

@@ -136,6 +136,9 @@ def _mnist1d_sizes(options: dict) -> SplitSizes:
     per_class = int(options["num_samples"]) // MNIST1D_CLASSES
     total, extra = per_class * MNIST1D_CLASSES, int(options["extra_test_samples"])
     train = int(total * float(options["train_split"]))
+    if per_class < 1:
+        raise DataError(f"mnist1d: option num_samples = {options['num_samples']} draws no example of some of the "
+                        f"{MNIST1D_CLASSES} classes", "num_samples")
     if extra < 0 or extra % MNIST1D_CLASSES:
         raise DataError(f"mnist1d: option extra_test_samples = {extra} must be a multiple of {MNIST1D_CLASSES} "
                         f"(as many of each class) and at least 0", "extra_test_samples")
