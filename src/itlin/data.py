@@ -612,6 +612,9 @@ def augment(key: jax.Array, images: jax.Array, padding: int = 4) -> jax.Array:
     import jax
     import jax.numpy as jnp
 
+    if images.ndim != 4:
+        raise ValueError(f"augment: random crops and flips are for images (N, H, W, C), got inputs of shape "
+                         f"{images.shape}; train without augmentation")
     n, height, width, channels = images.shape
     crop_key, flip_key = jax.random.split(key)
     offsets = jax.random.randint(crop_key, (n, 2), 0, 2 * padding + 1)
