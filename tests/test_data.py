@@ -463,3 +463,12 @@ def test_training_subsets_are_fixed_uniform_or_class_balanced():
     np.testing.assert_array_equal(balanced, data.probe_indices(labels, 40, seed=data.TRAINING_SUBSET_SEED))
     np.testing.assert_array_equal(np.bincount(labels[balanced]), [4] * 10)
     np.testing.assert_array_equal(data.training_subset(labels, None, class_balanced=True), np.arange(300))
+
+
+def test_mnist1d_split_below_its_promised_class_counts_is_refused(tmp_path, monkeypatch):
+    """``prepare`` checks the class bound the config checks relied on: with no margin below the expected count
+    (``MNIST1D_BOUND_SDS`` 0) some class of a random split falls short, and the data are refused."""
+    monkeypatch.setattr(data, "MNIST1D_BOUND_SDS", 0)
+    with pytest.raises(data.DataError, match="fall below the 80 of each class in training"):
+        data.prepare("mnist1d", tmp_path / "x.npz", seed=42, num_samples=1000, extra_test_samples=0)
+    assert not list(tmp_path.iterdir())

@@ -203,9 +203,8 @@ def prepare(
         raise DataError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
     if out.suffix != ".npz":
         raise DataError(f"{out}: output file must end in .npz")
-    sizes = split_sizes(dataset, options)  # unknown options and splits too small, before any work
+    split_sizes(dataset, options)  # unknown options and splits too small, before any work
     x_train, y_train, x_test, y_test, meta = _BUILDERS[dataset](seed=seed, cache_dir=cache_dir, **options)
-    _check_sizes(dataset, sizes, y_train, y_test)
 
     axes = tuple(range(x_train.ndim - 1))  # every axis but the channels'
     mean = x_train.mean(axis=axes, dtype=np.float64)
@@ -234,19 +233,6 @@ def prepare(
     np.savez(out, **arrays)
     out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
-
-
-def _check_sizes(dataset: str, sizes: SplitSizes, y_train: np.ndarray, y_test: np.ndarray) -> None:
-    """The data built are what ``split_sizes`` promised the config checks: the sizes, every class in each
-    split, no class of the training split below ``smallest_train_class``."""
-    train_counts = np.bincount(y_train, minlength=sizes.num_classes)
-    test_counts = np.bincount(y_test, minlength=sizes.num_classes)
-    if (len(y_train), len(y_test)) != (sizes.train, sizes.test) or test_counts.min() < 1 \
-            or train_counts.min() < sizes.smallest_train_class:
-        raise DataError(f"{dataset}: built {len(y_train)} training and {len(y_test)} test examples (classes: "
-                        f"{train_counts.tolist()} and {test_counts.tolist()}), not the {sizes.train} and {sizes.test} "
-                        f"with at least {sizes.smallest_train_class} of each class in training that its options "
-                        f"promise; another seed draws other examples")
 
 
 def _build_digits(*, seed: int, cache_dir: Path | None, test_fraction: float = 0.25):
@@ -376,19 +362,31 @@ def _build_mnist1d(
     x_test = np.concatenate([published["x_test"], (extra - mean) / std])
     if _repeats(np.concatenate([published["x"], x_test])):
         raise DataError("mnist1d: a signal occurs twice among the training and test examples")
+    y_test = np.concatenate([published["y_test"], extra_labels])
+    options = {key: value for key, value in generator.items() if key not in ("seed", "shuffle_seq")} \
+        | {"extra_test_samples": int(extra_test_samples), "extra_test_seed": int(extra_test_seed)}
+    _check_mnist1d_classes(_mnist1d_sizes(options), published["y"], y_test)
     meta = {
         "source": f"mnist1d {version('mnist1d')} (mnist1d.data.make_dataset, generated offline)",
         "split_seed": seed,
-        "options": {key: value for key, value in generator.items() if key not in ("seed", "shuffle_seq")}
-                   | {"extra_test_samples": int(extra_test_samples), "extra_test_seed": int(extra_test_seed)},
+        "options": options,
         "generator_arguments": generator,
         "generator_sha256": _arrays_sha256({"x_train": published["x"], "y_train": published["y"],
                                             "x_test": published["x_test"], "y_test": published["y_test"]}),
         "published_test_examples": len(published["y_test"]),
         "class_names": [str(c) for c in range(MNIST1D_CLASSES)],
     }
-    return (published["x"][..., None].astype(np.float32), published["y"], x_test[..., None].astype(np.float32),
-            np.concatenate([published["y_test"], extra_labels]), meta)
+    return published["x"][..., None].astype(np.float32), published["y"], x_test[..., None].astype(np.float32), y_test, meta
+
+
+def _check_mnist1d_classes(sizes: SplitSizes, y_train: np.ndarray, y_test: np.ndarray) -> None:
+    """The split is what ``split_sizes`` promised the config checks: every class in each split, no class of the
+    training split below its bound ``smallest_train_class``."""
+    train_counts, test_counts = (np.bincount(labels, minlength=sizes.num_classes) for labels in (y_train, y_test))
+    if train_counts.min() < sizes.smallest_train_class or test_counts.min() < 1:
+        raise DataError(f"mnist1d: the classes of the split drawn (training {train_counts.tolist()}, test "
+                        f"{test_counts.tolist()}) fall below the {sizes.smallest_train_class} of each class in "
+                        f"training that its options promise; another split_seed draws other examples")
 
 
 def _mnist1d_raw(args) -> tuple[np.ndarray, np.ndarray]:
