@@ -158,12 +158,16 @@ def test_paper_config_is_the_cifar10_design():
 
 
 def test_schema_names_the_library_registries():
-    """The schema's fixed lists are those of the library (models) or a subset of them (figures)."""
+    """The schema's fixed lists are those of the library (models, datasets, cnn's pooling and heads) or a subset
+    of them (figures)."""
     from itlin import figures, models
 
     schema = yaml.safe_load(SCHEMA.read_text())
     model_schema = schema["properties"]["models"]["additionalProperties"]["properties"]["name"]
     assert sorted(model_schema["enum"]) == sorted(models.MODELS)
+    assert sorted(schema["properties"]["dataset"]["properties"]["name"]["enum"]) == sorted(data.DATASETS)
+    cnn = schema["$defs"]["cnn_kwargs"]["properties"]
+    assert (tuple(cnn["pool"]["enum"]), tuple(cnn["head"]["enum"])) == (models.POOLS, models.HEADS)
     assert set(schema["properties"]["figures"]["items"]["enum"]) == set(figures.FIGURES)
 
 
