@@ -342,7 +342,7 @@ def _build_mnist1d(
 
     if int(extra_test_seed) == seed:
         raise DataError(f"mnist1d: option extra_test_seed = {extra_test_seed} is the generator's seed (split_seed): "
-                        f"its examples would repeat the published ones", "extra_test_seed")
+                        f"its examples would repeat those of the training and test splits", "extra_test_seed")
     generator = {"num_samples": int(num_samples), "train_split": float(train_split), "template_len": int(template_len),
                  "padding": [int(p) for p in padding], "scale_coeff": float(scale_coeff),
                  "max_translation": int(max_translation), "corr_noise_scale": float(corr_noise_scale),
