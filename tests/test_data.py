@@ -339,9 +339,11 @@ def test_splits_without_every_class_are_rejected_before_building(tmp_path, datas
 
 def test_mnist1d_is_the_published_split_plus_extra_test_examples(mnist1d_data):
     """The training split and the first 1000 test examples are ``make_dataset``'s defaults (the published data,
-    up to the train-split normalisation), the 4000 test examples after them are new, class-balanced and on
-    the same scale; the provenance names the package and the generator's arguments."""
+    up to the train-split normalisation), the 4000 test examples after them ``make_dataset``'s with another
+    seed, class-balanced and on the published scale; the provenance names the package and the generator's
+    arguments."""
     from mnist1d.data import get_dataset_args, make_dataset
+    from mnist1d.utils import ObjectView
 
     published, loaded = make_dataset(), data.load(mnist1d_data)
     mean, std = np.array(loaded.meta["mean"]), np.array(loaded.meta["std"])
@@ -351,9 +353,17 @@ def test_mnist1d_is_the_published_split_plus_extra_test_examples(mnist1d_data):
     np.testing.assert_array_equal(loaded.y_train, published["y"])
     np.testing.assert_array_equal(loaded.y_test[:1000], published["y_test"])
     np.testing.assert_array_equal(np.bincount(loaded.y_test[1000:]), [400] * 10)
-    extra, first = loaded.x_test[1000:], loaded.x_test[:1000]
-    assert abs(extra.mean() - first.mean()) < 0.05 and abs(extra.std() / first.std() - 1) < 0.05  # one scale
     arguments = get_dataset_args(as_dict=True)
+    # The extra examples are make_dataset's with extra_test_seed, in its order, on the published scale: its own
+    # output (centred and scaled by its own raw statistics) times the ratio of the two scales, which its
+    # returned time axis 't' (divided by the raw std) gives, plus a shift.
+    extra_seed = loaded.meta["options"]["extra_test_seed"]
+    own = make_dataset(ObjectView(arguments | {"seed": extra_seed, "num_samples": 4000, "train_split": 1.0}))
+    np.testing.assert_array_equal(loaded.y_test[1000:], own["y"])
+    extra = loaded.x_test[1000:, :, 0] * std + mean
+    scale = published["t"][0] / own["t"][0]
+    shift = (extra - scale * own["x"]).mean()
+    np.testing.assert_allclose(extra, scale * own["x"] + shift, atol=2e-6)
     assert loaded.meta["generator_arguments"] == {key: value for key, value in arguments.items() if key != "url"}
     assert loaded.meta["published_test_examples"] == 1000 and loaded.meta["source"].startswith("mnist1d 0.")
     assert loaded.meta["options"]["extra_test_seed"] != arguments["seed"]
