@@ -37,6 +37,19 @@ def tiny_data_16(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def mnist1d_data(tmp_path_factory):
+    """MNIST-1D as the default options make it (the published 4000 + 1000 examples, 4000 more test examples),
+    generated once per session (seconds)."""
+    path = tmp_path_factory.mktemp("mnist1d") / "mnist1d.npz"
+    data.prepare("mnist1d", path, seed=MNIST1D_PUBLISHED_SEED)
+    return path
+
+
+MNIST1D_PUBLISHED_SEED = 42
+"""``get_dataset_args()['seed']``: the seed of the published MNIST-1D split."""
+
+
 @pytest.fixture
 def run_config(tiny_data):
     """A factory of valid run configs on the tiny data; keyword arguments override keys."""
@@ -78,7 +91,8 @@ def workdir(tmp_path: Path) -> Path:
     return copy_workflow(tmp_path)
 
 
-LONGEST_FIRST = ("test_workflow.py", "test_paper_scale.py", "test_slurm.py", "test_train.py", "test_bench.py")
+LONGEST_FIRST = ("test_workflow.py", "test_paper_scale.py", "test_slurm.py", "test_train.py", "test_mnist1d_published.py",
+                 "test_bench.py")
 """The test files that take longest, longest first (each runs on one worker: pyproject's --dist loadfile)."""
 
 

@@ -4,7 +4,9 @@ CIFAR-10 is exercised on small archives built here in the official binary format
 """
 
 import hashlib
+import inspect
 import io
+import random
 import re
 import tarfile
 import urllib.error
@@ -295,7 +297,7 @@ def test_prepare_rejects_unknown_dataset_and_option(tmp_path):
         data.prepare("digits", tmp_path / "x.npz", test_fractoin=0.5)
 
 
-def test_split_sizes_are_those_prepare_gives_without_building_anything(digits, tmp_path):
+def test_split_sizes_are_those_prepare_gives_without_building_anything(digits, mnist1d_data, tmp_path):
     """The sizes the workflow checks configs against, from the options alone, match the prepared
     data; the smallest class is a lower bound for class-balanced subsets."""
     from sklearn.datasets import load_digits
@@ -305,7 +307,8 @@ def test_split_sizes_are_those_prepare_gives_without_building_anything(digits, t
     synthetic = {"n_train": 30, "n_test": 10, "image_size": 4, "channels": 1, "num_classes": 4}
     data.prepare("synthetic", tmp_path / "synthetic.npz", **synthetic)
     for name, prepared, options in (("digits", path, meta["options"]),
-                                    ("synthetic", tmp_path / "synthetic.npz", synthetic)):
+                                    ("synthetic", tmp_path / "synthetic.npz", synthetic),
+                                    ("mnist1d", mnist1d_data, {})):
         loaded, sizes = data.load(prepared), data.split_sizes(name, options)
         assert (sizes.train, sizes.test, sizes.num_classes) == (len(loaded.y_train), len(loaded.y_test),
                                                                 loaded.num_classes)
@@ -319,13 +322,81 @@ def test_split_sizes_are_those_prepare_gives_without_building_anything(digits, t
     ("synthetic", {"n_train": 3, "num_classes": 4}, "n_train = 3 is fewer than one example of each"),
     ("cifar10", {"n_train": 9}, "n_train = 9 must lie between 10 (one example of each class) and the 50000"),
     ("cifar10", {"n_test": 10_001}, "n_test = 10001 must lie between 10 (one example of each class) and the 10000"),
+    ("mnist1d", {"extra_test_samples": 15}, "extra_test_samples = 15 must be a multiple of 10"),
+    ("mnist1d", {"train_split": 0.001}, "give 5 training examples of 5000, too few to be sure of every one"),
+    ("mnist1d", {"train_split": 0.999, "extra_test_samples": 0}, "give 5 test examples, too few"),
 ])
 def test_splits_without_every_class_are_rejected_before_building(tmp_path, dataset, options, message):
     """Before anything is built (or downloaded), naming the option: the workflow names its config key."""
     with pytest.raises(data.DataError, match=re.escape(message)) as rejected:
         data.prepare(dataset, tmp_path / "x.npz", cache_dir=tmp_path, **options)
     assert not (tmp_path / "x.npz").exists() and not list(tmp_path.iterdir())
-    assert rejected.value.option == [name for name in options if name != "num_classes"][0]
+    assert rejected.value.option == [name for name in options if name != "num_classes"][-1]
+
+
+# ---------------------------------------------------------------- MNIST-1D
+
+
+def test_mnist1d_is_the_published_split_plus_extra_test_examples(mnist1d_data):
+    """The training split and the first 1000 test examples are ``make_dataset``'s defaults (the published data,
+    up to the train-split normalisation), the 4000 test examples after them ``make_dataset``'s with another
+    seed, class-balanced and on the published scale; the provenance names the package and the generator's
+    arguments."""
+    from mnist1d.data import get_dataset_args, make_dataset
+    from mnist1d.utils import ObjectView
+
+    published, loaded = make_dataset(), data.load(mnist1d_data)
+    mean, std = np.array(loaded.meta["mean"]), np.array(loaded.meta["std"])
+    assert loaded.input_shape == (40, 1) and loaded.x_test.shape == (5000, 40, 1)
+    np.testing.assert_allclose(loaded.x_train[..., 0] * std + mean, published["x"], atol=2e-6)
+    np.testing.assert_allclose(loaded.x_test[:1000, :, 0] * std + mean, published["x_test"], atol=2e-6)
+    np.testing.assert_array_equal(loaded.y_train, published["y"])
+    np.testing.assert_array_equal(loaded.y_test[:1000], published["y_test"])
+    np.testing.assert_array_equal(np.bincount(loaded.y_test[1000:]), [400] * 10)
+    arguments = get_dataset_args(as_dict=True)
+    # The extra examples are make_dataset's with extra_test_seed, in its order, on the published scale: its own
+    # output (centred and scaled by its own raw statistics) times the ratio of the two scales, which its
+    # returned time axis 't' (divided by the raw std) gives, plus a shift.
+    extra_seed = loaded.meta["options"]["extra_test_seed"]
+    own = make_dataset(ObjectView(arguments | {"seed": extra_seed, "num_samples": 4000, "train_split": 1.0}))
+    np.testing.assert_array_equal(loaded.y_test[1000:], own["y"])
+    extra = loaded.x_test[1000:, :, 0] * std + mean
+    scale = published["t"][0] / own["t"][0]
+    shift = (extra - scale * own["x"]).mean()
+    np.testing.assert_allclose(extra, scale * own["x"] + shift, atol=2e-6)
+    assert loaded.meta["generator_arguments"] == {key: value for key, value in arguments.items() if key != "url"}
+    assert loaded.meta["published_test_examples"] == 1000 and loaded.meta["source"].startswith("mnist1d 0.")
+    assert loaded.meta["options"]["extra_test_seed"] != arguments["seed"]
+
+
+def test_mnist1d_options_default_to_the_generator_defaults():
+    """``split_sizes`` reads the options' defaults from the builder's signature: they are the package's."""
+    from mnist1d.data import get_dataset_args
+
+    defaults = {name: parameter.default for name, parameter in inspect.signature(data._build_mnist1d).parameters.items()
+                if name not in ("seed", "cache_dir", "extra_test_samples", "extra_test_seed")}
+    arguments = get_dataset_args(as_dict=True)
+    assert {key: list(value) if isinstance(value, tuple) else value for key, value in defaults.items()} == \
+        {key: value for key, value in arguments.items() if key not in ("seed", "url", "shuffle_seq")}
+    assert arguments["shuffle_seq"] is False
+
+
+def test_mnist1d_extra_test_seed_must_differ_from_the_generator_seed(tmp_path):
+    """The same seed would draw the published examples again, training examples among them."""
+    with pytest.raises(data.DataError, match="extra_test_seed = 7 is the generator's seed") as rejected:
+        data.prepare("mnist1d", tmp_path / "x.npz", seed=7, extra_test_seed=7, num_samples=1000, extra_test_samples=20)
+    assert rejected.value.option == "extra_test_seed" and not list(tmp_path.iterdir())
+
+
+def test_mnist1d_generation_leaves_global_random_state_alone(tmp_path):
+    """``mnist1d`` seeds NumPy's and Python's global generators; ``prepare`` restores them."""
+    np.random.seed(3)
+    random.seed(3)
+    expected = (np.random.get_state()[1].copy(), random.getstate())
+    meta = data.prepare("mnist1d", tmp_path / "small.npz", seed=5, num_samples=200, extra_test_samples=100)
+    assert meta["shapes"] == {"x_train": [160, 40, 1], "y_train": [160], "x_test": [140, 40, 1], "y_test": [140]}
+    np.testing.assert_array_equal(np.random.get_state()[1], expected[0])
+    assert random.getstate() == expected[1]
 
 
 def test_synthetic_is_seeded_balanced_and_learnable(tmp_path):
@@ -402,3 +473,12 @@ def test_training_subsets_are_fixed_uniform_or_class_balanced():
     np.testing.assert_array_equal(balanced, data.probe_indices(labels, 40, seed=data.TRAINING_SUBSET_SEED))
     np.testing.assert_array_equal(np.bincount(labels[balanced]), [4] * 10)
     np.testing.assert_array_equal(data.training_subset(labels, None, class_balanced=True), np.arange(300))
+
+
+def test_mnist1d_split_below_its_promised_class_counts_is_refused(tmp_path, monkeypatch):
+    """``prepare`` checks the class bound the config checks relied on: with no margin below the expected count
+    (``MNIST1D_BOUND_SDS`` 0) some class of a random split falls short, and the data are refused."""
+    monkeypatch.setattr(data, "MNIST1D_BOUND_SDS", 0)
+    with pytest.raises(data.DataError, match="fall below the 80 of each class in training"):
+        data.prepare("mnist1d", tmp_path / "x.npz", seed=42, num_samples=1000, extra_test_samples=0)
+    assert not list(tmp_path.iterdir())

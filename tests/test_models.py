@@ -1,5 +1,7 @@
 """Models: shapes, the registry, per-example independence (GroupNorm in resnet18), compute dtypes."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -157,3 +159,64 @@ def test_below_readout_selects_every_parameter_but_the_head():
     paths = models.parameter_paths(model.params)
     assert paths == ["convs/0/bias", "convs/0/kernel", "convs/1/bias", "convs/1/kernel", "head/bias", "head/kernel"]
     assert [path for path in paths if models.below_readout(path)] == paths[:4]
+
+
+PUBLISHED_CNN = {"depth": 3, "width": 25, "kernel_size": [5, 3, 3], "stride": 2, "padding": 1, "pool": "none",
+                 "head": "flatten"}
+"""MNIST-1D's published CNN (Greydanus 2020, ``ConvBase``): conv1d(1→25, 5, stride 2, padding 1), two
+conv1d(25→25, 3, stride 2, padding 1), ReLU after each, flatten (25 × 5), linear to 10."""
+
+
+@pytest.mark.parametrize(("name", "kwargs", "count", "shapes"), [
+    ("mlp", {"depth": 0, "width": 100}, 410, {"head/kernel": (40, 10)}),  # logistic regression
+    ("mlp", {"depth": 2, "width": 100}, 15_210, {"hidden/0/kernel": (40, 100), "hidden/1/kernel": (100, 100)}),
+    ("cnn", PUBLISHED_CNN, 5_210, {"convs/0/kernel": (5, 1, 25), "convs/2/kernel": (3, 25, 25),
+                                   "head/kernel": (125, 10)}),
+])
+def test_mnist1d_published_models_have_the_published_shapes(name, kwargs, count, shapes):
+    """Logistic regression, the MLP and the CNN of MNIST-1D's table on its (40, 1) signals: the parameter counts
+    its models print (410, 15210, 5210) and the layer shapes."""
+    model = models.create(name, input_shape=(40, 1), num_classes=10, seed=0, **kwargs)
+    found = dict(zip(models.parameter_paths(model.params), (leaf.shape for leaf in jax.tree.leaves(model.params))))
+    assert model.num_params == count
+    assert {path: found[path] for path in shapes} == shapes
+    assert model.apply(model.params, jnp.ones((3, 40, 1))).shape == (3, 10)
+
+
+def test_cnn_on_signals_strides_where_the_length_allows():
+    """A deeper 1D CNN: stride 2 while the signal is long, then stride 1, flattened; its feature map is the
+    length the layers give (40 → 20 → 10 → 5 → 5 → 5 → 5); without padding (40 → 19 → 9 → 4 → 2 → 0) the
+    layer that leaves no position is refused, naming the key."""
+    deep = dict(depth=6, width=8, kernel_size=3, stride=[2, 2, 2, 1, 1, 1], padding=1, pool="none", head="flatten")
+    model = models.create("cnn", input_shape=(40, 1), num_classes=10, seed=0, **deep)
+    assert model.params["head"]["kernel"].shape == (8 * 5, 10)
+    assert model.apply(model.params, jnp.ones((2, 40, 1))).shape == (2, 10)
+    with pytest.raises(ValueError, match="model.kernel_size: layer 4"):
+        models.create("cnn", input_shape=(40, 1), num_classes=10, seed=0, **deep | {"padding": "VALID"})
+
+
+def test_cnn_on_signals_is_a_convolution_over_positions():
+    """The 1D CNN computes what its definition says: one layer, kernel 5, stride 2, padding 1, against a loop."""
+    model = models.create("cnn", input_shape=(40, 1), num_classes=3, seed=0, depth=1, width=4, kernel_size=5,
+                          stride=2, padding=1, pool="none", head="flatten")
+    x = np.asarray(jax.random.normal(jax.random.key(0), (2, 40, 1)))
+    conv, head = model.params["convs"][0], model.params["head"]
+    padded = np.pad(x, ((0, 0), (1, 1), (0, 0)))
+    features = np.stack([np.einsum("nkc,kcd->nd", padded[:, 2 * i:2 * i + 5], conv["kernel"]) for i in range(19)], 1)
+    expected = np.maximum(features + conv["bias"], 0).reshape(2, -1) @ head["kernel"] + head["bias"]
+    np.testing.assert_allclose(model.apply(model.params, x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("kwargs", "key"), [
+    ({"kernel_size": [3, 3, 3]}, "model.kernel_size"), ({"stride": 0}, "model.stride"),
+    ({"padding": "FULL"}, "model.padding"), ({"pool": "max"}, "model.pool"), ({"head": "attention"}, "model.head"),
+    ({"depth": 0}, "model.depth"),
+])
+def test_invalid_cnn_kwargs_name_the_key(kwargs, key):
+    with pytest.raises(ValueError, match=re.escape(key)):
+        models.create("cnn", input_shape=(40, 1), num_classes=3, seed=0, **{"depth": 2, "width": 4} | kwargs)
+
+
+def test_mlp_depth_must_be_a_count():
+    with pytest.raises(ValueError, match="model.depth"):
+        models.create("mlp", input_shape=(40, 1), num_classes=3, seed=0, depth=-1)

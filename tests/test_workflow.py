@@ -158,12 +158,16 @@ def test_paper_config_is_the_cifar10_design():
 
 
 def test_schema_names_the_library_registries():
-    """The schema's fixed lists are those of the library (models) or a subset of them (figures)."""
+    """The schema's fixed lists are those of the library (models, datasets, cnn's pooling and heads) or a subset
+    of them (figures)."""
     from itlin import figures, models
 
     schema = yaml.safe_load(SCHEMA.read_text())
     model_schema = schema["properties"]["models"]["additionalProperties"]["properties"]["name"]
     assert sorted(model_schema["enum"]) == sorted(models.MODELS)
+    assert sorted(schema["properties"]["dataset"]["properties"]["name"]["enum"]) == sorted(data.DATASETS)
+    cnn = schema["$defs"]["cnn_kwargs"]["properties"]
+    assert (tuple(cnn["pool"]["enum"]), tuple(cnn["head"]["enum"])) == (models.POOLS, models.HEADS)
     assert set(schema["properties"]["figures"]["items"]["enum"]) == set(figures.FIGURES)
 
 
@@ -313,6 +317,10 @@ DATASETS = {
     "synthetic": {"name": "synthetic", "split_seed": 0, "options": {"n_train": 512, "n_test": 256, "image_size": 8,
                                                                     "channels": 1, "num_classes": 4, "noise": 1.0}},
     "cifar10": {"name": "cifar10", "split_seed": 0, "options": {}},
+    "mnist1d": {"name": "mnist1d", "split_seed": 42, "options": {
+        "num_samples": 5000, "train_split": 0.8, "template_len": 12, "padding": [36, 60], "scale_coeff": 0.4,
+        "max_translation": 48, "corr_noise_scale": 0.25, "iid_noise_scale": 0.02, "shear_scale": 0.75,
+        "final_seq_length": 40, "extra_test_samples": 4000, "extra_test_seed": 1}},
 }
 """A valid dataset section of each dataset: the tiny config on each, for the keys of one dataset's options."""
 COUNT_KEYS = workflow.count_keys(SCHEMA)

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     prepare = commands.add_parser("prepare", parents=[common],
                                   help="download/verify or generate a dataset and write its .npz + .json")
-    prepare.add_argument("--dataset", required=True, help="digits, cifar10 or synthetic")
+    prepare.add_argument("--dataset", required=True, help="digits, cifar10, synthetic or mnist1d")
     prepare.add_argument("--out", type=Path, required=True, help="output .npz (metadata goes beside it as .json)")
     prepare.add_argument("--seed", type=int, default=0, help="split / generation seed")
     prepare.add_argument("--cache-dir", type=Path, help="where downloaded archives are kept (default $ITLIN_CACHE or ~/.cache/itlin)")

@@ -1,19 +1,22 @@
 """Datasets: prepare (fetch, verify, split, normalise) to one file per dataset, load, augment.
 
-`prepare` writes `NAME.npz` (float32 NHWC images normalised with train-split statistics, int32
-labels) and `NAME.json` (provenance and statistics); `load` reads them back. CIFAR-10 is read
-from its official binary archive with NumPy only: no pickle, nothing extracted to disk.
+`prepare` writes `NAME.npz` (float32 inputs, channels last: NHWC images or NLC signals, normalised per
+channel with train-split statistics; int32 labels) and `NAME.json` (provenance and statistics); `load` reads
+them back. CIFAR-10 is read from its official binary archive with NumPy only: no pickle, nothing extracted
+to disk. MNIST-1D is generated offline by the `mnist1d` package's own generator, never downloaded.
 `split_sizes` gives a dataset's sizes from its options alone, so that configs are checked before
 anything is built; JAX is imported by `augment` only, so that checking starts no JAX.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
 import math
 import os
+import random
 import tarfile
 import urllib.error
 import urllib.request
@@ -28,7 +31,7 @@ from tqdm import tqdm
 if TYPE_CHECKING:
     import jax  # annotations only: JAX is imported where augmentation runs
 
-DATASETS = ("digits", "cifar10", "synthetic")
+DATASETS = ("digits", "cifar10", "synthetic", "mnist1d")
 ARRAY_NAMES = ("x_train", "y_train", "x_test", "y_test")
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
@@ -48,6 +51,11 @@ CIFAR10_RECORD_BYTES = 1 + int(np.prod(CIFAR10_IMAGE_SHAPE))
 CIFAR10_RECORDS_PER_FILE = 10_000  # each of the five training batches and the test batch
 CIFAR10_META_MAX_BYTES = 4096  # the class-name listing (61 bytes in the official archive)
 
+
+MNIST1D_CLASSES = 10
+MNIST1D_BOUND_SDS = 6
+"""``split_sizes`` promises each MNIST-1D class at least its expected count in the (randomly shuffled) training
+split less this many standard deviations (hypergeometric); ``prepare`` checks the promise on the data."""
 
 DIGITS_CLASS_COUNTS = (178, 182, 177, 183, 181, 182, 181, 179, 174, 180)
 """Images per class of scikit-learn's bundled digits (1797 in all)."""
@@ -98,6 +106,8 @@ def split_sizes(dataset: str, options: dict) -> SplitSizes:
                                     f"of each class) and the {available} examples of its split", option)
                 split[option] = int(options[option])
         return SplitSizes(split["n_train"], split["n_test"], 10, split["n_train"] // 10)
+    if dataset == "mnist1d":
+        return _mnist1d_sizes(options)
     if dataset == "synthetic":
         classes = int(options["num_classes"])
         for option in ("n_train", "n_test"):
@@ -118,9 +128,47 @@ def split_sizes(dataset: str, options: dict) -> SplitSizes:
     return SplitSizes(train, test, len(DIGITS_CLASS_COUNTS), min(count * train // total for count in DIGITS_CLASS_COUNTS))
 
 
+def _mnist1d_sizes(options: dict) -> SplitSizes:
+    """MNIST-1D's sizes: ``make_dataset`` draws ``num_samples // 10`` examples of each class, shuffles them
+    and keeps the first ``int(n * train_split)`` for training; ``extra_test_samples`` (a multiple of 10, an
+    equal number of each class) join the test split. The classes of the shuffled splits are bounded below
+    (``_fewest_of_a_class``), and ``prepare`` checks the bound."""
+    per_class = int(options["num_samples"]) // MNIST1D_CLASSES
+    total, extra = per_class * MNIST1D_CLASSES, int(options["extra_test_samples"])
+    train = int(total * float(options["train_split"]))
+    if per_class < 1:
+        raise DataError(f"mnist1d: option num_samples = {options['num_samples']} draws no example of some of the "
+                        f"{MNIST1D_CLASSES} classes", "num_samples")
+    if extra < 0 or extra % MNIST1D_CLASSES:
+        raise DataError(f"mnist1d: option extra_test_samples = {extra} must be a multiple of {MNIST1D_CLASSES} "
+                        f"(as many of each class) and at least 0", "extra_test_samples")
+    smallest_train = _fewest_of_a_class(per_class, total, train)
+    if smallest_train < 1:
+        raise DataError(f"mnist1d: options num_samples = {options['num_samples']} and train_split = "
+                        f"{options['train_split']} give {train} training examples of {total}, too few to be sure "
+                        f"of every one of the {MNIST1D_CLASSES} classes", "train_split")
+    if _fewest_of_a_class(per_class, total, total - train) + extra // MNIST1D_CLASSES < 1:
+        raise DataError(f"mnist1d: options num_samples = {options['num_samples']}, train_split = "
+                        f"{options['train_split']} and extra_test_samples = {extra} give {total - train + extra} "
+                        f"test examples, too few to be sure of every one of the {MNIST1D_CLASSES} classes",
+                        "extra_test_samples")
+    return SplitSizes(train, total - train + extra, MNIST1D_CLASSES, smallest_train)
+
+
+def _fewest_of_a_class(per_class: int, total: int, drawn: int) -> int:
+    """A lower bound on the examples of one class (``per_class`` of ``total``) among ``drawn`` taken at random
+    without replacement: the hypergeometric mean less ``MNIST1D_BOUND_SDS`` standard deviations, or the
+    certain bound if higher (a class can miss at most ``total - drawn`` of its examples)."""
+    share = per_class / total
+    variance = drawn * share * (1 - share) * (total - drawn) / max(total - 1, 1)
+    likely = math.floor(drawn * share - MNIST1D_BOUND_SDS * math.sqrt(variance))
+    return max(likely, per_class - (total - drawn), 0)
+
+
 @dataclass(frozen=True)
 class Dataset:
-    """A prepared dataset: normalised float32 NHWC images, int32 labels and their metadata."""
+    """A prepared dataset: normalised float32 inputs (NHWC images or NLC signals), int32 labels and their
+    metadata."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -131,8 +179,8 @@ class Dataset:
     meta: dict
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """Shape (H, W, C) of one image, as models need it."""
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input, (H, W, C) or (L, C), as models need it."""
         return tuple(self.x_train.shape[1:])
 
 
@@ -146,7 +194,8 @@ def prepare(
 
     `options` go to the dataset's builder (digits: test_fraction; cifar10: url, expected_size,
     expected_md5, and records_per_file, which only tests of small archives change, n_train, n_test;
-    synthetic: n_train, n_test, image_size, channels, num_classes, noise).
+    synthetic: n_train, n_test, image_size, channels, num_classes, noise; mnist1d: the generator's arguments
+    and extra_test_samples, extra_test_seed, ``_build_mnist1d``).
     Returns the metadata written to the .json file.
     """
     out = Path(out)
@@ -157,8 +206,9 @@ def prepare(
     split_sizes(dataset, options)  # unknown options and splits too small, before any work
     x_train, y_train, x_test, y_test, meta = _BUILDERS[dataset](seed=seed, cache_dir=cache_dir, **options)
 
-    mean = x_train.mean(axis=(0, 1, 2), dtype=np.float64)
-    std = x_train.std(axis=(0, 1, 2), dtype=np.float64)
+    axes = tuple(range(x_train.ndim - 1))  # every axis but the channels'
+    mean = x_train.mean(axis=axes, dtype=np.float64)
+    std = x_train.std(axis=axes, dtype=np.float64)
     if np.any(std == 0):
         raise DataError(f"{dataset}: a channel of the train split is constant, cannot normalise")
     mean32, std32 = mean.astype(np.float32), std.astype(np.float32)
@@ -270,7 +320,114 @@ def _build_synthetic(
     return x_train, y_train, x_test, y_test, meta
 
 
-_BUILDERS = {"digits": _build_digits, "cifar10": _build_cifar10, "synthetic": _build_synthetic}
+def _build_mnist1d(
+    *, seed: int, cache_dir: Path | None, num_samples: int = 5000, train_split: float = 0.8, template_len: int = 12,
+    padding: tuple[int, int] = (36, 60), scale_coeff: float = 0.4, max_translation: int = 48,
+    corr_noise_scale: float = 0.25, iid_noise_scale: float = 0.02, shear_scale: float = 0.75,
+    final_seq_length: int = 40, extra_test_samples: int = 4000, extra_test_seed: int = 1,
+):
+    """MNIST-1D from the ``mnist1d`` package's generator (offline; its download and pickle are never used).
+
+    The defaults are the package's ``get_dataset_args()``; with them and ``seed`` 42 the training split and the
+    first test examples are exactly the published ones (``make_dataset``'s 4000 and 1000). The
+    ``extra_test_samples`` that follow are drawn by the same generator with ``extra_test_seed`` and put on the
+    published data's scale: ``make_dataset`` centres and scales each dataset by its own raw mean and standard
+    deviation, so the extra signals are made by its loop (``_mnist1d_raw``, checked here to reproduce
+    ``make_dataset`` exactly) and scaled with the published raw statistics. Signals are (L, 1): one channel.
+    """
+    from importlib.metadata import version
+
+    from mnist1d.data import get_dataset_args, make_dataset
+    from mnist1d.utils import ObjectView
+
+    if int(extra_test_seed) == seed:
+        raise DataError(f"mnist1d: option extra_test_seed = {extra_test_seed} is the generator's seed (split_seed): "
+                        f"its examples would repeat those of the training and test splits", "extra_test_seed")
+    generator = {"num_samples": int(num_samples), "train_split": float(train_split), "template_len": int(template_len),
+                 "padding": [int(p) for p in padding], "scale_coeff": float(scale_coeff),
+                 "max_translation": int(max_translation), "corr_noise_scale": float(corr_noise_scale),
+                 "iid_noise_scale": float(iid_noise_scale), "shear_scale": float(shear_scale), "shuffle_seq": False,
+                 "final_seq_length": int(final_seq_length), "seed": seed}
+    args = ObjectView(get_dataset_args(as_dict=True) | generator)
+    with _numpy_random_state_kept():
+        published = make_dataset(args)
+        raw, labels = _mnist1d_raw(args)
+        extra_args = ObjectView(vars(args) | {"seed": int(extra_test_seed), "num_samples": int(extra_test_samples)})
+        extra, extra_labels = _mnist1d_raw(extra_args) if int(extra_test_samples) else (raw[:0], labels[:0])
+    mean, std = raw.mean(), raw.std()
+    if not np.array_equal((raw - mean) / std, np.concatenate([published["x"], published["x_test"]])) \
+            or not np.array_equal(labels, np.concatenate([published["y"], published["y_test"]])):
+        raise DataError(f"mnist1d {version('mnist1d')}: make_dataset no longer matches its loop (_mnist1d_raw); "
+                        f"the extra test examples cannot be put on the published scale")
+    x_test = np.concatenate([published["x_test"], (extra - mean) / std])
+    if _repeats(np.concatenate([published["x"], x_test])):
+        raise DataError("mnist1d: a signal occurs twice among the training and test examples")
+    y_test = np.concatenate([published["y_test"], extra_labels])
+    options = {key: value for key, value in generator.items() if key not in ("seed", "shuffle_seq")} \
+        | {"extra_test_samples": int(extra_test_samples), "extra_test_seed": int(extra_test_seed)}
+    _check_mnist1d_classes(_mnist1d_sizes(options), published["y"], y_test)
+    meta = {
+        "source": f"mnist1d {version('mnist1d')} (mnist1d.data.make_dataset, generated offline)",
+        "split_seed": seed,
+        "options": options,
+        "generator_arguments": generator,
+        "generator_sha256": _arrays_sha256({"x_train": published["x"], "y_train": published["y"],
+                                            "x_test": published["x_test"], "y_test": published["y_test"]}),
+        "published_test_examples": len(published["y_test"]),
+        "class_names": [str(c) for c in range(MNIST1D_CLASSES)],
+    }
+    return published["x"][..., None].astype(np.float32), published["y"], x_test[..., None].astype(np.float32), y_test, meta
+
+
+def _check_mnist1d_classes(sizes: SplitSizes, y_train: np.ndarray, y_test: np.ndarray) -> None:
+    """The split is what ``split_sizes`` promised the config checks: every class in each split, no class of the
+    training split below its bound ``smallest_train_class``."""
+    train_counts, test_counts = (np.bincount(labels, minlength=sizes.num_classes) for labels in (y_train, y_test))
+    if train_counts.min() < sizes.smallest_train_class or test_counts.min() < 1:
+        raise DataError(f"mnist1d: the classes of the split drawn (training {train_counts.tolist()}, test "
+                        f"{test_counts.tolist()}) fall below the {sizes.smallest_train_class} of each class in "
+                        f"training that its options promise; another split_seed draws other examples")
+
+
+def _mnist1d_raw(args) -> tuple[np.ndarray, np.ndarray]:
+    """``mnist1d.data.make_dataset``'s signals and labels before its last step, which centres and scales the
+    whole dataset by its own mean and standard deviation: its loop over classes, the package's ``transform``
+    of each template, then its shuffle."""
+    from mnist1d.data import get_templates
+    from mnist1d.transform import transform
+    from mnist1d.utils import set_seed
+
+    templates = get_templates()
+    set_seed(args.seed)
+    per_class = args.num_samples // len(templates["y"])
+    signals, labels = [], []
+    for label in range(len(templates["y"])):
+        for _ in range(per_class):
+            signals.append(transform(templates["x"][label], templates["t"], args)[0])
+            labels.append(templates["y"][label])
+    order = np.random.permutation(len(labels))
+    return np.stack(signals)[order], np.stack(labels)[order]
+
+
+@contextlib.contextmanager
+def _numpy_random_state_kept():
+    """``mnist1d`` seeds NumPy's and Python's global generators: restore both afterwards."""
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    try:
+        yield
+    finally:
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
+
+
+def _repeats(signals: np.ndarray) -> bool:
+    """Whether any two rows of ``signals`` are byte for byte the same."""
+    rows = np.ascontiguousarray(signals.reshape(len(signals), -1))
+    return len({row.tobytes() for row in rows}) < len(rows)
+
+
+_BUILDERS = {"digits": _build_digits, "cifar10": _build_cifar10, "synthetic": _build_synthetic,
+             "mnist1d": _build_mnist1d}
 
 
 def _arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
@@ -453,6 +610,9 @@ def augment(key: jax.Array, images: jax.Array, padding: int = 4) -> jax.Array:
     import jax
     import jax.numpy as jnp
 
+    if images.ndim != 4:
+        raise ValueError(f"augment: random crops and flips are for images (N, H, W, C), got inputs of shape "
+                         f"{images.shape}; train without augmentation")
     n, height, width, channels = images.shape
     crop_key, flip_key = jax.random.split(key)
     offsets = jax.random.randint(crop_key, (n, 2), 0, 2 * padding + 1)

@@ -63,13 +63,15 @@ def _full_precision(logits: jax.Array) -> jax.Array:
 
 
 class MLP(nnx.Module):
-    """Fully connected network on the flattened image: ``depth`` hidden layers of ``width``, ReLU
-    (or ``activation="linear"``: a deep linear network)."""
+    """Fully connected network on the flattened input: ``depth`` hidden layers of ``width``, ReLU
+    (or ``activation="linear"``: a deep linear network); ``depth`` 0 is logistic regression."""
 
     def __init__(self, input_shape, num_classes: int, *, depth: int = 2, width: int = 128,
                  activation: str = "relu", compute_dtype: str = "float32", rngs: nnx.Rngs):
         dtype = _compute_dtype(compute_dtype)
         self.activation = _activation(activation)
+        if not _is_int(depth, 0):
+            raise ValueError(f"model.depth: must be an integer >= 0, got {depth!r}")
         sizes = [math.prod(input_shape)] + [width] * depth
         self.hidden = nnx.List([nnx.Linear(a, b, dtype=dtype, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
         self.head = nnx.Linear(sizes[-1], num_classes, dtype=dtype, rngs=rngs)
@@ -81,27 +83,81 @@ class MLP(nnx.Module):
         return _full_precision(self.head(x))
 
 
-class CNN(nnx.Module):
-    """``depth`` 3x3 conv + ReLU blocks of ``width`` channels; 2x2 average pooling after each block
-    while the feature map is at least 4 pixels wide; global average pooling; a dense head. With
-    ``activation="linear"`` every layer is linear: a deep linear network."""
+POOLS = ("average", "none")
+"""After each conv block of cnn: 2-wide average pooling while the feature map is at least 4 wide, or none."""
+HEADS = ("mean", "flatten")
+"""cnn's readout input: the mean over the feature map's positions (global average pooling), or all of it."""
+PADDINGS = ("SAME", "VALID")
 
-    def __init__(self, input_shape, num_classes: int, *, depth: int = 2, width: int = 32,
-                 activation: str = "relu", compute_dtype: str = "float32", rngs: nnx.Rngs):
+
+def _per_layer(key: str, value, depth: int, valid: Callable[[Any], bool], expected: str) -> list:
+    """``value`` for each of ``depth`` layers: one value for all, or a list of ``depth`` values."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value] * depth
+    if len(values) != depth or not all(valid(v) for v in values):
+        raise ValueError(f"model.{key}: must be {expected}, or a list of {depth} (depth) of them, got {value!r}")
+    return values
+
+
+def _is_int(value, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _conv_size(size: int, kernel: int, stride: int, padding) -> int:
+    """The length of one spatial axis after a convolution (Flax's ``SAME``/``VALID``, or zeros on each side)."""
+    if padding == "SAME":
+        return -(-size // stride)
+    low_high = 0 if padding == "VALID" else padding
+    return (size + 2 * low_high - kernel) // stride + 1
+
+
+class CNN(nnx.Module):
+    """``depth`` conv + ReLU blocks of ``width`` channels over the input's spatial axes: one for signals
+    (L, C), two for images (H, W, C); then a dense head. Per layer (one value, or a list of ``depth``):
+    ``kernel_size`` (3), ``stride`` (1), ``padding`` (``SAME``, ``VALID`` or zeros on each side). ``pool``
+    (``POOLS``): 2-wide average pooling after each block while the feature map is at least 4 wide (the
+    default) or none; ``head`` (``HEADS``): global average pooling (the default) or the flattened feature map.
+    With ``activation="linear"`` every layer is linear: a deep linear network."""
+
+    def __init__(self, input_shape, num_classes: int, *, depth: int = 2, width: int = 32, kernel_size=3, stride=1,
+                 padding="SAME", pool: str = "average", head: str = "mean", activation: str = "relu",
+                 compute_dtype: str = "float32", rngs: nnx.Rngs):
         dtype = _compute_dtype(compute_dtype)
         self.activation = _activation(activation)
+        if pool not in POOLS:
+            raise ValueError(f"model.pool: must be one of {POOLS}, got {pool!r}")
+        if head not in HEADS:
+            raise ValueError(f"model.head: must be one of {HEADS}, got {head!r}")
+        if not _is_int(depth, 1):
+            raise ValueError(f"model.depth: must be an integer >= 1, got {depth!r}")
+        kernels = _per_layer("kernel_size", kernel_size, depth, lambda k: _is_int(k, 1), "an integer >= 1")
+        strides = _per_layer("stride", stride, depth, lambda s: _is_int(s, 1), "an integer >= 1")
+        paddings = _per_layer("padding", padding, depth, lambda p: p in PADDINGS or _is_int(p, 0),
+                              f"one of {PADDINGS} or an integer >= 0")
+        self.rank, self.pool, self.flatten = len(input_shape) - 1, pool == "average", head == "flatten"
         channels = [input_shape[-1]] + [width] * depth
         self.convs = nnx.List(
-            [nnx.Conv(a, b, kernel_size=(3, 3), dtype=dtype, rngs=rngs) for a, b in zip(channels[:-1], channels[1:])]
+            [nnx.Conv(a, b, kernel_size=(k,) * self.rank, strides=(s,) * self.rank, padding=p, dtype=dtype, rngs=rngs)
+             for a, b, k, s, p in zip(channels[:-1], channels[1:], kernels, strides, paddings)]
         )
-        self.head = nnx.Linear(channels[-1], num_classes, dtype=dtype, rngs=rngs)
+        spatial = list(input_shape[:-1])
+        for layer, (k, s, p) in enumerate(zip(kernels, strides, paddings)):
+            spatial = [_conv_size(size, k, s, p) for size in spatial]
+            if min(spatial) < 1:
+                raise ValueError(f"model.kernel_size: layer {layer} (kernel {k}, stride {s}, padding {p!r}) leaves no "
+                                 f"position of the {tuple(input_shape[:-1])} input")
+            if self.pool and spatial[0] >= 4:
+                spatial = [size // 2 for size in spatial]
+        features = channels[-1] * (math.prod(spatial) if self.flatten else 1)
+        self.head = nnx.Linear(features, num_classes, dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
+        window = (2,) * self.rank
         for conv in self.convs:
             x = self.activation(conv(x))
-            if x.shape[1] >= 4:
-                x = nnx.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
-        return _full_precision(self.head(x.mean(axis=(1, 2))))
+            if self.pool and x.shape[1] >= 4:
+                x = nnx.avg_pool(x, window_shape=window, strides=window)
+        features = x.reshape(x.shape[0], -1) if self.flatten else x.mean(axis=tuple(range(1, 1 + self.rank)))
+        return _full_precision(self.head(features))
 
 
 def _group_norm(channels: int, rngs: nnx.Rngs) -> nnx.GroupNorm:
