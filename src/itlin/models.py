@@ -91,18 +91,18 @@ def matmul_convolution(lhs, rhs, window_strides, padding, *, lhs_dilation=None, 
 
 
 def auto_conv_form(backend: str, kernel_shape) -> str:
-    """The faster form on ``backend`` of a convolution whose kernel has shape ``kernel_shape`` (k…, c_in, c_out):
-    ``matmul`` for 1D convolutions on the CPU, ``conv`` otherwise.
+    """The faster form on ``backend`` of a convolution with a kernel of shape ``kernel_shape`` (k…, c_in,
+    c_out): ``matmul`` for 1D convolutions on the CPU, ``conv`` otherwise.
 
-    Measured on a shared 2-core AMD EPYC CPU, jax 0.10.2 (bench/README.md has the tables): XLA:CPU's
-    convolution is slow inside a loop body and under vmap over parameters (seeds as lanes). MNIST-1D's
-    CNN (three stride-2 conv1d of 25 channels, batch 100), an Adam step: 5.1 ms as lax.conv against 2.3 ms
-    as matmul for 3 vmapped lanes, 6-10 ms against 0.9-1.1 ms inside a scan; one lane dispatched alone,
-    0.7-1.2 ms against 0.9-1.0 ms. 2D convolutions stay lax.conv: on CIFAR shapes (16 channels and
-    more, 32x32) XLA's convolution is 1.2-4x faster, on the digits CNNs (8x8) the two forms tie when
-    dispatched (1 or 3 lanes), and lax.conv keeps the default pipeline's results as they were. (Inside a
-    scan the matmul form is 4-10x faster for the digits CNNs too: ``conv_form: matmul`` takes it.) On
-    accelerators, unmeasured so far, lax.conv (cuDNN).
+    Measured on a shared 2-core AMD EPYC CPU, jax 0.10.2, 2026-12-03 (bench/README.md has the tables):
+    XLA:CPU's convolution is slow inside a loop body and, in 1D, under vmap over parameters (seeds as
+    lanes). MNIST-1D's CNN (three stride-2 conv1d of 25 channels, batch 100), an Adam step: 5.1 ms as
+    lax.conv against 2.3 ms as matmul for 3 vmapped lanes, 6-25 ms against 1.1-2.3 ms inside a scan;
+    one lane dispatched step by step, neither consistently faster (0.9-1.7 against 1.1-2.0 ms). 2D
+    convolutions stay lax.conv: 2.3-4.2x faster on 64-channel CIFAR layers (32x32, 16x16), tied on
+    the digits CNNs (8x8) when dispatched (1 or 3 lanes), and the default pipeline's results stay as
+    they were (inside a scan the matmul form is 4-10x faster for the digits CNNs too: ``conv_form:
+    matmul`` takes it). On accelerators, unmeasured so far, lax.conv (cuDNN).
     """
     return "matmul" if backend == "cpu" and len(kernel_shape) == 3 else "conv"
 
