@@ -10,7 +10,8 @@
     python -m bench gpu --smoke          # the same at tiny sizes, on any machine
     python -m bench report --markdown    # print the tables of a results file again
 
-Benchmarks: ``steps`` (linearised against standard step, K = 1 against a plain Flax step), ``compile``
+Benchmarks: ``steps`` (linearised against standard step, their FLOP rates against the matmul ceiling, K = 1
+against a plain Flax step), ``compile``
 (compile time, two block programs for every K, no host transfer, donation, the persistent cache across
 jobs), ``ntk`` (NTK throughput), ``dag`` (DAG build time of config/paper.yaml), ``pipeline`` (the
 default pipeline end to end, in a temporary copy), ``cost`` (the paper's GPU-hours), ``memory`` (the
@@ -20,6 +21,7 @@ planned memory of every GPU job of the paper), ``gpu`` (only when named: the fir
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -28,6 +30,7 @@ from pathlib import Path
 import jax
 
 from bench import common, compilation, cost, gpu, memory, ntk, pipeline, steps
+from itlin import models
 
 BENCHMARKS = ("steps", "compile", "ntk", "dag", "pipeline", "cost", "memory", "gpu")
 ON_REQUEST = ("gpu",)
@@ -57,6 +60,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compile-batch", type=int, help="compile: batch size of the probed runs")
     parser.add_argument("--compile-block", type=int, help="compile: steps per block (default with --full: the "
                                                           "paper's scan_steps)")
+    parser.add_argument("--conv-form", choices=models.CONV_FORMS,
+                        help="steps: how every convolution is computed (default: each model's own, auto)")
     parser.add_argument("--bfloat16", action="store_true",
                         help="steps: also time resnet18 with compute_dtype bfloat16 (on by default with --full)")
     parser.add_argument("--ntk-n", type=int, nargs="+", help="ntk: probe-set sizes")
@@ -98,28 +103,51 @@ def step_specs(args, config: dict) -> list[common.ModelSpec]:
     return specs if args.full else [DIGITS_MLP, *specs]
 
 
+def step_runs(args, config: dict) -> list[tuple[common.ModelSpec, list[int], dict]]:
+    """What the steps benchmark times: (model, batch sizes, the config of its training settings). The
+    paper's models at ``--batch`` (and in bfloat16 with ``--bfloat16``); MNIST-1D's published CNN at its
+    batch of 100; on a CPU also the default config's digits models at its batch size. ``--conv-form``
+    sets how the convolutional models compute their convolutions."""
+    runs = [(spec, args.batch, config) for spec in step_specs(args, config) if spec is not DIGITS_MLP]
+    runs.append((common.MNIST1D_CNN, [common.MNIST1D_BATCH], config))
+    if not args.full:
+        default = common.paper_config(common.DEFAULT_CONFIG)
+        runs = [(spec, [default["training"]["batch_size"]], default) for spec in common.config_models(default)] + runs
+    if args.conv_form:
+        runs = [(dataclasses.replace(spec, kwargs=spec.kwargs | {"conv_form": args.conv_form})
+                 if spec.name != "mlp" else spec, batches, settings) for spec, batches, settings in runs]
+    return runs
+
+
 def show(title: str, rows: list[dict], columns, markdown: bool) -> None:
     """Print a titled table."""
     print(f"\n{title}\n{common.format_table(rows, columns, markdown)}", flush=True)
 
 
 def run_steps(args, config: dict) -> dict:
-    """The ``steps`` section: one row per model and batch size."""
-    rows = []
-    for spec in step_specs(args, config):
-        for batch in args.batch:
-            rows.append(steps.measure(spec, batch_size=batch, block=args.block or config["training"]["scan_steps"],
-                                      repeats=args.repeats,
-                                      data_size=args.data_size, config=config))
-            print(f"  {spec.label} batch {batch}: standard (K=1) {rows[-1]['standard_ms']:.2f} ms, linearised "
-                  f"{rows[-1]['linearised_ms']:.2f} ms, plain {rows[-1]['plain_ms']:.2f} ms", flush=True)
-    return dict(rows=rows)
+    """The ``steps`` section: the machine's peak matmul rate, then one row per model and batch size."""
+    peak, rates, rows = common.matmul_rate(*common.PEAK_PRODUCT), {}, []
+    print(f"  float32 matmul {'x'.join(map(str, common.PEAK_PRODUCT))}: {peak / 1e9:.1f} GFLOP/s", flush=True)
+    for spec, batches, settings in step_runs(args, config):
+        for batch in batches:
+            rows.append(steps.measure(spec, batch_size=batch, block=args.block or settings["training"]["scan_steps"],
+                                      repeats=args.repeats, data_size=args.data_size, config=settings,
+                                      peak_flops_per_s=peak, rates=rates))
+            row = rows[-1]
+            print(f"  {spec.label} batch {batch}: standard (K=1) {row['standard_ms']:.2f} ms, linearised "
+                  f"{row['linearised_ms']:.2f} ms, plain {row['plain_ms']:.2f} ms; of attainable "
+                  f"{row['standard_of_attainable']:.2f} / {row['linearised_of_attainable']:.2f}", flush=True)
+    return dict(rows=rows, peak_gflops=peak / 1e9, peak_product=list(common.PEAK_PRODUCT))
 
 
 def show_steps(section: dict, markdown: bool) -> None:
     """Print the ``steps`` tables."""
     show("Linearised step against standard step (time ratio within 10% of the FLOP ratio: time/FLOP <= 1.10)",
          section["rows"], steps.LINEAR_TABLE, markdown)
+    if "peak_gflops" in section:
+        show(f"Achieved FLOP rate of each step as a fraction of the float32 matmul rate of its own layers' products "
+             f"(attainable; goal >= 0.5) and of a {'x'.join(map(str, section['peak_product']))} product (peak, "
+             f"{section['peak_gflops']:.1f} GFLOP/s)", section["rows"], steps.CEILING_TABLE, markdown)
     show("Standard training (K = 1) against a plain Flax NNX + optax step (ours/plain >= 1)",
          section["rows"], steps.PLAIN_TABLE, markdown)
 

@@ -1,5 +1,5 @@
 """What the benchmarks share: the paper's run settings, synthetic data, one timing helper, a
-compilation counter and the results file ``bench/results/<device>.json``."""
+compilation counter, the machine's matmul rates and the results file ``bench/results/<device>.json``."""
 
 from __future__ import annotations
 
@@ -19,15 +19,18 @@ import jax
 import jax.numpy as jnp
 import yaml
 from flax import nnx
+from jax import lax
 
 from itlin import models, record, train
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 PAPER_CONFIG = REPOSITORY / "config" / "paper.yaml"
+DEFAULT_CONFIG = REPOSITORY / "config" / "config.yaml"
 RESULTS = Path(__file__).resolve().parent / "results"
 NUM_CLASSES = 10
 CIFAR_SHAPE = (32, 32, 3)
 DIGITS_SHAPE = (8, 8, 1)
+MNIST1D_SHAPE = (40, 1)
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # one per XLA executable built or loaded
 CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"  # loaded from the persistent cache instead of compiled
 
@@ -43,17 +46,55 @@ class ModelSpec:
 
     def create(self, seed: int = 0) -> models.Model:
         """The network as the pipeline builds it: a pure ``apply`` and its parameters."""
-        return models.create(self.name, input_shape=self.input_shape, num_classes=NUM_CLASSES, seed=seed,
-                             **self.kwargs)
+        if self.name in models.MODELS:
+            return models.create(self.name, input_shape=self.input_shape, num_classes=NUM_CLASSES, seed=seed,
+                                 **self.kwargs)
+        graphdef, state = nnx.split(self.module(seed))
+        return models.Model(self.name, lambda params, x: nnx.merge(graphdef, params)(x), nnx.to_pure_dict(state),
+                            dict(self.kwargs))
 
     def module(self, seed: int = 0) -> nnx.Module:
         """The same network as ``create`` builds, as a plain Flax NNX module (for the plain baseline)."""
-        return models.MODELS[self.name](self.input_shape, NUM_CLASSES, rngs=nnx.Rngs(seed), **self.kwargs)
+        architecture = {**models.MODELS, **BENCH_MODELS}[self.name]
+        return architecture(self.input_shape, NUM_CLASSES, rngs=nnx.Rngs(seed), **self.kwargs)
+
+
+class MNIST1DCNN(nnx.Module):
+    """MNIST-1D's published CNN (Greydanus 2020) on (40, 1) input: three conv1d + ReLU layers of 25
+    channels (kernels 5, 3, 3; stride 2; padding 1) and a dense head on the flattened features.
+    A stand-in, local to the benchmarks, until the CNN family itself takes 1D input (branch mnist1d)."""
+
+    def __init__(self, input_shape, num_classes: int, *, conv_form: str = "auto", rngs: nnx.Rngs):
+        channels, layers, length = [input_shape[-1], 25, 25, 25], [], input_shape[0]
+        for c_in, c_out, kernel in zip(channels[:-1], channels[1:], (5, 3, 3)):
+            layers.append(models.conv(c_in, c_out, form=conv_form, kernel_size=(kernel,), strides=(2,), padding=1,
+                                      rngs=rngs))
+            length = (length + 2 - kernel) // 2 + 1
+        self.convs = nnx.List(layers)
+        self.head = nnx.Linear(length * channels[-1], num_classes, rngs=rngs)
+
+    def __call__(self, x):
+        for layer in self.convs:
+            x = jax.nn.relu(layer(x))
+        return self.head(x.reshape(x.shape[0], -1))
+
+
+BENCH_MODELS = {"mnist1d_cnn": MNIST1DCNN}
+"""Architectures only the benchmarks build (the registry's are ``itlin.models.MODELS``)."""
+MNIST1D_CNN = ModelSpec("mnist1d-cnn", "mnist1d_cnn", {}, MNIST1D_SHAPE)
+MNIST1D_BATCH = 100
+"""MNIST-1D's published CNN and its batch size."""
 
 
 def paper_config(path: Path = PAPER_CONFIG) -> dict:
     """The pipeline config the benchmarks size themselves on (``config/paper.yaml``)."""
     return yaml.safe_load(Path(path).read_text())
+
+
+def config_models(config: dict, input_shape: tuple[int, ...] = DIGITS_SHAPE) -> list[ModelSpec]:
+    """A pipeline config's models as they are (``config/config.yaml``'s on 8x8 digits)."""
+    return [ModelSpec(label, entry["name"], dict(entry["kwargs"]), input_shape)
+            for label, entry in config["models"].items()]
 
 
 def paper_models(config: dict, *, resnet_width: int | None = None, compute_dtype: str = "float32") -> list[ModelSpec]:
@@ -79,8 +120,9 @@ def run_config(spec: ModelSpec, *, batch_size: int, scan_steps: int, config: dic
     steps = scan_steps * math.ceil(training["steps"] / scan_steps)
     training.update(batch_size=batch_size, scan_steps=scan_steps, steps=steps, eval_every=steps,
                     checkpoint_every=steps, velocity_interval=scan_steps)
+    name = spec.name if spec.name in models.MODELS else "cnn"  # a benchmark-only model: the Trainer runs it as given
     return record.RunConfig.from_dict(dict(
-        data="synthetic (in memory)", dataset="synthetic", model={"name": spec.name, **spec.kwargs}, K=K,
+        data="synthetic (in memory)", dataset="synthetic", model={"name": name, "label": spec.label, **spec.kwargs}, K=K,
         switch_step=switch_step, seed=seed, variant="base", augment=False, **training))
 
 
@@ -154,6 +196,77 @@ def step_flops(trainer: train.Trainer, state: train.TrainState, data: train.Trai
     schedule = trainer.schedule()
     return {"standard": lowered_flops(trainer.relinearising_step, state, data, schedule),
             "linearised": lowered_flops(trainer.train_step, state, data, schedule)}
+
+
+def matmul_rate(m: int, k: int, n: int, *, flops: float = 1e9, repeats: int = 3) -> float:
+    """FLOP/s of float32 (m, k) x (k, n) products run back to back in one program (a loop of about
+    ``flops`` FLOP, so no dispatch per product; the fastest of ``repeats`` runs after a warm-up: a
+    ceiling, which load from other jobs on a shared machine only lowers). An optimisation barrier keeps
+    XLA from hoisting the loop-invariant product out of the loop."""
+    count = max(1, round(flops / (2 * m * k * n)))
+
+    @jax.jit
+    def products(a, b):
+        def body(_, carry):
+            a, total = carry
+            a = lax.optimization_barrier(a)
+            return a, total + a @ b
+
+        return lax.fori_loop(0, count, body, (a, jnp.zeros((m, n), a.dtype)))[1]
+
+    a, b = (jax.random.normal(jax.random.key(index), shape) for index, shape in enumerate([(m, k), (k, n)]))
+    jax.block_until_ready(products(a, b))
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        jax.block_until_ready(products(a, b))
+        times.append(time.perf_counter() - started)
+    return 2 * m * k * n * count / min(times)
+
+
+PEAK_PRODUCT = (2048, 2048, 2048)
+"""The large product whose rate stands for the machine's float32 matmul peak."""
+
+
+def layer_products(model: models.Model, input_shape: tuple[int, ...], batch: int) -> list[tuple[int, int, int]]:
+    """(M, K, N) of each dense layer and convolution of ``model``'s forward pass at ``batch``: batch x
+    fan_in x fan_out, and a convolution's im2col product (batch·positions x k·…·c_in x c_out), read from
+    the traced program (so the same whichever form computes a convolution)."""
+    x = jax.ShapeDtypeStruct((batch, *input_shape), jnp.float32)
+    found = []
+
+    def walk(jaxpr):
+        for equation in jaxpr.eqns:
+            if equation.primitive.name == "conv_general_dilated":
+                out, kernel = equation.outvars[0].aval.shape, equation.invars[1].aval.shape
+                found.append((math.prod(out[:-1]), math.prod(kernel[:-1]), kernel[-1]))
+            elif equation.primitive.name == "dot_general":
+                (contract, _), _ = equation.params["dimension_numbers"]
+                lhs, rhs = equation.invars[0].aval.shape, equation.invars[1].aval.shape
+                inner = math.prod(lhs[axis] for axis in contract)
+                found.append((math.prod(lhs) // inner, inner, math.prod(rhs) // inner))
+            for param in equation.params.values():
+                inner_jaxpr = getattr(param, "jaxpr", param)
+                if hasattr(inner_jaxpr, "eqns"):
+                    walk(inner_jaxpr)
+
+    walk(jax.make_jaxpr(model.apply)(model.params, x).jaxpr)
+    return found
+
+
+def attainable_rate(products: list[tuple[int, int, int]], rates: dict | None = None) -> float:
+    """The FLOP/s at which this machine runs a step's products: per layer the forward (M, K) x (K, N),
+    the input gradient (M, N) x (N, K) and the weight gradient (K, M) x (M, N), each at its measured
+    ``matmul_rate``; their FLOPs over the sum of their times. ``rates`` caches rates by shape."""
+    rates = {} if rates is None else rates
+    flops = seconds = 0.0
+    for m, k, n in products:
+        for shape in ((m, k, n), (m, n, k), (k, m, n)):
+            if shape not in rates:
+                rates[shape] = matmul_rate(*shape)
+            flops += 2 * m * k * n
+            seconds += 2 * m * k * n / rates[shape]
+    return flops / seconds
 
 
 def device_label() -> str:

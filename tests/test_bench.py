@@ -15,7 +15,7 @@ import yaml
 REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))  # bench/ is a folder of the repository, not part of the installed package
 
-from bench import common, compilation, cost, gpu, memory, pipeline  # noqa: E402
+from bench import common, compilation, cost, gpu, memory, pipeline, steps  # noqa: E402
 from itlin import record, train  # noqa: E402
 
 TINY_MLP = common.ModelSpec("mlp", "mlp", {"depth": 1, "width": 16}, common.DIGITS_SHAPE)
@@ -67,6 +67,49 @@ def test_transfer_guard_catches_a_host_transfer(test_config):
 def test_steps_in_blocks_that_relinearise_at_every_step(K, switch_step, expected):
     """Blocks of 10 steps: a switch run at t re-linearises at steps 0..t, so a block counts if it ends by t."""
     assert cost.relinearising_block_steps(K, switch_step, 100, 10) == expected
+
+
+def test_layer_products_are_read_from_the_traced_model_whichever_conv_form():
+    """Dense layers: batch x fan_in x fan_out; convolutions: their im2col product, the same in both forms."""
+    assert common.layer_products(TINY_MLP.create(), TINY_MLP.input_shape, 4) == [(4, 64, 16), (4, 16, 10)]
+    expected = [(2 * 19, 5 * 1, 25), (2 * 10, 3 * 25, 25), (2 * 5, 3 * 25, 25), (2, 5 * 25, 10)]
+    for form in ("conv", "matmul"):
+        spec = common.ModelSpec("cnn1d", "mnist1d_cnn", {"conv_form": form}, common.MNIST1D_SHAPE)
+        assert common.layer_products(spec.create(), spec.input_shape, 2) == expected
+
+
+def test_attainable_rate_times_forward_and_both_gradient_products():
+    """Per layer three products (forward, input and weight gradients) at their own rates: FLOPs over time."""
+    rates = {(2, 3, 4): 1.0, (2, 4, 3): 2.0, (3, 2, 4): 4.0}
+    assert common.attainable_rate([(2, 3, 4)], rates) == pytest.approx(3 / (1 + 1 / 2 + 1 / 4))
+
+
+def test_the_steps_benchmark_reports_its_ceiling(capsys):
+    """A step row holds its FLOP rates as fractions of the attainable and the peak matmul rate, and the
+    sampling and dispatch costs; ``show_steps`` prints them. Every config's models are listed, at their
+    batch sizes, with ``--conv-form`` reaching every convolutional model."""
+    from bench import __main__ as suite
+
+    config = common.paper_config()
+    products = common.layer_products(common.MNIST1D_CNN.create(), common.MNIST1D_SHAPE, 8)
+    rates = {shape: 1e10 for m, k, n in products for shape in ((m, k, n), (m, n, k), (k, m, n))}  # not measured
+    row = steps.measure(common.MNIST1D_CNN, batch_size=8, block=1, repeats=1, data_size=32, config=config,
+                        peak_flops_per_s=1e11, rates=rates)
+    assert row["attainable_gflops"] == pytest.approx(10)
+    for name in ("standard", "linearised"):
+        assert row[f"{name}_of_attainable"] == pytest.approx(row[f"{name}_gflops"] / row["attainable_gflops"])
+        assert row[f"{name}_of_peak"] == pytest.approx(row[f"{name}_gflops"] / 100)
+        assert row[f"{name}_gflops"] == pytest.approx(row[f"{name}_flops"] / row[f"{name}_ms"] / 1e6)
+    assert row["largest_product"] == "80x75x25" and row["sampling_ms"] > 0 and row["dispatch_ms"] > 0
+    suite.show_steps(dict(rows=[row], peak_gflops=100.0, peak_product=[2048] * 3), markdown=True)
+    printed = capsys.readouterr().out
+    assert "standard of attainable" in printed and "| mnist1d-cnn | 8 |" in printed
+    runs = suite.step_runs(suite.parse(["steps"]), config)
+    assert [(spec.label, batches) for spec, batches, _ in runs] == [
+        ("mlp", [32]), ("cnn", [32]), ("cnn_deep", [32]), ("cnn", [32, 128]), ("resnet18-w16", [32, 128]),
+        ("mnist1d-cnn", [100])]
+    forced = suite.step_runs(suite.parse(["steps", "--conv-form", "matmul"]), config)
+    assert [spec.kwargs.get("conv_form") for spec, _, _ in forced] == [None] + ["matmul"] * 5
 
 
 def test_distinct_kernels_of_a_run():

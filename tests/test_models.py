@@ -220,3 +220,75 @@ def test_invalid_cnn_kwargs_name_the_key(kwargs, key):
 def test_mlp_depth_must_be_a_count():
     with pytest.raises(ValueError, match="model.depth"):
         models.create("mlp", input_shape=(40, 1), num_classes=3, seed=0, depth=-1)
+CONV_CASES = {  # input shape (batch, *spatial, channels), output channels, nnx.Conv settings
+    "1d, MNIST-1D's first layer": ((3, 40, 1), 5, dict(kernel_size=(5,), strides=(2,), padding=1)),
+    "1d, stride 2, SAME": ((3, 19, 4), 6, dict(kernel_size=(3,), strides=(2,), padding="SAME")),
+    "1d, VALID, no bias": ((3, 10, 4), 3, dict(kernel_size=(3,), padding="VALID", use_bias=False)),
+    "2d, SAME": ((2, 8, 8, 3), 4, dict(kernel_size=(3, 3))),
+    "2d, stride 2, uneven padding": ((2, 9, 7, 3), 4, dict(kernel_size=(3, 2), strides=(2, 1),
+                                                            padding=((1, 2), (0, 1)))),
+    "2d, 1x1, stride 2": ((2, 8, 8, 3), 5, dict(kernel_size=(1, 1), strides=(2, 2), use_bias=False)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONV_CASES))
+def test_every_conv_form_computes_the_same_convolution(case):
+    """``conv``, ``matmul`` and ``auto``: the same parameters as nnx.Conv (tree and initialisation),
+    and outputs and gradients (parameters and input) equal to float32 rounding."""
+    shape, features, settings = CONV_CASES[case]
+    x = jax.random.normal(jax.random.key(1), shape)
+    reference = nnx.Conv(shape[-1], features, rngs=nnx.Rngs(0), **settings)
+    found = {}
+    for form in models.CONV_FORMS:
+        layer = models.conv(shape[-1], features, form=form, rngs=nnx.Rngs(0), **settings)
+        graphdef, params = nnx.split(layer)
+        assert jax.tree.all(jax.tree.map(jnp.array_equal, nnx.to_pure_dict(params),
+                                         nnx.to_pure_dict(nnx.state(reference))))
+
+        def loss(params, x, graphdef=graphdef):
+            y = nnx.merge(graphdef, params)(x)
+            return jnp.sum(jnp.sin(y)), y
+
+        (_, y), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(params, x)
+        found[form] = (y, *jax.tree.leaves(grads))
+    np.testing.assert_array_equal(found["conv"][0], reference(x))
+    for form in ("matmul", "auto"):
+        for value, expected in zip(found[form], found["conv"], strict=True):
+            np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_conv_form_follows_its_rule():
+    """On the CPU a 1D convolution becomes patches x matmul and a 2D one stays lax.conv; elsewhere
+    lax.conv (``models.auto_conv_form``); a model's ``auto`` layers run what the rule picks."""
+    assert models.auto_conv_form("cpu", (5, 1, 25)) == "matmul"
+    assert models.auto_conv_form("cpu", (3, 3, 1, 16)) == "conv"
+    assert models.auto_conv_form("gpu", (5, 1, 25)) == "conv"
+    assert models.auto_conv_form("tpu", (3, 3, 1, 16)) == "conv"
+
+    for x, kernel_size in [(jnp.ones((2, 10, 3)), (3,)), (jnp.ones((2, 6, 6, 3)), (3, 3))]:
+        layer = models.conv(3, 4, kernel_size=kernel_size, rngs=nnx.Rngs(0))
+        ran = {equation.primitive.name for equation in jax.make_jaxpr(layer)(x).jaxpr.eqns}
+        picked = models.auto_conv_form(jax.default_backend(), (*kernel_size, 3, 4))
+        assert ("conv_general_dilated" in ran) == (picked == "conv")
+
+
+def test_the_default_cnn_computes_its_2d_convolutions_with_lax_conv_on_the_cpu():
+    """The digits CNNs' results stay as they were: ``auto`` runs lax.conv for 2D input on the CPU (bit
+    for bit the ``conv`` form); ``matmul`` has the same parameters and outputs to float32 rounding."""
+    x = jax.random.normal(jax.random.key(1), (4, 8, 8, 1))
+    built = {form: models.create("cnn", input_shape=(8, 8, 1), num_classes=3, seed=0, depth=2, width=16,
+                                 conv_form=form) for form in models.CONV_FORMS}
+    for form in ("conv", "matmul"):
+        assert jax.tree.all(jax.tree.map(jnp.array_equal, built[form].params, built["auto"].params))
+    if jax.default_backend() == "cpu":
+        np.testing.assert_array_equal(built["auto"].apply(built["auto"].params, x),
+                                      built["conv"].apply(built["conv"].params, x))
+    np.testing.assert_allclose(built["matmul"].apply(built["matmul"].params, x),
+                               built["conv"].apply(built["conv"].params, x), rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_conv_form_names_the_key():
+    with pytest.raises(ValueError, match="model.conv_form"):
+        models.create("cnn", input_shape=(8, 8, 1), num_classes=3, seed=0, conv_form="im2col")
+    with pytest.raises(ValueError, match="model.conv_form"):
+        models.conv(2, 2, form="matmul", kernel_size=(3,), kernel_dilation=2, rngs=nnx.Rngs(0))(jnp.ones((1, 9, 2)))

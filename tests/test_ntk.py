@@ -16,7 +16,7 @@ import pytest
 from conftest import train_run
 from jax.flatten_util import ravel_pytree
 
-from itlin import data, measure_ntk, models, ntk, record, tables, train
+from itlin import data, measure_ntk, models, ntk, record, tables
 
 NUM_CLASSES = 3
 MODELS = {  # name -> (kwargs, input shape): resnet18 needs 16x16 inputs for a 2x2 last stage
