@@ -51,7 +51,7 @@ class ModelSpec:
                                  **self.kwargs)
         graphdef, state = nnx.split(self.module(seed))
         return models.Model(self.name, lambda params, x: nnx.merge(graphdef, params)(x), nnx.to_pure_dict(state),
-                            dict(self.kwargs))
+                            dict(self.kwargs), tuple(self.input_shape))
 
     def module(self, seed: int = 0) -> nnx.Module:
         """The same network as ``create`` builds, as a plain Flax NNX module (for the plain baseline)."""

@@ -580,3 +580,20 @@ def test_a_diverged_lane_is_frozen_while_the_others_finish(run_config, tmp_path)
     pd.testing.assert_frame_equal(columns(pd.read_parquet(tmp_path / "seed0" / "metrics.parquet")),
                                   columns(pd.read_parquet(tmp_path / "alone" / "metrics.parquet")),
                                   check_exact=False, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch_size, length, start", [(8, 10, 0), (8, 10, 27), (8, 50, 13), (256, 10, 3), (100, 7, 5)],
+                         ids=["epoch-aligned", "across epochs", "blocks longer than an epoch", "full batch",
+                              "partial batch dropped"])
+def test_orders_drawn_once_per_block_give_each_step_its_own_batch(tiny_data, batch_size, length, start):
+    """A block's steps take their batches from the epochs' orders drawn once for the block (``block_orders``):
+    every batch is the one ``sample_batch`` draws for that step alone."""
+    dataset = data.load(tiny_data)
+    train_data = train.TrainData.of(dataset.x_train, dataset.y_train)
+    seed = jnp.int32(5)
+    orders = train.block_orders(train_data, jnp.int32(start), seed, batch_size, length)
+    for step in range(start, start + length):
+        alone = train.sample_batch(train_data, jnp.int32(step), seed, batch_size, False)
+        shared = train.sample_batch(train_data, jnp.int32(step), seed, batch_size, False, orders)
+        for a, b in zip(alone, shared):
+            np.testing.assert_array_equal(a, b)

@@ -90,21 +90,25 @@ def matmul_convolution(lhs, rhs, window_strides, padding, *, lhs_dilation=None, 
                    preferred_element_type=preferred_element_type)
 
 
+MATMUL_MAX_CHANNELS = 32
+"""On the CPU, convolutions with at most this many output channels run as matmuls (``auto_conv_form``)."""
+
+
 def auto_conv_form(backend: str, kernel_shape) -> str:
     """The faster form on ``backend`` of a convolution with a kernel of shape ``kernel_shape`` (k…, c_in,
-    c_out): ``matmul`` for 1D convolutions on the CPU, ``conv`` otherwise.
+    c_out): on the CPU ``matmul`` up to ``MATMUL_MAX_CHANNELS`` output channels, ``conv`` above; ``conv``
+    on accelerators. A model whose convolutions are all matmuls also runs its blocks of steps as one scan
+    on the CPU (``itlin.train.default_block_mode``), where lax.conv would be slow.
 
-    Measured on a shared 2-core AMD EPYC CPU, jax 0.10.2, 2026-12-03 (bench/README.md has the tables):
-    XLA:CPU's convolution is slow inside a loop body and, in 1D, under vmap over parameters (seeds as
-    lanes). MNIST-1D's CNN (three stride-2 conv1d of 25 channels, batch 100), an Adam step: 5.1 ms as
-    lax.conv against 2.3 ms as matmul for 3 vmapped lanes, 6-25 ms against 1.1-2.3 ms inside a scan;
-    one lane dispatched step by step, neither consistently faster (0.9-1.7 against 1.1-2.0 ms). 2D
-    convolutions stay lax.conv: 2.3-4.2x faster on 64-channel CIFAR layers (32x32, 16x16), tied on
-    the digits CNNs (8x8) when dispatched (1 or 3 lanes), and the default pipeline's results stay as
-    they were (inside a scan the matmul form is 4-10x faster for the digits CNNs too: ``conv_form:
-    matmul`` takes it). On accelerators, unmeasured so far, lax.conv (cuDNN).
+    Measured on a shared 2-core AMD EPYC CPU, jax 0.10.2, 2026-12-03 (bench/README.md has the tables), ms
+    per Adam step: XLA:CPU's convolution is slow inside a loop body and under vmap over parameters (seeds
+    as lanes). MNIST-1D's CNN (three stride-2 conv1d of 25 channels, batch 100): 5.1 as lax.conv against
+    2.3 as matmul for 3 vmapped lanes, 6-25 against 1.1-2.3 inside a scan. The digits CNNs (16 channels,
+    8x8): 0.57 dispatched as lax.conv against 0.24 scanned as matmul, 1.47 against 0.72 for 3 lanes.
+    64-channel CIFAR layers (32x32, 16x16), dispatched: lax.conv 2.3-4.2x faster. On accelerators,
+    unmeasured so far, lax.conv (cuDNN).
     """
-    return "matmul" if backend == "cpu" and len(kernel_shape) == 3 else "conv"
+    return "matmul" if backend == "cpu" and kernel_shape[-1] <= MATMUL_MAX_CHANNELS else "conv"
 
 
 def auto_convolution(lhs, rhs, window_strides, padding, **kwargs):
@@ -288,12 +292,14 @@ MODELS: dict[str, type[nnx.Module]] = {"mlp": MLP, "cnn": CNN, "resnet18": ResNe
 
 @dataclass(frozen=True)
 class Model:
-    """A model reduced to a pure function and its initial parameters."""
+    """A model reduced to a pure function and its initial parameters, for inputs of ``input_shape`` (one
+    example's)."""
 
     name: str
     apply: Callable[[Params, jax.Array], jax.Array] = field(repr=False)
     params: Params = field(repr=False)
     kwargs: dict = field(default_factory=dict)
+    input_shape: tuple[int, ...] = ()
 
     @property
     def num_params(self) -> int:
@@ -310,7 +316,8 @@ def create(name: str, *, input_shape, num_classes: int, seed: int, **kwargs) -> 
     def apply(params: Params, x: jax.Array) -> jax.Array:
         return nnx.merge(graphdef, params)(x)
 
-    return Model(name=name, apply=apply, params=nnx.to_pure_dict(state), kwargs=dict(kwargs))
+    return Model(name=name, apply=apply, params=nnx.to_pure_dict(state), kwargs=dict(kwargs),
+                 input_shape=tuple(input_shape))
 
 
 def from_spec(spec: dict, *, input_shape, num_classes: int, seed: int, **overrides) -> Model:

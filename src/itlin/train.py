@@ -90,19 +90,53 @@ class TrainData(NamedTuple):
         return cls(jnp.asarray(x), jnp.asarray(y, jnp.int32))
 
 
-def sample_batch(train_data: TrainData, step: jax.Array, seed: jax.Array, batch_size: int, augment: bool):
+def epoch_orders(n: int, seed: jax.Array, first_epoch: jax.Array, count: int) -> jax.Array:
+    """The example orders of ``count`` epochs from ``first_epoch``, (count, n): a seeded permutation each."""
+    key = jax.random.fold_in(jax.random.key(seed), 1)
+    epochs = first_epoch + jnp.arange(count)
+    return jax.vmap(lambda epoch: jax.random.permutation(jax.random.fold_in(key, epoch), n))(epochs)
+
+
+class BlockOrders(NamedTuple):
+    """The example orders of the epochs a block of steps spans, drawn once for the block (``block_orders``)."""
+
+    first_epoch: jax.Array
+    orders: jax.Array  # (epochs, n)
+
+
+def batches_per_epoch(n: int, batch_size: int) -> int:
+    """Whole batches in an epoch of ``n`` examples (the last partial batch is dropped), at least one."""
+    return max(n // batch_size, 1)
+
+
+def block_orders(train_data: "TrainData", start: jax.Array, seed: jax.Array, batch_size: int,
+                 length: int) -> BlockOrders:
+    """The orders of every epoch that the ``length`` steps from ``start`` draw their batches from."""
+    per_epoch = batches_per_epoch(train_data.x.shape[0], batch_size)
+    first_epoch = start // per_epoch
+    count = min(length, (length - 1) // per_epoch + 2)  # epochs a run of length steps can touch
+    return BlockOrders(first_epoch, epoch_orders(train_data.x.shape[0], seed, first_epoch, count))
+
+
+def sample_batch(train_data: TrainData, step: jax.Array, seed: jax.Array, batch_size: int, augment: bool,
+                 orders: BlockOrders | None = None):
     """The batch of ``step``: a seeded permutation per epoch (last partial batch dropped), optionally augmented.
 
-    A pure function of (seed, step), so a resumed run sees exactly the batches it would have seen.
+    A pure function of (seed, step), so a resumed run sees exactly the batches it would have seen. ``orders``
+    (``block_orders``, drawn once for a block of steps) saves drawing the epoch's permutation at every step:
+    the batch is the same either way.
     """
     n = train_data.x.shape[0]
-    batches_per_epoch = max(n // batch_size, 1)
-    key = jax.random.key(seed)
-    epoch, position = step // batches_per_epoch, step % batches_per_epoch
-    order = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, 1), epoch), n)
+    per_epoch = batches_per_epoch(n, batch_size)
+    epoch, position = step // per_epoch, step % per_epoch
+    if orders is None:
+        order = epoch_orders(n, seed, epoch, 1)[0]
+    else:
+        order = jax.lax.dynamic_index_in_dim(orders.orders, epoch - orders.first_epoch, keepdims=False)
     index = jax.lax.dynamic_slice_in_dim(order, position * batch_size, batch_size)
     x, y = train_data.x[index], train_data.y[index]
     if augment:
+        key = jax.random.key(seed)
         x = data.augment(jax.random.fold_in(jax.random.fold_in(key, 2), step), x)
     return x, y
 
@@ -110,25 +144,41 @@ def sample_batch(train_data: TrainData, step: jax.Array, seed: jax.Array, batch_
 BLOCK_MODES = ("scan", "dispatch")
 
 
-def default_block_mode() -> str:
-    """The block program of the default backend: ``dispatch`` on the CPU, ``scan`` on accelerators."""
-    return "dispatch" if jax.default_backend() == "cpu" else "scan"
+def default_block_mode(model: models.Model | None = None) -> str:
+    """The block program of the default backend: ``scan`` on accelerators, and on the CPU unless ``model``
+    computes an XLA convolution (``lax.conv``), which XLA:CPU runs far slower inside a loop body than the
+    same step on its own (jax 0.10.2: 8.2 s against 1.0 s per step for the CNN at 32x32): ``dispatch``."""
+    if jax.default_backend() != "cpu":
+        return "scan"
+    if model is None:
+        return "dispatch"
+    example = jnp.zeros((1, *model.input_shape), jnp.float32)
+    return "dispatch" if "conv_general_dilated" in str(jax.make_jaxpr(model.apply)(model.params, example)) else "scan"
 
 
-def block_runner(step: Callable, length: int, mode: str | None = None) -> Callable:
+def block_runner(step: Callable, length: int, mode: str | None = None, *,
+                 shared: Callable | None = None, vectorise: Callable[[Callable], Callable] | None = None) -> Callable:
     """``run(carry, *args)``: ``length`` applications of ``step(carry, *args) -> carry``, without host sync.
 
-    ``mode`` ``scan`` is one jitted ``jax.lax.scan`` (one program launch per block: what
-    accelerators run); ``dispatch`` dispatches the jitted step ``length`` times (asynchronously,
-    still one compilation). Both end in the same state to float rounding. ``None`` takes
-    ``default_block_mode()``: XLA:CPU runs convolutions inside a loop body far slower than the
-    same step on its own (measured with jax 0.10.2: 8.2 s against 1.0 s per step for the CNN at 32x32).
+    ``mode`` ``scan`` is one jitted ``jax.lax.scan`` (one program launch per block); ``dispatch`` dispatches
+    the jitted step ``length`` times (asynchronously, still one compilation). Both end in the same state to
+    float rounding. ``None`` takes ``default_block_mode()``. ``shared(carry, *args, length)``, if given, is
+    what the steps of a block of ``length`` steps from ``carry`` share, computed once per block (per step
+    when dispatched) and passed to ``step`` as its last argument. ``vectorise`` (e.g. a ``jax.vmap``)
+    transforms the block (or the dispatched step) before it is compiled: lanes of one program.
     """
     mode = mode or default_block_mode()
     if mode not in BLOCK_MODES:
         raise ValueError(f"block mode: must be one of {BLOCK_MODES}, got {mode!r}")
+    vectorise = vectorise or (lambda function: function)
+
+    def with_shared(steps: int) -> Callable:
+        if shared is None:
+            return step
+        return lambda carry, *args: step(carry, *args, shared(carry, *args, steps))
+
     if mode == "dispatch":
-        single = jax.jit(step, donate_argnums=(0,))
+        single = jax.jit(vectorise(with_shared(1)), donate_argnums=(0,))
 
         def run(carry, *args):
             for _ in range(length):
@@ -138,9 +188,10 @@ def block_runner(step: Callable, length: int, mode: str | None = None) -> Callab
         return run
 
     def scanned(carry, *args):
-        return jax.lax.scan(lambda c, _: (step(c, *args), None), carry, length=length)[0]
+        extra = () if shared is None else (shared(carry, *args, length),)
+        return jax.lax.scan(lambda c, _: (step(c, *args, *extra), None), carry, length=length)[0]
 
-    return jax.jit(scanned, donate_argnums=(0,))
+    return jax.jit(vectorise(scanned), donate_argnums=(0,))
 
 
 class Trainer:
@@ -168,13 +219,15 @@ class Trainer:
         self.f_lin = linearise(model.apply)
         self.loss = LOSSES[config.loss]
         self.relinearising_step = functools.partial(self.train_step, relinearise_every_step=True)
-        self.block_mode = block_mode or default_block_mode()
-        steps, evaluate = (self.train_step, self.relinearising_step), self._evaluate
+        self.block_mode = block_mode or default_block_mode(model)
+        evaluate, vectorise = self._evaluate, None
         if seeds is not None:  # lanes: the state and schedule are vmapped, the data shared
-            steps = tuple(jax.vmap(step, in_axes=(0, None, 0)) for step in steps)
             evaluate = jax.vmap(evaluate, in_axes=(0, 0, None, None))
-        self.linearised_block = block_runner(steps[0], config.scan_steps, self.block_mode)
-        self.relinearising_block = block_runner(steps[1], config.scan_steps, self.block_mode)
+            vectorise = functools.partial(jax.vmap, in_axes=(0, None, 0))
+        block = functools.partial(block_runner, length=config.scan_steps, mode=self.block_mode,
+                                  shared=self._block_orders, vectorise=vectorise)
+        self.linearised_block = block(self.train_step)
+        self.relinearising_block = block(self.relinearising_step)
         self.evaluate = jax.jit(evaluate)
         self._linear_outputs = jax.jit(self.f_lin)
         self._batch = jax.jit(functools.partial(sample_batch, batch_size=config.batch_size, augment=config.augment))
@@ -241,8 +294,11 @@ class Trainer:
             return schedule
         return jax.tree.map(lambda value: jnp.broadcast_to(value, (len(self.seeds),)), schedule)
 
-    def train_step(self, state: TrainState, train_data: TrainData, schedule: Schedule, *,
-                   relinearise_every_step: bool = False) -> TrainState:
+    def _block_orders(self, state: TrainState, train_data: TrainData, schedule: Schedule, length: int) -> BlockOrders:
+        return block_orders(train_data, state.step, schedule.seed, self.config.batch_size, length)
+
+    def train_step(self, state: TrainState, train_data: TrainData, schedule: Schedule,
+                   orders: BlockOrders | None = None, *, relinearise_every_step: bool = False) -> TrainState:
         """One step of the algorithm in docs/science.md: maybe re-linearise, then an optimiser step on f_lin.
 
         With ``proximal_damping`` λ > 0 the objective of each round is the linearised loss plus
@@ -261,7 +317,7 @@ class Trainer:
         reset = relinearise & schedule.reset_optimizer
         opt_state = jax.tree.map(lambda fresh, old: jnp.where(reset, fresh, old),
                                  self.optimizer.init(state.params), state.opt_state)
-        x, y = sample_batch(train_data, t, schedule.seed, self.config.batch_size, self.config.augment)
+        x, y = sample_batch(train_data, t, schedule.seed, self.config.batch_size, self.config.augment, orders)
 
         def batch_loss(params):
             proximal = sum(jnp.sum((p - q) ** 2) for p, q in zip(jax.tree.leaves(params), jax.tree.leaves(params_lin)))
