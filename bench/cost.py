@@ -5,12 +5,15 @@ Until the suite has run on a GPU this is an estimate from FLOP counts: XLA's cou
 the pipeline runs (the training step, standard and linearised; the evaluation; the NTK cost model
 of ``itlin.ntk``), at the config's models, batch and CIFAR input size, divided by an assumed
 sustained throughput, a named fraction of the H100 SXM's dense peak (``Assumptions``). Where a
-results file from a GPU (``python -m bench --full``) holds step times measured for the config's
-models at its batch, and NTK times for its resnet18, those replace the FLOP estimates.
+results file from a GPU (``python -m bench gpu``, or ``--full``) holds step times measured for the
+config's models at its batch, lane-steps/s at several lane counts, and NTK times, those replace the
+FLOP estimates and the assumed lane model.
 
-Runs are those the pipeline runs (``itlin.workflow.run_grid``: every model × K × seed × variant,
-the switch runs, the deep linear twins, the Gauss-Newton and kernel-regression runs), checked against
-the job counts of ``snakemake -n`` where the results file holds them (``python -m bench dag``).
+Jobs are those the pipeline runs (``itlin.workflow.run_grid``: a training or NTK job per model × schedule
+× variant, every seed a lane of it; the Gauss-Newton and kernel-regression runs), checked against the
+job counts of ``snakemake -n`` where the results file holds them (``python -m bench dag``). Each model's
+training jobs are packed onto devices as gives the most lane-steps/s within the memory of an H100
+(``best_packing``: how many jobs share a device).
 """
 
 from __future__ import annotations
@@ -297,7 +300,7 @@ def measured_steps(results: dict | None, spec: ModelSpec, batch: int) -> dict | 
     if not results or results.get("device", {}).get("platform") == "cpu":
         return None
     rows = gpu_rows(results) + results.get("sections", {}).get("steps", {}).get("rows", [])
-    return next((row for row in rows if _matches(row, spec) and row["batch"] == batch), None)
+    return next((row for row in rows if _matches(row, spec) and row.get("batch") == batch), None)
 
 
 def measured_lanes(results: dict | None, spec: ModelSpec, config: dict) -> LaneCurve | None:
@@ -499,6 +502,7 @@ def levers(config: dict, work: dict[str, ModelWork], assumptions: Assumptions) -
     fewer_seeds["seeds"] = config["seeds"][:2]
     fewer_evaluations["training"]["eval_every"] = 5 * config["training"]["eval_every"]
     no_augmentation["variants"] = {name: value for name, value in config["variants"].items() if not value["augment"]}
+    no_lane_gain = dataclasses.replace(assumptions, lane_fraction_ceiling=assumptions.training_fraction)
     scenarios = {
         f"compute_dtype: bfloat16 (assumed {assumptions.bf16_speedup:g}x the float32 throughput)":
             estimate(config, {label: model_costs(done, assumptions, bfloat16=True) for label, done in work.items()},
@@ -510,6 +514,8 @@ def levers(config: dict, work: dict[str, ModelWork], assumptions: Assumptions) -
         "without resnet18": estimate(without_resnet18(config), costs, assumptions),
         "one training job a device (no sharing)": estimate(
             config, costs, dataclasses.replace(assumptions, shared_device_efficiency=0.0)),
+        f"lanes gain nothing (every lane at {assumptions.training_fraction:.0%} of the TF32 peak)": estimate(
+            config, {label: model_costs(done, no_lane_gain) for label, done in work.items()}, no_lane_gain),
     }
     return [dict(change=change, hours=stages[-1]["hours"], saved=total - stages[-1]["hours"])
             for change, stages in scenarios.items()]
