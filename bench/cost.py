@@ -26,9 +26,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from bench.common import ModelSpec, run_config, step_flops
+from bench.packing import H100_MEMORY_BYTES, MARGIN, LaneCurve, Packing, best_packing, packings
 from itlin import ntk, record, train, workflow
 from itlin.linearise import relinearises_throughout
 
@@ -41,9 +41,6 @@ number is 1 + ησ_max·K): measured on the default config's C5 runs (mean 7, 12
 NEWTON_STEPS = {"mse": 1, "cross_entropy": 3}
 """Newton steps of one proximal round: exactly one on MSE; on cross-entropy the default config's C5 runs
 took 1.6 to 5.3 on average per K (more at smaller λ)."""
-H100_MEMORY_BYTES = 80e9
-MARGIN = 0.8
-"""What a device may plan to hold: this share of an 80 GB H100 (the rest for what XLA's plan leaves out)."""
 CIFAR_TRAIN_SIZE, CIFAR_TEST_SIZE = 50_000, 10_000
 BUDGET_HOURS = 12.0
 
@@ -122,26 +119,6 @@ class ModelWork(NamedTuple):
     lane_bytes: tuple[float, float] | None  # a training job's planned device bytes: (shared by its lanes, per lane)
 
 
-class LaneCurve(NamedTuple):
-    """A training job's block programs against the lanes (seeds) in one program: seconds of one step of every
-    lane, standard and linearised, and the job's device bytes (None: unknown), at each lane count known."""
-
-    lanes: tuple[int, ...]  # ascending
-    standard_step: tuple[float, ...]
-    linearised_step: tuple[float, ...]
-    device_bytes: tuple[float, ...] | None
-    basis: str
-
-    def at(self, lanes: int) -> tuple[float, float, float | None]:
-        """(standard, linearised, bytes) at ``lanes``, linear between the lane counts known (step time is
-        close to affine in the lanes); a lane count beyond the largest known is an error."""
-        if not self.lanes[0] <= lanes <= self.lanes[-1]:
-            raise ValueError(f"lanes: {lanes} is outside the lane counts known ({self.lanes[0]} to {self.lanes[-1]})")
-        values = [np.interp(lanes, self.lanes, curve) for curve in (self.standard_step, self.linearised_step)]
-        memory = float(np.interp(lanes, self.lanes, self.device_bytes)) if self.device_bytes else None
-        return float(values[0]), float(values[1]), memory
-
-
 class ModelCosts(NamedTuple):
     """Seconds on the GPU of each piece of work the pipeline does with one model (steps: of one lane)."""
 
@@ -152,58 +129,6 @@ class ModelCosts(NamedTuple):
     regression_kernels: float
     basis: str
     lanes: LaneCurve
-
-
-class Packing(NamedTuple):
-    """How a model's training jobs share a device: ``jobs`` jobs (processes) of ``lanes // jobs`` lanes each,
-    priced as one program of ``lanes`` lanes at ``efficiency`` of its throughput."""
-
-    jobs: int
-    lanes: int
-    standard_step: float  # seconds of one step of every lane on the device
-    linearised_step: float
-    efficiency: float
-    device_bytes: float | None  # planned, all the jobs together (None: unknown)
-
-    @property
-    def lane_steps_per_s(self) -> float:
-        """Lane-steps a second of the linearised program (most of the paper's steps), all jobs together."""
-        return self.efficiency * self.lanes / self.linearised_step
-
-    @property
-    def fits(self) -> bool:
-        """Within ``MARGIN`` of an H100; a single job whose bytes are unknown is taken to fit (``bench memory``)."""
-        if self.device_bytes is None:
-            return self.jobs == 1
-        return self.device_bytes <= MARGIN * H100_MEMORY_BYTES
-
-    def describe(self) -> str:
-        lanes = self.lanes // self.jobs
-        return f"{lanes} lanes a job, " + (f"{self.jobs} jobs a device" if self.jobs > 1 else "one job a device")
-
-
-def packings(costs: ModelCosts, seeds: int, jobs: int, assumptions: Assumptions) -> list[Packing]:
-    """Every way of sharing a device among 1 to ``jobs`` training jobs of ``seeds`` lanes, up to the lanes known
-    and ``max_jobs_per_device``."""
-    curve, found = costs.lanes, []
-    _, _, job_bytes = curve.at(seeds)
-    for count in range(1, min(jobs, assumptions.max_jobs_per_device) + 1):
-        if count * seeds > curve.lanes[-1]:
-            break
-        standard, linearised, _ = curve.at(count * seeds)
-        efficiency = 1.0 if count == 1 else assumptions.shared_device_efficiency
-        found.append(Packing(count, count * seeds, standard, linearised, efficiency,
-                             None if job_bytes is None else count * job_bytes))
-    return found
-
-
-def best_packing(costs: ModelCosts, seeds: int, jobs: int, assumptions: Assumptions) -> Packing:
-    """The packing of most lane-steps/s that fits (``packings``); one job a device if none is known to fit."""
-    options = packings(costs, seeds, jobs, assumptions)
-    if not options:
-        raise ValueError(f"{seeds} lanes: more than the {costs.lanes.lanes[-1]} a device is known to hold")
-    fitting = [option for option in options if option.fits] or options[:1]
-    return max(fitting, key=lambda option: option.lane_steps_per_s)
 
 
 def model_work(spec: ModelSpec, config: dict, results: dict | None, planned: dict | None = None) -> ModelWork:
@@ -416,8 +341,13 @@ def priced_label(config: dict, model: str) -> str:
 def chosen_packings(config: dict, costs: dict[str, ModelCosts], assumptions: Assumptions) -> dict[str, Packing]:
     """Per priced model, the packing of its training jobs (``best_packing``) among as many jobs as it has."""
     priced = [priced_label(config, job["model"]) for job in runs(config)["train"]]
-    return {label: best_packing(costs[label], len(config["seeds"]), priced.count(label), assumptions)
-            for label in dict.fromkeys(priced)}
+    return {label: best_packing(costs[label].lanes, len(config["seeds"]), priced.count(label),
+                                **sharing(assumptions)) for label in dict.fromkeys(priced)}
+
+
+def sharing(assumptions: Assumptions) -> dict:
+    """The assumptions on device sharing, as ``packings`` takes them."""
+    return dict(max_jobs=assumptions.max_jobs_per_device, sharing_efficiency=assumptions.shared_device_efficiency)
 
 
 def estimate(config: dict, costs: dict[str, ModelCosts], assumptions: Assumptions) -> list[dict]:
@@ -547,7 +477,7 @@ def packing_rows(config: dict, costs: dict[str, ModelCosts], assumptions: Assump
     chosen, rows = chosen_packings(config, costs, assumptions), []
     priced = [priced_label(config, job["model"]) for job in runs(config)["train"]]
     for label, best in chosen.items():
-        for option in packings(costs[label], len(config["seeds"]), priced.count(label), assumptions):
+        for option in packings(costs[label].lanes, len(config["seeds"]), priced.count(label), **sharing(assumptions)):
             if option == best or option.jobs & (option.jobs - 1) == 0:  # powers of two, and the chosen one
                 rows.append(dict(model=label, jobs=option.jobs, lanes=option.lanes,
                                  lane_steps_per_s=option.lane_steps_per_s,

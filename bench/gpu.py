@@ -73,9 +73,9 @@ class Sizes:
     """Tiny sizes, to check the script (``SMOKE``): not a measurement, never used to price the paper."""
 
 
-SMOKE = Sizes(smoke=True, blocks=2, lanes=(1, 2), data_size=64, scan_steps=2, batch_size=8, probe_size=10, gauss_newton_batch=16,
-              cg_max_iterations=2, regression_size=10, test_slice=10, widths={"cnn": 4, "resnet18": 4},
-              models=("cnn",))
+SMOKE = Sizes(smoke=True, blocks=2, lanes=(1, 2), data_size=64, scan_steps=2, batch_size=8, probe_size=10,
+              gauss_newton_batch=16, cg_max_iterations=2, regression_size=10, test_slice=10,
+              widths={"cnn": 4, "resnet18": 4}, models=("cnn",))
 """``--smoke``: every stage at tiny sizes, for the cnn only (resnet18's programs take a minute to compile
 on a CPU and run through the same code), to know on a CPU that the script runs."""
 

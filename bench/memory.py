@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 
 from bench.common import NUM_CLASSES, ModelSpec, paper_models, run_config
-from bench.cost import CIFAR_TEST_SIZE, CIFAR_TRAIN_SIZE, H100_MEMORY_BYTES, MARGIN, ntk_plan  # MARGIN: a job's planned peak stays within it
+from bench.cost import CIFAR_TEST_SIZE, CIFAR_TRAIN_SIZE, ntk_plan
+from bench.packing import H100_MEMORY_BYTES, MARGIN  # a job's planned device peak stays within MARGIN of an H100
 from itlin import gauss_newton, kernel_regression, ntk, train
 
 PREALLOCATED = 0.75

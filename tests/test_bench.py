@@ -15,7 +15,7 @@ import yaml
 REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))  # bench/ is a folder of the repository, not part of the installed package
 
-from bench import common, compilation, cost, gpu, memory, pipeline  # noqa: E402
+from bench import common, compilation, cost, gpu, memory, packing, pipeline  # noqa: E402
 from itlin import record, train  # noqa: E402
 
 TINY_MLP = common.ModelSpec("mlp", "mlp", {"depth": 1, "width": 16}, common.DIGITS_SHAPE)
@@ -88,10 +88,10 @@ def test_runs_are_counted_as_the_pipeline_lists_them(test_config):
     assert len(three_seeds["gauss_newton"]) == 3 * len(test_config["gauss_newton"]["losses"])
 
 
-def lanes_known(standard: tuple, linearised: tuple, device_gb: tuple | None = None) -> cost.LaneCurve:
+def lanes_known(standard: tuple, linearised: tuple, device_gb: tuple | None = None) -> packing.LaneCurve:
     """A lane curve at 1, 4, 16, ... lanes: step seconds of every lane, device GB of a job."""
     lanes = tuple(4**power for power in range(len(standard)))
-    return cost.LaneCurve(lanes, standard, linearised, device_gb and tuple(1e9 * gb for gb in device_gb), "test")
+    return packing.LaneCurve(lanes, standard, linearised, device_gb and tuple(1e9 * gb for gb in device_gb), "test")
 
 
 def test_job_counts_are_read_from_snakemake_output():
@@ -131,20 +131,19 @@ def test_the_packing_of_most_lane_steps_that_fits_is_chosen():
     """Jobs of 4 lanes sharing a device, priced at 80% of one program of all their lanes: with 20 GB a job,
     4 jobs (80 GB) exceed 80% of an H100, so 3 are chosen (more lanes, more lane-steps/s); 1 job where sharing
     gains nothing; never more lanes than were measured to fit."""
-    costs = cost.ModelCosts(standard_step=1.0, linearised_step=1.0, eval_example=0.0, ntk_kernel=0.0,
-                            regression_kernels=0.0, basis="test",
-                            lanes=lanes_known((1.0, 1.2, 2.0), (1.0, 1.2, 2.0), (6.0, 20.0, 76.0)))
-    assumptions = cost.Assumptions()
-    options = cost.packings(costs, 4, 8, assumptions)
-    assert [option.jobs for option in options] == [1, 2, 3, 4]  # max_jobs_per_device; 16 lanes known at most
+    curve = lanes_known((1.0, 1.2, 2.0), (1.0, 1.2, 2.0), (6.0, 20.0, 76.0))
+    sharing = cost.sharing(cost.Assumptions())
+    assert sharing == dict(max_jobs=4, sharing_efficiency=0.8)
+    options = packing.packings(curve, 4, 8, **sharing)
+    assert [option.jobs for option in options] == [1, 2, 3, 4]  # max_jobs; 16 lanes known at most
     assert [option.fits for option in options] == [True, True, True, False]
-    best = cost.best_packing(costs, 4, 8, assumptions)
+    best = packing.best_packing(curve, 4, 8, **sharing)
     assert (best.jobs, best.lanes, best.fits) == (3, 12, True)
     assert best.lane_steps_per_s == pytest.approx(0.8 * 12 / (1.2 + (2.0 - 1.2) * 8 / 12))
-    alone = cost.best_packing(costs, 4, 8, cost.Assumptions(shared_device_efficiency=0.0))
+    alone = packing.best_packing(curve, 4, 8, max_jobs=4, sharing_efficiency=0.0)
     assert (alone.jobs, alone.lanes) == (1, 4)
     with pytest.raises(ValueError, match="lanes"):
-        cost.best_packing(costs, 32, 1, assumptions)  # 32 lanes: more than the 16 measured to fit
+        packing.best_packing(curve, 32, 1, **sharing)  # 32 lanes: more than the 16 measured to fit
 
 
 def test_lanes_measured_on_a_gpu_replace_the_assumed_lanes():
@@ -213,7 +212,7 @@ def test_every_gpu_job_of_the_paper_fits_an_h100_and_its_mem_mb():
     expected |= {(stage, label) for stage in ("gauss_newton", "kernel_regression") for label in config[stage]["models"]}
     assert {(job["stage"], job["model"]) for job in planned["jobs"]} == expected
     for job in planned["jobs"]:
-        assert job["peak_gb"] * 1e9 <= memory.MARGIN * cost.H100_MEMORY_BYTES, job
+        assert job["peak_gb"] * 1e9 <= memory.MARGIN * packing.H100_MEMORY_BYTES, job
         assert job["mem_mb"] >= job["mem_mb_needed"], job
 
 
