@@ -76,6 +76,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                              "(default: bench/results/*h100*.json if there is one)")
     parser.add_argument("--smoke", action="store_true", help="gpu: every stage at tiny sizes (bench.gpu.SMOKE), "
                                                              "to check on any machine that the script runs")
+    parser.add_argument("--lanes", type=int, nargs="+",
+                        help="gpu: lane counts of the training blocks (default 1 4 16 64; with --smoke 1 2)")
     parser.add_argument("--markdown", action="store_true", help="print tables as Markdown")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.benchmarks) - {*BENCHMARKS, "report"})
@@ -210,10 +212,13 @@ def run_cost(args, config: dict) -> dict:
     measured = json.loads(measured_path.read_text()) if measured_path else None
     dry_run = json.loads(args.results.read_text()) if args.results.exists() else None
     assumptions = cost.Assumptions()
-    work = {spec.label: cost.model_work(spec, config, measured) for spec in common.paper_models(config)}
+    planned = next((found["sections"]["memory"] for found in (measured, dry_run) if found and "memory" in found["sections"]),
+                   None)
+    work = {spec.label: cost.model_work(spec, config, measured, planned) for spec in common.paper_models(config)}
     costs = {label: cost.model_costs(done, assumptions) for label, done in work.items()}
     stages = cost.estimate(config, costs, assumptions)
     fraction = cost.break_even_fraction(config, work, assumptions)
+    lane_fraction = cost.break_even_fraction(config, work, assumptions, share="lane_fraction_ceiling")
     return dict(config=_relative(args.config), measured=_relative(measured_path) if measured_path else None,
                 assumptions=vars(assumptions) | {"training_tflops": assumptions.training_flops_per_s / 1e12,
                                                  "ntk_tflops": assumptions.ntk_flops_per_s / 1e12},
@@ -222,8 +227,10 @@ def run_cost(args, config: dict) -> dict:
                              standard_gflop=work[label].standard_step / 1e9,
                              linearised_gflop=work[label].linearised_step / 1e9)
                         for label, c in costs.items()],
+                packings=cost.packing_rows(config, costs, assumptions), planned_memory=("one lane's peak from the `memory` section, the rest per lane" if planned
+                                else "unknown: one job a device"),
                 stages=stages, levers=cost.levers(config, work, assumptions), budget_hours=cost.BUDGET_HOURS,
-                break_even_training_fraction=fraction, job_counts=cost.check_job_counts(config, dry_run))
+                break_even_training_fraction=fraction, break_even_lane_fraction=lane_fraction, job_counts=cost.check_job_counts(config, dry_run))
 
 
 def show_cost(section: dict, markdown: bool) -> None:
@@ -231,19 +238,26 @@ def show_cost(section: dict, markdown: bool) -> None:
     assumed = section["assumptions"]
     print(f"\nEstimated H100-hours of {section['config']} (training at {assumed['training_tflops']:.0f} TFLOP/s "
           f"sustained = {assumed['training_fraction']:.0%} of the dense TF32 peak; NTK at {assumed['ntk_tflops']:.0f} "
-          f"TFLOP/s; steps at least {assumed['step_floor_ms']} ms; {assumed['job_overhead_s']:.0f} s a job"
+          f"TFLOP/s; each lane beyond a job's first at {assumed['lane_fraction_ceiling']:.0%} of the TF32 peak; steps at "
+          f"least {assumed['step_floor_ms']} ms; {assumed['job_overhead_s']:.0f} s a job"
           + (f"; measured times from {section['measured']}" if section["measured"] else "; no GPU measurement yet")
           + f")\n{section['job_counts']}")
-    show("Per-step and per-kernel costs", section["models"], cost.COSTS_TABLE, markdown)
+    show("Per-step and per-kernel costs (one lane)", section["models"], cost.COSTS_TABLE, markdown)
+    show(f"Packing of the training jobs: each job's seeds as lanes of one program; several jobs on a device priced "
+         f"at {assumed['shared_device_efficiency']:.0%} of one program of all their lanes; device bytes as XLA "
+         f"planned the lanes measured on a GPU, else {section['planned_memory']}",
+         section["packings"], cost.PACKING_TABLE, markdown)
     show("Per stage", section["stages"], cost.STAGES_TABLE, markdown)
     total, budget = section["stages"][-1]["hours"], section["budget_hours"]
     show(f"Single changes (goal: at most {budget:g} H100-hours; estimate as configured: {total:,.1f})",
          section["levers"], cost.LEVERS_TABLE, markdown)
-    fraction = section["break_even_training_fraction"]
+    fraction, lane_fraction = section["break_even_training_fraction"], section["break_even_lane_fraction"]
+    peak = cost.H100_DENSE_PEAK["tf32"] / 1e12
     print(f"{budget:g} H100-hours " + ("are met." if total <= budget else "are not met.")
-          + (f" The FLOP estimate fits them if training sustains {fraction:.1%} of the TF32 peak "
-             f"({fraction * cost.H100_DENSE_PEAK['tf32'] / 1e12:.0f} TFLOP/s)." if fraction
-             else " Not even at the full TF32 peak."))
+          + (f" The FLOP estimate fits them if one lane sustains {fraction:.1%} of the TF32 peak "
+             f"({fraction * peak:.0f} TFLOP/s), lanes as assumed" if fraction else " Not even at the full TF32 peak")
+          + (f"; or if each further lane adds its FLOPs at {lane_fraction:.1%} ({lane_fraction * peak:.0f} TFLOP/s), "
+             "one lane as assumed." if lane_fraction else "."))
 
 
 def run_memory(args, config: dict) -> dict:
@@ -266,13 +280,20 @@ def show_memory(section: dict, markdown: bool) -> None:
 
 def run_gpu(args, config: dict) -> dict:
     """The ``gpu`` section: every program of the paper per model, timed, and the projected H100-hours."""
-    return gpu.measure(config, gpu.SMOKE if args.smoke else gpu.Sizes(), log=lambda line: print(line, flush=True))
+    sizes = gpu.SMOKE if args.smoke else gpu.Sizes()
+    if args.lanes:
+        sizes = dataclasses.replace(sizes, lanes=tuple(sorted(args.lanes)))
+    return gpu.measure(config, sizes, log=lambda line: print(line, flush=True))
 
 
 def show_gpu(section: dict, markdown: bool) -> None:
     """Print the ``gpu`` tables: per-model times and memory, the projected H100-hours."""
-    show("Per model: step ms (median of the timed blocks), compile s, NTK, Gauss-Newton and kernel regression s"
-         + (" (SMOKE sizes: not a measurement)" if section["smoke"] else ""), section["rows"], gpu.TABLE, markdown)
+    smoke = " (SMOKE sizes: not a measurement)" if section["smoke"] else ""
+    show("Training blocks against lanes (seeds in one program, scanned): lane-steps/s, ms a block (median of the "
+         "timed blocks), compile s, XLA's planned GB of the larger program, the device's high-water mark after them "
+         "(process-wide; none on a CPU)" + smoke, gpu.lane_table(section["rows"]), gpu.LANES_TABLE, markdown)
+    show("Per model: step ms of one lane, NTK, Gauss-Newton and kernel regression s" + smoke, section["rows"],
+         gpu.TABLE, markdown)
     show("H100-hours projected from these times (bench.cost)", section["projection"]["stages"], cost.STAGES_TABLE,
          markdown)
     print(f"Took {section['seconds']:.0f} s; maximum resident host memory {section['max_rss_gb']:.1f} GB.")

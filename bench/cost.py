@@ -5,12 +5,15 @@ Until the suite has run on a GPU this is an estimate from FLOP counts: XLA's cou
 the pipeline runs (the training step, standard and linearised; the evaluation; the NTK cost model
 of ``itlin.ntk``), at the config's models, batch and CIFAR input size, divided by an assumed
 sustained throughput, a named fraction of the H100 SXM's dense peak (``Assumptions``). Where a
-results file from a GPU (``python -m bench --full``) holds step times measured for the config's
-models at its batch, and NTK times for its resnet18, those replace the FLOP estimates.
+results file from a GPU (``python -m bench gpu``, or ``--full``) holds step times measured for the
+config's models at its batch, lane-steps/s at several lane counts, and NTK times, those replace the
+FLOP estimates and the assumed lane model.
 
-Runs are those the pipeline runs (``itlin.workflow.run_grid``: every model × K × seed × variant,
-the switch runs, the deep linear twins, the Gauss-Newton and kernel-regression runs), checked against
-the job counts of ``snakemake -n`` where the results file holds them (``python -m bench dag``).
+Jobs are those the pipeline runs (``itlin.workflow.run_grid``: a training or NTK job per model × schedule
+× variant, every seed a lane of it; the Gauss-Newton and kernel-regression runs), checked against the
+job counts of ``snakemake -n`` where the results file holds them (``python -m bench dag``). Each model's
+training jobs are packed onto devices as gives the most lane-steps/s within the memory of an H100
+(``best_packing``: how many jobs share a device).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from bench.common import ModelSpec, run_config, step_flops
+from bench.packing import H100_MEMORY_BYTES, MARGIN, LaneCurve, Packing, best_packing, packings
 from itlin import ntk, record, train, workflow
 from itlin.linearise import relinearises_throughout
 
@@ -37,11 +41,14 @@ number is 1 + ησ_max·K): measured on the default config's C5 runs (mean 7, 12
 NEWTON_STEPS = {"mse": 1, "cross_entropy": 3}
 """Newton steps of one proximal round: exactly one on MSE; on cross-entropy the default config's C5 runs
 took 1.6 to 5.3 on average per K (more at smaller λ)."""
-H100_MEMORY_BYTES = 80e9
 CIFAR_TRAIN_SIZE, CIFAR_TEST_SIZE = 50_000, 10_000
-BUDGET_HOURS = 24.0
+BUDGET_HOURS = 12.0
 
-STAGES_TABLE = [("stage", "stage", ""), ("jobs", "jobs", "d"), ("hours", "H100-hours", ",.1f"), ("basis", "basis", "")]
+STAGES_TABLE = [("stage", "stage", ""), ("jobs", "jobs", "d"), ("hours", "H100-hours", ",.1f"),
+                ("packing", "packing", ""), ("basis", "basis", "")]
+PACKING_TABLE = [("model", "model", ""), ("jobs", "jobs a device", "d"), ("lanes", "lanes a device", "d"),
+                 ("lane_steps_per_s", "lane-steps/s (linearised)", ",.0f"), ("device_gb", "device GB", ".1f"),
+                 ("fits", f"<= {MARGIN:.0%} of 80 GB", ""), ("chosen", "chosen", ""), ("basis", "basis", "")]
 COSTS_TABLE = [("model", "model", ""), ("standard_gflop", "standard step GFLOP", ",.1f"),
                ("linearised_gflop", "linearised step GFLOP", ",.1f"), ("standard_ms", "standard step ms", ".2f"),
                ("linearised_ms", "linearised step ms", ".2f"), ("ntk_s", "NTK on the probe set s", ".2f"),
@@ -67,6 +74,20 @@ class Assumptions:
     compilation cache, snapshots and checkpoints."""
     bf16_speedup: float = 2.0
     """Training throughput of ``compute_dtype: bfloat16`` over float32 (the BF16 peak is twice TF32's)."""
+    lane_fraction_ceiling: float = 0.30
+    """The share of the TF32 peak that many lanes approach: a job's seeds run as lanes of one program, so a
+    step does L times the work in about as many kernels, and each lane beyond the first is assumed to add
+    its FLOPs at this share (the first costs as at ``training_fraction``). A judgement, twice the one-lane
+    share, until ``python -m bench gpu`` measures lane-steps/s at 1, 4, 16 and 64 lanes."""
+    shared_device_efficiency: float = 0.8
+    """Several training jobs on one device (``ITLIN_JOBS_PER_GPU``) are assumed to reach this share of the
+    throughput of their lanes in one program: their kernels interleave (CUDA MPS) but do not fuse. Without
+    MPS, processes take turns on the device and sharing gains little; 0 never shares."""
+    max_lanes: int = 64
+    """The most lanes a device is priced at: the largest lane count ``python -m bench gpu`` measures."""
+    max_jobs_per_device: int = 4
+    """The most training jobs sharing a device: each takes the config's 4 threads and about 10 GB of host
+    memory (``mem_mb``), and an 8-GPU H100 node has some 12 to 28 cores and 250 GB per GPU."""
 
     @property
     def training_flops_per_s(self) -> float:
@@ -94,10 +115,12 @@ class ModelWork(NamedTuple):
     regression_kernels: float  # the full NTK of the C6 training subset (train × train)
     measured_steps: dict | None  # a ``steps`` row of a GPU results file
     measured_ntk_s: float | None  # seconds of one NTK on the probe set, from a GPU results file
+    measured_lanes: LaneCurve | None  # the lanes of a GPU results file's ``gpu`` section that fit the device
+    lane_bytes: tuple[float, float] | None  # a training job's planned device bytes: (shared by its lanes, per lane)
 
 
 class ModelCosts(NamedTuple):
-    """Seconds on the GPU of each piece of work the pipeline does with one model."""
+    """Seconds on the GPU of each piece of work the pipeline does with one model (steps: of one lane)."""
 
     standard_step: float
     linearised_step: float
@@ -105,10 +128,13 @@ class ModelCosts(NamedTuple):
     ntk_kernel: float
     regression_kernels: float
     basis: str
+    lanes: LaneCurve
 
 
-def model_work(spec: ModelSpec, config: dict, results: dict | None) -> ModelWork:
-    """``ModelWork`` of ``spec`` under ``config``, from abstract shapes (nothing large is allocated)."""
+def model_work(spec: ModelSpec, config: dict, results: dict | None, planned: dict | None = None) -> ModelWork:
+    """``ModelWork`` of ``spec`` under ``config``, from abstract shapes (nothing large is allocated); measured
+    times from the GPU ``results`` file, the training job's device bytes from its lanes there, else from a
+    ``memory`` section (``planned``, ``python -m bench memory``: one lane, on whichever backend planned it)."""
     batch = config["training"]["batch_size"]
     settings = run_config(spec, batch_size=batch, scan_steps=1, config=config)
     model = spec.create()
@@ -127,7 +153,29 @@ def model_work(spec: ModelSpec, config: dict, results: dict | None) -> ModelWork
                      eval_example=float(evaluation) / train.EVAL_CHUNK,
                      ntk_kernel=ntk_kernel_flops(model, spec, probe_size), regression_kernels=regression,
                      measured_steps=measured_steps(results, spec, batch),
-                     measured_ntk_s=measured_ntk_seconds(results, spec, probe_size))
+                     measured_ntk_s=measured_ntk_seconds(results, spec, probe_size),
+                     measured_lanes=measured_lanes(results, spec, config), lane_bytes=planned_lane_bytes(planned, spec, config))
+
+
+def eval_set_bytes(spec: ModelSpec, config: dict) -> float:
+    """The evaluation set a training job holds on the device (float32 images, int32 labels)."""
+    return (4 * math.prod(spec.input_shape) + 4) * (config["training"]["eval_train_size"] + CIFAR_TEST_SIZE)
+
+
+def held_bytes(spec: ModelSpec, config: dict) -> float:
+    """What a training job holds on the device for all its lanes: the training set and the evaluation set."""
+    return (4 * math.prod(spec.input_shape) + 4) * CIFAR_TRAIN_SIZE + eval_set_bytes(spec, config)
+
+
+def planned_lane_bytes(planned: dict | None, spec: ModelSpec, config: dict) -> tuple[float, float] | None:
+    """(shared, per lane) device bytes of a training job of ``spec``, from the planned one-lane peak of a
+    ``memory`` section: the data are shared, the rest (state, activations) is assumed to grow with the lanes."""
+    job = next((job for job in (planned or {}).get("jobs", []) if (job["stage"], job["model"]) == ("train", spec.label)),
+               None)
+    if job is None:
+        return None
+    shared = held_bytes(spec, config)
+    return shared, max(job["peak_gb"] * 1e9 - shared, 0.0)
 
 
 class NtkPlan(NamedTuple):
@@ -177,7 +225,22 @@ def measured_steps(results: dict | None, spec: ModelSpec, batch: int) -> dict | 
     if not results or results.get("device", {}).get("platform") == "cpu":
         return None
     rows = gpu_rows(results) + results.get("sections", {}).get("steps", {}).get("rows", [])
-    return next((row for row in rows if _matches(row, spec) and row["batch"] == batch), None)
+    return next((row for row in rows if _matches(row, spec) and row.get("batch") == batch), None)
+
+
+def measured_lanes(results: dict | None, spec: ModelSpec, config: dict) -> LaneCurve | None:
+    """The lanes of ``spec`` at the config's batch that fit the device (``python -m bench gpu``, on a GPU): step
+    seconds, and the job's device bytes (its larger block program as XLA planned it there, and the evaluation set)."""
+    row = next((row for row in gpu_rows(results) if _matches(row, spec)), None)
+    batch = config["training"]["batch_size"]
+    rows = sorted((lane for lane in (row or {}).get("lanes", []) if lane["fits"] and lane["batch"] == batch),
+                  key=lambda lane: lane["lanes"])
+    if not rows:
+        return None
+    planned = [1e9 * max(lane["standard_planned_gb"], lane["linearised_planned_gb"]) + eval_set_bytes(spec, config)
+               for lane in rows]
+    return LaneCurve(tuple(lane["lanes"] for lane in rows), tuple(lane["standard_ms"] / 1e3 for lane in rows),
+                     tuple(lane["linearised_ms"] / 1e3 for lane in rows), tuple(planned), "measured lane-steps/s")
 
 
 def measured_ntk_seconds(results: dict | None, spec: ModelSpec, n: int) -> float | None:
@@ -195,6 +258,26 @@ def measured_ntk_seconds(results: dict | None, spec: ModelSpec, n: int) -> float
     return largest["seconds"] * (n / largest["n"]) ** 2
 
 
+def assumed_lanes(work: ModelWork, standard: float, linearised: float, assumptions: Assumptions) -> LaneCurve:
+    """One lane's ``standard`` and ``linearised`` step seconds scaled to 1 to ``max_lanes`` lanes by the assumed
+    lane model (the first lane at its time, each further lane its FLOPs at ``lane_fraction_ceiling``, no step
+    under the floor); device bytes from ``work.lane_bytes``."""
+    ceiling = max(assumptions.lane_fraction_ceiling, assumptions.training_fraction)
+    fixed = ceiling / assumptions.training_fraction - 1  # the first lane's extra cost, in lanes at the ceiling
+    lanes = tuple(range(1, assumptions.max_lanes + 1))
+    floor = assumptions.step_floor_ms / 1e3
+
+    def scaled(one: float) -> tuple[float, ...]:
+        return tuple(max(floor, one * (count + fixed) / (1 + fixed)) for count in lanes)
+
+    memory = None
+    if work.lane_bytes:
+        shared, per_lane = work.lane_bytes
+        memory = tuple(shared + count * per_lane for count in lanes)
+    return LaneCurve(lanes, scaled(standard), scaled(linearised), memory,
+                     f"lanes assumed (+{ceiling:.0%} of TF32 peak a lane)")
+
+
 def model_costs(work: ModelWork, assumptions: Assumptions, *, bfloat16: bool = False) -> ModelCosts:
     """Seconds of each piece of ``work``: measured where a GPU measured it, else FLOPs over the assumed
     throughput (``bfloat16``: training at the assumed bfloat16 speed-up, never a measured float32 time)."""
@@ -204,12 +287,16 @@ def model_costs(work: ModelWork, assumptions: Assumptions, *, bfloat16: bool = F
     ntk_seconds = work.measured_ntk_s or work.ntk_kernel / assumptions.ntk_flops_per_s
     regression = work.regression_kernels / assumptions.ntk_flops_per_s
     if work.measured_steps and not bfloat16:
-        standard, linearised = (work.measured_steps[f"{name}_ms"] / 1e3 for name in ("standard", "linearised"))
+        one_lane = [work.measured_steps[f"{name}_ms"] / 1e3 for name in ("standard", "linearised")]
         basis = "measured step times"
     else:
-        standard, linearised = (max(floor, flops / rate) for flops in (work.standard_step, work.linearised_step))
+        one_lane = [flops / rate for flops in (work.standard_step, work.linearised_step)]
         basis = "FLOPs"
-    return ModelCosts(standard, linearised, work.eval_example / rate, ntk_seconds, regression, basis)
+    standard, linearised = (max(floor, seconds) for seconds in one_lane)
+    lanes = work.measured_lanes if work.measured_lanes and not bfloat16 else assumed_lanes(
+        work, *one_lane, assumptions)
+    return ModelCosts(standard, linearised, work.eval_example / rate, ntk_seconds, regression,
+                      f"{basis}; {lanes.basis}", lanes)
 
 
 def relinearising_block_steps(K: float, switch_step: int | None, steps: int, scan_steps: int) -> int:
@@ -233,38 +320,67 @@ def distinct_kernels(K: float, training: dict, velocity_interval: int) -> int:
 
 
 def runs(config: dict) -> dict[str, list[dict]]:
-    """Every job of the config's compute stages, by rule, as the wildcards of its run (``itlin.workflow.run_grid``)."""
+    """Every job of the config's compute stages, by rule, as its wildcards (``itlin.workflow.run_grid``): a
+    training or NTK job is one (model, schedule, variant) with every seed as a lane, so without a seed."""
     grid = workflow.run_grid(config)
     jobs = {"train": grid.sweep + grid.switch + grid.twin, "measure_ntk": grid.sweep + grid.twin,
             "gauss_newton": grid.gauss_newton, "kernel_regression_run": grid.kernel_regression}
-    return {rule: [workflow.run_wildcards(path) for path in paths] for rule, paths in jobs.items() if paths}
+    found = {rule: [workflow.run_wildcards(path) for path in paths] for rule, paths in jobs.items() if paths}
+    for rule in ("train", "measure_ntk"):
+        lanes = {tuple((key, value) for key, value in run.items() if key != "seed"): None for run in found[rule]}
+        found[rule] = [dict(job) for job in lanes]
+    return found
+
+
+def priced_label(config: dict, model: str) -> str:
+    """The model whose costs price ``model``'s jobs: a deep linear twin is priced as its model (the same network,
+    identity activations)."""
+    return workflow.twins(config).get(model, model)
+
+
+def chosen_packings(config: dict, costs: dict[str, ModelCosts], assumptions: Assumptions) -> dict[str, Packing]:
+    """Per priced model, the packing of its training jobs (``best_packing``) among as many jobs as it has."""
+    priced = [priced_label(config, job["model"]) for job in runs(config)["train"]]
+    return {label: best_packing(costs[label].lanes, len(config["seeds"]), priced.count(label),
+                                **sharing(assumptions)) for label in dict.fromkeys(priced)}
+
+
+def sharing(assumptions: Assumptions) -> dict:
+    """The assumptions on device sharing, as ``packings`` takes them."""
+    return dict(max_jobs=assumptions.max_jobs_per_device, sharing_efficiency=assumptions.shared_device_efficiency)
 
 
 def estimate(config: dict, costs: dict[str, ModelCosts], assumptions: Assumptions) -> list[dict]:
-    """H100-hours per stage of ``config`` from per-model ``costs``, and their total (last row):
-    blocks that re-linearise at every step at the standard step's cost, all others linearised."""
+    """H100-hours per stage of ``config`` from per-model ``costs``, and their total (last row): a training
+    job's seeds as lanes, its model's jobs sharing devices as ``chosen_packings`` says; blocks that
+    re-linearise at every step at the standard step's cost, all others linearised."""
     training, floor = config["training"], assumptions.step_floor_ms / 1e3
-    steps, batch = training["steps"], training["batch_size"]
+    steps, batch, seeds = training["steps"], training["batch_size"], len(config["seeds"])
     jobs = runs(config)
-    twins = workflow.twins(config)  # a deep linear twin is priced as its model (the same network, identity activations)
+    packing = chosen_packings(config, costs, assumptions)
     evaluations = steps // training["eval_every"] + 1
     eval_examples = training["eval_train_size"] + CIFAR_TEST_SIZE
     stages: dict[str, dict] = {}
 
-    def add(stage: str, seconds: float, basis: str) -> None:
-        row = stages.setdefault(stage, dict(stage=stage, jobs=0, hours=0.0, basis=basis))
+    def add(stage: str, seconds: float, basis: str, packed: str = "") -> None:
+        row = stages.setdefault(stage, dict(stage=stage, jobs=0, hours=0.0, packing=packed, basis=basis))
         row["jobs"] += 1
         row["hours"] += seconds / 3600
 
-    for run in jobs["train"]:
-        label, (K, switch_step) = twins.get(run["model"], run["model"]), record.parse_schedule(run["schedule"])
-        cost = costs[label]
+    for job in jobs["train"]:
+        label, (K, switch_step) = priced_label(config, job["model"]), record.parse_schedule(job["schedule"])
+        cost, packed = costs[label], packing[label]
         standard = relinearising_block_steps(K, switch_step, steps, training["scan_steps"])
-        add(f"train {label}", standard * cost.standard_step + (steps - standard) * cost.linearised_step, cost.basis)
-        add(f"evaluate {label} (in the train jobs)", evaluations * eval_examples * cost.eval_example, "FLOPs")
-    for run in jobs["measure_ntk"]:
-        label, (K, _) = twins.get(run["model"], run["model"]), record.parse_schedule(run["schedule"])
-        add("NTK", distinct_kernels(K, training, config["ntk"]["velocity_interval"]) * costs[label].ntk_kernel, "FLOPs or measured NTK times")
+        device_share = packed.jobs * packed.efficiency  # the device's time goes to `jobs` jobs at once
+        add(f"train {label}", (standard * packed.standard_step + (steps - standard) * packed.linearised_step)
+            / device_share, cost.basis, packed.describe())
+        lane_gain = cost.lanes.at(seeds)[1] / (seeds * cost.lanes.at(1)[1])  # the job's lanes evaluate together
+        add(f"evaluate {label} (in the train jobs)", seeds * evaluations * eval_examples * cost.eval_example * lane_gain,
+            "FLOPs, lanes as the job's linearised steps", f"{seeds} lanes a job")
+    for job in jobs["measure_ntk"]:
+        label, (K, _) = priced_label(config, job["model"]), record.parse_schedule(job["schedule"])
+        add("NTK", seeds * distinct_kernels(K, training, config["ntk"]["velocity_interval"]) * costs[label].ntk_kernel,
+            "FLOPs or measured NTK times", f"{seeds} seeds a job, in turn")
 
     def linearised_step_at(label: str, batch_size: int | None) -> float:
         """A linearised step at another batch size (None: full batch, the CIFAR-10 training set)."""
@@ -295,8 +411,8 @@ def estimate(config: dict, costs: dict[str, ModelCosts], assumptions: Assumption
     rows = list(stages.values())
     job_count = sum(len(listed) for listed in jobs.values())
     rows.append(dict(stage="job overhead", jobs=job_count, hours=job_count * assumptions.job_overhead_s / 3600,
-                     basis=f"assumed {assumptions.job_overhead_s:g} s a job"))
-    rows.append(dict(stage="total", jobs=job_count, hours=sum(row["hours"] for row in rows), basis=""))
+                     packing="", basis=f"assumed {assumptions.job_overhead_s:g} s a job"))
+    rows.append(dict(stage="total", jobs=job_count, hours=sum(row["hours"] for row in rows), packing="", basis=""))
     return rows
 
 
@@ -316,6 +432,7 @@ def levers(config: dict, work: dict[str, ModelWork], assumptions: Assumptions) -
     fewer_seeds["seeds"] = config["seeds"][:2]
     fewer_evaluations["training"]["eval_every"] = 5 * config["training"]["eval_every"]
     no_augmentation["variants"] = {name: value for name, value in config["variants"].items() if not value["augment"]}
+    no_lane_gain = dataclasses.replace(assumptions, lane_fraction_ceiling=assumptions.training_fraction)
     scenarios = {
         f"compute_dtype: bfloat16 (assumed {assumptions.bf16_speedup:g}x the float32 throughput)":
             estimate(config, {label: model_costs(done, assumptions, bfloat16=True) for label, done in work.items()},
@@ -325,19 +442,24 @@ def levers(config: dict, work: dict[str, ModelWork], assumptions: Assumptions) -
             fewer_evaluations, costs, assumptions),
         "base variant only (no augmentation)": estimate(no_augmentation, costs, assumptions),
         "without resnet18": estimate(without_resnet18(config), costs, assumptions),
+        "one training job a device (no sharing)": estimate(
+            config, costs, dataclasses.replace(assumptions, shared_device_efficiency=0.0)),
+        f"lanes gain nothing (every lane at {assumptions.training_fraction:.0%} of the TF32 peak)": estimate(
+            config, {label: model_costs(done, no_lane_gain) for label, done in work.items()}, no_lane_gain),
     }
     return [dict(change=change, hours=stages[-1]["hours"], saved=total - stages[-1]["hours"])
             for change, stages in scenarios.items()]
 
 
 def break_even_fraction(config: dict, work: dict[str, ModelWork], assumptions: Assumptions,
-                        budget: float = BUDGET_HOURS) -> float | None:
-    """The least share of the TF32 peak that training must sustain for the FLOP estimate to fit
-    ``budget`` hours (measured times ignored); None if even the full peak does not."""
-    estimated = {label: done._replace(measured_steps=None) for label, done in work.items()}
+                        budget: float = BUDGET_HOURS, share: str = "training_fraction") -> float | None:
+    """The least share of the TF32 peak for the FLOP estimate to fit ``budget`` hours (measured times
+    ignored): of one lane's training (``share`` ``training_fraction``) or of each further lane's
+    (``lane_fraction_ceiling``), the other assumptions as given; None if even the full peak does not."""
+    estimated = {label: done._replace(measured_steps=None, measured_lanes=None) for label, done in work.items()}
 
     def total(fraction: float) -> float:
-        changed = dataclasses.replace(assumptions, training_fraction=fraction)
+        changed = dataclasses.replace(assumptions, **{share: fraction})
         return estimate(config, {label: model_costs(done, changed) for label, done in estimated.items()},
                         changed)[-1]["hours"]
 
@@ -348,6 +470,21 @@ def break_even_fraction(config: dict, work: dict[str, ModelWork], assumptions: A
         middle = math.sqrt(low * high)
         low, high = (middle, high) if total(middle) > budget else (low, middle)
     return high
+
+
+def packing_rows(config: dict, costs: dict[str, ModelCosts], assumptions: Assumptions) -> list[dict]:
+    """Per priced model, the packings of its training jobs (1, 2, 4, ... jobs a device, and the chosen one)."""
+    chosen, rows = chosen_packings(config, costs, assumptions), []
+    priced = [priced_label(config, job["model"]) for job in runs(config)["train"]]
+    for label, best in chosen.items():
+        for option in packings(costs[label].lanes, len(config["seeds"]), priced.count(label), **sharing(assumptions)):
+            if option == best or option.jobs & (option.jobs - 1) == 0:  # powers of two, and the chosen one
+                rows.append(dict(model=label, jobs=option.jobs, lanes=option.lanes,
+                                 lane_steps_per_s=option.lane_steps_per_s,
+                                 device_gb=None if option.device_bytes is None else option.device_bytes / 1e9,
+                                 fits="yes" if option.fits else "no", chosen="<-" if option == best else "",
+                                 basis=costs[label].lanes.basis))
+    return rows
 
 
 def check_job_counts(config: dict, results: dict | None) -> str:

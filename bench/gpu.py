@@ -1,15 +1,20 @@
 """The first thing to run on a GPU: every program of ``config/paper.yaml`` at the paper's sizes, timed,
 with its compile time and memory, and the GPU-hours of the paper projected from the measured times.
 
-    python -m bench gpu            # on the GPU: about 5 to 10 minutes on one H100
+    python -m bench gpu            # on the GPU: about 10 to 15 minutes on one H100 (estimated)
+    python -m bench gpu --lanes 1 4 16   # fewer lane counts, where a command may run 10 minutes at most
     python -m bench gpu --smoke    # the same script at tiny sizes, on any machine (a test runs it)
 
 For each model of the config (32×32×3 inputs, the config's batch, synthetic data resident on the
 device as a training job holds it), in one process:
 
-- the re-linearising block (K = 1: a standard step) and the linearised block (every other K), each
-  ``scan_steps`` steps in one ``jax.lax.scan`` as accelerators run them: XLA compile seconds (first
-  block), then milliseconds per step over ``--blocks`` timed blocks;
+- at 1, 4, 16 and 64 lanes (``Sizes.lanes``: seeds trained as lanes of one program, as a training job
+  runs them through ``train.Trainer(..., seeds=...)``), the re-linearising block (K = 1: a standard step)
+  and the linearised block (every other K), each ``scan_steps`` steps in one ``jax.lax.scan`` as
+  accelerators run them: XLA compile seconds and planned bytes, then milliseconds per block over
+  ``blocks`` timed blocks, lane-steps/s and the device's high-water mark; the first lane count the
+  device cannot hold (planned beyond its ``bytes_limit``, or XLA's resource-exhausted error) is
+  recorded as not fitting and ends the model's lanes;
 - the per-class NTK on a probe set of the config's size, strategy and chunk size (``itlin.ntk``);
 - one damped proximal round of the C5 sweep at the config's batch and smallest damping (Newton steps,
   each a CG solve, up to the config's caps);
@@ -26,6 +31,8 @@ runtime allowance of ``bench.memory.RUNTIME_HOST_BYTES``).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import gc
 import math
 import resource
 import time
@@ -37,6 +44,7 @@ import numpy as np
 
 from bench import cost
 from bench.common import NUM_CLASSES, CompileLog, ModelSpec, paper_models, run_config, synthetic_data
+from bench.memory import compiled_bytes
 from bench.steps import CarriedBlock
 from itlin import gauss_newton, kernel_regression, ntk, train
 
@@ -47,6 +55,8 @@ class Sizes:
 
     blocks: int = 3
     """Timed blocks of each program, after the first (which compiles)."""
+    lanes: tuple[int, ...] = (1, 4, 16, 64)
+    """Lane counts (seeds trained as lanes of one program) of the training blocks, ascending."""
     data_size: int = cost.CIFAR_TRAIN_SIZE
     scan_steps: int | None = None
     batch_size: int | None = None
@@ -59,20 +69,34 @@ class Sizes:
     """Model widths in place of the config's, by architecture (the smoke test's tiny models)."""
     models: tuple[str, ...] = ()
     """The config's model labels to measure (all if empty); the others are priced from FLOPs."""
+    smoke: bool = False
+    """Tiny sizes, to check the script (``SMOKE``): not a measurement, never used to price the paper."""
 
 
-SMOKE = Sizes(blocks=2, data_size=64, scan_steps=2, batch_size=8, probe_size=10, gauss_newton_batch=16,
-              cg_max_iterations=2, regression_size=10, test_slice=10, widths={"cnn": 4, "resnet18": 4},
-              models=("cnn",))
+SMOKE = Sizes(smoke=True, blocks=2, lanes=(1, 2), data_size=64, scan_steps=2, batch_size=8, probe_size=10,
+              gauss_newton_batch=16, cg_max_iterations=2, regression_size=10, test_slice=10,
+              widths={"cnn": 4, "resnet18": 4}, models=("cnn",))
 """``--smoke``: every stage at tiny sizes, for the cnn only (resnet18's programs take a minute to compile
 on a CPU and run through the same code), to know on a CPU that the script runs."""
 
-TABLE = [("model", "model", ""), ("params", "params", ",d"), ("standard_ms", "standard ms", ".2f"),
-         ("linearised_ms", "linearised ms", ".2f"), ("standard_compile_s", "compile s (std)", ".1f"),
-         ("linearised_compile_s", "compile s (lin)", ".1f"), ("ntk_s", "NTK s", ".2f"),
+TABLE = [("model", "model", ""), ("params", "params", ",d"), ("standard_ms", "standard ms (1 lane)", ".2f"),
+         ("linearised_ms", "linearised ms (1 lane)", ".2f"), ("ntk_s", "NTK s", ".2f"),
          ("ntk_compile_s", "NTK compile s", ".1f"), ("gauss_newton_s", "GN step s", ".2f"),
          ("regression_s", "KR kernel+solve s", ".2f"), ("test_kernel_s", "KR test kernel s", ".2f"),
          ("peak_gb", "device peak GB", ".2f")]
+LANES_TABLE = [("model", "model", ""), ("lanes", "lanes", "d"), ("fits", "fits", ""),
+               ("standard_lane_steps_per_s", "lane-steps/s (std)", ",.0f"),
+               ("linearised_lane_steps_per_s", "lane-steps/s (lin)", ",.0f"),
+               ("standard_block_ms", "ms a block (std)", ",.1f"), ("linearised_block_ms", "ms a block (lin)", ",.1f"),
+               ("standard_compile_s", "compile s (std)", ".1f"), ("linearised_compile_s", "compile s (lin)", ".1f"),
+               ("planned_gb", "planned GB", ".2f"), ("peak_gb", "device peak GB", ".2f")]
+
+
+def lane_table(rows: list[dict]) -> list[dict]:
+    """The lane rows of every model, as ``LANES_TABLE`` prints them (planned: the larger block program)."""
+    return [dict(lane, model=row["model"], fits="yes" if lane["fits"] else "does not fit",
+                 planned_gb=max(lane.get("standard_planned_gb", 0.0), lane.get("linearised_planned_gb", 0.0)))
+            for row in rows for lane in row["lanes"]]
 
 
 def peak_bytes() -> int | None:
@@ -90,22 +114,75 @@ def timed(function: Callable[[], object]) -> tuple[float, float]:
     return seconds, compiled.seconds
 
 
-def blocks(spec: ModelSpec, config: dict, sizes: Sizes) -> dict:
-    """Both block programs, scanned: compile seconds and milliseconds per step."""
+def device_bytes_limit() -> int | None:
+    """Bytes the default device can hold (``bytes_limit``; GPUs report it, the CPU does not)."""
+    return (jax.devices()[0].memory_stats() or {}).get("bytes_limit")
+
+
+def out_of_memory(error: Exception) -> bool:
+    """Whether ``error`` is XLA's resource-exhausted error (an allocation the device could not hold)."""
+    return isinstance(error, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" in str(error)
+
+
+def lane_row(spec: ModelSpec, config: dict, sizes: Sizes, lanes: int, data: train.TrainData) -> dict:
+    """Both block programs of a training job with ``lanes`` seeds (``train.Trainer(..., seeds=...)``, scanned as
+    accelerators run them): compile seconds, XLA's planned bytes, ms per block and per step, lane-steps/s, and the
+    device's high-water mark after them; ``fits`` False, and no times, where the device cannot hold them."""
     training = config["training"]
     batch, scan_steps = sizes.batch_size or training["batch_size"], sizes.scan_steps or training["scan_steps"]
     trainer = train.Trainer(run_config(spec, batch_size=batch, scan_steps=scan_steps, config=config, K=1),
-                            spec.create(), block_mode="scan")
+                            spec.create(), block_mode="scan", seeds=list(range(lanes)))
+    stacked = jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (lanes, *leaf.shape)), trainer.model.params)
+    row = dict(lanes=lanes, batch=batch, scan_steps=scan_steps, fits=True, params=trainer.model.num_params)
+    limit = device_bytes_limit()
+    try:
+        for name, block, schedule in (("standard", trainer.relinearising_block, trainer.schedule()),
+                                      ("linearised", trainer.linearised_block, trainer.schedule(math.inf))):
+            state = trainer.init_state(stacked)
+            with CompileLog() as compiled:
+                executable = block.lower(state, data, schedule).compile()
+            planned = compiled_bytes(executable)
+            row |= {f"{name}_compile_s": compiled.seconds, f"{name}_planned_gb": planned / 1e9}
+            if limit is not None and planned > limit:
+                return row | dict(fits=False, reason=f"{name} block: {planned / 1e9:.1f} GB planned, the device "
+                                                     f"holds {limit / 1e9:.1f} GB")
+            run = CarriedBlock(executable, state, data, schedule)
+            first, _ = timed(run)
+            block_s = float(np.median([timed(run)[0] for _ in range(sizes.blocks)]))
+            row |= {f"{name}_first_block_s": first, f"{name}_block_ms": 1e3 * block_s,
+                    f"{name}_ms": 1e3 * block_s / scan_steps, f"{name}_lane_steps_per_s": lanes * scan_steps / block_s}
+            del run, state
+    except jax.errors.JaxRuntimeError as error:
+        if not out_of_memory(error):
+            raise
+        return row | dict(fits=False, reason=str(error).splitlines()[0][:200])
+    peak = peak_bytes()
+    return row | dict(peak_gb=peak / 1e9 if peak is not None else None)
+
+
+def lane_rows(spec: ModelSpec, config: dict, sizes: Sizes, log: Callable[[str], None]) -> list[dict]:
+    """``lane_row`` at each of ``sizes.lanes`` in turn, up to the first that does not fit the device."""
     data = synthetic_data(spec.input_shape, sizes.data_size)
-    found = dict(batch=batch, scan_steps=scan_steps, params=trainer.model.num_params)
-    for name, block, schedule in (("standard", trainer.relinearising_block, trainer.schedule()),
-                                  ("linearised", trainer.linearised_block, trainer.schedule(math.inf))):
-        run = CarriedBlock(block, trainer.init_state(), data, schedule)
-        first, compile_s = timed(run)
-        times = [timed(run)[0] for _ in range(sizes.blocks)]
-        found |= {f"{name}_ms": 1e3 * float(np.median(times)) / scan_steps, f"{name}_compile_s": compile_s,
-                  f"{name}_first_block_s": first}
-    return found
+    rows = []
+    for lanes in sizes.lanes:
+        rows.append(lane_row(spec, config, sizes, lanes, data))
+        gc.collect()
+        found = rows[-1]
+        log(f"  {spec.label} {lanes} lanes: " + (
+            f"{found['standard_lane_steps_per_s']:,.0f} / {found['linearised_lane_steps_per_s']:,.0f} lane-steps/s "
+            "(standard / linearised)" if found["fits"] else f"does not fit ({found['reason']})"))
+        if not found["fits"]:
+            break
+    return rows
+
+
+def blocks(spec: ModelSpec, config: dict, sizes: Sizes, log: Callable[[str], None]) -> dict:
+    """The training job's block programs at each lane count (``lanes``); the step times of one lane beside them."""
+    rows = lane_rows(spec, config, sizes, log)
+    one = next((row for row in rows if row["lanes"] == 1 and row["fits"]), {})
+    keys = ("batch", "scan_steps", "params", "standard_ms", "linearised_ms", "standard_compile_s",
+            "linearised_compile_s")
+    return {key: one[key] for key in keys if key in one} | dict(lanes=rows)
 
 
 def ntk_kernel(spec: ModelSpec, config: dict, sizes: Sizes) -> dict:
@@ -201,15 +278,15 @@ def measure(config: dict, sizes: Sizes, log: Callable[[str], None] = print) -> d
             continue
         row = dict(model=spec.label, architecture=spec.name, kwargs=spec.kwargs, input_shape=list(spec.input_shape))
         peaks = {}
-        for stage, measured in (("train", blocks), ("measure_ntk", ntk_kernel), ("gauss_newton", gauss_newton_step),
-                                ("kernel_regression", regression)):
+        for stage, measured in (("train", functools.partial(blocks, log=log)), ("measure_ntk", ntk_kernel),
+                                ("gauss_newton", gauss_newton_step), ("kernel_regression", regression)):
             row |= measured(spec, config, sizes)
             peaks[stage] = peak_bytes()
             log(f"  {spec.label} {stage}: done after {time.perf_counter() - started:.0f} s; device peak so far "
                 + (f"{peaks[stage] / 1e9:.2f} GB" if peaks[stage] is not None else "not reported"))
         row |= dict(peak_bytes=peaks, peak_gb=max(peaks.values()) / 1e9 if None not in peaks.values() else None)
         rows.append(row)
-    smoke = sizes == SMOKE
+    smoke = sizes.smoke
     return dict(smoke=smoke, sizes=dataclasses.asdict(sizes), rows=rows, projection=projection(config, rows, found, smoke),
                 max_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
                 seconds=time.perf_counter() - started)

@@ -25,11 +25,10 @@ import jax
 import jax.numpy as jnp
 
 from bench.common import NUM_CLASSES, ModelSpec, paper_models, run_config
-from bench.cost import CIFAR_TEST_SIZE, CIFAR_TRAIN_SIZE, H100_MEMORY_BYTES, ntk_plan
+from bench.cost import CIFAR_TEST_SIZE, CIFAR_TRAIN_SIZE, ntk_plan
+from bench.packing import H100_MEMORY_BYTES, MARGIN  # a job's planned device peak stays within MARGIN of an H100
 from itlin import gauss_newton, kernel_regression, ntk, train
 
-MARGIN = 0.8
-"""A job's planned device peak must stay within this share of an 80 GB H100."""
 PREALLOCATED = 0.75
 """Share of a GPU's memory JAX reserves for XLA by default (``XLA_PYTHON_CLIENT_MEM_FRACTION``)."""
 RUNTIME_HOST_BYTES = 6e9
@@ -48,9 +47,14 @@ JOBS_TABLE = [("stage", "job", ""), ("model", "model", ""), ("peak_gb", "device 
 
 
 def program_bytes(lowered: jax.stages.Lowered) -> int:
+    """Bytes XLA plans for one program, compiled (``compiled_bytes``)."""
+    return compiled_bytes(lowered.compile())
+
+
+def compiled_bytes(compiled: jax.stages.Compiled) -> int:
     """Bytes XLA plans for one compiled program: arguments + outputs − outputs aliased to donated
     arguments + temporaries."""
-    memory = lowered.compile().memory_analysis()
+    memory = compiled.memory_analysis()
     return int(memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
                + memory.temp_size_in_bytes)
 

@@ -15,7 +15,7 @@ import yaml
 REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))  # bench/ is a folder of the repository, not part of the installed package
 
-from bench import common, compilation, cost, gpu, memory, pipeline, steps  # noqa: E402
+from bench import common, compilation, cost, gpu, memory, packing, pipeline, steps  # noqa: E402
 from itlin import record, train  # noqa: E402
 
 TINY_MLP = common.ModelSpec("mlp", "mlp", {"depth": 1, "width": 16}, common.DIGITS_SHAPE)
@@ -126,6 +126,15 @@ def test_runs_are_counted_as_the_pipeline_lists_them(test_config):
     assert len(counted["train"]) == 2 + 1 + 1  # K in {1, inf}, one switch run, the twin; one seed, one variant
     assert len(counted["measure_ntk"]) == 2 + 1  # the sweep and the deep linear twin
     assert len(counted["gauss_newton"]) == len(test_config["gauss_newton"]["losses"])  # one job per loss and seed
+    three_seeds = cost.runs({**test_config, "seeds": [0, 1, 2]})  # seeds are lanes of a training or NTK job
+    assert (len(three_seeds["train"]), len(three_seeds["measure_ntk"])) == (4, 3)
+    assert len(three_seeds["gauss_newton"]) == 3 * len(test_config["gauss_newton"]["losses"])
+
+
+def lanes_known(standard: tuple, linearised: tuple, device_gb: tuple | None = None) -> packing.LaneCurve:
+    """A lane curve at 1, 4, 16, ... lanes: step seconds of every lane, device GB of a job."""
+    lanes = tuple(4**power for power in range(len(standard)))
+    return packing.LaneCurve(lanes, standard, linearised, device_gb and tuple(1e9 * gb for gb in device_gb), "test")
 
 
 def test_job_counts_are_read_from_snakemake_output():
@@ -139,10 +148,65 @@ def test_training_hours_price_relinearising_blocks_as_standard_steps(test_config
     every step) and the deep linear twin at K = 1 (100, priced as its model): 250 standard steps,
     150 linearised."""
     costs = {"mlp": cost.ModelCosts(standard_step=1.0, linearised_step=2.0, eval_example=0.0, ntk_kernel=0.0,
-                                    regression_kernels=0.0, basis="test")}
+                                    regression_kernels=0.0, basis="test", lanes=lanes_known((1.0,), (2.0,)))}
     rows = cost.estimate(test_config, costs, cost.Assumptions(step_floor_ms=0.0))
     train_hours = next(row["hours"] for row in rows if row["stage"] == "train mlp")
     assert train_hours == pytest.approx((250 * 1.0 + 150 * 2.0) / 3600)
+
+
+def test_seeds_as_lanes_cost_what_a_step_of_every_lane_costs(test_config):
+    """Four seeds as lanes of each job: the same 250 standard and 150 linearised steps, each at the 4-lane
+    program's time (2 s and 3 s); a lane curve of more lane-steps/s (1.5 s, 2.5 s) prices fewer hours."""
+    def train_hours(standard, linearised):
+        costs = {"mlp": cost.ModelCosts(standard_step=1.0, linearised_step=2.0, eval_example=0.0, ntk_kernel=0.0,
+                                        regression_kernels=0.0, basis="test",
+                                        lanes=lanes_known((1.0, standard), (2.0, linearised)))}
+        rows = cost.estimate({**test_config, "seeds": [0, 1, 2, 3]}, costs, cost.Assumptions(step_floor_ms=0.0))
+        return next(row for row in rows if row["stage"] == "train mlp")
+
+    slower, faster = train_hours(2.0, 3.0), train_hours(1.5, 2.5)
+    assert slower["hours"] == pytest.approx((250 * 2.0 + 150 * 3.0) / 3600)
+    assert slower["jobs"] == 4 and slower["packing"] == "4 lanes a job, one job a device"  # bytes unknown: no sharing
+    assert faster["hours"] < slower["hours"]
+
+
+def test_the_packing_of_most_lane_steps_that_fits_is_chosen():
+    """Jobs of 4 lanes sharing a device, priced at 80% of one program of all their lanes: with 20 GB a job,
+    4 jobs (80 GB) exceed 80% of an H100, so 3 are chosen (more lanes, more lane-steps/s); 1 job where sharing
+    gains nothing; never more lanes than were measured to fit."""
+    curve = lanes_known((1.0, 1.2, 2.0), (1.0, 1.2, 2.0), (6.0, 20.0, 76.0))
+    sharing = cost.sharing(cost.Assumptions())
+    assert sharing == dict(max_jobs=4, sharing_efficiency=0.8)
+    options = packing.packings(curve, 4, 8, **sharing)
+    assert [option.jobs for option in options] == [1, 2, 3, 4]  # max_jobs; 16 lanes known at most
+    assert [option.fits for option in options] == [True, True, True, False]
+    best = packing.best_packing(curve, 4, 8, **sharing)
+    assert (best.jobs, best.lanes, best.fits) == (3, 12, True)
+    assert best.lane_steps_per_s == pytest.approx(0.8 * 12 / (1.2 + (2.0 - 1.2) * 8 / 12))
+    alone = packing.best_packing(curve, 4, 8, max_jobs=4, sharing_efficiency=0.0)
+    assert (alone.jobs, alone.lanes) == (1, 4)
+    with pytest.raises(ValueError, match="lanes"):
+        packing.best_packing(curve, 32, 1, **sharing)  # 32 lanes: more than the 16 measured to fit
+
+
+def test_lanes_measured_on_a_gpu_replace_the_assumed_lanes():
+    """The ``gpu`` section's lane rows at the config's batch that fit (64 lanes did not) give the lane curve: step
+    seconds, and the job's bytes from the larger planned block program and the evaluation set."""
+    spec = common.ModelSpec("cnn", "cnn", {"depth": 4, "width": 64})
+    config = {"training": {"batch_size": 128, "eval_train_size": 10_000}}
+    lanes = [dict(lanes=count, batch=128, fits=True, standard_ms=count * 0.2, linearised_ms=count * 0.3,
+                  standard_planned_gb=count * 0.5, linearised_planned_gb=count * 0.6) for count in (1, 4, 16)]
+    lanes.append(dict(lanes=64, batch=128, fits=False, reason="RESOURCE_EXHAUSTED"))
+    row = dict(model="cnn", architecture="cnn", kwargs={"depth": 4, "width": 64}, input_shape=[32, 32, 3], lanes=lanes)
+    results = {"device": {"platform": "gpu"}, "sections": {"gpu": {"smoke": False, "rows": [row]}}}
+    curve = cost.measured_lanes(results, spec, config)
+    assert curve.lanes == (1, 4, 16)
+    assert curve.linearised_step == pytest.approx((0.3e-3, 1.2e-3, 4.8e-3))
+    eval_set = (4 * 32 * 32 * 3 + 4) * 20_000
+    assert curve.device_bytes == pytest.approx(tuple(1e9 * 0.6 * count + eval_set for count in (1, 4, 16)))
+    assert curve.at(10)[1] == pytest.approx(3.0e-3)  # linear between 4 and 16 lanes
+    results["sections"]["gpu"]["smoke"] = True
+    assert cost.measured_lanes(results, spec, config) is None
 
 
 def test_measured_step_and_ntk_times_replace_flop_estimates():
@@ -158,7 +222,8 @@ def test_measured_step_and_ntk_times_replace_flop_estimates():
     assert cost.measured_steps(results | {"device": {"platform": "cpu"}}, spec, 128) is None  # not a GPU
     work = cost.ModelWork(standard_step=1e12, linearised_step=2e12, eval_example=0.0, ntk_kernel=1e12,
                           regression_kernels=0.0, measured_steps=row,
-                          measured_ntk_s=cost.measured_ntk_seconds(results, spec, 500))
+                          measured_ntk_s=cost.measured_ntk_seconds(results, spec, 500), measured_lanes=None,
+                          lane_bytes=None)
     assumptions = cost.Assumptions()
     measured = cost.model_costs(work, assumptions)
     assert (measured.standard_step, measured.linearised_step) == (0.010, 0.016)
@@ -166,6 +231,8 @@ def test_measured_step_and_ntk_times_replace_flop_estimates():
     estimated = cost.model_costs(work._replace(measured_steps=None, measured_ntk_s=None), assumptions)
     assert estimated.standard_step == pytest.approx(1e12 / assumptions.training_flops_per_s)
     assert estimated.ntk_kernel == pytest.approx(1e12 / assumptions.ntk_flops_per_s)
+    # Lanes as assumed: the first at the one-lane time, each further one its FLOPs at the ceiling share (30%: half).
+    assert estimated.lanes.at(3)[1] == pytest.approx(estimated.linearised_step * (1 + 2 * 0.15 / 0.30))
 
 
 def test_program_bytes_counts_arguments_outputs_temporaries_and_donation():
@@ -188,7 +255,7 @@ def test_every_gpu_job_of_the_paper_fits_an_h100_and_its_mem_mb():
     expected |= {(stage, label) for stage in ("gauss_newton", "kernel_regression") for label in config[stage]["models"]}
     assert {(job["stage"], job["model"]) for job in planned["jobs"]} == expected
     for job in planned["jobs"]:
-        assert job["peak_gb"] * 1e9 <= memory.MARGIN * cost.H100_MEMORY_BYTES, job
+        assert job["peak_gb"] * 1e9 <= memory.MARGIN * packing.H100_MEMORY_BYTES, job
         assert job["mem_mb"] >= job["mem_mb_needed"], job
 
 
@@ -207,7 +274,38 @@ def test_the_gpu_script_runs_at_smoke_sizes(tmp_path):
     for row in section["rows"]:
         for key in ("standard_ms", "linearised_ms", "ntk_s", "gauss_newton_s", "regression_s", "test_kernel_s"):
             assert row[key] > 0, key
+        assert [lane["lanes"] for lane in row["lanes"]] == list(gpu.SMOKE.lanes)
+        for lane in row["lanes"]:
+            assert lane["fits"] and lane["peak_gb"] is None  # the CPU reports no device peak
+            for program in ("standard", "linearised"):
+                assert lane[f"{program}_lane_steps_per_s"] == pytest.approx(
+                    lane["lanes"] * lane["scan_steps"] / (lane[f"{program}_block_ms"] / 1e3))
+                assert lane[f"{program}_compile_s"] > 0 and lane[f"{program}_planned_gb"] > 0
+        assert row["lanes"][1]["linearised_planned_gb"] > row["lanes"][0]["linearised_planned_gb"]
     assert section["projection"]["stages"][-1]["stage"] == "total" and section["projection"]["total_hours"] > 0
+
+
+SMALL = gpu.Sizes(blocks=1, lanes=(1, 2), data_size=32, scan_steps=2, batch_size=8)
+
+
+def test_lanes_the_device_cannot_hold_do_not_fit(test_config, monkeypatch):
+    """A lane count whose planned bytes exceed the device's limit is recorded as not fitting and ends the lanes."""
+    monkeypatch.setattr(gpu, "device_bytes_limit", lambda: 1)
+    rows = gpu.lane_rows(TINY_MLP, test_config, SMALL, log=lambda line: None)
+    assert len(rows) == 1 and not rows[0]["fits"] and "planned" in rows[0]["reason"]
+
+
+def test_an_out_of_memory_error_is_recorded_as_not_fitting(test_config, monkeypatch):
+    """XLA's resource-exhausted error while a block runs: the lane count does not fit, and the lanes end there;
+    any other error is raised."""
+    class Exhausted(gpu.CarriedBlock):
+        def __call__(self):
+            raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1 bytes.")
+
+    monkeypatch.setattr(gpu, "CarriedBlock", Exhausted)
+    rows = gpu.lane_rows(TINY_MLP, test_config, SMALL, log=lambda line: None)
+    assert len(rows) == 1 and not rows[0]["fits"] and rows[0]["reason"].startswith("RESOURCE_EXHAUSTED")
+    assert not gpu.out_of_memory(jax.errors.JaxRuntimeError("INTERNAL: something else"))
 
 
 def test_the_gpu_sections_times_price_the_paper_unless_smoke():
