@@ -52,5 +52,5 @@ rule train:
         gpu_slot=os.path.relpath(Path(workflow.basedir) / "workflow" / "scripts" / "gpu_slot.py"),
     shell:
         "JAX_COMPILATION_CACHE_DIR={params.compilation_cache}"
-        " python {params.gpu_slot:q} --gpus {resources.gpu} --"
+        " python {params.gpu_slot:q} --gpus {resources.gpu} --threads {threads} --"
         " python -m itlin train {params.runs} --scratch {params.scratch} > {log} 2>&1"

@@ -9,7 +9,7 @@ os.environ["JAX_COMPILATION_CACHE_DIR"] = snakemake.params.compilation_cache  # 
 
 from gpu_slot import claim_gpus  # noqa: E402
 
-claim_gpus(snakemake.resources.gpu)  # this job's own GPU(s), or none: before JAX starts
+claim_gpus(snakemake.resources.gpu, threads=snakemake.threads)  # this job's own GPU(s), or none: before JAX starts
 
 from itlin import kernel_regression, tables  # noqa: E402
 from itlin.cli import configure_logging  # noqa: E402
