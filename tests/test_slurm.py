@@ -28,6 +28,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from itlin import workflow
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "tests" / "slurm"
 PARTITION = "debug"  # the one partition of the test cluster (tests/slurm/setup.sh)
@@ -166,7 +168,8 @@ def test_tiny_config_runs_on_slurm_through_the_profile(cluster: Cluster, workdir
         assert len(logs) == 1 and "Finished job" in logs[0].read_text(), logs
     # ... and its command saw no GPU, as the config asks (resources.gpu: 0).
     for run in runs:
-        log = workdir / "results" / "logs" / "train" / f"{run.relative_to(workdir / 'results' / 'runs')}.log"
+        job = workflow.training_job(str(run.relative_to(workdir / "results" / "runs")))
+        log = workdir / "results" / "logs" / "train" / f"{job}.log"
         assert "gpu_slot: 0 GPU(s) asked; CUDA_VISIBLE_DEVICES=''" in log.read_text()
     # The GPU rules that profiles/slurm names, and only they, became SLURM jobs: a GPU rule missing
     # from the profile would land on the CPU partition; data, tables, figures and claims are
@@ -184,7 +187,8 @@ def test_cancelled_train_job_is_resubmitted_and_resumes_from_its_checkpoint(clus
     config = yaml.safe_load(config_file.read_text())
     run = "{}/{}/K1/seed{}/{}".format(config["dataset"]["name"], next(iter(config["models"])), config["seeds"][0],
                                       next(iter(config["variants"])))
-    run_dir, checkpoints = workdir / "results" / "runs" / run, workdir / "results" / "scratch" / run / "checkpoints"
+    run_dir = workdir / "results" / "runs" / run
+    checkpoints = workdir / "results" / "scratch" / workflow.training_job(run) / "checkpoints"
 
     def train_jobs() -> list[dict[str, str]]:
         run_id = slurm_run_id((workdir / "snakemake.log").read_text())
@@ -219,7 +223,7 @@ def test_cancelled_train_job_is_resubmitted_and_resumes_from_its_checkpoint(clus
     assert [job["state"] for job in jobs] == ["CANCELLED", "COMPLETED"], jobs
     assert jobs[0]["id"] == cancelled[0]["id"], jobs
     resumed = re.search(r"resuming from checkpoint at step (\d+)", (workdir / "results" / "logs" / "train" /
-                                                                     f"{run}.log").read_text())
+                                                                     f"{workflow.training_job(run)}.log").read_text())
     assert resumed and 0 < int(resumed.group(1)) < config["training"]["steps"]
     without_clock = lambda frame: frame.drop(columns="wall_time_s")  # noqa: E731
     pd.testing.assert_frame_equal(without_clock(pd.read_parquet(run_dir / "metrics.parquet")),

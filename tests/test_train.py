@@ -255,13 +255,13 @@ def _command(config_path, out, scratch, *options):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stop, block_mode", [(signal.SIGKILL, None), (signal.SIGTERM, None), (signal.SIGTERM, "scan")],
-                         ids=["SIGKILL", "SIGTERM", "SIGTERM-scan"])
+@pytest.mark.parametrize("stop, block_mode", [(signal.SIGKILL, None), (signal.SIGTERM, None), (signal.SIGTERM, "dispatch")],
+                         ids=["SIGKILL", "SIGTERM", "SIGTERM-dispatch"])
 def test_stopped_run_resumes_from_its_checkpoint(run_config, tmp_path, stop, block_mode):
     """Stop a run after its first checkpoint (SIGKILL: a crash; SIGTERM: SLURM's pre-emption, which
     checkpoints and exits 143); the same command resumes and ends where an uninterrupted run ends:
-    exactly, or to float rounding where the stopped run's blocks are scanned (the program of
-    accelerators) and the uninterrupted one's dispatched step by step (the CPU's)."""
+    exactly, or to float rounding where the stopped run's blocks are dispatched step by step and the
+    uninterrupted one's scanned (the MLP's default program, on the CPU as on accelerators)."""
     config = run_config(K=10, steps=3000, eval_every=500, checkpoint_every=500, scan_steps=50, velocity_interval=50)
     config_path = tmp_path / "run.yaml"
     config_path.write_text(yaml.safe_dump(config))
@@ -282,7 +282,7 @@ def test_stopped_run_resumes_from_its_checkpoint(run_config, tmp_path, stop, blo
     resumed = subprocess.run(_command(config_path, tmp_path / "out", tmp_path / "scratch", *options),
                              capture_output=True, text=True, env=os.environ | {"JAX_PLATFORMS": "cpu"}, check=True)
     assert "resuming from checkpoint at step" in resumed.stderr
-    train_run(config, tmp_path / "uninterrupted", block_mode="dispatch")
+    train_run(config, tmp_path / "uninterrupted")
     columns = lambda frame: frame.drop(columns="wall_time_s")  # noqa: E731
     exact = block_mode is None
     pd.testing.assert_frame_equal(columns(pd.read_parquet(tmp_path / "out" / "metrics.parquet")),
@@ -293,7 +293,7 @@ def test_stopped_run_resumes_from_its_checkpoint(run_config, tmp_path, stop, blo
     assert_trees_close(record.load_snapshot(tmp_path / "out" / final, like),
                        record.load_snapshot(tmp_path / "uninterrupted" / final, like),
                        rtol=0 if exact else 1e-5, atol=0 if exact else 1e-6)
-    assert json.loads((tmp_path / "out" / "run.json").read_text())["block_mode"] == (block_mode or "dispatch")
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["block_mode"] == (block_mode or "scan")
     assert not (tmp_path / "scratch").exists()  # scratch is removed once the outputs are written
     # the snapshot pairs (t, t + δ) of the velocity are all there and equal an uninterrupted run's
     saved = sorted(path.name for path in (tmp_path / "out" / "snapshots").glob("step_*.npz"))

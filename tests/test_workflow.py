@@ -79,12 +79,13 @@ def planned_jobs(workdir: Path, *args: str) -> tuple[dict[str, int], str]:
 
 
 def expected_jobs(config: dict) -> dict[str, int]:
-    """The job counts of the whole pipeline: those of the config's run grid."""
+    """The job counts of the whole pipeline: those of the config's run grid (a training and an NTK job per
+    run of its first seed: the seeds are a job's lanes)."""
     grid = workflow.run_grid(config)
-    runs = len(grid.sweep + grid.switch + grid.twin)
-    jobs = {"prepare_data": 1, "run_config": runs, "train": runs, "aggregate": 1, "aggregate_sweep": 1,
-            "aggregate_predictions": 1, "measure_ntk": len(grid.sweep + grid.twin), "aggregate_ntk": 1, "claims": 1,
-            "all": 1}
+    runs, seeds = len(grid.sweep + grid.switch + grid.twin), len(config["seeds"])
+    jobs = {"prepare_data": 1, "run_config": runs, "train": runs // seeds, "aggregate": 1, "aggregate_sweep": 1,
+            "aggregate_predictions": 1, "measure_ntk": len(grid.sweep + grid.twin) // seeds, "aggregate_ntk": 1,
+            "claims": 1, "all": 1}
     jobs.update({figure: 1 for figure in config["figures"]})
     if grid.gauss_newton:
         jobs.update(gauss_newton=len(grid.gauss_newton), aggregate_gauss_newton=1, aggregate_gauss_newton_predictions=1)
@@ -114,13 +115,14 @@ def test_snakemake_files_are_formatted():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("config_name, runs", [("config.yaml", 96), ("paper.yaml", 150), ("test.yaml", 4)])
-def test_dry_run_builds_every_job_of_the_config(workdir: Path, config_name: str, runs: int):
+@pytest.mark.parametrize("config_name, runs, training_jobs", [("config.yaml", 96, 32), ("paper.yaml", 150, 50),
+                                                               ("test.yaml", 4, 4), ("mnist1d.yaml", 96, 32)])
+def test_dry_run_builds_every_job_of_the_config(workdir: Path, config_name: str, runs: int, training_jobs: int):
     config = load_config(config_name)
     args = [] if config_name == "config.yaml" else ["--configfile", f"config/{config_name}"]
     jobs, output = planned_jobs(workdir, *args)
     assert jobs == expected_jobs(config)
-    assert jobs["train"] == runs
+    assert (jobs["run_config"], jobs["train"]) == (runs, training_jobs)
     if config_name == "paper.yaml":  # replaces the default config instead of being merged into it
         assert "results/runs/cifar10/resnet18/K50000/seed2/augment/metrics.parquet" in output
         assert "results/runs/cifar10/cnn/switch30000/seed0/base/metrics.parquet" in output  # 0.3 of 100k steps
@@ -172,10 +174,11 @@ def test_schema_names_the_library_registries():
 
 
 def test_one_figure_builds_only_what_it_needs(workdir: Path):
-    sweep_runs = len(workflow.run_grid(load_config("config.yaml")).sweep)
+    config = load_config("config.yaml")
+    sweep_runs = len(workflow.run_grid(config).sweep)
     jobs, _ = planned_jobs(workdir, "figures/accuracy_vs_feature_updates.pdf")
-    assert jobs == {"prepare_data": 1, "run_config": sweep_runs, "train": sweep_runs, "aggregate_sweep": 1,
-                    "accuracy_vs_feature_updates": 1}
+    assert jobs == {"prepare_data": 1, "run_config": sweep_runs, "train": sweep_runs // len(config["seeds"]),
+                    "aggregate_sweep": 1, "accuracy_vs_feature_updates": 1}
     assert planned_jobs(workdir, "accuracy_vs_feature_updates")[0] == jobs
 
 
@@ -509,7 +512,7 @@ def test_pipeline_run_folder_holds_its_config_snapshots_and_ntk_log(pipeline: Pa
     assert yaml.safe_load((run_folder / "config.yaml").read_text())["K"] == float("inf")
     assert (run_folder / "run.json").is_file() and any((run_folder / "snapshots").iterdir())
     snapshots = len(list((run_folder / "snapshots").glob("step_*.npz")))
-    ntk_log = (pipeline / "results" / "logs" / "measure_ntk" / f"{run_name}.log").read_text()
+    ntk_log = (pipeline / "results" / "logs" / "measure_ntk" / f"{workflow.training_job(run_name)}.log").read_text()
     assert len(re.findall(rf"INFO itlin.measure_ntk: snapshot \d+/{snapshots} \(step \d+\): \d+\.\d s", ntk_log)) == snapshots
 
 

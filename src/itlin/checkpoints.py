@@ -105,6 +105,9 @@ class Checkpoints:
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             log=ocp.args.JsonSave(contents | {"sha256": digest(state, contents)})))
+        # Written before training goes on: the next block is given the state's buffers to reuse (donated),
+        # which Orbax may still be reading (a checkpoint would then hold a later state than its checksum's).
+        self.manager.wait_until_finished()
         self.latest = step
 
     def _set_aside(self, step: int, reason: str) -> None:

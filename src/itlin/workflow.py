@@ -295,6 +295,13 @@ def job_runs(cfg: dict, wildcards: Mapping[str, str]) -> list[str]:
     return [run_path(**dict(wildcards), seed=seed) for seed in cfg["seeds"]]
 
 
+def training_job(run: str) -> str:
+    """The name of the training job (``TRAINING_JOB``) that trains the run at path ``run``: its logs, benchmark
+    and scratch folder are named by it."""
+    wildcards = run_wildcards(run)
+    return TRAINING_JOB.format(**{key: wildcards[key] for key in _fields(TRAINING_JOB)})
+
+
 def _fields(pattern: str) -> list[str]:
     return re.findall(r"\{(\w+)\}", pattern)
 

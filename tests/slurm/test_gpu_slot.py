@@ -113,5 +113,5 @@ def test_train_rule_runs_its_command_through_gpu_slot_with_its_gpu_count(tmp_pat
                              "gpu.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     output = result.stdout + result.stderr
-    commands = re.findall(r"\bpython \S*gpu_slot\.py --gpus (\d+) -- python -m itlin train ", output)
+    commands = re.findall(r"\bpython \S*gpu_slot\.py --gpus (\d+) --threads \d+ -- python -m itlin train ", output)
     assert len(commands) == output.count("rule train:") > 0 and set(commands) == {"1"}, output
