@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--scratch", type=Path,
                        help="checkpoint folder of the job, kept outside the outputs (default: the first OUT/scratch)")
     train.add_argument("--block-mode", choices=("scan", "dispatch"),
-                       help="run each block of steps as one jax.lax.scan or step by step (default: scan on "
-                            "accelerators, dispatch on the CPU); results agree to float rounding")
+                       help="run each block of steps as one jax.lax.scan or step by step (default: scan, except "
+                            "on the CPU for a model with an XLA convolution); results agree to float rounding")
 
     args = parser.parse_args(argv)
     from itlin.data import DataError

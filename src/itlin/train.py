@@ -109,7 +109,7 @@ def batches_per_epoch(n: int, batch_size: int) -> int:
     return max(n // batch_size, 1)
 
 
-def block_orders(train_data: "TrainData", start: jax.Array, seed: jax.Array, batch_size: int,
+def block_orders(train_data: TrainData, start: jax.Array, seed: jax.Array, batch_size: int,
                  length: int) -> BlockOrders:
     """The orders of every epoch that the ``length`` steps from ``start`` draw their batches from."""
     per_epoch = batches_per_epoch(train_data.x.shape[0], batch_size)
