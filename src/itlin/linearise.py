@@ -59,8 +59,3 @@ def expected_feature_updates(K: float, switch_step: int | None, steps: int) -> i
     if switch_step is not None:
         return min(switch_step, steps - 1)
     return 0 if math.isinf(K) else math.ceil(steps / K) - 1
-
-
-def switch_steps(fractions: list[float], steps: int) -> list[int]:
-    """The switch step t = round(f·T) of each fraction f of a run of T steps (the C4 runs)."""
-    return [int(round(fraction * steps)) for fraction in fractions]

@@ -264,3 +264,8 @@ def environment() -> dict:
     device = jax.devices()[0]
     return {"versions": versions, "device": {"platform": device.platform, "kind": device.device_kind,
                                              "count": jax.device_count(), "host": platform.node()}}
+
+
+def switch_steps(fractions: list[float], steps: int) -> list[int]:
+    """The switch step t = round(f·T) of each fraction f of a run of T steps (the C4 runs)."""
+    return [int(round(fraction * steps)) for fraction in fractions]

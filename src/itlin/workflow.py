@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import yaml
 
-from itlin import data, linearise, record, validation
+from itlin import data, record, validation
 
 RUN = "{dataset}/{model}/{schedule}/seed{seed}/{variant}"
 GAUSS_NEWTON_RUN = "{dataset}/{model}/{loss}/seed{seed}"
@@ -68,7 +68,7 @@ def check_config(cfg: dict) -> None:
     periods = [record.parse_K(k) for k in cfg["K"]]
     if len(set(periods)) != len(periods):
         raise WorkflowConfigError(f"config key 'K' lists a period twice: {cfg['K']}")
-    switch_steps = linearise.switch_steps(cfg["switch"]["fractions"], steps)
+    switch_steps = record.switch_steps(cfg["switch"]["fractions"], steps)
     for index, (fraction, t) in enumerate(zip(cfg["switch"]["fractions"], switch_steps)):
         if not 0 < t < steps:
             raise WorkflowConfigError(
@@ -274,7 +274,7 @@ def run_grid(cfg: dict) -> RunGrid:
 
     sweep_schedules = [record.schedule_name(K) for K in cfg["K"]]
     switch_schedules = [record.schedule_name(1, switch_step=t)
-                        for t in linearise.switch_steps(cfg["switch"]["fractions"], cfg["training"]["steps"])]
+                        for t in record.switch_steps(cfg["switch"]["fractions"], cfg["training"]["steps"])]
     twin_schedule = record.schedule_name(1)  # the twins train at K = 1, whether or not the K grid has it
     return RunGrid(
         sweep=runs(cfg["models"], sweep_schedules),
@@ -364,6 +364,12 @@ def run_config(cfg: dict, wildcards: Mapping[str, str]) -> dict:
                 for key, value in cfg["training"].items()}
     return {field.name: identity[field.name] if field.name in identity else training.get(field.name, field.default)
             for field in dataclasses.fields(record.RunConfig)}
+
+
+def write_run_config(run: dict, path: str, log: str) -> None:
+    """Write one run's config (``run_config``) as YAML to ``path``, in key order, and say so in ``log``."""
+    Path(path).write_text(yaml.safe_dump(run, sort_keys=False))
+    Path(log).write_text(f"wrote {path}\n")
 
 
 def dataset_options(cfg: dict) -> str:

@@ -113,5 +113,18 @@ def test_train_rule_runs_its_command_through_gpu_slot_with_its_gpu_count(tmp_pat
                              "gpu.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     output = result.stdout + result.stderr
-    commands = re.findall(r"\bpython \S*gpu_slot\.py --gpus (\d+) --threads \d+ -- python -m itlin train ", output)
+    commands = re.findall(r"\bpython \S*gpu_slot\.py --gpus (\d+) --threads \d+ --compilation-cache \S+ -- "
+                          r"python -m itlin train ", output)
     assert len(commands) == output.count("rule train:") > 0 and set(commands) == {"1"}, output
+
+
+
+def test_every_program_of_a_job_goes_to_the_compilation_cache(tmp_path: Path):
+    """``--compilation-cache``: the job reads and writes JAX's cache there, with no compile-time threshold
+    (JAX's default of 1 s would leave out every program of a small model)."""
+    shown = ("import json, os, sys; json.dump({name: os.environ.get(name) for name in ('JAX_COMPILATION_CACHE_DIR', "
+             "'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS')}, open(sys.argv[1], 'w'))")
+    subprocess.run([sys.executable, str(GPU_SLOT), "--gpus", "0", "--compilation-cache", "results/jax_cache", "--",
+                    sys.executable, "-c", shown, str(tmp_path / "job.json")], check=True, timeout=60)
+    assert json.loads((tmp_path / "job.json").read_text()) == {
+        "JAX_COMPILATION_CACHE_DIR": "results/jax_cache", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}

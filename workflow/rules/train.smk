@@ -4,6 +4,7 @@ config value reruns exactly the jobs it affects."""
 
 
 rule run_config:
+    # In Snakemake's own process: a job per run, each a mere YAML file, would otherwise start Python.
     output:
         f"results/runs/{RUN}/config.yaml",
     log:
@@ -11,8 +12,8 @@ rule run_config:
     localrule: True
     params:
         run=run_settings,
-    script:
-        "../scripts/write_run_config.py"
+    run:
+        write_run_config(params.run, output[0], log[0])
 
 
 rule train:
@@ -51,6 +52,6 @@ rule train:
         # (locked for the job's lifetime) on a local machine, none when gpu is 0.
         gpu_slot=os.path.relpath(Path(workflow.basedir) / "workflow" / "scripts" / "gpu_slot.py"),
     shell:
-        "JAX_COMPILATION_CACHE_DIR={params.compilation_cache}"
-        " python {params.gpu_slot:q} --gpus {resources.gpu} --threads {threads} --"
+        "python {params.gpu_slot:q} --gpus {resources.gpu} --threads {threads}"
+        " --compilation-cache {params.compilation_cache} --"
         " python -m itlin train {params.runs} --scratch {params.scratch} > {log} 2>&1"

@@ -1,15 +1,15 @@
 """Snakemake adapter: one C5 job (itlin.gauss_newton.run): every period K of one loss and seed, both methods."""
 
-import os
 import sys
 from pathlib import Path
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)  # tracebacks land in the log too
-os.environ["JAX_COMPILATION_CACHE_DIR"] = snakemake.params.compilation_cache  # read when JAX starts
 
-from gpu_slot import claim_gpus  # noqa: E402
+from gpu_slot import claim_gpus, use_compilation_cache  # noqa: E402
 
-claim_gpus(snakemake.resources.gpu, threads=snakemake.threads)  # this job's own GPU(s), or none: before JAX starts
+# Before JAX starts: this job's own GPU(s), or none, and the compilation cache its stage shares.
+claim_gpus(snakemake.resources.gpu, threads=snakemake.threads)
+use_compilation_cache(snakemake.params.compilation_cache)
 
 from itlin import gauss_newton, tables  # noqa: E402
 from itlin.cli import configure_logging  # noqa: E402
