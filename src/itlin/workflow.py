@@ -366,12 +366,6 @@ def run_config(cfg: dict, wildcards: Mapping[str, str]) -> dict:
             for field in dataclasses.fields(record.RunConfig)}
 
 
-def write_run_config(run: dict, path: str, log: str) -> None:
-    """Write one run's config (``run_config``) as YAML to ``path``, in key order, and say so in ``log``."""
-    Path(path).write_text(yaml.safe_dump(run, sort_keys=False))
-    Path(log).write_text(f"wrote {path}\n")
-
-
 def dataset_options(cfg: dict) -> str:
     """The config's dataset options as `--option key=value` arguments of `itlin prepare`; each value
     in JSON (which `itlin prepare` reads as YAML), so a string stays a string (an MD5 of digits)."""

@@ -21,7 +21,6 @@ from itlin.workflow import (
     twins,
     validate,
     wildcard_patterns,
-    write_run_config,
 )
 
 # The JSON Schema (types, ranges, known keys; integers written as integers), then what it cannot

@@ -4,7 +4,6 @@ config value reruns exactly the jobs it affects."""
 
 
 rule run_config:
-    # In Snakemake's own process: a job per run, each a mere YAML file, would otherwise start Python.
     output:
         f"results/runs/{RUN}/config.yaml",
     log:
@@ -12,8 +11,8 @@ rule run_config:
     localrule: True
     params:
         run=run_settings,
-    run:
-        write_run_config(params.run, output[0], log[0])
+    script:
+        "../scripts/write_run_config.py"
 
 
 rule train:
