@@ -15,7 +15,7 @@ The absolute ceiling: each step's achieved FLOP rate (XLA's count over the measu
 fraction of the machine's float32 matmul rate measured in the same run, for a large product (the
 ``peak``) and for the products of the step's own layers (``attainable``: what a model this small can
 reach; ``bench.common.attainable_rate``), beside two costs of a step that no layer's product
-explains: sampling its batch (``train.sample_batch``, a permutation of the training set) and
+explains: sampling its batch (``train.sample_batch``) and
 dispatching the jitted step with the run's state (the CPU's block mode: one call per step).
 """
 

@@ -582,18 +582,25 @@ def test_a_diverged_lane_is_frozen_while_the_others_finish(run_config, tmp_path)
                                   check_exact=False, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("batch_size, length, start", [(8, 10, 0), (8, 10, 27), (8, 50, 13), (256, 10, 3), (100, 7, 5)],
-                         ids=["epoch-aligned", "across epochs", "blocks longer than an epoch", "full batch",
-                              "partial batch dropped"])
-def test_orders_drawn_once_per_block_give_each_step_its_own_batch(tiny_data, batch_size, length, start):
-    """A block's steps take their batches from the epochs' orders drawn once for the block (``block_orders``):
-    every batch is the one ``sample_batch`` draws for that step alone."""
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 100, 256, 1347, 4097])
+def test_each_epoch_takes_every_example_once_in_an_order_of_its_own(n):
+    """``epoch_position``: a permutation of range(n) for every (seed, epoch), whatever n (cycle walking keeps
+    it inside), and another one for another epoch or seed."""
+    orders = {(seed, epoch): np.asarray(train.epoch_position(jnp.int32(seed), jnp.int32(epoch), jnp.arange(n), n))
+              for seed in (0, 5) for epoch in (0, 1)}
+    for order in orders.values():
+        assert sorted(order.tolist()) == list(range(n))
+    if n >= 100:
+        assert len({order.tobytes() for order in orders.values()}) == len(orders)
+
+
+def test_batches_cover_the_training_set_each_epoch_and_drop_the_partial_batch(tiny_data):
+    """``sample_batch``: the whole batches of an epoch are distinct examples; the next epoch starts a new order."""
     dataset = data.load(tiny_data)
-    train_data = train.TrainData.of(dataset.x_train, dataset.y_train)
-    seed = jnp.int32(5)
-    orders = train.block_orders(train_data, jnp.int32(start), seed, batch_size, length)
-    for step in range(start, start + length):
-        alone = train.sample_batch(train_data, jnp.int32(step), seed, batch_size, False)
-        shared = train.sample_batch(train_data, jnp.int32(step), seed, batch_size, False, orders)
-        for a, b in zip(alone, shared):
-            np.testing.assert_array_equal(a, b)
+    labelled = train.TrainData.of(np.arange(len(dataset.y_train), dtype=np.float32)[:, None], dataset.y_train)
+    per_epoch = train.batches_per_epoch(len(dataset.y_train), 48)  # 256 examples: 5 batches, 16 left out
+    batches = [np.asarray(train.sample_batch(labelled, jnp.int32(step), jnp.int32(3), 48, False)[0]).ravel()
+               for step in range(2 * per_epoch)]
+    first, second = np.concatenate(batches[:per_epoch]), np.concatenate(batches[per_epoch:])
+    assert len(set(first.tolist())) == len(first) == per_epoch * 48
+    assert len(set(second.tolist())) == len(second) and not np.array_equal(first, second)

@@ -90,50 +90,58 @@ class TrainData(NamedTuple):
         return cls(jnp.asarray(x), jnp.asarray(y, jnp.int32))
 
 
-def epoch_orders(n: int, seed: jax.Array, first_epoch: jax.Array, count: int) -> jax.Array:
-    """The example orders of ``count`` epochs from ``first_epoch``, (count, n): a seeded permutation each."""
-    key = jax.random.fold_in(jax.random.key(seed), 1)
-    epochs = first_epoch + jnp.arange(count)
-    return jax.vmap(lambda epoch: jax.random.permutation(jax.random.fold_in(key, epoch), n))(epochs)
-
-
-class BlockOrders(NamedTuple):
-    """The example orders of the epochs a block of steps spans, drawn once for the block (``block_orders``)."""
-
-    first_epoch: jax.Array
-    orders: jax.Array  # (epochs, n)
-
-
 def batches_per_epoch(n: int, batch_size: int) -> int:
     """Whole batches in an epoch of ``n`` examples (the last partial batch is dropped), at least one."""
     return max(n // batch_size, 1)
 
 
-def block_orders(train_data: TrainData, start: jax.Array, seed: jax.Array, batch_size: int,
-                 length: int) -> BlockOrders:
-    """The orders of every epoch that the ``length`` steps from ``start`` draw their batches from."""
-    per_epoch = batches_per_epoch(train_data.x.shape[0], batch_size)
-    first_epoch = start // per_epoch
-    count = min(length, (length - 1) // per_epoch + 2)  # epochs a run of length steps can touch
-    return BlockOrders(first_epoch, epoch_orders(train_data.x.shape[0], seed, first_epoch, count))
+FEISTEL_ROUNDS = 6
+"""Rounds of the Feistel network behind ``epoch_position``: with a keyed round function, four already make a
+pseudorandom permutation (Luby and Rackoff 1988); two more cost nothing here."""
 
 
-def sample_batch(train_data: TrainData, step: jax.Array, seed: jax.Array, batch_size: int, augment: bool,
-                 orders: BlockOrders | None = None):
-    """The batch of ``step``: a seeded permutation per epoch (last partial batch dropped), optionally augmented.
+def _hash32(x: jax.Array) -> jax.Array:
+    """A well-mixing bijection of uint32 (the "lowbias32" integer hash: every output bit depends on every input bit)."""
+    x = (x ^ (x >> 16)) * jnp.uint32(0x7FEB352D)
+    x = (x ^ (x >> 15)) * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
 
-    A pure function of (seed, step), so a resumed run sees exactly the batches it would have seen. ``orders``
-    (``block_orders``, drawn once for a block of steps) saves drawing the epoch's permutation at every step:
-    the batch is the same either way.
+
+def epoch_position(seed: jax.Array, epoch: jax.Array, positions: jax.Array, n: int) -> jax.Array:
+    """The examples at ``positions`` of an epoch's order: a seeded permutation of ``range(n)`` per (seed, epoch).
+
+    The order is a keyed Feistel network on the smallest even number of bits that covers ``n``, walked
+    until it lands inside ``range(n)`` ("cycle walking", which keeps it a bijection of ``range(n)``). Only
+    the positions asked for are computed: no permutation of the training set is drawn (a sort of n keys,
+    which XLA:CPU runs at about 1 ms for n = 4000: more than the step of a small model)."""
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 1), epoch)
+    round_keys = jax.random.bits(key, (FEISTEL_ROUNDS,), jnp.uint32)
+    half = (max((n - 1).bit_length(), 2) + 1) // 2
+    mask = jnp.uint32((1 << half) - 1)
+
+    def network(v):
+        left, right = v >> half, v & mask
+        for round_key in round_keys:
+            left, right = right, left ^ (_hash32(right ^ round_key) & mask)
+        return (left << half) | right
+
+    def walk(v):
+        return jnp.where(v < n, v, network(v))
+
+    first = network(positions.astype(jnp.uint32))
+    return jax.lax.while_loop(lambda v: jnp.any(v >= n), walk, first).astype(jnp.int32)
+
+
+def sample_batch(train_data: TrainData, step: jax.Array, seed: jax.Array, batch_size: int, augment: bool):
+    """The batch of ``step``: the next ``batch_size`` examples of the epoch's seeded order (``epoch_position``;
+    the last partial batch dropped), optionally augmented.
+
+    A pure function of (seed, step), so a resumed run sees exactly the batches it would have seen.
     """
     n = train_data.x.shape[0]
     per_epoch = batches_per_epoch(n, batch_size)
     epoch, position = step // per_epoch, step % per_epoch
-    if orders is None:
-        order = epoch_orders(n, seed, epoch, 1)[0]
-    else:
-        order = jax.lax.dynamic_index_in_dim(orders.orders, epoch - orders.first_epoch, keepdims=False)
-    index = jax.lax.dynamic_slice_in_dim(order, position * batch_size, batch_size)
+    index = epoch_position(seed, epoch, position * batch_size + jnp.arange(batch_size), n)
     x, y = train_data.x[index], train_data.y[index]
     if augment:
         key = jax.random.key(seed)
@@ -157,14 +165,12 @@ def default_block_mode(model: models.Model | None = None) -> str:
 
 
 def block_runner(step: Callable, length: int, mode: str | None = None, *,
-                 shared: Callable | None = None, vectorise: Callable[[Callable], Callable] | None = None) -> Callable:
+                 vectorise: Callable[[Callable], Callable] | None = None) -> Callable:
     """``run(carry, *args)``: ``length`` applications of ``step(carry, *args) -> carry``, without host sync.
 
     ``mode`` ``scan`` is one jitted ``jax.lax.scan`` (one program launch per block); ``dispatch`` dispatches
     the jitted step ``length`` times (asynchronously, still one compilation). Both end in the same state to
-    float rounding. ``None`` takes ``default_block_mode()``. ``shared(carry, *args, length)``, if given, is
-    what the steps of a block of ``length`` steps from ``carry`` share, computed once per block (per step
-    when dispatched) and passed to ``step`` as its last argument. ``vectorise`` (e.g. a ``jax.vmap``)
+    float rounding. ``None`` takes ``default_block_mode()``. ``vectorise`` (e.g. a ``jax.vmap``)
     transforms the block (or the dispatched step) before it is compiled: lanes of one program.
     """
     mode = mode or default_block_mode()
@@ -172,13 +178,8 @@ def block_runner(step: Callable, length: int, mode: str | None = None, *,
         raise ValueError(f"block mode: must be one of {BLOCK_MODES}, got {mode!r}")
     vectorise = vectorise or (lambda function: function)
 
-    def with_shared(steps: int) -> Callable:
-        if shared is None:
-            return step
-        return lambda carry, *args: step(carry, *args, shared(carry, *args, steps))
-
     if mode == "dispatch":
-        single = jax.jit(vectorise(with_shared(1)), donate_argnums=(0,))
+        single = jax.jit(vectorise(step), donate_argnums=(0,))
 
         def run(carry, *args):
             for _ in range(length):
@@ -188,8 +189,7 @@ def block_runner(step: Callable, length: int, mode: str | None = None, *,
         return run
 
     def scanned(carry, *args):
-        extra = () if shared is None else (shared(carry, *args, length),)
-        return jax.lax.scan(lambda c, _: (step(c, *args, *extra), None), carry, length=length)[0]
+        return jax.lax.scan(lambda c, _: (step(c, *args), None), carry, length=length)[0]
 
     return jax.jit(vectorise(scanned), donate_argnums=(0,))
 
@@ -224,8 +224,7 @@ class Trainer:
         if seeds is not None:  # lanes: the state and schedule are vmapped, the data shared
             evaluate = jax.vmap(evaluate, in_axes=(0, 0, None, None))
             vectorise = functools.partial(jax.vmap, in_axes=(0, None, 0))
-        block = functools.partial(block_runner, length=config.scan_steps, mode=self.block_mode,
-                                  shared=self._block_orders, vectorise=vectorise)
+        block = functools.partial(block_runner, length=config.scan_steps, mode=self.block_mode, vectorise=vectorise)
         self.linearised_block = block(self.train_step)
         self.relinearising_block = block(self.relinearising_step)
         self.evaluate = jax.jit(evaluate)
@@ -294,11 +293,8 @@ class Trainer:
             return schedule
         return jax.tree.map(lambda value: jnp.broadcast_to(value, (len(self.seeds),)), schedule)
 
-    def _block_orders(self, state: TrainState, train_data: TrainData, schedule: Schedule, length: int) -> BlockOrders:
-        return block_orders(train_data, state.step, schedule.seed, self.config.batch_size, length)
-
     def train_step(self, state: TrainState, train_data: TrainData, schedule: Schedule,
-                   orders: BlockOrders | None = None, *, relinearise_every_step: bool = False) -> TrainState:
+                   *, relinearise_every_step: bool = False) -> TrainState:
         """One step of the algorithm in docs/science.md: maybe re-linearise, then an optimiser step on f_lin.
 
         With ``proximal_damping`` λ > 0 the objective of each round is the linearised loss plus
@@ -317,7 +313,7 @@ class Trainer:
         reset = relinearise & schedule.reset_optimizer
         opt_state = jax.tree.map(lambda fresh, old: jnp.where(reset, fresh, old),
                                  self.optimizer.init(state.params), state.opt_state)
-        x, y = sample_batch(train_data, t, schedule.seed, self.config.batch_size, self.config.augment, orders)
+        x, y = sample_batch(train_data, t, schedule.seed, self.config.batch_size, self.config.augment)
 
         def batch_loss(params):
             proximal = sum(jnp.sum((p - q) ** 2) for p, q in zip(jax.tree.leaves(params), jax.tree.leaves(params_lin)))
