@@ -107,14 +107,13 @@ def step_specs(args, config: dict) -> list[common.ModelSpec]:
 
 def step_runs(args, config: dict) -> list[tuple[common.ModelSpec, list[int], dict]]:
     """What the steps benchmark times: (model, batch sizes, the config of its training settings). The
-    paper's models at ``--batch`` (and in bfloat16 with ``--bfloat16``); MNIST-1D's published CNN at its
-    batch of 100; on a CPU also the default config's digits models at its batch size. ``--conv-form``
-    sets how the convolutional models compute their convolutions."""
-    runs = [(spec, args.batch, config) for spec in step_specs(args, config) if spec is not DIGITS_MLP]
-    runs.append((common.MNIST1D_CNN, [common.MNIST1D_BATCH], config))
-    if not args.full:
-        default = common.paper_config(common.DEFAULT_CONFIG)
-        runs = [(spec, [default["training"]["batch_size"]], default) for spec in common.config_models(default)] + runs
+    MNIST-1D config's models at its batch size; on a CPU also the default (digits) config's; then the paper's
+    models at ``--batch`` (and in bfloat16 with ``--bfloat16``). ``--conv-form`` sets how the convolutional
+    models compute their convolutions."""
+    small = [common.MNIST1D_CONFIG] + ([] if args.full else [common.DEFAULT_CONFIG])
+    runs = [(spec, [settings["training"]["batch_size"]], settings)
+            for settings in map(common.paper_config, small) for spec in common.config_models(settings)]
+    runs += [(spec, args.batch, config) for spec in step_specs(args, config) if spec is not DIGITS_MLP]
     if args.conv_form:
         runs = [(dataclasses.replace(spec, kwargs=spec.kwargs | {"conv_form": args.conv_form})
                  if spec.name != "mlp" else spec, batches, settings) for spec, batches, settings in runs]

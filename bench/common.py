@@ -26,11 +26,14 @@ from itlin import models, record, train
 REPOSITORY = Path(__file__).resolve().parent.parent
 PAPER_CONFIG = REPOSITORY / "config" / "paper.yaml"
 DEFAULT_CONFIG = REPOSITORY / "config" / "config.yaml"
+MNIST1D_CONFIG = REPOSITORY / "config" / "mnist1d.yaml"
 RESULTS = Path(__file__).resolve().parent / "results"
 NUM_CLASSES = 10
 CIFAR_SHAPE = (32, 32, 3)
 DIGITS_SHAPE = (8, 8, 1)
 MNIST1D_SHAPE = (40, 1)
+DATASET_SHAPES = {"cifar10": CIFAR_SHAPE, "digits": DIGITS_SHAPE, "mnist1d": MNIST1D_SHAPE}
+"""The input shape of each dataset's examples (the benchmarks build models without the data)."""
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # one per XLA executable built or loaded
 CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"  # loaded from the persistent cache instead of compiled
 
@@ -46,44 +49,12 @@ class ModelSpec:
 
     def create(self, seed: int = 0) -> models.Model:
         """The network as the pipeline builds it: a pure ``apply`` and its parameters."""
-        if self.name in models.MODELS:
-            return models.create(self.name, input_shape=self.input_shape, num_classes=NUM_CLASSES, seed=seed,
-                                 **self.kwargs)
-        graphdef, state = nnx.split(self.module(seed))
-        return models.Model(self.name, lambda params, x: nnx.merge(graphdef, params)(x), nnx.to_pure_dict(state),
-                            dict(self.kwargs), tuple(self.input_shape))
+        return models.create(self.name, input_shape=self.input_shape, num_classes=NUM_CLASSES, seed=seed,
+                             **self.kwargs)
 
     def module(self, seed: int = 0) -> nnx.Module:
         """The same network as ``create`` builds, as a plain Flax NNX module (for the plain baseline)."""
-        architecture = {**models.MODELS, **BENCH_MODELS}[self.name]
-        return architecture(self.input_shape, NUM_CLASSES, rngs=nnx.Rngs(seed), **self.kwargs)
-
-
-class MNIST1DCNN(nnx.Module):
-    """MNIST-1D's published CNN (Greydanus 2020) on (40, 1) input: three conv1d + ReLU layers of 25
-    channels (kernels 5, 3, 3; stride 2; padding 1) and a dense head on the flattened features.
-    A stand-in, local to the benchmarks, until the CNN family itself takes 1D input (branch mnist1d)."""
-
-    def __init__(self, input_shape, num_classes: int, *, conv_form: str = "auto", rngs: nnx.Rngs):
-        channels, layers, length = [input_shape[-1], 25, 25, 25], [], input_shape[0]
-        for c_in, c_out, kernel in zip(channels[:-1], channels[1:], (5, 3, 3)):
-            layers.append(models.conv(c_in, c_out, form=conv_form, kernel_size=(kernel,), strides=(2,), padding=1,
-                                      rngs=rngs))
-            length = (length + 2 - kernel) // 2 + 1
-        self.convs = nnx.List(layers)
-        self.head = nnx.Linear(length * channels[-1], num_classes, rngs=rngs)
-
-    def __call__(self, x):
-        for layer in self.convs:
-            x = jax.nn.relu(layer(x))
-        return self.head(x.reshape(x.shape[0], -1))
-
-
-BENCH_MODELS = {"mnist1d_cnn": MNIST1DCNN}
-"""Architectures only the benchmarks build (the registry's are ``itlin.models.MODELS``)."""
-MNIST1D_CNN = ModelSpec("mnist1d-cnn", "mnist1d_cnn", {}, MNIST1D_SHAPE)
-MNIST1D_BATCH = 100
-"""MNIST-1D's published CNN and its batch size."""
+        return models.MODELS[self.name](self.input_shape, NUM_CLASSES, rngs=nnx.Rngs(seed), **self.kwargs)
 
 
 def paper_config(path: Path = PAPER_CONFIG) -> dict:
@@ -91,9 +62,10 @@ def paper_config(path: Path = PAPER_CONFIG) -> dict:
     return yaml.safe_load(Path(path).read_text())
 
 
-def config_models(config: dict, input_shape: tuple[int, ...] = DIGITS_SHAPE) -> list[ModelSpec]:
-    """A pipeline config's models as they are (``config/config.yaml``'s on 8x8 digits)."""
-    return [ModelSpec(label, entry["name"], dict(entry["kwargs"]), input_shape)
+def config_models(config: dict) -> list[ModelSpec]:
+    """A pipeline config's models as they are, on its dataset's inputs, labelled ``<dataset>-<label>``."""
+    dataset = config["dataset"]["name"]
+    return [ModelSpec(f"{dataset}-{label}", entry["name"], dict(entry["kwargs"]), DATASET_SHAPES[dataset])
             for label, entry in config["models"].items()]
 
 

@@ -91,9 +91,11 @@ def workdir(tmp_path: Path) -> Path:
     return copy_workflow(tmp_path)
 
 
-LONGEST_FIRST = ("test_workflow.py", "test_paper_scale.py", "test_slurm.py", "test_train.py", "test_mnist1d_published.py",
-                 "test_bench.py")
-"""The test files that take longest, longest first (each runs on one worker: pyproject's --dist loadfile)."""
+LONGEST_FIRST = ("test_train.py", "test_bench.py", "test_slurm.py", "test_workflow.py", "test_paper_scale.py",
+                 "test_ntk.py", "test_models.py")
+"""The test files that take longest, longest first (each runs on one worker: pyproject's --dist loadfile, in this
+order: --no-loadscope-reorder, where xdist would otherwise order files by their number of tests and start a
+long file of two tests last)."""
 
 
 def pytest_collection_modifyitems(items):

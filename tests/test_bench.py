@@ -3,6 +3,7 @@
 step, optimiser reset, seed), a block makes no host transfer and donates the state it is given;
 and the pieces of the paper's cost estimate."""
 
+import dataclasses
 import json
 import math
 import sys
@@ -73,8 +74,9 @@ def test_layer_products_are_read_from_the_traced_model_whichever_conv_form():
     """Dense layers: batch x fan_in x fan_out; convolutions: their im2col product, the same in both forms."""
     assert common.layer_products(TINY_MLP.create(), TINY_MLP.input_shape, 4) == [(4, 64, 16), (4, 16, 10)]
     expected = [(2 * 19, 5 * 1, 25), (2 * 10, 3 * 25, 25), (2 * 5, 3 * 25, 25), (2, 5 * 25, 10)]
+    published = common.config_models(common.paper_config(common.MNIST1D_CONFIG))[1]  # MNIST-1D's published CNN
     for form in ("conv", "matmul"):
-        spec = common.ModelSpec("cnn1d", "mnist1d_cnn", {"conv_form": form}, common.MNIST1D_SHAPE)
+        spec = dataclasses.replace(published, kwargs=published.kwargs | {"conv_form": form})
         assert common.layer_products(spec.create(), spec.input_shape, 2) == expected
 
 
@@ -91,9 +93,10 @@ def test_the_steps_benchmark_reports_its_ceiling(capsys):
     from bench import __main__ as suite
 
     config = common.paper_config()
-    products = common.layer_products(common.MNIST1D_CNN.create(), common.MNIST1D_SHAPE, 8)
+    published = common.config_models(common.paper_config(common.MNIST1D_CONFIG))[1]  # MNIST-1D's published CNN
+    products = common.layer_products(published.create(), published.input_shape, 8)
     rates = {shape: 1e10 for m, k, n in products for shape in ((m, k, n), (m, n, k), (k, m, n))}  # not measured
-    row = steps.measure(common.MNIST1D_CNN, batch_size=8, block=1, repeats=1, data_size=32, config=config,
+    row = steps.measure(published, batch_size=8, block=1, repeats=1, data_size=32, config=config,
                         peak_flops_per_s=1e11, rates=rates)
     assert row["attainable_gflops"] == pytest.approx(10)
     for name in ("standard", "linearised"):
@@ -106,10 +109,10 @@ def test_the_steps_benchmark_reports_its_ceiling(capsys):
     assert "standard of attainable" in printed and "| mnist1d-cnn | 8 |" in printed
     runs = suite.step_runs(suite.parse(["steps"]), config)
     assert [(spec.label, batches) for spec, batches, _ in runs] == [
-        ("mlp", [32]), ("cnn", [32]), ("cnn_deep", [32]), ("cnn", [32, 128]), ("resnet18-w16", [32, 128]),
-        ("mnist1d-cnn", [100])]
+        ("mnist1d-mlp", [100]), ("mnist1d-cnn", [100]), ("mnist1d-cnn_deep", [100]), ("digits-mlp", [32]),
+        ("digits-cnn", [32]), ("digits-cnn_deep", [32]), ("cnn", [32, 128]), ("resnet18-w16", [32, 128])]
     forced = suite.step_runs(suite.parse(["steps", "--conv-form", "matmul"]), config)
-    assert [spec.kwargs.get("conv_form") for spec, _, _ in forced] == [None] + ["matmul"] * 5
+    assert [spec.kwargs.get("conv_form") for spec, _, _ in forced] == [None, "matmul", "matmul"] * 2 + ["matmul"] * 2
 
 
 def test_distinct_kernels_of_a_run():
