@@ -46,15 +46,9 @@ JOBS_TABLE = [("stage", "job", ""), ("model", "model", ""), ("peak_gb", "device 
               ("mem_mb_needed", "mem_mb needed", ",d"), ("mem_mb", "mem_mb in config", ",d")]
 
 
-PLANNING_OPTIONS = {"xla_backend_optimization_level": 0}
-"""Compiler options of a program compiled only to read its memory plan: the buffer plan comes from XLA's HLO
-passes, which these leave as they are, while the backend's code generation, which they skip, is most of a
-compilation on the CPU (the paper's plan: 59 s -> 39 s, every row equal)."""
-
-
 def program_bytes(lowered: jax.stages.Lowered) -> int:
-    """Bytes XLA plans for one program, compiled (``compiled_bytes``) with ``PLANNING_OPTIONS``."""
-    return compiled_bytes(lowered.compile(compiler_options=PLANNING_OPTIONS))
+    """Bytes XLA plans for one program, compiled (``compiled_bytes``)."""
+    return compiled_bytes(lowered.compile())
 
 
 def compiled_bytes(compiled: jax.stages.Compiled) -> int:
