@@ -20,6 +20,9 @@ from bench import common, compilation, cost, gpu, memory, packing, pipeline, ste
 from itlin import record, train  # noqa: E402
 
 TINY_MLP = common.ModelSpec("mlp", "mlp", {"depth": 1, "width": 16}, common.DIGITS_SHAPE)
+PUBLISHED_CNN = next(spec for spec in common.config_models(common.paper_config(common.MNIST1D_CONFIG))
+                     if spec.label == "mnist1d-cnn")
+"""MNIST-1D's published CNN, as config/mnist1d.yaml gives it."""
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +77,8 @@ def test_layer_products_are_read_from_the_traced_model_whichever_conv_form():
     """Dense layers: batch x fan_in x fan_out; convolutions: their im2col product, the same in both forms."""
     assert common.layer_products(TINY_MLP.create(), TINY_MLP.input_shape, 4) == [(4, 64, 16), (4, 16, 10)]
     expected = [(2 * 19, 5 * 1, 25), (2 * 10, 3 * 25, 25), (2 * 5, 3 * 25, 25), (2, 5 * 25, 10)]
-    published = common.config_models(common.paper_config(common.MNIST1D_CONFIG))[1]  # MNIST-1D's published CNN
     for form in ("conv", "matmul"):
-        spec = dataclasses.replace(published, kwargs=published.kwargs | {"conv_form": form})
+        spec = dataclasses.replace(PUBLISHED_CNN, kwargs=PUBLISHED_CNN.kwargs | {"conv_form": form})
         assert common.layer_products(spec.create(), spec.input_shape, 2) == expected
 
 
@@ -93,10 +95,9 @@ def test_the_steps_benchmark_reports_its_ceiling(capsys):
     from bench import __main__ as suite
 
     config = common.paper_config()
-    published = common.config_models(common.paper_config(common.MNIST1D_CONFIG))[1]  # MNIST-1D's published CNN
-    products = common.layer_products(published.create(), published.input_shape, 8)
+    products = common.layer_products(PUBLISHED_CNN.create(), PUBLISHED_CNN.input_shape, 8)
     rates = {shape: 1e10 for m, k, n in products for shape in ((m, k, n), (m, n, k), (k, m, n))}  # not measured
-    row = steps.measure(published, batch_size=8, block=1, repeats=1, data_size=32, config=config,
+    row = steps.measure(PUBLISHED_CNN, batch_size=8, block=1, repeats=1, data_size=32, config=config,
                         peak_flops_per_s=1e11, rates=rates)
     assert row["attainable_gflops"] == pytest.approx(10)
     for name in ("standard", "linearised"):

@@ -118,7 +118,6 @@ def test_train_rule_runs_its_command_through_gpu_slot_with_its_gpu_count(tmp_pat
     assert len(commands) == output.count("rule train:") > 0 and set(commands) == {"1"}, output
 
 
-
 def test_every_program_of_a_job_goes_to_the_compilation_cache(tmp_path: Path):
     """``--compilation-cache``: the job reads and writes JAX's cache there, with no compile-time threshold
     (JAX's default of 1 s would leave out every program of a small model)."""
