@@ -217,7 +217,8 @@ def test_run_configs_take_every_setting_from_the_config():
     assert (switch["K"], switch["switch_step"], switch["seed"]) == (1, 50, 0)
     twin = workflow.run_config(config, workflow.run_wildcards(grid.twin[0]))
     assert twin["model"] == {"label": "mlp_linear", "name": "mlp", "activation": "linear", "depth": 1, "width": 32}
-    written = yaml.safe_dump(workflow.run_config(config, workflow.run_wildcards(grid.sweep[1])), sort_keys=False)
+    written = workflow.run_config_yaml(config, workflow.run_wildcards(grid.sweep[1]))
+    assert yaml.safe_load(written) == workflow.run_config(config, workflow.run_wildcards(grid.sweep[1]))
     assert "\nK: .inf\nswitch_step: null\n" in written
     assert "\noptimizer:\n  learning_rate: 0.001\n  momentum: 0.0\n  name: adam\n" in written  # sorted
 

@@ -366,6 +366,11 @@ def run_config(cfg: dict, wildcards: Mapping[str, str]) -> dict:
             for field in dataclasses.fields(record.RunConfig)}
 
 
+def run_config_yaml(cfg: dict, wildcards: Mapping[str, str]) -> str:
+    """``run_config`` as its file ``results/runs/{run}/config.yaml`` holds it (keys in ``RunConfig``'s order)."""
+    return yaml.safe_dump(run_config(cfg, wildcards), sort_keys=False)
+
+
 def dataset_options(cfg: dict) -> str:
     """The config's dataset options as `--option key=value` arguments of `itlin prepare`; each value
     in JSON (which `itlin prepare` reads as YAML), so a string stays a string (an MD5 of digits)."""

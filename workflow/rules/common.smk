@@ -15,7 +15,7 @@ from itlin.workflow import (
     job_runs,
     model_entry,
     model_spec,
-    run_config,
+    run_config_yaml,
     run_grid,
     source_files,
     twins,
@@ -93,9 +93,9 @@ def code(*modules):
     return [os.path.relpath(Path(workflow.basedir) / path) for path in source_files(*modules)]
 
 
-def run_settings(wildcards):
-    """The run config of one training run (params of the run_config rule)."""
-    return run_config(config, dict(wildcards.items()))
+def run_config_text(wildcards):
+    """The run config of one training run, as its file holds it (params of the run_config rule)."""
+    return run_config_yaml(config, dict(wildcards.items()))
 
 
 def grows_with_attempt(amount):

@@ -10,9 +10,11 @@ rule run_config:
         f"results/logs/run_config/{RUN}.log",
     localrule: True
     params:
-        run=run_settings,
-    script:
-        "../scripts/write_run_config.py"
+        text=run_config_text,
+    # The YAML is built with the workflow (params), so the job is a shell that writes it: no Python start-up
+    # for each of the runs (a script job takes about a second).
+    shell:
+        "printf '%s' {params.text:q} > {output:q} 2> {log:q}"
 
 
 rule train:
