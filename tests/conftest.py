@@ -16,8 +16,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
-    """Share compiled steps between the many short runs of the suite (each builds its own jit)."""
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+    """Share compiled programs between the many short runs of the suite (each builds its own jit), and with
+    the processes the tests start (runs, pipelines, SLURM jobs: gpu_slot.py keeps a cache the environment
+    names), in one folder for every xdist worker of the session. The tiny config's pipeline takes a third
+    less CPU time with a warm cache."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "jax_cache"
+    folder.mkdir(exist_ok=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(folder)
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 

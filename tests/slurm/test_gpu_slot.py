@@ -118,12 +118,27 @@ def test_train_rule_runs_its_command_through_gpu_slot_with_its_gpu_count(tmp_pat
     assert len(commands) == output.count("rule train:") > 0 and set(commands) == {"1"}, output
 
 
+CACHE_VARIABLES = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
+
+
+def _job_cache_settings(tmp_path: Path, **environment: str) -> dict[str, str | None]:
+    """The cache variables a job sees, started through gpu_slot.py with ``--compilation-cache results/jax_cache``
+    from an environment of ``environment`` and none of the cache variables."""
+    shown = (f"import json, os, sys; json.dump({{name: os.environ.get(name) for name in {CACHE_VARIABLES!r}}}, "
+             "open(sys.argv[1], 'w'))")
+    env = {name: value for name, value in os.environ.items() if name not in CACHE_VARIABLES} | environment
+    subprocess.run([sys.executable, str(GPU_SLOT), "--gpus", "0", "--compilation-cache", "results/jax_cache", "--",
+                    sys.executable, "-c", shown, str(tmp_path / "job.json")], check=True, timeout=60, env=env)
+    return json.loads((tmp_path / "job.json").read_text())
+
+
 def test_every_program_of_a_job_goes_to_the_compilation_cache(tmp_path: Path):
     """``--compilation-cache``: the job reads and writes JAX's cache there, with no compile-time threshold
-    (JAX's default of 1 s would leave out every program of a small model)."""
-    shown = ("import json, os, sys; json.dump({name: os.environ.get(name) for name in ('JAX_COMPILATION_CACHE_DIR', "
-             "'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS')}, open(sys.argv[1], 'w'))")
-    subprocess.run([sys.executable, str(GPU_SLOT), "--gpus", "0", "--compilation-cache", "results/jax_cache", "--",
-                    sys.executable, "-c", shown, str(tmp_path / "job.json")], check=True, timeout=60)
-    assert json.loads((tmp_path / "job.json").read_text()) == {
+    (JAX's default of 1 s would leave out every program of a small model); a cache and threshold the
+    environment already names are kept."""
+    assert _job_cache_settings(tmp_path) == {
         "JAX_COMPILATION_CACHE_DIR": "results/jax_cache", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    assert _job_cache_settings(tmp_path, JAX_COMPILATION_CACHE_DIR="/shared/cache") == {
+        "JAX_COMPILATION_CACHE_DIR": "/shared/cache", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    assert _job_cache_settings(tmp_path, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="2") == {
+        "JAX_COMPILATION_CACHE_DIR": "results/jax_cache", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "2"}
