@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import QUICK_COMPILE
 
 from itlin import data
 
@@ -106,9 +107,11 @@ def paper_shaped_config(paper: dict, archive: Path) -> dict:
 
 
 def snakemake(workdir: Path, *args: str, environment: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    """Snakemake of this interpreter in ``workdir``, on the CPU; jobs call the same interpreter's itlin."""
-    env = os.environ | environment | {"JAX_PLATFORMS": "cpu",
-                                      "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    """Snakemake of this interpreter in ``workdir``, on the CPU; jobs call the same interpreter's itlin, with
+    XLA's full optimisation (the suite's ``QUICK_COMPILE`` off: these jobs compute for longer)."""
+    env = os.environ | environment | {
+        "JAX_PLATFORMS": "cpu", "XLA_FLAGS": os.environ.get("XLA_FLAGS", "").replace(QUICK_COMPILE, "").strip(),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
