@@ -106,11 +106,11 @@ def workdir(tmp_path: Path) -> Path:
     return copy_workflow(tmp_path)
 
 
-LONGEST_FIRST = ("test_train.py", "test_bench.py", "test_slurm.py", "test_workflow.py", "test_paper_scale.py",
-                 "test_ntk.py", "test_models.py")
-"""The test files that take longest, longest first (each runs on one worker: pyproject's --dist loadfile, in this
-order: --no-loadscope-reorder, where xdist would otherwise order files by their number of tests and start a
-long file of two tests last)."""
+LONGEST_FIRST = ("test_paper_scale.py", "test_train.py", "test_workflow.py", "test_slurm.py", "test_models.py",
+                 "test_bench.py", "test_claims.py", "test_ntk.py")
+"""The test files that take longest, longest first by a full run's seconds on the 2-core machine (each runs on one
+worker: pyproject's --dist loadfile, in this order: --no-loadscope-reorder, where xdist would otherwise order files
+by their number of tests and start a long file of two tests last)."""
 
 
 def pytest_collection_modifyitems(items):
