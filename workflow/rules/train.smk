@@ -31,6 +31,9 @@ rule train:
         f"results/logs/train/{TRAINING_JOB}.log",
     benchmark:
         f"results/benchmarks/train/{TRAINING_JOB}.tsv"
+    # Longest first (by the planned wall time, per model): the long jobs start while both cores are
+    # busy, and the run ends on short jobs instead of one long job alone on one core.
+    priority: train_runtime_minutes
     threads: config["resources"]["threads"]
     # A retry (after a time-out or an out-of-memory kill) asks for more time and memory; it
     # resumes from the job's last checkpoint.

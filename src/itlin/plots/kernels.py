@@ -136,6 +136,9 @@ def kernel_specialisation(ntk: pd.DataFrame, out_pdf: Path, out_png: Path, *,
     limit = max(float(np.nan_to_num(matrices.abs().max())), 1e-6)
     models_ = sorted(set(tables.nonlinear(rows)["model"]))
     kernels = {"specialisation": "all parameters", "specialisation_backbone": "backbone"}
+    # Seaborn draws the whole figure for each heatmap (to check its tick labels for overlap): the cells are
+    # annotated once every heatmap is drawn, or each draw renders every annotation before it.
+    annotated = []
     fig, axes = plt.subplots(2 * len(models_), 3, figsize=(13, 3.6 * 2 * len(models_) + 0.8), layout="constrained",
                              squeeze=False)
     for index, model in enumerate(models_):
@@ -155,8 +158,9 @@ def kernel_specialisation(ntk: pd.DataFrame, out_pdf: Path, out_png: Path, *,
                     continue
                 matrix = matrices.loc[(label, metric, K)].unstack("target_class")
                 sns.heatmap(matrix, ax=ax, cmap="vlag", vmin=-limit, vmax=limit, center=0, square=True,
-                            annot=len(matrix) <= 10, fmt=".2f", annot_kws={"fontsize": 6}, cbar=column == 2,
-                            cbar_kws={"label": "centred alignment (shared scale)", "shrink": 0.8})
+                            cbar=column == 2, cbar_kws={"label": "centred alignment (shared scale)", "shrink": 0.8})
+                if len(matrix) <= 10:
+                    annotated.append((ax, matrix))
                 contrast = contrasts[label, metric, K]
                 text = (f"{name}\n{kernel}, step {int(steps[label, K])}, contrast "
                         + (f"{contrast:+.3f}" if np.isfinite(contrast) else "undefined"))
@@ -167,7 +171,20 @@ def kernel_specialisation(ntk: pd.DataFrame, out_pdf: Path, out_png: Path, *,
                 if not diverged.empty:
                     text += f"\n{len(diverged)} run(s) diverged, left out: {tables.describe_runs(diverged)}"
                 ax.set(title=text, xlabel="target class c' (one-hot column)", ylabel="output class c (its kernel)")
+    for ax, matrix in annotated:
+        _annotate_cells(ax, matrix)
     return finish(fig, title, [], out_pdf, out_png)
+
+
+def _annotate_cells(ax: plt.Axes, matrix: pd.DataFrame) -> None:
+    """Each cell's value (two decimals) on a heatmap seaborn drew on ``ax``, dark on light cells and white
+    on dark ones, as seaborn's own ``annot`` writes them."""
+    mesh = ax.collections[0]
+    mesh.update_scalarmappable()
+    for (row, column), value, colour in zip(np.ndindex(matrix.shape), matrix.to_numpy().ravel(), mesh.get_facecolors()):
+        if np.isfinite(value):
+            ax.text(column + 0.5, row + 0.5, f"{value:.2f}", ha="center", va="center", fontsize=6,
+                    color=".15" if sns.utils.relative_luminance(colour) > 0.408 else "w")
 
 
 def _trained_kernel_rows(ntk: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
