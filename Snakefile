@@ -1,5 +1,5 @@
 """Iterative linearisation of neural networks: train every (model, K) pair, tabulate, draw the
-figures and check the paper's claims. `snakemake` runs the embedded default (digits, CPU);
+figures and check the paper's claims. `snakemake` runs the embedded default (MNIST-1D, CPU);
 `snakemake --configfile config/paper.yaml` the CIFAR-10 reproduction; `snakemake NAME` one figure."""
 
 from snakemake.utils import min_version

@@ -107,10 +107,10 @@ def step_specs(args, config: dict) -> list[common.ModelSpec]:
 
 def step_runs(args, config: dict) -> list[tuple[common.ModelSpec, list[int], dict]]:
     """What the steps benchmark times: (model, batch sizes, the config of its training settings). The
-    MNIST-1D config's models at its batch size; on a CPU also the default (digits) config's; then the paper's
+    default (MNIST-1D) config's models at its batch size; on a CPU also the digits config's; then the paper's
     models at ``--batch`` (and in bfloat16 with ``--bfloat16``). ``--conv-form`` sets how the convolutional
     models compute their convolutions."""
-    small = [common.MNIST1D_CONFIG] + ([] if args.full else [common.DEFAULT_CONFIG])
+    small = [common.DEFAULT_CONFIG] + ([] if args.full else [common.DIGITS_CONFIG])
     runs = [(spec, [settings["training"]["batch_size"]], settings)
             for settings in map(common.paper_config, small) for spec in common.config_models(settings)]
     runs += [(spec, args.batch, config) for spec in step_specs(args, config) if spec is not DIGITS_MLP]

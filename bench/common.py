@@ -25,8 +25,8 @@ from itlin import models, record, train
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 PAPER_CONFIG = REPOSITORY / "config" / "paper.yaml"
-DEFAULT_CONFIG = REPOSITORY / "config" / "config.yaml"
-MNIST1D_CONFIG = REPOSITORY / "config" / "mnist1d.yaml"
+DEFAULT_CONFIG = REPOSITORY / "config" / "config.yaml"  # MNIST-1D
+DIGITS_CONFIG = REPOSITORY / "config" / "digits.yaml"
 RESULTS = Path(__file__).resolve().parent / "results"
 NUM_CLASSES = 10
 CIFAR_SHAPE = (32, 32, 3)

@@ -20,9 +20,9 @@ from bench import common, compilation, cost, gpu, memory, packing, pipeline, ste
 from itlin import record, train  # noqa: E402
 
 TINY_MLP = common.ModelSpec("mlp", "mlp", {"depth": 1, "width": 16}, common.DIGITS_SHAPE)
-PUBLISHED_CNN = next(spec for spec in common.config_models(common.paper_config(common.MNIST1D_CONFIG))
+PUBLISHED_CNN = next(spec for spec in common.config_models(common.paper_config(common.DEFAULT_CONFIG))
                      if spec.label == "mnist1d-cnn")
-"""MNIST-1D's published CNN, as config/mnist1d.yaml gives it."""
+"""MNIST-1D's published CNN, as the default config gives it."""
 
 
 @pytest.fixture(scope="module")

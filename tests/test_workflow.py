@@ -116,7 +116,7 @@ def test_snakemake_files_are_formatted():
 
 
 @pytest.mark.parametrize("config_name, runs, training_jobs", [("config.yaml", 96, 32), ("paper.yaml", 150, 50),
-                                                               ("test.yaml", 4, 4), ("mnist1d.yaml", 96, 32)])
+                                                               ("test.yaml", 4, 4), ("digits.yaml", 96, 32)])
 def test_dry_run_builds_every_job_of_the_config(workdir: Path, config_name: str, runs: int, training_jobs: int):
     config = load_config(config_name)
     args = [] if config_name == "config.yaml" else ["--configfile", f"config/{config_name}"]
@@ -126,23 +126,29 @@ def test_dry_run_builds_every_job_of_the_config(workdir: Path, config_name: str,
     if config_name == "paper.yaml":  # replaces the default config instead of being merged into it
         assert "results/runs/cifar10/resnet18/K50000/seed2/augment/metrics.parquet" in output
         assert "results/runs/cifar10/cnn/switch30000/seed0/base/metrics.parquet" in output  # 0.3 of 100k steps
-        assert "/mlp/" not in output and "digits" not in output
+        assert "/mlp/" not in output and "mnist1d" not in output
 
 
-def test_default_config_is_the_embedded_digits_design():
-    config = load_config("config.yaml")
-    assert config["dataset"]["name"] == "digits"
+@pytest.mark.parametrize("config_name, dataset, K", [
+    ("config.yaml", "mnist1d", [1, 130, 400, 1000, 2000, float("inf")]),  # 3999, 30, 9, 3, 1, 0 feature updates
+    ("digits.yaml", "digits", [1, 100, 300, 750, 1500, float("inf")])])   # 2999, 29, 9, 3, 1, 0
+def test_default_config_is_the_mnist1d_design_and_digits_the_same_design(config_name: str, dataset: str, K: list):
+    """The embedded default runs MNIST-1D; digits.yaml the same design on the digits (the ceiling case)."""
+    config = load_config(config_name)
+    assert config["dataset"]["name"] == dataset
     assert set(config["models"]) == {"mlp", "cnn", "cnn_deep"}
     assert config["models"]["cnn_deep"]["kwargs"]["depth"] > config["models"]["cnn"]["kwargs"]["depth"]
-    assert config["K"] == [1, 100, 300, 750, 1500, float("inf")]  # 2999, 29, 9, 3, 1, 0 feature updates
+    assert config["K"] == K
     assert len(config["seeds"]) >= 3
     assert config["switch"] == {"fractions": [0.01, 0.03, 0.1, 0.3], "models": list(config["models"])}
+    assert config["deep_linear"]["models"] == ["mlp", "cnn_deep"]
     assert config["resources"]["gpu"] == 0
     assert config["figures"] == FIGURES
 
 
-def test_default_and_paper_configs_judge_claims_alike():
-    assert load_config("config.yaml")["claims"] == load_config("paper.yaml")["claims"]
+@pytest.mark.parametrize("config_name", ["config.yaml", "digits.yaml", "test.yaml"])
+def test_every_config_judges_claims_as_the_paper_config_does(config_name: str):
+    assert load_config(config_name)["claims"] == load_config("paper.yaml")["claims"]
 
 
 def test_paper_config_is_the_cifar10_design():
@@ -395,7 +401,7 @@ def test_every_count_of_examples_is_checked_against_the_data(count: validation.S
         assert str(refused.value).startswith(named)
 
 
-@pytest.mark.parametrize("config_name", ["config.yaml", "paper.yaml", "test.yaml"])
+@pytest.mark.parametrize("config_name", ["config.yaml", "digits.yaml", "paper.yaml", "test.yaml"])
 def test_shipped_configs_are_valid(config_name: str):
     workflow.validate(load_config(config_name), SCHEMA)
 

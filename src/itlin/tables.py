@@ -325,7 +325,7 @@ def validate(name: str, df: pd.DataFrame, source: str) -> pd.DataFrame:
 
 def _check_allowed(df: pd.DataFrame, column: str, allowed: Sequence[str], source: str) -> None:
     """Reject values of ``column`` outside ``allowed``, naming them."""
-    bad = sorted(set(df[column]) - set(allowed))
+    bad = sorted(set(df[column].unique()) - set(allowed))
     if bad:
         raise SchemaError(f"{source}: column {column!r} has value(s) {bad}, allowed {list(allowed)}")
 
@@ -360,7 +360,9 @@ def _coerce_column(values: pd.Series, name: str, dtype: str, source: str) -> pd.
     """Convert one column to its schema dtype, raising ``SchemaError`` on a bad value."""
     where = f"{source}: column {name!r}"
     if dtype == "str":
-        not_text = values.map(lambda value: not isinstance(value, str))
+        # A string dtype (as parquet reads text) holds only text and missing values: no per-value check.
+        string_dtype = isinstance(values.dtype, pd.StringDtype)
+        not_text = values.isna() if string_dtype else values.map(lambda value: not isinstance(value, str))
         if not_text.any():
             raise SchemaError(f"{where} must hold text, found {values[not_text].iloc[0]!r}")
         return values.astype("str")
