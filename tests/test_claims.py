@@ -197,9 +197,10 @@ def test_claims_missing_their_tables_are_not_measured():
 # ---------------------------------------------------------------- C5 and C6
 
 
-def c5_tables(accuracy=None, change=None, diverged=(), n_test=2000, agreement=1.0):
+def c5_tables(accuracy=None, change=None, network_change=None, diverged=(), n_test=2000, agreement=1.0):
     """A C5 table (mlp, both losses, K = 3 … 300 of T = 300: 100, 30, 10, 3, 1 rounds) and its predictions."""
-    table = examples.example_gauss_newton(accuracy=accuracy, change=change, diverged=diverged)
+    table = examples.example_gauss_newton(accuracy=accuracy, change=change, network_change=network_change,
+                                          diverged=diverged)
     return {"gauss_newton": table,
             "gauss_newton_predictions": examples.example_gauss_newton_predictions(table, n_test=n_test,
                                                                                  agreement=agreement)}
@@ -232,16 +233,34 @@ def test_c5_agreement_looks_only_at_large_K():
     assert agreement.value == pytest.approx(3.0, abs=0.06) and agreement.verdict == "not supported"
 
 
-def test_c5_ordering_is_a_rank_correlation_of_either_sign_and_the_direction_is_signed():
-    def zigzag(model, loss, method, damping):  # kernel change up and down along the λ grid
-        return {0: 0.2, 1: 0.3, 2: 0.1, 3: 0.3, 4: 0.2}[round(math.log10(damping * 9) / math.log10(10 / 3))]
+def zigzag_change(model, loss, method, damping):
+    """A kernel change up and down along the λ grid of ``c5_tables``: no ordering by λ."""
+    return {0: 0.2, 1: 0.3, 2: 0.1, 3: 0.3, 4: 0.2}[round(math.log10(damping * 9) / math.log10(10 / 3))]
 
-    tests = c5_tests(c5_tables(change=zigzag))[1]
+
+def ordered_change(model, loss, method, damping):
+    """A kernel change that rises with log λ."""
+    return 0.2 + 0.05 * math.log10(damping)
+
+
+def test_c5_ordering_is_a_rank_correlation_of_either_sign_and_the_direction_is_signed():
+    tests = c5_tests(c5_tables(network_change=zigzag_change))[1]
     assert tests["ordering"].value < 0.5 and tests["ordering"].verdict == "not supported"
-    falling = c5_tests(c5_tables(change=lambda model, loss, method, damping: -math.log10(damping)))[1]["ordering"]
+    falling = c5_tests(c5_tables(network_change=lambda model, loss, method, damping: -math.log10(damping)))[1]["ordering"]
     assert falling.value == pytest.approx(1.0) and "signed ρ: GN -1.00" in falling.detail
     worse = c5_tests(c5_tables(accuracy=lambda model, loss, method, damping: 0.93 - 0.01 * math.log10(damping)))[1]
     assert worse["direction"].value == pytest.approx(-1.0) and worse["direction"].verdict == "not supported"
+
+
+def test_c5_ordering_is_judged_on_the_networks_kernel_and_reports_the_linear_models():
+    """(b) reads the network's kernel at θ: a linear model's kernel change that the damping orders (as at
+    θ_lin, θ₀'s at one round, it may by construction) does not make it supported, nor does a flat one
+    keep an ordered network's from it; the θ_lin reading is in the detail."""
+    flat_network = c5_tests(c5_tables(change=ordered_change, network_change=zigzag_change))[1]["ordering"]
+    assert flat_network.verdict == "not supported" and "network's kernel (at θ)" in flat_network.measure
+    assert "the linear model's kernel at θ_lin (reported, not judged: θ₀'s at one round): GN +1.00" in flat_network.detail
+    ordered_network = c5_tests(c5_tables(change=zigzag_change, network_change=ordered_change))[1]["ordering"]
+    assert ordered_network.value == pytest.approx(1.0) and ordered_network.verdict == "supported"
 
 
 def test_c5_excludes_and_names_diverged_runs():
