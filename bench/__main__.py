@@ -41,7 +41,7 @@ GPU_SIZES = dict(batch=[128], block=None, repeats=5, data_size=50_000, resnet_wi
                  compile_block=None, ntk_n=[100, 500, 1000], ntk_width=64)
 """``--full``: the paper's models on CIFAR-sized data; blocks of the paper's ``scan_steps`` (None)."""
 DIGITS_MLP = common.ModelSpec("mlp", "mlp", {"depth": 2, "width": 128}, common.DIGITS_SHAPE)
-"""The default config's MLP on its 8x8 digits: the CPU suite's smallest model."""
+"""The digits config's MLP on its 8x8 digits: the CPU suite's smallest model."""
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -97,7 +97,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def step_specs(args, config: dict) -> list[common.ModelSpec]:
     """The models the steps and compile benchmarks run: the paper's (resnet18 at ``--resnet-width``),
-    resnet18 in bfloat16 with ``--bfloat16``, and on a CPU also the default config's MLP."""
+    resnet18 in bfloat16 with ``--bfloat16``, and on a CPU also the digits config's MLP."""
     specs = common.paper_models(config, resnet_width=args.resnet_width)
     if args.bfloat16:
         specs += [spec for spec in common.paper_models(config, resnet_width=args.resnet_width,

@@ -37,9 +37,9 @@ H100_DENSE_PEAK = {"tf32": 494.7e12, "bf16": 989.4e12, "fp32": 66.9e12, "fp64": 
 in FP32."""
 CG_ITERATIONS_PER_SQRT_K = 2.0
 """CG iterations of one damped solve at λ = 1/(ηK), about 2√K where η ≈ 1/σ_max (the system's condition
-number is 1 + ησ_max·K): measured on the default config's C5 runs (mean 7, 12, 20, 32, 47 at K = 6 … 600)."""
+number is 1 + ησ_max·K): measured on the digits config's C5 runs (mean 7, 12, 20, 32, 47 at K = 6 … 600)."""
 NEWTON_STEPS = {"mse": 1, "cross_entropy": 3}
-"""Newton steps of one proximal round: exactly one on MSE; on cross-entropy the default config's C5 runs
+"""Newton steps of one proximal round: exactly one on MSE; on cross-entropy the digits config's C5 runs
 took 1.6 to 5.3 on average per K (more at smaller λ)."""
 CIFAR_TRAIN_SIZE, CIFAR_TEST_SIZE = 50_000, 10_000
 BUDGET_HOURS = 12.0

@@ -254,11 +254,12 @@ def test_c5_ordering_is_a_rank_correlation_of_either_sign_and_the_direction_is_s
 
 def test_c5_ordering_is_judged_on_the_networks_kernel_and_reports_the_linear_models():
     """(b) reads the network's kernel at θ: a linear model's kernel change that the damping orders (as at
-    θ_lin, θ₀'s at one round, it may by construction) does not make it supported, nor does a flat one
-    keep an ordered network's from it; the θ_lin reading is in the detail."""
-    flat_network = c5_tests(c5_tables(change=ordered_change, network_change=zigzag_change))[1]["ordering"]
-    assert flat_network.verdict == "not supported" and "network's kernel (at θ)" in flat_network.measure
-    assert "the linear model's kernel at θ_lin (reported, not judged: θ₀'s at one round): GN +1.00" in flat_network.detail
+    θ_lin, θ₀'s at one round, it may by construction) does not make it supported, nor does an unordered
+    one keep an ordered network's from it; the θ_lin reading is in the detail."""
+    unordered_network = c5_tests(c5_tables(change=ordered_change, network_change=zigzag_change))[1]["ordering"]
+    assert unordered_network.verdict == "not supported" and "network's kernel (at θ)" in unordered_network.measure
+    assert ("the linear model's kernel at θ_lin (reported, not judged: θ₀'s at one round): GN +1.00"
+            in unordered_network.detail)
     ordered_network = c5_tests(c5_tables(change=zigzag_change, network_change=ordered_change))[1]["ordering"]
     assert ordered_network.value == pytest.approx(1.0) and ordered_network.verdict == "supported"
 

@@ -273,6 +273,30 @@ def test_kernel_specialisation_shows_network_twin_and_frozen_kernel_full_and_bac
     assert "no runs: cnn, K = ∞ (frozen kernel)" in texts_of(fig)
 
 
+def test_specialisation_cells_are_annotated_as_seaborns_annot_does():
+    """The S2 figure writes its cells' values after drawing every heatmap (``_annotate_cells``): the same
+    texts, places, colours and sizes as seaborn's ``annot``, a missing cell left blank."""
+    import pandas as pd
+    import seaborn as sns
+
+    from itlin.plots import kernels
+
+    matrix = pd.DataFrame([[0.1, -0.2, np.nan], [0.3, 0.0, -0.35], [0.05, 0.38, 0.1]])
+    style = dict(cmap="vlag", vmin=-0.4, vmax=0.4, center=0, square=True)
+    fig, (seaborns, ours) = plt.subplots(1, 2)
+    sns.heatmap(matrix, ax=seaborns, annot=True, fmt=".2f", annot_kws={"fontsize": 6}, **style)
+    sns.heatmap(matrix, ax=ours, **style)
+    kernels._annotate_cells(ours, matrix)
+
+    def texts(ax):
+        return [(tuple(text.get_position()), text.get_text(), text.get_color(), text.get_fontsize(),
+                 text.get_horizontalalignment(), text.get_verticalalignment()) for text in ax.texts]
+
+    assert len(texts(ours)) == 8 and {text[2] for text in texts(ours)} == {".15", "w"}  # light and dark cells
+    assert texts(ours) == texts(seaborns)
+    plt.close(fig)
+
+
 def test_kernel_specialisation_leaves_out_diverged_runs_and_says_so(tmp_path):
     """Diverged runs have no kernel at the end of training: the matrices are those of the runs that
     completed, the panel says which runs were left out, and a K whose every run diverged says so."""

@@ -52,8 +52,9 @@ STATUSES: tuple[str, ...] = ("ok", "diverged")
 """A run's status in every table: ``diverged`` once its training loss was not finite."""
 
 TRAINED_EVALUATOR = "linear"
-"""Evaluator used for every run in figures and claims: f_lin is the model being trained for any K
-(for K = 1 it is re-linearised every step, so it equals the network up to one optimiser step)."""
+"""Evaluator used for every run in figures and claims (except C5 (b), which reads the network's kernel at
+θ): f_lin is the model being trained for any K (for K = 1 it is re-linearised every step, so it equals the
+network up to one optimiser step)."""
 
 NTK_COLUMNS: dict[str, str] = {
     "dataset": "str",
