@@ -223,6 +223,11 @@ def example_ntk(
     return tables.validate("ntk", pd.DataFrame(rows), source="example_ntk")
 
 
+def rising_kernel_change(model: str, loss: str, method: str, damping: float) -> float:
+    """A C5 kernel change that rises with log λ: the default of ``example_gauss_newton``."""
+    return 0.2 + 0.05 * math.log10(damping)
+
+
 def example_gauss_newton(
     *,
     models: Sequence[str] = ("mlp",),
@@ -246,8 +251,9 @@ def example_gauss_newton(
     """
     accuracy = accuracy or (lambda model, loss, method, damping: 0.93 + 0.005 * math.log10(damping)
                             - 0.003 * (method == "gauss_newton"))
-    change = change or (lambda model, loss, method, damping: 0.2 + 0.05 * math.log10(damping))
-    network_change = network_change or (lambda model, loss, method, damping: change(model, loss, method, damping) + 0.05)
+    change = change or rising_kernel_change
+    network_change = network_change or (lambda model, loss, method, damping:
+                                        change(model, loss, method, damping) + 0.05)
     diverged = set(diverged)
     rows = []
     for model in models:
@@ -257,7 +263,8 @@ def example_gauss_newton(
                     damping = 1 / (learning_rate * K)
                     for seed in seeds:
                         failed = (model, loss, method, K, seed) in diverged
-                        for evaluator, shift, kernel_change in (("linear", 0.0, change), ("network", 1.0, network_change)):
+                        for evaluator, shift, kernel_change in (("linear", 0.0, change),
+                                                                ("network", 1.0, network_change)):
                             value = (lambda x: math.nan if failed else x)  # noqa: E731
                             rows.append(dict(
                                 method=method, dataset="synthetic", model=model, loss=loss, seed=seed, K=float(K),

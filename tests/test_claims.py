@@ -238,11 +238,6 @@ def zigzag_change(model, loss, method, damping):
     return {0: 0.2, 1: 0.3, 2: 0.1, 3: 0.3, 4: 0.2}[round(math.log10(damping * 9) / math.log10(10 / 3))]
 
 
-def ordered_change(model, loss, method, damping):
-    """A kernel change that rises with log λ."""
-    return 0.2 + 0.05 * math.log10(damping)
-
-
 def test_c5_ordering_is_a_rank_correlation_of_either_sign_and_the_direction_is_signed():
     tests = c5_tests(c5_tables(network_change=zigzag_change))[1]
     assert tests["ordering"].value < 0.5 and tests["ordering"].verdict == "not supported"
@@ -256,11 +251,12 @@ def test_c5_ordering_is_judged_on_the_networks_kernel_and_reports_the_linear_mod
     """(b) reads the network's kernel at θ: a linear model's kernel change that the damping orders (as at
     θ_lin, θ₀'s at one round, it may by construction) does not make it supported, nor does an unordered
     one keep an ordered network's from it; the θ_lin reading is in the detail."""
-    unordered_network = c5_tests(c5_tables(change=ordered_change, network_change=zigzag_change))[1]["ordering"]
+    rising = examples.rising_kernel_change
+    unordered_network = c5_tests(c5_tables(change=rising, network_change=zigzag_change))[1]["ordering"]
     assert unordered_network.verdict == "not supported" and "network's kernel (at θ)" in unordered_network.measure
     assert ("the linear model's kernel at θ_lin (reported, not judged: θ₀'s at one round): GN +1.00"
             in unordered_network.detail)
-    ordered_network = c5_tests(c5_tables(change=zigzag_change, network_change=ordered_change))[1]["ordering"]
+    ordered_network = c5_tests(c5_tables(change=zigzag_change, network_change=rising))[1]["ordering"]
     assert ordered_network.value == pytest.approx(1.0) and ordered_network.verdict == "supported"
 
 
