@@ -485,6 +485,37 @@ def test_subsets_larger_than_the_training_split_are_named(run_config, tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
+def test_eval_subset_larger_than_the_train_size_is_named(run_config, tmp_path):
+    config = record.RunConfig.from_dict(run_config(train_size=64, batch_size=64, eval_train_size=100))
+    with pytest.raises(ValueError, match="eval_train_size: 100 is more than the train_size of 64"):
+        train_run(config, tmp_path / "out")
+
+
+def test_train_size_with_a_full_batch_is_gradient_descent_on_the_subset(run_config, tmp_path):
+    """``train_size`` n and ``batch_size`` n: each step is one full-batch gradient step on the fixed subset
+    ``data.training_subset`` (whatever order the batch comes in), and the train metrics are measured on it."""
+    sgd = {"name": "sgd", "learning_rate": 0.05, "momentum": 0.0, "schedule": "constant"}
+    config = record.RunConfig.from_dict(run_config(train_size=64, batch_size=64, eval_train_size=64, steps=20,
+                                                   scan_steps=10, eval_every=10, velocity_interval=10,
+                                                   checkpoint_every=10, optimizer=sgd, loss="mse"))
+    train_run(config, tmp_path / "out")
+    dataset = data.load(config.data)
+    subset = data.training_subset(dataset.y_train, 64, class_balanced=False)
+    x, y = jnp.asarray(dataset.x_train[subset]), jnp.asarray(dataset.y_train[subset])
+    model = models.from_spec(config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
+                             seed=config.seed)
+
+    def loss(params):
+        return jnp.mean(train.LOSSES["mse"](model.apply(params, x), y))
+
+    params = model.params
+    for _ in range(20):
+        params = jax.tree.map(lambda p, g: p - 0.05 * g, params, jax.grad(loss)(params))
+    metrics = pd.read_parquet(tmp_path / "out" / record.METRICS_FILE)
+    final = metrics[(metrics["step"] == 20) & (metrics["split"] == "train") & (metrics["evaluator"] == "network")]
+    np.testing.assert_allclose(final["loss"].iloc[0], float(loss(params)), rtol=1e-4)
+
+
 def test_snapshot_steps_are_log_spaced_on_the_scan_grid():
     steps = record.snapshot_steps(3000, 10, 12, 3001)
     assert steps[0] == 0 and steps[-1] == 3000 and steps[1] == 10

@@ -310,6 +310,8 @@ def _mutate(config: dict, path: str, value) -> None:
         ("gauss_newton.K", [2, 3], "'gauss_newton.K[1]' = 3 must divide 'gauss_newton.steps' = 20"),
         ("gauss_newton.batch_size", 128, "'gauss_newton.batch_size' = 128 exceeds 'gauss_newton.train_size'"),
         ("kernel_regression.compare_steps", [10, 200], "'kernel_regression.compare_steps[1]' = 200 must lie below"),
+        ("training.train_size", 1348, "config key 'training.train_size' = 1348 is more than the 1347 training"),
+        ("training.train_size", 100, "'training.eval_train_size' = 200 exceeds 'training.train_size' = 100"),
     ],
 )
 def test_invalid_config_is_named(path: str, value, named: str):

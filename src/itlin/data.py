@@ -634,8 +634,9 @@ def training_subset(labels: np.ndarray, size: int | None, *, class_balanced: boo
     """The fixed subset of ``size`` training examples (indices into ``labels``) that a run works on, drawn
     with ``TRAINING_SUBSET_SEED``; ``size`` None keeps every example, in order.
 
-    ``class_balanced=False``, a uniform sample (in random order): the examples on which a training run
-    measures its train-split loss and accuracy, which estimate those of the whole split. ``True``, a
+    ``class_balanced=False``, a uniform sample (in random order, so a smaller subset is a prefix of a larger
+    one): the examples a training run trains on (its ``train_size``) and those on which it measures its
+    train-split loss and accuracy (``eval_train_size``), which estimate those of the whole split. ``True``, a
     class-balanced, sorted subset (``probe_indices``): the training sets of C5 and C6, small sets that
     must hold every class (their targets are every class's one-hot columns).
     """

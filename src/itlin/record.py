@@ -64,6 +64,7 @@ class RunConfig:
     velocity_interval: int
     checkpoint_every: int
     gradient_clip_norm: float | None = None
+    train_size: int | None = None
 
     @classmethod
     def from_dict(cls, raw: dict) -> "RunConfig":

@@ -81,15 +81,21 @@ def run(configs: Sequence[RunConfig], out_dirs: Sequence[Path], scratch_dir: Pat
     lanes = [Lane(seed_config, Path(out_dir)) for seed_config, out_dir in zip(configs, out_dirs)]
     scratch_dir = Path(scratch_dir or lanes[0].out_dir / "scratch")
     dataset = data.load(Path(config.data))
-    for key in ("batch_size", "eval_train_size"):
-        if getattr(config, key) > len(dataset.y_train):
+    for key in ("batch_size", "eval_train_size", "train_size"):
+        if (getattr(config, key) or 0) > len(dataset.y_train):
             raise ValueError(f"{key}: {getattr(config, key)} is more than the {len(dataset.y_train)} training examples "
                              f"of {config.data}")
+    for key in ("batch_size", "eval_train_size"):
+        if config.train_size is not None and getattr(config, key) > config.train_size:
+            raise ValueError(f"{key}: {getattr(config, key)} is more than the train_size of {config.train_size}")
     seeds = [lane.config.seed for lane in lanes]
     initial = [models.from_spec(config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
                                 seed=seed) for seed in seeds]
     trainer = Trainer(config, initial[0], block_mode, seeds=seeds)
-    train_data = TrainData.of(dataset.x_train, dataset.y_train)
+    # One rule draws both subsets (a prefix of one fixed permutation), so the train metrics' examples are
+    # examples the run trains on.
+    trained = data.training_subset(dataset.y_train, config.train_size, class_balanced=False)
+    train_data = TrainData.of(dataset.x_train[trained], dataset.y_train[trained])
     subset = data.training_subset(dataset.y_train, config.eval_train_size, class_balanced=False)
     eval_x = jnp.asarray(np.concatenate([dataset.x_train[subset], dataset.x_test]))
     eval_y = jnp.asarray(np.concatenate([dataset.y_train[subset], dataset.y_test]), jnp.int32)

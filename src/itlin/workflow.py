@@ -65,6 +65,12 @@ def check_config(cfg: dict) -> None:
                 f"config key 'training.{key}' = {training[key]} must be a multiple of "
                 f"'training.scan_steps' = {scan}"
             )
+    for key in ("batch_size", "eval_train_size"):
+        if training.get("train_size") is not None and training[key] > training["train_size"]:
+            raise WorkflowConfigError(
+                f"config key 'training.{key}' = {training[key]} exceeds 'training.train_size' = "
+                f"{training['train_size']}, the examples each run trains on"
+            )
     periods = [record.parse_K(k) for k in cfg["K"]]
     if len(set(periods)) != len(periods):
         raise WorkflowConfigError(f"config key 'K' lists a period twice: {cfg['K']}")
