@@ -214,12 +214,15 @@ def example_ntk(
                     measured += [(metric, 0.1 + diagonal * (c == t) + shift, c, t)
                                  for metric in tables.SPECIALISATION_METRICS
                                  for c in range(num_classes) for t in range(num_classes)]
+                    measured += [("target_energy", min(1.0, k / num_classes * (0.5 + alignment)), None, None, k)
+                                 for k in range(1, 2 * num_classes + 1)]
                     rows += [dict(dataset=dataset, model=label, architecture=model.split("_")[0], depth=depth,
                                   activation=activation, K=K, switch_step=None, seed=seed, variant=variant,
                                   probe_size=10 * num_classes, status="ok" if diverged_step is None else "diverged",
                                   diverged_step=diverged_step, step=int(step), point=point, metric=metric,
-                                  output_class=c, target_class=t, value=float(value))
-                             for metric, value, c, t in measured]
+                                  output_class=c, target_class=t, top_k=top_k[0] if top_k else None,
+                                  value=float(value))
+                             for metric, value, c, t, *top_k in measured]
     return tables.validate("ntk", pd.DataFrame(rows), source="example_ntk")
 
 

@@ -257,6 +257,20 @@ def test_specialisation_of_class_target_kernels_is_diagonal():
     assert ((off_diagonal > 0) & (off_diagonal < 0.5)).all()
 
 
+def test_target_energy_of_the_target_kernel_is_whole_within_the_classes():
+    """The centred targets of C classes span C − 1 directions: a kernel that is their Gram matrix (plus a
+    smaller part orthogonal to them) holds all their energy in its top C − 1 eigenvectors, none in the next."""
+    labels = np.repeat(np.arange(4), 5)
+    centred = np.eye(4)[labels] - 0.25
+    rest = np.linalg.qr(np.random.default_rng(0).normal(size=(20, 20)))[0]
+    rest -= centred @ np.linalg.lstsq(centred, rest, rcond=None)[0]  # orthogonal to the targets
+    kernel = 10 * centred @ centred.T + 0.1 * rest @ rest.T
+    energy = ntk.target_energy(kernel, labels, 4, 8)
+    np.testing.assert_allclose(energy[2:], 1.0, atol=1e-9)
+    assert 0 < energy[0] < energy[1] < 1
+    assert np.isnan(ntk.target_energy(np.full((20, 20), np.nan), labels, 4, 8)).all()
+
+
 def test_kernel_metrics_of_a_zero_norm_kernel_are_nan(kernel):
     """A kernel of zero norm (after centring: a constant kernel) has no direction: its distances and
     alignments are undefined, NaN, never a division by zero."""
@@ -411,6 +425,14 @@ def test_ntk_table_equals_brute_force_jacobians_of_the_runs_own_snapshots(tiny_d
             "alignment": cosine(H @ trace @ H, H @ Y @ Y.T @ H),
             "alignment_uncentred": cosine(trace, Y @ Y.T),
         }
+        eigenvalues, vectors = np.linalg.eigh(trace)
+        top = vectors[:, np.argsort(eigenvalues)[::-1]]
+        centred = Y - Y.mean(0)
+        energy = [np.linalg.norm(top[:, :k] @ top[:, :k].T @ centred) ** 2 / np.linalg.norm(centred) ** 2
+                  for k in range(1, 9)]  # k = 1 … 2C, C = 4 classes
+        found = table[(table["step"] == last) & (table["point"] == point) & (table["metric"] == "target_energy")]
+        assert found["top_k"].tolist() == list(range(1, 9))
+        np.testing.assert_allclose(found["value"], energy, rtol=1e-4, atol=1e-6)
         rows = table[(table["step"] == last) & (table["point"] == point)].set_index("metric")
         for metric, value in expected.items():
             assert rows.loc[metric, "value"] == pytest.approx(value, rel=1e-4, abs=1e-6), (point, metric)

@@ -30,6 +30,7 @@ class KernelSummary(NamedTuple):
     alignment_uncentred: float  # uncentred (Cristianini et al. 2002)
     specialisation: np.ndarray  # (C, C), per-head kernels of every parameter
     specialisation_backbone: np.ndarray  # (C, C), per-head kernels of the parameters below the readout
+    target_energy: np.ndarray  # (2C,), C(k) of the trace kernel for k = 1 … 2C (S4)
 
 
 KERNEL_GROUPS: dict[str, ntk.ParameterFilter | None] = {"all": None, "backbone": models.below_readout}
@@ -43,7 +44,13 @@ def summarise_kernels(per_class: dict[str, np.ndarray], labels: np.ndarray, num_
     return KernelSummary(trace, ntk.target_alignment(trace, labels, num_classes),
                          ntk.uncentred_target_alignment(trace, labels, num_classes),
                          ntk.specialisation(per_class["all"], labels),
-                         ntk.specialisation(per_class["backbone"], labels))
+                         ntk.specialisation(per_class["backbone"], labels),
+                         ntk.target_energy(trace, labels, num_classes, min(ENERGY_RANKS * num_classes, len(labels))))
+
+
+ENERGY_RANKS = 2
+"""S4's ranks k run from 1 to this many times the number of classes: past the C − 1 directions the centred
+targets span, to show how much of them the kernel's top eigenvectors still miss."""
 
 
 def measure_runs(run_dirs: list[Path], data_path: Path, probe_size: int, *, probe_seed: int = 0,
@@ -56,7 +63,8 @@ def measure_runs(run_dirs: list[Path], data_path: Path, probe_size: int, *, prob
     (``data.probe_indices``), of every parameter and of the backbone, give: against the kernel at θ₀ (the
     step-0 snapshot), the Fort ``distance_from_init``, ``relative_change``, ``norm_ratio`` and
     ``centred_distance`` of the trace kernel; its centred ``alignment`` and ``alignment_uncentred`` with the
-    labels; the C×C ``specialisation`` and ``specialisation_backbone`` matrices (one row per entry); and,
+    labels; the C×C ``specialisation`` and ``specialisation_backbone`` matrices (one row per entry); the
+    ``target_energy`` C(k) of the centred targets in the top-k eigenvectors, k = 1 … 2C (a row per k); and,
     where the snapshot at t + δ exists (δ: the run's ``velocity_interval``), the ``velocity``
     d(Θ_t, Θ_{t+δ})/δ at step t. The model is rebuilt from ``run.json``; kernels of identical parameters
     (θ_lin between re-linearisations, every θ_lin of K = ∞) are computed once, so their distances are
@@ -127,6 +135,8 @@ def _measure_run(run_dir: Path, config: record.RunConfig, diverged_step: int | N
             for metric in tables.SPECIALISATION_METRICS:
                 rows += [_row(step, point, metric, float(value), c, t)
                          for (c, t), value in np.ndenumerate(getattr(kernel, metric))]
+            rows += [_row(step, point, "target_energy", float(value), top_k=k)
+                     for k, value in enumerate(kernel.target_energy, start=1)]
             if (step - interval, point) in measured:
                 before = measured[step - interval, point]
                 velocity = ntk.kernel_velocity(before.trace, kernel.trace, interval)
@@ -151,15 +161,15 @@ CHANGE_MEASURES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 
 
 def _row(step: int, point: str, metric: str, value: float, output_class: int | None = None,
-         target_class: int | None = None) -> dict:
+         target_class: int | None = None, top_k: int | None = None) -> dict:
     return dict(step=step, point=point, metric=metric, output_class=output_class, target_class=target_class,
-                value=value)
+                top_k=top_k, value=value)
 
 
 def _ntk_frame(rows: list[dict], config: record.RunConfig, probe_size: int,
                diverged_step: int | None) -> pd.DataFrame:
     """The rows of one run with its keys and status, in the ``tables.NTK_COLUMNS`` schema."""
-    frame = pd.DataFrame(rows, columns=["step", "point", "metric", "output_class", "target_class", "value"])
+    frame = pd.DataFrame(rows, columns=["step", "point", "metric", "output_class", "target_class", "top_k", "value"])
     keys = dict(dataset=config.dataset, model=config.model_label, architecture=config.model["name"],
                 depth=config.model.get("depth"), activation=config.model.get("activation", "relu"), K=config.K,
                 switch_step=config.switch_step, seed=config.seed, variant=config.variant, probe_size=probe_size,

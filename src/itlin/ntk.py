@@ -472,6 +472,20 @@ def uncentred_target_alignment(kernel: np.ndarray, labels: np.ndarray, num_class
     return _cosine(kernel, targets @ targets.T)
 
 
+def target_energy(kernel: np.ndarray, labels: np.ndarray, num_classes: int, top: int) -> np.ndarray:
+    """C(k) = Σ_{i≤k} ‖v_iᵀ ỹ‖² / ‖ỹ‖²_F for k = 1 … ``top``: the share of the centred one-hot targets ỹ
+    (Y minus its mean over examples) in the span of the kernel's top-k eigenvectors v_i (eigenvalues in
+    descending order; the companion's eigenfunction alignment, S4). NaN for a kernel with a non-finite entry."""
+    kernel = np.asarray(kernel, np.float64)
+    if not np.isfinite(kernel).all():
+        return np.full(top, math.nan)
+    targets = one_hot(labels, num_classes)
+    centred = targets - targets.mean(0)
+    _, vectors = np.linalg.eigh(kernel)  # ascending eigenvalues
+    energy = np.sum((vectors[:, ::-1][:, :top].T @ centred) ** 2, axis=1)
+    return np.cumsum(energy) / np.sum(centred**2)
+
+
 def specialisation(per_class: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """C×C matrix S[c, c'] = A(Θ_c, y_c' y_c'ᵀ): alignment of output c's kernel with the kernel of
     class c''s one-hot target column. A class-specialised kernel has a dominant diagonal."""

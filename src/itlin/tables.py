@@ -74,6 +74,7 @@ NTK_COLUMNS: dict[str, str] = {
     "metric": "str",
     "output_class": "Int64",
     "target_class": "Int64",
+    "top_k": "Int64",
     "value": "float64",
 }
 """Column name -> pandas dtype of an NTK table (``itlin.measure_ntk.measure_runs``), in file order.
@@ -96,12 +97,15 @@ d(Θ_t, Θ_{t+δ})/δ at the fixed interval δ of the run's ``velocity_interval`
 ``specialisation`` and ``specialisation_backbone``, entry [output_class, target_class] of the
 class-specialisation matrix (the centred alignment of output c's kernel with class c''s one-hot
 target column) of the per-head kernels of every parameter, and of the parameters below the readout
-layer. The two class columns are set for the specialisation rows only. A degenerate (all-zero)
-kernel gives NaN values."""
+layer; ``target_energy``, on the row of rank ``top_k`` = k, the share C(k) of the centred one-hot targets'
+energy in the span of the trace kernel's top-k eigenvectors (``ntk.target_energy``; S4). The two class
+columns are set for the specialisation rows only, ``top_k`` for the target-energy rows only. A degenerate
+(all-zero) kernel gives NaN values."""
 
 NTK_POINTS: tuple[str, ...] = ("network", "linearisation")
 NTK_METRICS: tuple[str, ...] = ("distance_from_init", "relative_change", "norm_ratio", "centred_distance", "velocity",
-                                "alignment", "alignment_uncentred", "specialisation", "specialisation_backbone")
+                                "alignment", "alignment_uncentred", "specialisation", "specialisation_backbone",
+                                "target_energy")
 SPECIALISATION_METRICS: tuple[str, ...] = ("specialisation", "specialisation_backbone")
 ACTIVATIONS: tuple[str, ...] = ("relu", "linear")
 TRAINED_POINT = "linearisation"
@@ -239,9 +243,9 @@ def _check_accuracy(df: pd.DataFrame, source: str) -> None:
 
 def _check_ntk(df: pd.DataFrame, source: str) -> None:
     """Counts above their least value; a diverged run measured only before it diverged; class columns
-    set exactly on the specialisation rows."""
+    set exactly on the specialisation rows, the rank exactly on the target-energy rows."""
     for column, lowest in (("step", 0), ("probe_size", 1), ("depth", 1), ("output_class", 0), ("target_class", 0),
-                           ("diverged_step", 0)):
+                           ("top_k", 1), ("diverged_step", 0)):
         if (df[column].dropna() < lowest).any():
             raise SchemaError(f"{source}: column {column!r} has values below {lowest}")
     if (df["diverged_step"].isna() == (df["status"] == "diverged")).any():
@@ -252,6 +256,8 @@ def _check_ntk(df: pd.DataFrame, source: str) -> None:
     for column in ("output_class", "target_class"):
         if (df[column].isna() == is_specialisation).any():
             raise SchemaError(f"{source}: column {column!r} must be set on specialisation rows and only there")
+    if (df["top_k"].isna() == (df["metric"] == "target_energy")).any():
+        raise SchemaError(f"{source}: column 'top_k' must be set on target-energy rows and only there")
 
 
 def _check_finite_K(df: pd.DataFrame, source: str) -> None:
@@ -287,7 +293,7 @@ SPECS: dict[str, TableSpec] = {
         "predictions", PREDICTIONS_COLUMNS, RUN_KEYS + ["evaluator", "example"],
         allowed={"evaluator": record.EVALUATORS}, non_negative=("step", "example", "label", "prediction")),
     "ntk": TableSpec(
-        "NTK", NTK_COLUMNS, RUN_KEYS + ["step", "point", "metric", "output_class", "target_class"],
+        "NTK", NTK_COLUMNS, RUN_KEYS + ["step", "point", "metric", "output_class", "target_class", "top_k"],
         allowed={"point": NTK_POINTS, "metric": NTK_METRICS, "status": STATUSES, "activation": ACTIVATIONS},
         check=_check_ntk),
     "gauss_newton": TableSpec(
