@@ -10,11 +10,12 @@ from pathlib import Path
 
 import jsonschema
 import numpy as np
+import pandas as pd
 import examples
 import pytest
 import yaml
 
-from itlin import claims, tables
+from itlin import claims, summaries, tables
 from itlin.claims import render, verdicts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -398,10 +399,28 @@ def test_s1_reports_the_uncentred_alignment_beside_the_centred_verdict():
     assert "centred alignment rise" in rise.measure and "uncentred alignment rise" in rise.detail
 
 
-def test_s2_not_supported_when_the_network_specialises_no_more_than_its_deep_linear_twin():
-    results = ntk_results(specialisation_gain=lambda model, K: -0.01)  # the twin's contrast stays 0
-    test = by_model(results["S2"])["cnn_deep"].tests[0]
-    assert test.value == pytest.approx(-0.01) and test.verdict == "not supported"
+def test_s2_not_supported_when_no_head_aligns_most_with_its_own_class():
+    results = ntk_results(specialisation_gain=lambda model, K: -0.01)  # every diagonal entry below its row
+    share, over_twin = by_model(results["S2"])["cnn_deep"].tests
+    assert share.value == 0 and share.verdict == "not supported"
+    assert over_twin.value == 0 and over_twin.verdict == "not supported"
+
+
+def test_s2_reads_the_share_of_heads_own_class_strongest_and_reports_the_contrast():
+    results = ntk_results()
+    share, over_twin = by_model(results["S2"])["cnn_deep"].tests
+    assert share.value == 1 and over_twin.value == 1  # every head of the network, none of the twin (all alike)
+    assert share.threshold == 0.5 and "specialisation contrast" in share.detail
+
+
+def test_diagonal_dominance_counts_heads_whose_own_class_is_strictly_strongest():
+    entries = pd.DataFrame([dict(run=run, output_class=c, target_class=t, value=value)
+                            for run, matrix in (("a", [[0.3, 0.1, 0.1], [0.2, 0.2, 0.1], [0.0, 0.5, 0.4]]),
+                                                ("b", [[np.nan, 0.1, 0.1], [0.0, 0.3, 0.1], [0.1, 0.1, 0.2]]))
+                            for (c, t), value in np.ndenumerate(np.array(matrix))])
+    shares = summaries.diagonal_dominance(entries, ["run"])
+    assert shares["a"] == pytest.approx(1 / 3)  # head 0 only: a tie (head 1) is not dominance
+    assert shares["b"] == pytest.approx(1.0)  # head 0 (NaN) left out; heads 1 and 2 dominate
 
 
 def test_ntk_claims_not_measured_on_an_empty_ntk_table():

@@ -36,6 +36,19 @@ def specialisation_contrast(entries: pd.DataFrame, keys: Sequence[str]) -> pd.Se
     return (on - off).rename("contrast")
 
 
+def diagonal_dominance(entries: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
+    """Per value of ``keys``, the share of output heads c whose class-specialisation entry is largest with their
+    own class: S[c, c] above every S[c, c'] of its row, strictly (a kernel that treats every class alike has
+    none). A head with a NaN entry (a degenerate kernel) is left out; NaN where every head is."""
+    rows = entries.groupby([*keys, "output_class"], dropna=False)
+    own = entries[entries["output_class"] == entries["target_class"]].set_index([*keys, "output_class"])["value"]
+    others = entries[entries["output_class"] != entries["target_class"]]
+    strongest_other = others.groupby([*keys, "output_class"], dropna=False)["value"].max()
+    defined = rows["value"].apply(lambda values: values.notna().all())
+    dominant = (own > strongest_other.reindex(own.index)).where(defined.reindex(own.index))
+    return dominant.astype(float).groupby(list(keys), dropna=False).mean().rename("dominant_share")
+
+
 def kernel_regression_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per run (dataset, model, seed) and step: the largest |trained − closed form| over the test outputs,
     the test accuracy and train loss of each, the condition number and the last step ``steps``. At step inf
