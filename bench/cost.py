@@ -321,9 +321,11 @@ def distinct_kernels(K: float, training: dict, velocity_interval: int) -> int:
 
 def runs(config: dict) -> dict[str, list[dict]]:
     """Every job of the config's compute stages, by rule, as its wildcards (``itlin.workflow.run_grid``): a
-    training or NTK job is one (model, schedule, variant) with every seed as a lane, so without a seed."""
+    training or NTK job is one (model, schedule, variant) with every seed as a lane, so without a seed. The
+    companion's runs are left out: the bench measures the config's ``models``, not the companion's small MLPs
+    (``config/paper.yaml`` has no companion runs yet)."""
     grid = workflow.run_grid(config)
-    jobs = {"train": grid.sweep + grid.switch + grid.twin, "measure_ntk": grid.sweep + grid.twin,
+    jobs = {"train": grid.sweep + grid.switch, "measure_ntk": grid.sweep,
             "gauss_newton": grid.gauss_newton, "kernel_regression_run": grid.kernel_regression}
     found = {rule: [workflow.run_wildcards(path) for path in paths] for rule, paths in jobs.items() if paths}
     for rule in ("train", "measure_ntk"):
@@ -332,15 +334,9 @@ def runs(config: dict) -> dict[str, list[dict]]:
     return found
 
 
-def priced_label(config: dict, model: str) -> str:
-    """The model whose costs price ``model``'s jobs: a deep linear twin is priced as its model (the same network,
-    identity activations)."""
-    return workflow.twins(config).get(model, model)
-
-
 def chosen_packings(config: dict, costs: dict[str, ModelCosts], assumptions: Assumptions) -> dict[str, Packing]:
     """Per priced model, the packing of its training jobs (``best_packing``) among as many jobs as it has."""
-    priced = [priced_label(config, job["model"]) for job in runs(config)["train"]]
+    priced = [job["model"] for job in runs(config)["train"]]
     return {label: best_packing(costs[label].lanes, len(config["seeds"]), priced.count(label),
                                 **sharing(assumptions)) for label in dict.fromkeys(priced)}
 
@@ -368,7 +364,7 @@ def estimate(config: dict, costs: dict[str, ModelCosts], assumptions: Assumption
         row["hours"] += seconds / 3600
 
     for job in jobs["train"]:
-        label, (K, switch_step) = priced_label(config, job["model"]), record.parse_schedule(job["schedule"])
+        label, (K, switch_step) = job["model"], record.parse_schedule(job["schedule"])
         cost, packed = costs[label], packing[label]
         standard = relinearising_block_steps(K, switch_step, steps, training["scan_steps"])
         device_share = packed.jobs * packed.efficiency  # the device's time goes to `jobs` jobs at once
@@ -378,7 +374,7 @@ def estimate(config: dict, costs: dict[str, ModelCosts], assumptions: Assumption
         add(f"evaluate {label} (in the train jobs)", seeds * evaluations * eval_examples * cost.eval_example * lane_gain,
             "FLOPs, lanes as the job's linearised steps", f"{seeds} lanes a job")
     for job in jobs["measure_ntk"]:
-        label, (K, _) = priced_label(config, job["model"]), record.parse_schedule(job["schedule"])
+        label, (K, _) = job["model"], record.parse_schedule(job["schedule"])
         add("NTK", seeds * distinct_kernels(K, training, config["ntk"]["velocity_interval"]) * costs[label].ntk_kernel,
             "FLOPs or measured NTK times", f"{seeds} seeds a job, in turn")
 
@@ -475,7 +471,7 @@ def break_even_fraction(config: dict, work: dict[str, ModelWork], assumptions: A
 def packing_rows(config: dict, costs: dict[str, ModelCosts], assumptions: Assumptions) -> list[dict]:
     """Per priced model, the packings of its training jobs (1, 2, 4, ... jobs a device, and the chosen one)."""
     chosen, rows = chosen_packings(config, costs, assumptions), []
-    priced = [priced_label(config, job["model"]) for job in runs(config)["train"]]
+    priced = [job["model"] for job in runs(config)["train"]]
     for label, best in chosen.items():
         for option in packings(costs[label].lanes, len(config["seeds"]), priced.count(label), **sharing(assumptions)):
             if option == best or option.jobs & (option.jobs - 1) == 0:  # powers of two, and the chosen one

@@ -226,6 +226,32 @@ def example_ntk(
     return tables.validate("ntk", pd.DataFrame(rows), source="example_ntk")
 
 
+def two_phase_loss(step: np.ndarray) -> np.ndarray:
+    """A training loss that falls faster than a power law early (exponentially, to step ~100) and then as
+    the power law step^(−1/2): the companion's two phases, the default of ``example_companion_metrics``."""
+    return 2.0 * np.exp(-step / 30) + 0.5 * (1 + step) ** -0.5
+
+
+def example_companion_metrics(*, models: Sequence[str] = ("mlp1", "mlp2", "mlp1_linear", "mlp2_linear"),
+                              seeds: Sequence[int] = (0, 1, 2), steps: int = 4000, eval_every: int = 40,
+                              loss: Callable[[np.ndarray], np.ndarray] = two_phase_loss, noise: float = 0.01,
+                              dataset: str = "synthetic") -> pd.DataFrame:
+    """A metrics table of the companion's runs (variant ``companion``, K = 1): the training loss ``loss(step)``
+    of every model and seed, times a per-run factor 1 ± ``noise``; accuracies are placeholders."""
+    rng = np.random.default_rng(0)
+    eval_steps = np.arange(0, steps + 1, eval_every)
+    rows = []
+    for model in models:
+        for seed in seeds:
+            values = loss(eval_steps) * (1 + rng.normal(0, noise))
+            rows += [dict(dataset=dataset, model=model, K=1.0, switch_step=None, seed=seed, variant="companion",
+                          step=int(step), feature_updates=int(step), split=split, evaluator=evaluator,
+                          loss=float(value), accuracy=0.5, status="ok", wall_time_s=0.01 * step)
+                     for step, value in zip(eval_steps, values) for split in ("train", "test")
+                     for evaluator in ("linear", "network")]
+    return tables.validate("metrics", pd.DataFrame(rows), source="example_companion_metrics")
+
+
 def rising_kernel_change(model: str, loss: str, method: str, damping: float) -> float:
     """A C5 kernel change that rises with log λ: the default of ``example_gauss_newton``."""
     return 0.2 + 0.05 * math.log10(damping)

@@ -127,11 +127,11 @@ def test_distinct_kernels_of_a_run():
 
 def test_runs_are_counted_as_the_pipeline_lists_them(test_config):
     counted = cost.runs(test_config)
-    assert len(counted["train"]) == 2 + 1 + 1  # K in {1, inf}, one switch run, the twin; one seed, one variant
-    assert len(counted["measure_ntk"]) == 2 + 1  # the sweep and the deep linear twin
+    assert len(counted["train"]) == 2 + 1  # K in {1, inf}, one switch run; one seed, one variant (not the companion's)
+    assert len(counted["measure_ntk"]) == 2  # the sweep
     assert len(counted["gauss_newton"]) == len(test_config["gauss_newton"]["losses"])  # one job per loss and seed
     three_seeds = cost.runs({**test_config, "seeds": [0, 1, 2]})  # seeds are lanes of a training or NTK job
-    assert (len(three_seeds["train"]), len(three_seeds["measure_ntk"])) == (4, 3)
+    assert (len(three_seeds["train"]), len(three_seeds["measure_ntk"])) == (3, 2)
     assert len(three_seeds["gauss_newton"]) == 3 * len(test_config["gauss_newton"]["losses"])
 
 
@@ -148,18 +148,17 @@ def test_job_counts_are_read_from_snakemake_output():
 
 
 def test_training_hours_price_relinearising_blocks_as_standard_steps(test_config):
-    """K = 1 (100 steps), K = ∞ (100), a switch at 50 (its 5 blocks up to step 49 re-linearise at
-    every step) and the deep linear twin at K = 1 (100, priced as its model): 250 standard steps,
-    150 linearised."""
+    """K = 1 (100 steps), K = ∞ (100) and a switch at 50 (its 5 blocks up to step 49 re-linearise at
+    every step): 150 standard steps, 150 linearised."""
     costs = {"mlp": cost.ModelCosts(standard_step=1.0, linearised_step=2.0, eval_example=0.0, ntk_kernel=0.0,
                                     regression_kernels=0.0, basis="test", lanes=lanes_known((1.0,), (2.0,)))}
     rows = cost.estimate(test_config, costs, cost.Assumptions(step_floor_ms=0.0))
     train_hours = next(row["hours"] for row in rows if row["stage"] == "train mlp")
-    assert train_hours == pytest.approx((250 * 1.0 + 150 * 2.0) / 3600)
+    assert train_hours == pytest.approx((150 * 1.0 + 150 * 2.0) / 3600)
 
 
 def test_seeds_as_lanes_cost_what_a_step_of_every_lane_costs(test_config):
-    """Four seeds as lanes of each job: the same 250 standard and 150 linearised steps, each at the 4-lane
+    """Four seeds as lanes of each job: the same 150 standard and 150 linearised steps, each at the 4-lane
     program's time (2 s and 3 s); a lane curve of more lane-steps/s (1.5 s, 2.5 s) prices fewer hours."""
     def train_hours(standard, linearised):
         costs = {"mlp": cost.ModelCosts(standard_step=1.0, linearised_step=2.0, eval_example=0.0, ntk_kernel=0.0,
@@ -169,8 +168,8 @@ def test_seeds_as_lanes_cost_what_a_step_of_every_lane_costs(test_config):
         return next(row for row in rows if row["stage"] == "train mlp")
 
     slower, faster = train_hours(2.0, 3.0), train_hours(1.5, 2.5)
-    assert slower["hours"] == pytest.approx((250 * 2.0 + 150 * 3.0) / 3600)
-    assert slower["jobs"] == 4 and slower["packing"] == "4 lanes a job, one job a device"  # bytes unknown: no sharing
+    assert slower["hours"] == pytest.approx((150 * 2.0 + 150 * 3.0) / 3600)
+    assert slower["jobs"] == 3 and slower["packing"] == "4 lanes a job, one job a device"  # bytes unknown: no sharing
     assert faster["hours"] < slower["hours"]
 
 

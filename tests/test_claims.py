@@ -316,7 +316,8 @@ def test_json_follows_its_schema_and_matches_the_markdown():
     results = claims.evaluate(data, settings())
     document = render.to_json(results, settings())
     jsonschema.validate(document, schema)
-    assert [claim["id"] for claim in document["claims"]] == ["C1", "C2", "C3", "C4", "C5", "C6", "S1", "S2"]
+    assert [claim["id"] for claim in document["claims"]] == ["C1", "C2", "C3", "C4", "C5", "C6", "S1", "S2", "S3",
+                                                              "S4", "S5"]
     c2 = document["claims"][1]
     assert c2["summary"] == results[1].summary
     assert c2["models"][0]["tests"][0]["interval"][0] < 10 < c2["models"][0]["tests"][0]["interval"][1]
@@ -352,7 +353,8 @@ def ntk_results(twins=None, **example):
     twins = {"cnn_deep_linear": "cnn_deep"} if twins is None else twins
     ntk = examples.example_ntk(**{"Ks": (1, 100, math.inf), "seeds": (0, 1, 2), "noise": 0.005, "twins": twins,
                                 **example})
-    return {r.id: r for r in claims.evaluate({"ntk": ntk}, settings(), twins=twins)}
+    # one table as the main paper's runs (C3) and as the companion's (S1, S2, S4, S5)
+    return {r.id: r for r in claims.evaluate({"ntk": ntk, "ntk_companion": ntk}, settings(), twins=twins)}
 
 
 def test_ntk_claims_supported_when_the_kernel_moves_early_aligns_and_specialises():
@@ -425,19 +427,69 @@ def test_diagonal_dominance_counts_heads_whose_own_class_is_strictly_strongest()
 
 def test_ntk_claims_not_measured_on_an_empty_ntk_table():
     ntk = examples.example_ntk().iloc[:0]
-    results = claims.evaluate({"ntk": ntk}, settings())
-    assert all(r.models == () for r in results if r.id in ("C3", "S1", "S2"))
+    results = claims.evaluate({"ntk": ntk, "ntk_companion": ntk}, settings())
+    assert all(r.models == () for r in results if r.id in ("C3", "S1", "S2", "S4", "S5"))
 
 
 def test_kernel_claims_leave_out_diverged_runs_and_name_them():
     twins = {"cnn_deep_linear": "cnn_deep"}
     ntk = examples.example_ntk(Ks=(1, 100, math.inf), seeds=(0, 1, 2, 3), noise=0.005, twins=twins,
                                diverged=[("cnn_deep", 1.0, 0)])
-    results = {r.id: r for r in claims.evaluate({"ntk": ntk}, settings(), twins=twins)}
-    for claim in ("C3", "S1", "S2"):
+    results = {r.id: r for r in claims.evaluate({"ntk": ntk, "ntk_companion": ntk}, settings(), twins=twins)}
+    for claim in ("C3", "S1", "S2", "S4"):
         model = by_model(results[claim])["cnn_deep"]
         assert "1 diverged run(s) excluded: cnn_deep K=1 seed 0" in model.note, claim
         assert model.verdict == "supported", claim  # judged on the three runs that trained to the end
+
+
+# ---------------------------------------------------------------- S3, S4, S5 (the companion's runs)
+
+
+def companion_results(loss=examples.two_phase_loss, **example):
+    """Claim results on the companion's example tables: networks cnn and cnn_deep (depths 2, 4), cnn_deep's twin."""
+    ntk = examples.example_ntk(**{"Ks": (1,), "seeds": (0, 1, 2), "noise": 0.005, "twins": TWINS, **example})
+    metrics = examples.example_companion_metrics(models=("cnn", "cnn_deep", "cnn_deep_linear"), loss=loss)
+    return {r.id: r for r in claims.evaluate({"ntk_companion": ntk, "metrics_companion": metrics}, settings(),
+                                             twins=TWINS)}
+
+
+def test_s3_supported_when_the_loss_falls_fast_then_as_a_power_law():
+    s3 = by_model(companion_results()["S3"])
+    assert set(s3) == {"cnn", "cnn_deep"}  # the deep linear twin is a control, not judged
+    late, early = s3["cnn"].tests
+    assert late.value == pytest.approx(-0.5, abs=0.05) and late.verdict == "supported"  # step^(-1/2)
+    assert early.verdict == "supported" and "alignment reaches 90% of its rise by step" in early.detail
+
+
+@pytest.mark.parametrize("loss, verdicts", [
+    (lambda step: (1 + step) ** -0.5, ["supported", "not supported"]),  # one power law throughout: no early phase
+    (lambda step: 0.5 * (1 + step) ** -0.2 * np.exp(-step / 2000), ["supported", "not supported"]),  # faster late
+    (lambda step: 0.3 + 1e-5 * step, ["not supported", "supported"]),  # rising late: no power-law fall
+])
+def test_s3_not_supported_without_a_faster_early_phase_or_a_late_power_law(loss, verdicts):
+    assert [test.verdict for test in by_model(companion_results(loss)["S3"])["cnn"].tests] == verdicts
+
+
+def test_s3_loglog_slope_of_a_power_law_is_its_exponent():
+    steps = np.arange(10, 1000, 10)
+    assert summaries.loglog_slope(steps, 3 * steps**-0.7) == pytest.approx(-0.7)
+    assert math.isnan(summaries.loglog_slope(steps[:2], steps[:2] ** -1.0))
+
+
+def test_s4_supported_when_the_targets_energy_rises_early_and_not_when_late():
+    assert by_model(companion_results()["S4"])["cnn_deep"].verdict == "supported"
+    s4 = by_model(companion_results(time_constant=0.5)["S4"])["cnn_deep"]  # the example's energy follows the alignment
+    assert s4.verdict == "not supported" and "C(2)" in s4.tests[0].measure  # 3 classes: rank 2
+
+
+def test_s5_judges_the_twin_aligning_without_specialising():
+    results = companion_results(alignment_gain=lambda model, K: 0.2)  # every model aligns, the twin too
+    s5 = by_model(results["S5"])
+    assert set(s5) == {"cnn_deep_linear"}
+    rise, share = s5["cnn_deep_linear"].tests
+    assert rise.verdict == "supported" and share.value == 0 and share.verdict == "supported"
+    not_aligning = by_model(companion_results(alignment_gain=lambda model, K: 0.0)["S5"])["cnn_deep_linear"]
+    assert not_aligning.tests[0].verdict == "not supported"
 
 
 # ---------------------------------------------------------------- partial tables: whatever finished
@@ -470,7 +522,10 @@ def complete_tables() -> dict:
                                         twins=TWINS),
             "gauss_newton": gauss_newton,
             "gauss_newton_predictions": examples.example_gauss_newton_predictions(gauss_newton, n_test=60),
-            "kernel_regression": examples.example_kernel_regression(seeds=seeds, steps=(10, 1000), n_test=10)}
+            "kernel_regression": examples.example_kernel_regression(seeds=seeds, steps=(10, 1000), n_test=10),
+            "metrics_companion": examples.example_companion_metrics(models=("cnn_deep", "cnn_deep_linear"), seeds=seeds),
+            "ntk_companion": examples.example_ntk(Ks=(1,), seeds=seeds, num_snapshots=4, num_classes=3, noise=0.005,
+                                                  twins=TWINS)}
 
 
 def partial_tables(rng: np.random.Generator) -> dict:
@@ -480,27 +535,28 @@ def partial_tables(rng: np.random.Generator) -> dict:
     lost_seeds = set(rng.choice(4, size=rng.integers(0, 4), replace=False).tolist())
     measured = {}
     for name, table in complete_tables().items():
+        spec = tables.TABLES[name]
         if rng.random() < 0.1:
             continue  # the table was never written
         table = table[~table["seed"].isin(lost_seeds)]
         if rng.random() < 0.5:
-            runs = table[RUN_KEYS[name]].drop_duplicates()
+            runs = table[RUN_KEYS[spec]].drop_duplicates()
             dropped = runs.sample(frac=rng.random() * 0.4, random_state=rng)
             table = table.merge(dropped, how="left", indicator=True)
             table = table[table["_merge"] == "left_only"].drop(columns="_merge")
         if "step" in table and len(table) and rng.random() < 0.3:
             steps = table["step"].unique()
             table = table[~table["step"].isin(rng.choice(steps, size=rng.integers(1, len(steps) + 1)))]
-        for column in SUBSETS.get(name, []):
+        for column in SUBSETS.get(spec, []):
             if len(table) and rng.random() < 0.2:
                 table = table[table[column] != rng.choice(table[column].unique())]
         table = table.copy()
-        for column in MEASUREMENTS.get(name, []):
+        for column in MEASUREMENTS.get(spec, []):
             if rng.random() < 0.3:
                 table.loc[rng.random(len(table)) < rng.random() * 0.2, column] = np.nan
-        if name in ("ntk", "kernel_regression") and len(table) and rng.random() < 0.3:  # a degenerate final step
+        if spec in ("ntk", "kernel_regression") and len(table) and rng.random() < 0.3:  # a degenerate final step
             final = table["step"] == table.loc[np.isfinite(table["step"]), "step"].max()
-            table.loc[final, MEASUREMENTS[name][0]] = np.nan
+            table.loc[final, MEASUREMENTS[spec][0]] = np.nan
         measured[name] = table.iloc[:0] if rng.random() < 0.05 else table.reset_index(drop=True)
     return measured
 
@@ -544,7 +600,7 @@ def test_a_degenerate_kernel_at_the_final_step_leaves_the_kernel_claims_not_meas
     judged as usual."""
     ntk = examples.example_ntk(Ks=(1, math.inf), seeds=(0, 1, 2), noise=0.005, twins=TWINS)
     ntk.loc[(ntk["K"] == 1) & (ntk["step"] == ntk["step"].max()), "value"] = np.nan
-    data = {**measured(accuracies({1: 0.95, math.inf: 0.85})), "ntk": ntk}
+    data = {**measured(accuracies({1: 0.95, math.inf: 0.85})), "ntk": ntk, "ntk_companion": ntk}
     results = {r.id: r for r in assert_judged_and_written(data, settings(), tmp_path)}
     for claim in ("C3", "S1", "S2"):
         model = by_model(results[claim])["cnn_deep"]
@@ -561,7 +617,7 @@ def test_a_model_with_one_seed_left_is_not_judged_on_intervals_over_seeds(tmp_pa
     measured and show their value without an interval; cnn_deep, with three, is judged as usual."""
     ntk = examples.example_ntk(Ks=(1, math.inf), seeds=(0, 1, 2), noise=0.005, twins=TWINS)
     ntk = ntk[(ntk["model"] != "cnn") | (ntk["seed"] == 0)]
-    results = {r.id: r for r in assert_judged_and_written({"ntk": ntk}, settings(), tmp_path)}
+    results = {r.id: r for r in assert_judged_and_written({"ntk": ntk, "ntk_companion": ntk}, settings(), tmp_path)}
     c3 = by_model(results["C3"])
     assert c3["cnn_deep"].verdict == "supported"
     assert c3["cnn"].verdict == "not measured"

@@ -530,3 +530,17 @@ def test_snapshots_at_and_after_the_divergence_are_not_measured(linearised_run, 
     measured = measure_ntk.measure_runs([linearised_run], tiny_data, probe_size=16)[0]
     assert (measured["status"] == "ok").all() and measured["diverged_step"].isna().all()
     assert tables.diverged_runs(measured).empty
+
+
+def test_standard_training_is_measured_at_its_linearisation_point_only(tiny_data, tmp_path):
+    """K = 1 re-linearises at every step (θ_lin is θ one step earlier): one kernel per snapshot, θ_lin's."""
+    config = dict(
+        data=str(tiny_data), dataset="synthetic", model={"name": "mlp", "depth": 1, "width": 8}, K=1,
+        switch_step=None, seed=0, variant="base", steps=20, batch_size=32,
+        optimizer={"name": "adam", "learning_rate": 1e-2, "momentum": 0.0, "schedule": "constant"},
+        loss="cross_entropy", augment=False, reset_optimizer=False, proximal_damping=0.0, eval_every=10,
+        eval_train_size=64, scan_steps=5, num_snapshots=2, velocity_interval=5, checkpoint_every=20)
+    train_run(config, tmp_path / "run")
+    table = measure_ntk.measure_runs([tmp_path / "run"], tiny_data, probe_size=12)[0]
+    assert set(table["point"]) == {"linearisation"}
+    assert table[table["metric"] == "relative_change"].set_index("step")["value"].iloc[-1] > 0

@@ -36,19 +36,19 @@ def texts_of(fig):
 
 
 def figures_of(table):
-    """The names of the figures drawn from ``table`` (a ``tables.SPECS`` name), in claim order."""
-    return [name for name, figure in figures.FIGURES.items() if figure.table == table]
+    """The names of the figures drawn from ``table`` (a ``tables.SPECS`` name) alone, in claim order."""
+    return [name for name, figure in figures.FIGURES.items() if figure.table == table and not figure.extra]
 
 
 METRICS_FIGURES = figures_of("metrics")
 NTK_FIGURES = figures_of("ntk")
 
 
-def draw(name, table, folder):
-    """Draw figure ``name`` of ``itlin.figures.FIGURES`` into ``folder``, check both files are real and
-    non-empty, return the figure."""
+def draw(name, table, folder, **options):
+    """Draw figure ``name`` of ``itlin.figures.FIGURES`` into ``folder`` (with ``options``: its extra tables and
+    keyword arguments), check both files are real and non-empty, return the figure."""
     out_pdf, out_png = folder / f"{name}.pdf", folder / f"{name}.png"
-    fig = getattr(plots, figures.FIGURES[name].draw)(table, out_pdf, out_png)
+    fig = getattr(plots, figures.FIGURES[name].draw)(table, out_pdf, out_png, **options)
     assert out_pdf.read_bytes().startswith(b"%PDF") and out_pdf.stat().st_size > 1000
     assert out_png.read_bytes().startswith(b"\x89PNG") and out_png.stat().st_size > 1000
     return fig
@@ -65,7 +65,7 @@ def test_every_figure_is_registered_in_claim_order_with_its_draw_function_and_ca
     assert set(METRICS_FIGURES) == {"training_curves", "accuracy_vs_feature_updates", "network_vs_linearised",
                                     "linearise_after_t"}
     claims = [figure.claim for figure in figures.FIGURES.values()]
-    assert claims == sorted(claims) and set(claims) == {"C1", "C2", "C3", "C4", "C5", "C6", "S1", "S2"}
+    assert claims == sorted(claims) and set(claims) == {"C1", "C2", "C3", "C4", "C5", "C6", "S1", "S2", "S3", "S4"}
     for figure in figures.FIGURES.values():
         assert callable(getattr(plots, figure.draw))
         assert (ROOT / figure.caption).read_text().startswith(f"**Claim {figure.claim}**")
@@ -73,12 +73,13 @@ def test_every_figure_is_registered_in_claim_order_with_its_draw_function_and_ca
 
 def test_figure_options_come_from_the_config():
     config = {"claims": {"C1": {"tolerance_pt": 1.5}, "C4": {"tolerance_pt": 2.5}, "C5": {"tolerance_pt": 3.5},
-                         "C6": {"max_difference": 0.01}}}
+                         "C6": {"max_difference": 0.01}, "S3": {"early_from": 0.02, "late_from": 0.2}}}
     options = {name: figure.options(config, TWINS) for name, figure in figures.FIGURES.items()}
     assert {name: value for name, value in options.items() if value} == {
         "accuracy_vs_feature_updates": {"tolerance_pt": 1.5}, "linearise_after_t": {"tolerance_pt": 2.5},
         "gauss_newton_damping": {"tolerance_pt": 3.5}, "kernel_regression": {"tolerance": 0.01},
-        "kernel_specialisation": {"twins": TWINS}}
+        "kernel_specialisation": {"twins": TWINS}, "eigenfunction_alignment": {"twins": TWINS},
+        "loss_phases": {"early_from": 0.02, "late_from": 0.2, "twins": TWINS}}
 
 
 @pytest.mark.parametrize(("name", "claim"), [("training_curves", "C1"), ("accuracy_vs_feature_updates", "C1"),
@@ -129,7 +130,8 @@ EXAMPLE_TABLES = {"metrics": "metrics", "ntk": "ntk_table", "gauss_newton": "dam
 @pytest.mark.parametrize("name", sorted(figures.FIGURES))
 def test_empty_table_gives_a_note_instead_of_a_crash(request, tmp_path, name):
     table = request.getfixturevalue(EXAMPLE_TABLES[figures.FIGURES[name].table])
-    fig = draw(name, table.iloc[:0], tmp_path)
+    extra = {"ntk_companion": table.iloc[:0], "early_from": 0.01, "late_from": 0.1} if name == "loss_phases" else {}
+    fig = draw(name, table.iloc[:0], tmp_path, **extra)
     assert any("nothing to" in text for text in texts_of(fig))
 
 
@@ -317,10 +319,13 @@ def test_kernel_specialisation_leaves_out_diverged_runs_and_says_so(tmp_path):
 def test_ntk_figures_say_which_runs_diverged_or_have_degenerate_kernels(tmp_path, name):
     """A diverged run is drawn until its divergence and a degenerate kernel (NaN) not at all; the
     figure says both, and draws whatever the table holds (here every K = 1 kernel degenerate)."""
-    table = examples.example_ntk(Ks=(1, 100, math.inf), seeds=(0, 1), diverged=[("cnn", 100.0, 1)])
+    standard = [("cnn", 1.0, 0)] if name == "eigenfunction_alignment" else []  # a figure of K = 1 alone
+    table = examples.example_ntk(Ks=(1, 100, math.inf), seeds=(0, 1), diverged=[("cnn", 100.0, 1), *standard])
     table.loc[(table["K"] == 1) & table["metric"].isin(["alignment", "specialisation"]), "value"] = np.nan
     text = "\n".join(texts_of(draw(name, table, tmp_path)))
-    if name == "kernel_specialisation":
+    if name == "eigenfunction_alignment":  # K = 1 only
+        assert "cnn (network), 1 of 2 runs diverged (drawn until step" in text
+    elif name == "kernel_specialisation":
         assert "contrast undefined" in text and "degenerate kernel (NaN)" in text
     else:
         assert "K = 10², 1 of 4 runs diverged (drawn until step" in text  # cnn and cnn_deep, two seeds each
@@ -378,3 +383,24 @@ def test_kernel_regression_figure_shows_the_deviation_and_both_models_over_t(ker
     drawn = np.concatenate([line.get_ydata() for line in deviation[0].get_lines() if len(line.get_ydata()) == 3])
     assert np.allclose(drawn, 2e-3, rtol=0.2)  # the perturbation of the example table
     assert {"C6 tolerance 0.01", "kernel regression (t → ∞)"} <= set(texts_of(fig))
+
+
+# ---------------------------------------------------------------- the companion's figures (S3, S4)
+
+
+def test_loss_phases_fits_the_late_power_law_and_marks_where_the_alignment_levels_off(ntk_table, tmp_path):
+    metrics = examples.example_companion_metrics(models=("cnn", "cnn_deep", "cnn_deep_linear"))
+    fig = draw("loss_phases", metrics, tmp_path, ntk_companion=ntk_table, early_from=0.01, late_from=0.1, twins=TWINS)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert [title[:-1] for title in titles[:2]] == ["cnn: late exponent -0.50, early slope -1.4",
+                                                    "cnn_deep: late exponent -0.50, early slope -1.4"]
+    assert sum(text.startswith("90% of the rise\nby step") for text in texts_of(fig)) == 2
+    assert all(ax.get_xscale() == "log" for ax in fig.axes)
+    assert "its deep linear twin" in texts_of(fig) and "late phase: fitted power law" in texts_of(fig)
+
+
+def test_eigenfunction_alignment_draws_each_network_above_its_twin(ntk_table, tmp_path):
+    fig = draw("eigenfunction_alignment", ntk_table, tmp_path, twins=TWINS)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["cnn (network)", "cnn_deep (network)", "", "cnn_deep_linear (deep linear twin)"]
+    assert "k = C − 1 = 2 (S4)" in texts_of(fig)

@@ -32,7 +32,8 @@ CLAIM_IDS = ["C1", "C2", "C3", "C4", "C5", "C6", "S1", "S2"]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 TEST_CONFIG = ("--configfile", "config/test.yaml")
 FIGURES = ["training_curves", "accuracy_vs_feature_updates", "network_vs_linearised", "linearise_after_t",
-           "ntk_distance", "kernel_alignment", "kernel_specialisation", "gauss_newton_damping", "kernel_regression"]
+           "ntk_distance", "kernel_alignment", "kernel_specialisation", "loss_phases", "eigenfunction_alignment",
+           "gauss_newton_damping", "kernel_regression"]
 
 
 def report_results(report: Path) -> dict[str, dict]:
@@ -82,10 +83,12 @@ def expected_jobs(config: dict) -> dict[str, int]:
     """The job counts of the whole pipeline: those of the config's run grid (a training and an NTK job per
     run of its first seed: the seeds are a job's lanes)."""
     grid = workflow.run_grid(config)
-    runs, seeds = len(grid.sweep + grid.switch + grid.twin), len(config["seeds"])
+    runs, seeds = len(grid.sweep + grid.switch + grid.companion), len(config["seeds"])
     jobs = {"prepare_data": 1, "run_config": runs, "train": runs // seeds, "aggregate": 1, "aggregate_sweep": 1,
-            "aggregate_predictions": 1, "measure_ntk": len(grid.sweep + grid.twin) // seeds, "aggregate_ntk": 1,
+            "aggregate_predictions": 1, "measure_ntk": len(grid.sweep + grid.companion) // seeds, "aggregate_ntk": 1,
             "claims": 1, "all": 1}
+    if grid.companion:
+        jobs.update(aggregate_companion=1, aggregate_ntk_companion=1)
     jobs.update({figure: 1 for figure in config["figures"]})
     if grid.gauss_newton:
         jobs.update(gauss_newton=len(grid.gauss_newton), aggregate_gauss_newton=1, aggregate_gauss_newton_predictions=1)
@@ -115,8 +118,8 @@ def test_snakemake_files_are_formatted():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("config_name, runs, training_jobs", [("config.yaml", 96, 32), ("paper.yaml", 150, 50),
-                                                               ("test.yaml", 4, 4), ("digits.yaml", 96, 32)])
+@pytest.mark.parametrize("config_name, runs, training_jobs", [("config.yaml", 108, 36), ("paper.yaml", 144, 48),
+                                                               ("test.yaml", 5, 5), ("digits.yaml", 108, 36)])
 def test_dry_run_builds_every_job_of_the_config(workdir: Path, config_name: str, runs: int, training_jobs: int):
     config = load_config(config_name)
     args = [] if config_name == "config.yaml" else ["--configfile", f"config/{config_name}"]
@@ -141,7 +144,8 @@ def test_default_config_is_the_mnist1d_design_and_digits_the_same_design(config_
     assert config["K"] == K
     assert len(config["seeds"]) >= 3
     assert config["switch"] == {"fractions": [0.01, 0.03, 0.1, 0.3], "models": list(config["models"])}
-    assert config["deep_linear"]["models"] == ["mlp", "cnn_deep"]
+    assert [entry["kwargs"]["depth"] for entry in config["companion"]["models"].values()] == [1, 2, 3]
+    assert config["companion"]["training"]["batch_size"] == config["companion"]["training"]["train_size"]
     assert config["resources"]["gpu"] == 0
     assert config["figures"] == FIGURES
 
@@ -193,12 +197,12 @@ def test_the_run_grid_names_every_run_of_the_tiny_config():
     assert grid == workflow.RunGrid(
         sweep=["digits/mlp/K1/seed0/base", "digits/mlp/Kinf/seed0/base"],
         switch=["digits/mlp/switch50/seed0/base"],  # t = 0.5 of 100 steps
-        twin=["digits/mlp_linear/K1/seed0/base"],
+        companion=["digits/mlp1/K1/seed0/companion", "digits/mlp1_linear/K1/seed0/companion"],
         gauss_newton=["digits/mlp/mse/seed0", "digits/mlp/cross_entropy/seed0"],
         kernel_regression=["digits/mlp/seed0"],
         schedules=["K1", "Kinf", "switch50"],
     )
-    for path in grid.sweep + grid.switch + grid.twin + grid.gauss_newton + grid.kernel_regression:
+    for path in grid.sweep + grid.switch + grid.companion + grid.gauss_newton + grid.kernel_regression:
         assert workflow.run_path(**workflow.run_wildcards(path)) == path
     assert workflow.run_wildcards("digits/mlp/switch50/seed0/base") == {
         "dataset": "digits", "model": "mlp", "schedule": "switch50", "seed": "0", "variant": "base"}
@@ -213,16 +217,21 @@ def test_run_configs_take_every_setting_from_the_config():
     config = load_config("test.yaml")
     grid = workflow.run_grid(config)
     defaults = {field.name: field.default for field in dataclasses.fields(record.RunConfig)}
-    for path in grid.sweep + grid.switch + grid.twin:
+    for path in grid.sweep + grid.switch + grid.companion:
         settings = workflow.run_config(config, workflow.run_wildcards(path))
         assert list(settings) == list(defaults)
         record.RunConfig.from_dict(settings)
-        for name in set(defaults) - set(record.IDENTITY_KEYS):
-            assert settings[name] == config["training"].get(name, defaults[name]), name
+        training = config["training"] if path in grid.sweep + grid.switch else {**config["training"],
+                                                                                **config["companion"]["training"]}
+        for name in set(defaults) - set(record.IDENTITY_KEYS) - {"optimizer"}:
+            assert settings[name] == training.get(name, defaults[name]), name
     switch = workflow.run_config(config, workflow.run_wildcards(grid.switch[0]))
     assert (switch["K"], switch["switch_step"], switch["seed"]) == (1, 50, 0)
-    twin = workflow.run_config(config, workflow.run_wildcards(grid.twin[0]))
-    assert twin["model"] == {"label": "mlp_linear", "name": "mlp", "activation": "linear", "depth": 1, "width": 32}
+    network, twin = (workflow.run_config(config, workflow.run_wildcards(path)) for path in grid.companion)
+    assert twin["model"] == {"label": "mlp1_linear", "name": "mlp", "activation": "linear", "depth": 1, "width": 16}
+    assert (network["optimizer"]["learning_rate"], twin["optimizer"]["learning_rate"]) == (0.02, 0.01)
+    assert network["optimizer"]["name"] == "sgd" and network["loss"] == "mse" and network["variant"] == "companion"
+    assert network["batch_size"] == network["train_size"] == 64 and network["K"] == 1
     written = workflow.run_config_yaml(config, workflow.run_wildcards(grid.sweep[1]))
     assert yaml.safe_load(written) == workflow.run_config(config, workflow.run_wildcards(grid.sweep[1]))
     assert "\nK: .inf\nswitch_step: null\n" in written
@@ -295,7 +304,13 @@ def _mutate(config: dict, path: str, value) -> None:
         ("claims.bootstrap.confidence", 1.5, "config key 'claims.bootstrap.confidence'"),
         ("claims.C9", {"min_gap_pt": 1.0}, "'C9' was unexpected"),
         ("ntk.velocity_interval", 15, "ntk.velocity_interval"),
-        ("deep_linear.models", ["resnet"], "deep_linear.models[0]"),
+        ("companion.models.mlp1.name", "resnet18", "companion.models.mlp1.name"),
+        ("companion.models.mlp", {"name": "mlp", "kwargs": {"depth": 1, "width": 4}, "learning_rate": 0.1,
+                                  "twin_learning_rate": 0.1, "mem_mb": 100, "minutes_per_1000_steps": 1},
+         "config key 'companion.models.mlp': the label 'mlp' is taken"),
+        ("companion.training.loss", "hinge", "config key 'companion.training'"),
+        ("companion.training.eval_every", 55, "eval_every = 55 must be a multiple of its scan_steps = 10"),
+        ("variants.companion", {"augment": False}, "config key 'variants.companion'"),
         ("switch.models", ["cnn"], "switch.models[0]"),
         ("training.eval_every", 55, "training.eval_every"),
         ("gauss_newton.models", ["cnn"], "gauss_newton.models[0]"),
@@ -579,7 +594,7 @@ def test_changing_the_trainer_retrains(finished: Path):
     _change_code(finished, "train")
     jobs, _ = planned_jobs(finished, *TEST_CONFIG)
     grid = workflow.run_grid(load_config("test.yaml"))
-    assert jobs["train"] == len(grid.sweep + grid.switch + grid.twin)
+    assert jobs["train"] == len(grid.sweep + grid.switch + grid.companion)
     assert "run_config" not in jobs  # the runs' configs are the same
 
 

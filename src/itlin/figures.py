@@ -20,9 +20,10 @@ def _no_options(config: Mapping, twins: Mapping[str, str]) -> dict:
 @dataclass(frozen=True)
 class Figure:
     """One figure: its ``name`` (rule, files, draw function), the ``claim`` it tests, a ``label`` for the
-    report, the ``table`` it is drawn from (a ``tables.SPECS`` name) and that table's ``path``, and
+    report, the ``table`` it is drawn from (a ``tables.SPECS`` name) and that table's ``path``,
     ``options(config, twins)``: the keyword arguments of its draw function, from the workflow config and
-    the deep linear twins (twin label -> model label)."""
+    the deep linear twins (twin label -> model label), and ``extra``: more tables (``tables.TABLES`` names, files
+    ``results/tables/<name>.parquet``) that the draw function takes as keyword arguments of those names."""
 
     name: str
     claim: str
@@ -30,6 +31,12 @@ class Figure:
     table: str
     path: str
     options: Callable[[Mapping, Mapping[str, str]], dict] = _no_options
+    extra: tuple[str, ...] = ()
+
+    @property
+    def extra_paths(self) -> list[str]:
+        """The files of the ``extra`` tables."""
+        return [f"results/tables/{name}.parquet" for name in self.extra]
 
     @property
     def draw(self) -> str:
@@ -47,6 +54,13 @@ def _tolerance(claim: str, key: str = "tolerance_pt", option: str = "tolerance_p
     return lambda config, twins: {option: config["claims"][claim][key]}
 
 
+def _twins(config: Mapping, twins: Mapping[str, str]) -> dict:
+    """The options of a figure that draws each companion network beside its deep linear twin."""
+    return {"twins": dict(twins)}
+
+
+COMPANION_NTK = "results/tables/ntk_companion.parquet"
+"""The NTK table of the companion's runs, in its own regime: the S1, S2 and S4 figures are drawn from it."""
 SWEEP = "results/tables/metrics_sweep.parquet"
 """The metrics of the K sweep alone (no switch runs), so that the figures of the sweep never wait for
 (or redraw after) the C4 switch runs; linearise_after_t reads metrics.parquet, which has them."""
@@ -62,8 +76,10 @@ FIGURES: dict[str, Figure] = {figure.name: figure for figure in (
            _tolerance("C5")),
     Figure("kernel_regression", "C6", "kernel regression", "kernel_regression",
            "results/tables/kernel_regression.parquet", _tolerance("C6", "max_difference", "tolerance")),
-    Figure("kernel_alignment", "S1", "kernel alignment", "ntk", "results/tables/ntk.parquet"),
-    Figure("kernel_specialisation", "S2", "kernel specialisation", "ntk", "results/tables/ntk.parquet",
-           lambda config, twins: {"twins": twins}),
+    Figure("kernel_alignment", "S1", "kernel alignment", "ntk", COMPANION_NTK),
+    Figure("kernel_specialisation", "S2", "kernel specialisation", "ntk", COMPANION_NTK, _twins),
+    Figure("loss_phases", "S3", "two phases of the loss", "metrics", "results/tables/metrics_companion.parquet",
+           lambda config, twins: {**config["claims"]["S3"], "twins": twins}, extra=("ntk_companion",)),
+    Figure("eigenfunction_alignment", "S4", "eigenfunction alignment", "ntk", COMPANION_NTK, _twins),
 )}
 """Every figure the pipeline can draw, by name, in claim order (the config's ``figures`` picks some)."""

@@ -59,7 +59,8 @@ def measure_runs(run_dirs: list[Path], data_path: Path, probe_size: int, *, prob
 
     The runs (a training job's seeds) share one model architecture: the kernel programs are built for it
     once and serve every run. At each snapshot step and for each point (``network``: θ,
-    ``linearisation``: θ_lin) the per-class kernels on the dataset's class-balanced probe set
+    ``linearisation``: θ_lin; for K = 1, whose θ_lin is θ one step earlier, θ_lin only) the per-class kernels
+    on the dataset's class-balanced probe set
     (``data.probe_indices``), of every parameter and of the backbone, give: against the kernel at θ₀ (the
     step-0 snapshot), the Fort ``distance_from_init``, ``relative_change``, ``norm_ratio`` and
     ``centred_distance`` of the trace kernel; its centred ``alignment`` and ``alignment_uncentred`` with the
@@ -117,11 +118,14 @@ def _measure_run(run_dir: Path, config: record.RunConfig, diverged_step: int | N
 
     rows, initial, measured = [], None, {}
     interval = config.velocity_interval
+    # Standard training (K = 1, not a switch run) re-linearises at every step, so its θ_lin is θ one step
+    # earlier: only the trained kernel (at θ_lin) is measured, not a second one a step apart.
+    first_point = 1 if config.K == 1 and config.switch_step is None else 0
     log.info("%s: %d snapshots, %d probe examples", run_dir, len(snapshots), probe_size)
     for index, (step, path) in enumerate(snapshots, start=1):
         started = time.perf_counter()
         theta, theta_lin = record.load_snapshot(path, like=like)
-        for point, params in (("network", theta), ("linearisation", theta_lin)):
+        for point, params in (("network", theta), ("linearisation", theta_lin))[first_point:]:
             kernel, first_row = summarise(params), len(rows)
             if initial is None:
                 if step != 0:

@@ -49,6 +49,44 @@ def diagonal_dominance(entries: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
     return dominant.astype(float).groupby(list(keys), dropna=False).mean().rename("dominant_share")
 
 
+def target_rank(ntk: pd.DataFrame) -> int | None:
+    """The rank k = C − 1 at which S4 reads the target energy C(k): the number of directions the centred one-hot
+    targets of C classes span (C from the specialisation rows' classes); None without such rows."""
+    classes = ntk["output_class"].dropna()
+    return int(classes.max()) if len(classes) else None
+
+
+def loglog_slope(steps: np.ndarray, losses: np.ndarray) -> float:
+    """The least-squares slope of log loss against log step (NaN with fewer than 3 points or a loss <= 0)."""
+    if len(steps) < 3 or (losses <= 0).any() or not np.isfinite(losses).all():
+        return float("nan")
+    return float(np.polyfit(np.log(steps), np.log(losses), 1)[0])
+
+
+def phase_slopes(rows: pd.DataFrame, early_from: float, late_from: float) -> pd.DataFrame:
+    """Per seed of one model's training-loss rows: the log-log slope over the late phase (steps from
+    ``late_from``·T to T, T the last step) and over the early phase (from ``early_from``·T to ``late_from``·T)."""
+    last = rows["step"].max()
+    slopes = {}
+    for seed, run in rows.groupby("seed"):
+        run = run[run["step"] > 0].sort_values("step")
+        late = run[run["step"] >= late_from * last]
+        early = run[(run["step"] >= early_from * last) & (run["step"] <= late_from * last)]
+        slopes[seed] = (loglog_slope(late["step"].to_numpy(), late["loss"].to_numpy()),
+                        loglog_slope(early["step"].to_numpy(), early["loss"].to_numpy()))
+    return pd.DataFrame.from_dict(slopes, orient="index", columns=["late", "early"])
+
+
+def rise_share_step(rows: pd.DataFrame, share: float) -> int | None:
+    """The first snapshot step at which the mean over seeds of a K = 1 measure (``rows``: one model's) has made
+    ``share`` of its rise from step 0 to its last step; None without a rise."""
+    curve = rows[rows["K"] == 1].groupby("step")["value"].mean().sort_index()
+    if len(curve) < 2 or not curve.iloc[-1] > curve.iloc[0]:
+        return None
+    reached = curve[curve - curve.iloc[0] >= share * (curve.iloc[-1] - curve.iloc[0])]
+    return int(reached.index[0])
+
+
 def kernel_regression_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per run (dataset, model, seed) and step: the largest |trained − closed form| over the test outputs,
     the test accuracy and train loss of each, the condition number and the last step ``steps``. At step inf

@@ -309,7 +309,12 @@ SPECS: dict[str, TableSpec] = {
         "kernel-regression", KERNEL_REGRESSION_COLUMNS, ["dataset", "model", "seed", "step", "example", "output_class"],
         check=_check_kernel_regression),
 }
-"""Table name -> its spec: every table the pipeline writes (``metrics_sweep.parquet`` is a ``metrics`` table)."""
+"""Spec name -> its spec: every kind of table the pipeline writes."""
+
+TABLES: dict[str, str] = {name: name for name in SPECS} | {
+    "metrics_sweep": "metrics", "metrics_companion": "metrics", "ntk_companion": "ntk"}
+"""Table (its file ``results/tables/<table>.parquet``) -> its spec: the K sweep's metrics alone, and the companion's
+runs' metrics and kernels (its own regime, S1-S5), are tables of their own."""
 
 
 def validate(name: str, df: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -472,8 +477,13 @@ def final_metrics(metrics: pd.DataFrame, split: str = "test", evaluator: str = T
 
 
 def nonlinear(rows: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the ReLU networks of an NTK table: the deep linear twins are S2's control only."""
+    """Rows of the ReLU networks of an NTK table: the deep linear twins are S2's and S5's control."""
     return rows[rows["activation"] != "linear"]
+
+
+def linear(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the deep linear twins of an NTK table (identity activations)."""
+    return rows[rows["activation"] == "linear"]
 
 
 def group_labels(runs: pd.DataFrame) -> pd.Series:

@@ -9,7 +9,8 @@ re-linearisation period (``Kinf``: linearised training, never re-linearise) or `
 C4 run (standard training until step t, then linearised at θ_t to the end); the schedule is named
 and parsed by ``itlin.record``. A training job (and an NTK job) is ``{dataset}/{model}/{schedule}/{variant}``:
 every seed of the run, as lanes of one program. A C5 job is ``{dataset}/{model}/{loss}/seed{seed}``, a C6 job
-``{dataset}/{model}/seed{seed}``.
+``{dataset}/{model}/seed{seed}``. The companion's runs (S1–S5, its own regime: ``companion``) are training runs
+of the variant ``companion``, at K = 1.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ TRAINING_JOB = "{dataset}/{model}/{schedule}/{variant}"
 PACKAGE = Path(__file__).parent
 PACKAGE_PATH = Path("src") / "itlin"
 """The itlin sources, here and relative to the repository root."""
+COMPANION = "companion"
+"""The variant of the companion's runs: its regime (full-batch gradient descent on squared loss, ``companion.training``)
+in place of the main paper's ``training``, at K = 1, each model with its constant step."""
+COMPANION_FIGURES = ("kernel_alignment", "kernel_specialisation", "loss_phases", "eigenfunction_alignment")
+"""The figures of the companion's claims (S1-S4), drawn from its runs: a config that lists one needs them."""
 PROFILE_PLACEHOLDER = re.compile(r"\byour_\w+")
 """The placeholders of profiles/slurm (your_account, your_cpu_partition, ...) that a user replaces."""
 
@@ -102,17 +108,7 @@ def check_config(cfg: dict) -> None:
             f"config key 'ntk.velocity_interval' = {interval} must be a multiple of 'training.scan_steps' = {scan} "
             f"and at most 'training.steps' = {steps} (snapshots are taken between blocks of steps)"
         )
-    for index, label in enumerate(cfg["deep_linear"]["models"]):
-        if label not in cfg["models"] or cfg["models"][label]["name"] not in ("mlp", "cnn"):
-            raise WorkflowConfigError(
-                f"config key 'deep_linear.models[{index}]' = {label!r} must be the label of an mlp or cnn under "
-                f"'models' ({', '.join(cfg['models'])})"
-            )
-        if twin_label(label) in cfg["models"]:
-            raise WorkflowConfigError(
-                f"config key 'deep_linear.models[{index}]': its twin's label {twin_label(label)!r} is already a "
-                "label under 'models'"
-            )
+    check_companion(cfg)
     for stage in ("gauss_newton", "kernel_regression"):
         for index, label in enumerate(cfg[stage]["models"]):
             if label not in cfg["models"]:
@@ -139,7 +135,8 @@ def check_config(cfg: dict) -> None:
                 f"config key 'kernel_regression.compare_steps[{index}]' = {step} must lie below "
                 f"'kernel_regression.steps' = {cfg['kernel_regression']['steps']} (the last step is always compared)"
             )
-    for figure, stage in (("gauss_newton_damping", "gauss_newton"), ("kernel_regression", "kernel_regression")):
+    for figure, stage in (("gauss_newton_damping", "gauss_newton"), ("kernel_regression", "kernel_regression"),
+                          *((name, "companion") for name in COMPANION_FIGURES)):
         if figure in cfg["figures"] and not cfg[stage]["models"]:
             raise WorkflowConfigError(f"config key 'figures' lists {figure}, which needs '{stage}.models'")
 
@@ -167,6 +164,52 @@ def config_values(cfg: dict, key: str) -> list[tuple[str, object]]:
         found = [(f"{path}.{name}" if path else name, value[name]) for path, value in found if isinstance(value, dict)
                  for name in (value if part == "*" else [part] if part in value else [])]
     return found
+
+
+def check_companion(cfg: dict) -> None:
+    """Reject, naming the key, a companion section whose labels clash with other models' or whose training
+    settings (``training`` with ``companion.training`` over it) its run configs would refuse."""
+    if COMPANION in cfg["variants"]:
+        raise WorkflowConfigError(f"config key 'variants.{COMPANION}': the name is the companion's runs' variant")
+    for label, entry in cfg["companion"]["models"].items():
+        if entry["name"] not in ("mlp", "cnn"):
+            raise WorkflowConfigError(f"config key 'companion.models.{label}.name' = {entry['name']!r} must be mlp or "
+                                      "cnn (each gets a deep linear twin)")
+        for name in (label, twin_label(label)):
+            if name in cfg["models"] or (name != label and name in cfg["companion"]["models"]):
+                raise WorkflowConfigError(f"config key 'companion.models.{label}': the label {name!r} is taken "
+                                          "(under 'models', or by a deep linear twin)")
+    if not cfg["companion"]["models"]:
+        return
+    training = companion_training(cfg, next(iter(cfg["companion"]["models"])))
+    try:
+        validation.validate(training, record.TRAINING_SCHEMA, what="run config key")
+    except ValueError as error:
+        raise WorkflowConfigError(f"config key 'companion.training': {error}") from None
+    scan = training["scan_steps"]
+    for key, value in (*((key, training[key]) for key in ("steps", "eval_every", "checkpoint_every")),
+                       ("ntk.velocity_interval", cfg["ntk"]["velocity_interval"])):
+        if value % scan:
+            raise WorkflowConfigError(f"config key 'companion.training': {key} = {value} must be a multiple of its "
+                                      f"scan_steps = {scan}")
+
+
+def companion_training(cfg: dict, label: str | None = None) -> dict:
+    """The training settings of the companion's runs of model ``label``: ``training`` with ``companion.training``
+    over it, and the model's own constant step (its ``learning_rate``; a twin's, its ``twin_learning_rate``)."""
+    training = {**cfg["training"], **cfg["companion"]["training"]}
+    if label is not None:
+        rate = companion_learning_rate(cfg, label)
+        training["optimizer"] = {**training["optimizer"], "learning_rate": rate}
+    return training
+
+
+def companion_learning_rate(cfg: dict, label: str) -> float:
+    """The constant step of a companion model, or of a companion model's deep linear twin."""
+    models = cfg["companion"]["models"]
+    if label in models:
+        return models[label]["learning_rate"]
+    return models[twins(cfg)[label]]["twin_learning_rate"]
 
 
 def check_sizes(cfg: dict, schema_path: Path) -> None:
@@ -239,17 +282,18 @@ def twin_label(label: str) -> str:
 
 
 def twins(cfg: dict) -> dict[str, str]:
-    """Deep linear twin label -> the model it copies (S2's control, trained at K = 1 only)."""
-    return {twin_label(label): label for label in cfg["deep_linear"]["models"]}
+    """Deep linear twin label -> the companion model it copies (S2's and S5's control, trained as it is)."""
+    return {twin_label(label): label for label in cfg["companion"]["models"]}
 
 
 def model_entry(cfg: dict, label: str) -> dict:
-    """The config entry of a model label; a deep linear twin's is its model's with ``activation: linear``."""
+    """The config entry of a model label (under ``models`` or ``companion.models``); a deep linear twin's is its
+    model's with ``activation: linear``."""
     copied = twins(cfg).get(label)
     if copied:
-        entry = cfg["models"][copied]
+        entry = cfg["companion"]["models"][copied]
         return {**entry, "kwargs": {**entry["kwargs"], "activation": "linear"}}
-    return cfg["models"][label]
+    return cfg["models"][label] if label in cfg["models"] else cfg["companion"]["models"][label]
 
 
 def model_spec(cfg: dict, label: str) -> dict:
@@ -264,7 +308,7 @@ class RunGrid(NamedTuple):
 
     sweep: list[str]  # every model x K x seed x variant
     switch: list[str]  # C4: the switch models x switch steps x seed x variant
-    twin: list[str]  # S2: the deep linear twins, at K = 1 only, x seed x variant
+    companion: list[str]  # S1-S5: the companion's models and their deep linear twins, at K = 1, x seed
     gauss_newton: list[str]  # C5: model x loss x seed
     kernel_regression: list[str]  # C6: model x seed
     schedules: list[str]  # K1, Kinf, switch300, ...: every schedule of the training runs
@@ -281,17 +325,19 @@ def run_grid(cfg: dict) -> RunGrid:
     sweep_schedules = [record.schedule_name(K) for K in cfg["K"]]
     switch_schedules = [record.schedule_name(1, switch_step=t)
                         for t in record.switch_steps(cfg["switch"]["fractions"], cfg["training"]["steps"])]
-    twin_schedule = record.schedule_name(1)  # the twins train at K = 1, whether or not the K grid has it
+    companion_schedule = record.schedule_name(1)  # the companion trains at K = 1, whether or not the K grid has it
+    companion = [run_path(dataset=dataset, model=model, schedule=companion_schedule, seed=seed, variant=COMPANION)
+                 for model in [*cfg["companion"]["models"], *twins(cfg)] for seed in seeds]
     return RunGrid(
         sweep=runs(cfg["models"], sweep_schedules),
         switch=runs(cfg["switch"]["models"], switch_schedules),
-        twin=runs(twins(cfg), [twin_schedule]),
+        companion=companion,
         gauss_newton=[run_path(dataset=dataset, model=model, loss=loss, seed=seed)
                       for model in cfg["gauss_newton"]["models"] for loss in cfg["gauss_newton"]["losses"]
                       for seed in seeds],
         kernel_regression=[run_path(dataset=dataset, model=model, seed=seed)
                            for model in cfg["kernel_regression"]["models"] for seed in seeds],
-        schedules=list(dict.fromkeys(sweep_schedules + switch_schedules + [twin_schedule])),
+        schedules=list(dict.fromkeys(sweep_schedules + switch_schedules + ([companion_schedule] if companion else []))),
     )
 
 
@@ -340,10 +386,10 @@ def wildcard_patterns(cfg: dict) -> dict[str, str]:
     return {
         "dataset": alternatives([cfg["dataset"]["name"]]),
         "loss": alternatives(cfg["gauss_newton"]["losses"]),
-        "model": alternatives(list(cfg["models"]) + list(twins(cfg))),
+        "model": alternatives([*cfg["models"], *cfg["companion"]["models"], *twins(cfg)]),
         "schedule": alternatives(run_grid(cfg).schedules),
         "seed": alternatives(cfg["seeds"]),
-        "variant": alternatives(cfg["variants"]),
+        "variant": alternatives([*cfg["variants"], *([COMPANION] if cfg["companion"]["models"] else [])]),
     }
 
 
@@ -351,7 +397,8 @@ def run_config(cfg: dict, wildcards: Mapping[str, str]) -> dict:
     """The complete run config of one training run (the `itlin train --config` format), every key of
     ``itlin.record.RunConfig`` explicit: the run's own keys (``record.IDENTITY_KEYS``) from its wildcards,
     the variant and the NTK section, every other key from the config's ``training`` section (its default
-    where the section leaves it out), so a new run setting needs no edit here.
+    where the section leaves it out; for the companion's runs, ``companion_training``), so a new run setting
+    needs no edit here.
 
     Nested mappings are sorted, so reordering keys in a config file reruns nothing."""
     K, switch_step = record.parse_schedule(wildcards["schedule"])
@@ -363,11 +410,13 @@ def run_config(cfg: dict, wildcards: Mapping[str, str]) -> dict:
         "switch_step": switch_step,
         "seed": int(wildcards["seed"]),
         "variant": wildcards["variant"],
-        "augment": cfg["variants"][wildcards["variant"]]["augment"],
+        "augment": wildcards["variant"] != COMPANION and cfg["variants"][wildcards["variant"]]["augment"],
         "velocity_interval": cfg["ntk"]["velocity_interval"],
     }
+    settings = (companion_training(cfg, wildcards["model"]) if wildcards["variant"] == COMPANION
+                else cfg["training"])
     training = {key: dict(sorted(value.items())) if isinstance(value, dict) else value
-                for key, value in cfg["training"].items()}
+                for key, value in settings.items()}
     return {field.name: identity[field.name] if field.name in identity else training.get(field.name, field.default)
             for field in dataclasses.fields(record.RunConfig)}
 

@@ -1,8 +1,9 @@
 """Stage 3: each stage's per-run files concatenated into one validated table (itlin.tables, one spec per
 table), by one script.
 
-metrics.parquet holds every run (claims, linearise_after_t); metrics_sweep.parquet only the
-K sweep, so that the sweep figures never wait for (or rerun after) the switch runs. The runs' final
+metrics.parquet holds every run of the main paper's regime (claims, linearise_after_t); metrics_sweep.parquet
+only the K sweep, so that the sweep figures never wait for (or rerun after) the switch runs; the companion's
+runs (its own regime) have their metrics_companion and ntk_companion. The runs' final
 per-example test predictions, and C5's, are what the claims' bootstrap resamples."""
 
 # rule -> (the table it writes, below results/tables/; its spec in itlin.tables.SPECS; the files it concatenates)
@@ -10,7 +11,9 @@ TABLES = {
     "aggregate": ("metrics", "metrics", run_files(SWEEP_RUNS + SWITCH_RUNS, "metrics.parquet")),
     "aggregate_sweep": ("metrics_sweep", "metrics", run_files(SWEEP_RUNS, "metrics.parquet")),
     "aggregate_predictions": ("predictions", "predictions", run_files(SWEEP_RUNS + SWITCH_RUNS, "predictions.parquet")),
-    "aggregate_ntk": ("ntk", "ntk", stage_files("ntk", SWEEP_RUNS + TWIN_RUNS)),
+    "aggregate_ntk": ("ntk", "ntk", stage_files("ntk", SWEEP_RUNS)),
+    "aggregate_companion": ("metrics_companion", "metrics", run_files(COMPANION_RUNS, "metrics.parquet")),
+    "aggregate_ntk_companion": ("ntk_companion", "ntk", stage_files("ntk", COMPANION_RUNS)),
     "aggregate_gauss_newton": ("gauss_newton", "gauss_newton", stage_files("gauss_newton", GAUSS_NEWTON_RUNS)),
     "aggregate_gauss_newton_predictions": (
         "gauss_newton_predictions",

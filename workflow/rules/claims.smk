@@ -20,7 +20,7 @@ rule claims:
     params:
         # thresholds and the bootstrap: changing one reruns this rule only
         settings=config["claims"],
-        # deep linear twin label -> its model: S2 compares each model with its twin
+        # deep linear twin label -> its companion model: S2 and S5 compare each model with its twin
         twins=TWINS,
     script:
         "../scripts/claims.py"

@@ -6,11 +6,13 @@ import os
 from pathlib import Path
 
 from itlin.workflow import (
+    COMPANION,
     GAUSS_NEWTON_RUN,
     KERNEL_REGRESSION_RUN,
     RUN,
     TRAINING_JOB,
     check_cluster_profile,
+    companion_training,
     dataset_options,
     job_runs,
     model_entry,
@@ -34,9 +36,9 @@ wildcard_constraints:
 
 
 DATASET = config["dataset"]["name"]
-TWINS = twins(config)  # deep linear twin label -> the model it copies (S2's control, trained at K = 1 only)
+TWINS = twins(config)  # deep linear twin label -> the companion model it copies (S2's and S5's control)
 GRID = run_grid(config)
-SWEEP_RUNS, SWITCH_RUNS, TWIN_RUNS = GRID.sweep, GRID.switch, GRID.twin
+SWEEP_RUNS, SWITCH_RUNS, COMPANION_RUNS = GRID.sweep, GRID.switch, GRID.companion
 GAUSS_NEWTON_RUNS, KERNEL_REGRESSION_RUNS = GRID.gauss_newton, GRID.kernel_regression
 
 
@@ -80,6 +82,8 @@ def measurement_tables():
         "gauss_newton": "gauss_newton",
         "gauss_newton_predictions": "gauss_newton",
         "kernel_regression": "kernel_regression",
+        "metrics_companion": "companion",
+        "ntk_companion": "companion",
     }
     return {
         table: f"results/tables/{table}.parquet" if config[stage]["models"] else [] for table, stage in stages.items()
@@ -113,5 +117,6 @@ def train_runtime_minutes(wildcards):
     """Wall-time limit of one training job: a fixed overhead plus the model's cost per step, per lane (the
     seeds: on a CPU, lanes take turns)."""
     per_thousand = model_entry(config, wildcards.model)["minutes_per_1000_steps"]
-    steps = config["training"]["steps"] * len(config["seeds"])
+    training = companion_training(config) if wildcards.variant == COMPANION else config["training"]
+    steps = training["steps"] * len(config["seeds"])
     return math.ceil(config["resources"]["runtime_overhead_minutes"] + per_thousand * steps / 1000)

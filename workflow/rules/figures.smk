@@ -13,6 +13,7 @@ for figure in figures.FIGURES.values():
             figure.name
         input:
             table=figure.path,
+            extra=figure.extra_paths,
             code=code("plots"),
         # The report shows the PNG; the PDF (vector, for papers) lies beside it in figures/.
         output:

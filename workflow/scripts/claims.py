@@ -7,7 +7,8 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)  # tracebacks
 
 from itlin import claims, tables  # noqa: E402
 
-measured = {name: tables.read(name, Path(snakemake.input[name])) for name in tables.SPECS if snakemake.input.get(name)}
+measured = {table: tables.read(spec, Path(snakemake.input[table])) for table, spec in tables.TABLES.items()
+            if snakemake.input.get(table)}
 settings = claims.Settings.from_config(snakemake.params.settings)
 results = claims.evaluate(measured, settings, twins=snakemake.params.twins)
 claims.write(results, settings, Path(snakemake.output.markdown), Path(snakemake.output.json),

@@ -9,5 +9,7 @@ from itlin import figures, plots, tables  # noqa: E402
 
 figure = figures.FIGURES[snakemake.params.figure]
 table = tables.read(figure.table, Path(snakemake.input.table))
-getattr(plots, figure.draw)(table, Path(snakemake.output.pdf), Path(snakemake.output.png), **snakemake.params.options)
+extra = {name: tables.read(tables.TABLES[name], Path(path)) for name, path in zip(figure.extra, snakemake.input.extra)}
+getattr(plots, figure.draw)(table, Path(snakemake.output.pdf), Path(snakemake.output.png), **extra,
+                            **snakemake.params.options)
 print(f"{figure.name}: {len(table)} rows -> {snakemake.output.pdf}, {snakemake.output.png}")

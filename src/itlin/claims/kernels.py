@@ -1,7 +1,7 @@
-"""The kernel claims, judged on the NTK table: C3 (the empirical NTK changes substantially, most in the
-first phase), S1 (kernel-target alignment rises early, faster and larger in deeper networks) and S2
-(class-specific kernels, which deep linear networks do not develop). Per-seed changes of the trained
-kernel of the K = 1 runs, resampled over seeds.
+"""The kernel claims: C3 (the empirical NTK changes substantially, most in the first phase), judged on the NTK
+table of the main paper's runs; S1 (kernel-target alignment rises early, faster and larger in deeper networks)
+and S2 (class-specific kernels, which deep linear networks do not develop), judged on the companion's runs in its
+own regime (``ntk_companion``). Per-seed changes of the trained kernel of the K = 1 runs, resampled over seeds.
 """
 
 from __future__ import annotations
@@ -69,6 +69,8 @@ def _seed_draws(settings: Settings, claim: str, group: Sequence[str], values: np
 
 
 NEEDS_SNAPSHOTS = "needs K = 1 snapshots at step 0, in the early phase and at the end"
+COMPANION_NTK = "ntk_companion"
+"""The NTK table of the companion's runs, in its regime: the table S1, S2, S4 and S5 are judged on."""
 
 
 def check_c3(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Mapping[str, str]) -> list[ModelVerdict]:
@@ -121,10 +123,9 @@ def _c3_detail(ntk: pd.DataFrame, group: Sequence[str]) -> str:
 def check_s1(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Mapping[str, str]) -> list[ModelVerdict]:
     """S1: per model, the K = 1 centred kernel-target alignment rises, mostly in the early phase; per
     architecture with several depths, deeper models rise faster (per step, over the early phase) and more."""
-    thresholds = settings["S1"]
-    ntk, notes = _completed_runs(measured["ntk"])
+    ntk, notes = _completed_runs(measured[COMPANION_NTK])
     rises, results = {}, []
-    for group, runs in _models(measured["ntk"]):
+    for group, runs in _models(measured[COMPANION_NTK]):
         alignment = _of_group(summaries.kernel_rows(ntk, "alignment"), group)
         change = _change_per_seed(alignment[alignment["K"] == 1], settings.early_phase_fraction, True,
                                   runs["step"].max())
@@ -132,21 +133,28 @@ def check_s1(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
             results.append(ModelVerdict(*group, note=join(NEEDS_SNAPSHOTS, notes.get(group, ""))))
             continue
         rises[group] = (change, runs[["architecture", "depth"]].iloc[0])
-        values = np.vstack([change["final"].to_numpy(), change["early"].to_numpy()])
-        point, draws = _seed_draws(settings, "S1", group, values)
         uncentred = _of_group(summaries.kernel_rows(ntk, "alignment_uncentred"), group)
-        uncentred = uncentred[uncentred["K"] == 1]
-        uncentred_change = _change_per_seed(uncentred, settings.early_phase_fraction, True, runs["step"].max())
+        uncentred_change = _change_per_seed(uncentred[uncentred["K"] == 1], settings.early_phase_fraction, True,
+                                            runs["step"].max())
         detail = (f"uncentred alignment rise {formatted(uncentred_change['final'].mean(), '+.3f')}, "
                   f"{formatted(uncentred_change['early'].mean(), '+.3f')} by step {int(change['early_step'].iloc[0])}"
                   if uncentred_change is not None else "")
-        tests = (Test("K = 1 centred alignment rise over training", *judged(settings.bootstrap, lambda v: v[0], point, draws),
-                      ">=", thresholds["min_rise"], detail=detail, lacking=settings.too_few_seeds(values[[0]])),
-                 Test(f"share of the rise reached by step {int(change['early_step'].iloc[0])}",
-                      *judged(settings.bootstrap, lambda v: v[1] / v[0], point, draws), ">=",
-                      thresholds["min_early_share"], lacking=settings.too_few_seeds(values)))
+        tests = rise_tests(settings, "S1", group, change, "K = 1 centred alignment", settings["S1"], detail)
         results.append(ModelVerdict(*group, tests, notes.get(group, "")))
     return results + _compare_depths(rises, settings)
+
+
+def rise_tests(settings: Settings, claim: str, group: Sequence[str], change: pd.DataFrame, name: str,
+               thresholds: Mapping[str, float], detail: str = "") -> tuple[Test, Test]:
+    """A measure rises over training by at least ``min_rise``, and at least ``min_early_share`` of the rise comes
+    in the early phase (``change``: per seed, from ``_change_per_seed`` relative to step 0)."""
+    values = np.vstack([change["final"].to_numpy(), change["early"].to_numpy()])
+    point, draws = _seed_draws(settings, claim, group, values)
+    return (Test(f"{name} rise over training", *judged(settings.bootstrap, lambda v: v[0], point, draws), ">=",
+                 thresholds["min_rise"], detail=detail, lacking=settings.too_few_seeds(values[[0]])),
+            Test(f"share of the rise reached by step {int(change['early_step'].iloc[0])}",
+                 *judged(settings.bootstrap, lambda v: v[1] / v[0], point, draws), ">=",
+                 thresholds["min_early_share"], lacking=settings.too_few_seeds(values)))
 
 
 def _compare_depths(rises: dict, settings: Settings) -> list[ModelVerdict]:
@@ -197,12 +205,12 @@ def check_s2(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
     kernel align most with their own class (the effect the claim names), and more of them than in the twin
     (same seeds). The specialisation contrasts are reported beside the verdict."""
     share = settings["S2"]["min_dominant_share"]
-    ntk, notes = _completed_runs(measured["ntk"])
+    ntk, notes = _completed_runs(measured[COMPANION_NTK])
     backbone = _final_specialisation(ntk, "specialisation_backbone")
     full = _final_specialisation(ntk, "specialisation")
     twin_of = {model: twin for twin, model in twins.items()}
     results = []
-    for group, _ in _models(measured["ntk"]):
+    for group, _ in _models(measured[COMPANION_NTK]):
         dataset, model, variant = group
         runs = _of_group(backbone, group)
         twin = backbone[(backbone["model"] == twin_of.get(model)) & (backbone["dataset"] == dataset)
@@ -236,3 +244,55 @@ def check_s2(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
                       lacking=settings.too_few_seeds(values[[0, 2]])))
         results.append(ModelVerdict(*group, tests, note))
     return results
+
+
+def check_s4(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Mapping[str, str]) -> list[ModelVerdict]:
+    """S4: per model, the share C(k) of the centred targets in the top k = C − 1 eigenvectors of the K = 1 trace
+    kernel (the dimension the centred targets span) rises over training, mostly in the early phase."""
+    ntk, notes = _completed_runs(measured[COMPANION_NTK])
+    results = []
+    for group, runs in _models(measured[COMPANION_NTK]):
+        energy = _of_group(summaries.kernel_rows(ntk, "target_energy"), group)
+        rank = summaries.target_rank(runs)
+        change = _change_per_seed(energy[(energy["K"] == 1) & (energy["top_k"] == rank)], settings.early_phase_fraction,
+                                  True, runs["step"].max()) if rank else None
+        if change is None:
+            results.append(ModelVerdict(*group, note=join(NEEDS_SNAPSHOTS, notes.get(group, ""))))
+            continue
+        final = energy[energy["step"] == runs["step"].max()].groupby("top_k")["value"].mean()
+        detail = "C(k) at the end, k = 1 … 2C: " + " ".join(formatted(value, ".2f") for value in final)
+        tests = rise_tests(settings, "S4", group, change, f"K = 1 target energy C({rank}) in the top {rank} eigenvectors",
+                           settings["S4"], detail)
+        results.append(ModelVerdict(*group, tests, notes.get(group, "")))
+    return results
+
+
+def check_s5(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Mapping[str, str]) -> list[ModelVerdict]:
+    """S5: per deep linear twin, its centred alignment rises over training as S1 asks of a network (S1's
+    ``min_rise``), while its heads do not specialise (the share of heads whose backbone kernel aligns most with
+    their own class stays below S2's ``min_dominant_share``)."""
+    ntk, notes = _completed_runs(measured[COMPANION_NTK])
+    backbone = _final_specialisation(ntk, "specialisation_backbone")
+    results = []
+    for group, runs in groups(tables.linear(summaries.period_runs(measured[COMPANION_NTK]))):
+        alignment = _of_group(summaries.kernel_rows(ntk, "alignment"), group)
+        change = _change_per_seed(alignment[alignment["K"] == 1], settings.early_phase_fraction, True,
+                                  runs["step"].max())
+        shares = _of_group(backbone, group)
+        shares = shares[shares["K"] == 1]
+        if change is None or shares.empty:
+            results.append(ModelVerdict(*group, note=join(NEEDS_SNAPSHOTS, notes.get(group, ""))))
+            continue
+        seeds = sorted(set(change.index) | set(shares["seed"]))
+        values = np.vstack([change["final"].reindex(seeds).to_numpy(), seed_matrix(shares, seeds, "dominant_share")])
+        point, draws = _seed_draws(settings, "S5", group, values)
+        network = twins.get(group[1], "its network")
+        tests = (Test(f"K = 1 centred alignment rise over training (deep linear twin of {network})",
+                      *judged(settings.bootstrap, lambda v: v[0], point, draws), ">=", settings["S1"]["min_rise"],
+                      lacking=settings.too_few_seeds(values[[0]])),
+                 Test("share of heads whose final backbone kernel aligns most with their own class",
+                      *judged(settings.bootstrap, lambda v: v[1], point, draws), "<",
+                      settings["S2"]["min_dominant_share"], lacking=settings.too_few_seeds(values[[1]])))
+        results.append(ModelVerdict(*group, tests, notes.get(group, "")))
+    return results
+

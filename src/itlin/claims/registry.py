@@ -10,8 +10,13 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from itlin.claims import accuracy, kernels, solvers
+from itlin.claims import accuracy, kernels, phases, solvers
 from itlin.claims.verdicts import ClaimResult, ModelVerdict, Settings, number
+
+
+COMPANION_REGIME = ("the companion's regime: full-batch gradient descent on squared loss with a constant step, "
+                    "K = 1, networks at several depths and their deep linear twins")
+"""What the companion's claims (S1-S5) rest on, in every one's basis: its own regime, not the main paper's."""
 
 
 @dataclass(frozen=True)
@@ -78,8 +83,8 @@ CLAIMS: tuple[Claim, ...] = (
                      f">= {s['S1']['min_early_share']:.0%} of the rise in the first {s.early_phase_fraction:.0%} of "
                      "training; per architecture with several depths: the deeper model's early rise per step and its "
                      "rise over training exceed the shallower's"),
-          "centred kernel-target alignment of the trace NTK (the uncentred one, dominated by the constant mode of "
-          "ReLU kernels, is reported, not judged)", ("ntk",), kernels.check_s1),
+          f"centred kernel-target alignment of the trace NTK (the uncentred one, dominated by the constant mode of "
+          f"ReLU kernels, is reported, not judged); {COMPANION_REGIME}", ("ntk_companion",), kernels.check_s1),
     Claim("S2", "(companion) Networks with several outputs develop class-specific kernels (kernel "
                 "specialisation); deep linear networks do not.",
           lambda s: (f"per model with a deep linear twin, at K = 1 at the end of training: more than "
@@ -87,8 +92,30 @@ CLAIMS: tuple[Claim, ...] = (
                      "readout) that aligns more with their own class than with any other (the diagonal dominates its "
                      "row of the class-specialisation matrix), and that share exceeds the twin's"),
           "class specialisation of the per-head backbone NTK, against the same network with identity activations (the "
-          "specialisation contrast, mean diagonal minus mean off-diagonal, is reported, not judged)",
-          ("ntk",), kernels.check_s2),
+          f"specialisation contrast, mean diagonal minus mean off-diagonal, is reported, not judged); {COMPANION_REGIME}",
+          ("ntk_companion",), kernels.check_s2),
+    Claim("S3", "(companion) Two phases: in the feature-learning phase the training loss falls faster than a power law "
+                "in time; then, in the kernel-gradient-descent phase, as a power law, with little further alignment.",
+          lambda s: (f"per network: the log-log slope of the training loss over its late phase (steps "
+                     f"{number(s['S3']['late_from'])}·T to T) is < 0 (the power law's exponent), and the slope over its "
+                     f"early phase ({number(s['S3']['early_from'])}·T to {number(s['S3']['late_from'])}·T) is steeper "
+                     "(more negative) than that exponent; the step at which the alignment levels off is reported"),
+          f"training loss of f_lin on the training subset, log-log slopes per seed; {COMPANION_REGIME}",
+          ("metrics_companion", "ntk_companion"), phases.check_s3),
+    Claim("S4", "(companion) In the feature-learning phase the top eigenfunctions of the NTK quickly align with the "
+                "target function.",
+          lambda s: (f"per network: the share C(C − 1) of the centred targets' energy in the top C − 1 eigenvectors of "
+                     f"the K = 1 trace NTK (C classes) rises by >= {number(s['S4']['min_rise'])} over training, >= "
+                     f"{s['S4']['min_early_share']:.0%} of the rise in the first {s.early_phase_fraction:.0%}"),
+          f"eigenvectors of the trace NTK on the probe set (C(k) for k = 1 … 2C is reported); {COMPANION_REGIME}",
+          ("ntk_companion",), kernels.check_s4),
+    Claim("S5", "(companion, its mechanism) Alignment with the target also happens in deep linear networks; "
+                "class-specific alignment does not.",
+          lambda s: (f"per deep linear twin: its K = 1 centred alignment rises by >= {number(s['S1']['min_rise'])} "
+                     f"(S1's threshold), and the share of its heads whose backbone kernel aligns most with their own "
+                     f"class stays below {s['S2']['min_dominant_share']:.0%} (S2's)"),
+          f"centred alignment and class specialisation of the deep linear twins' NTK; {COMPANION_REGIME}",
+          ("ntk_companion",), kernels.check_s5),
 )
 """Every claim, in the order of docs/science.md."""
 

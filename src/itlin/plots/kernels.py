@@ -52,7 +52,7 @@ def ntk_distance(ntk: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
                 ax.set_yscale("symlog", linthresh=symlog_threshold(runs.loc[runs["metric"] == metric, "value"]))
                 ax.set_ylim(bottom=0)
             ax.set(title=f"{group}: {ylabel.split(' (')[0]}", xlabel=NTK_STEP_LABEL, ylabel=ylabel)
-    handles = [line_handle(colours[K], K_label(K) + _kernel_note(rows[rows["K"] == K]), K) for K in sorted(colours)]
+    handles = [line_handle(colours[K], K_label(K) + kernel_note(rows[rows["K"] == K]), K) for K in sorted(colours)]
     return finish(fig, title, handles, out_pdf, out_png, legend_title=NTK_LEGEND_TITLE)
 
 
@@ -87,7 +87,7 @@ def kernel_alignment(ntk: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
         for ax, metric in zip(row, ALIGNMENTS):
             _K_curves(ax, runs[runs["metric"] == metric], colours)
             ax.set(title=f"{group}: {names[metric]}", xlabel=NTK_STEP_LABEL, ylabel=names[metric].split(" (")[0])
-    handles = [line_handle(colours[K], K_label(K) + _kernel_note(rows[rows["K"] == K]), K) for K in sorted(colours)]
+    handles = [line_handle(colours[K], K_label(K) + kernel_note(rows[rows["K"] == K]), K) for K in sorted(colours)]
     if compare_models:
         palette = group_palette(standard.assign(group=tables.group_labels(standard)))
         for ax, metric in zip(axes[-1], ALIGNMENTS):
@@ -195,7 +195,7 @@ def _trained_kernel_rows(ntk: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFr
     return rows
 
 
-def _kernel_note(runs: pd.DataFrame) -> str:
+def kernel_note(runs: pd.DataFrame) -> str:
     """Legend suffix for the kernel rows of one K: how many of its runs diverged (drawn until their
     divergence) and how many have degenerate kernels (NaN values, not drawn); '' when neither."""
     total = runs.groupby(tables.RUN_KEYS, dropna=False).ngroups
