@@ -379,15 +379,21 @@ def test_missing_run_snapshots_or_initial_snapshot_are_named(linearised_run, tin
         measure_ntk.measure_runs([tmp_path], tiny_data, probe_size=8)[0]
 
 
-def test_ntk_table_equals_brute_force_jacobians_of_the_runs_own_snapshots(tiny_data, tmp_path):
-    """A K = 10 run (θ and θ_lin differ): every new metric of the table at the last snapshot against
-    NumPy formulas on float64 per-class kernels from full Jacobians of the snapshot's parameters."""
-    config = dict(
+def small_run(tiny_data, **changes) -> dict:
+    """The run config of a small K = 10 MLP run on the tiny data (40 steps, snapshots in pairs 5 apart), with
+    ``changes``."""
+    return dict(
         data=str(tiny_data), dataset="synthetic", model={"name": "mlp", "depth": 2, "width": 8}, K=10,
         switch_step=None, seed=1, variant="base", steps=40, batch_size=32,
         optimizer={"name": "adam", "learning_rate": 3e-2, "momentum": 0.0, "schedule": "constant"},
         loss="cross_entropy", augment=False, reset_optimizer=False, proximal_damping=0.0, eval_every=20,
-        eval_train_size=64, scan_steps=5, num_snapshots=3, velocity_interval=5, checkpoint_every=40)
+        eval_train_size=64, scan_steps=5, num_snapshots=3, velocity_interval=5, checkpoint_every=40) | changes
+
+
+def test_ntk_table_equals_brute_force_jacobians_of_the_runs_own_snapshots(tiny_data, tmp_path):
+    """A K = 10 run (θ and θ_lin differ): every new metric of the table at the last snapshot against
+    NumPy formulas on float64 per-class kernels from full Jacobians of the snapshot's parameters."""
+    config = small_run(tiny_data)
     run = tmp_path / "run"
     train_run(config, run)
     table = measure_ntk.measure_runs([run], tiny_data, probe_size=12)[0]
@@ -534,13 +540,7 @@ def test_snapshots_at_and_after_the_divergence_are_not_measured(linearised_run, 
 
 def test_standard_training_is_measured_at_its_linearisation_point_only(tiny_data, tmp_path):
     """K = 1 re-linearises at every step (θ_lin is θ one step earlier): one kernel per snapshot, θ_lin's."""
-    config = dict(
-        data=str(tiny_data), dataset="synthetic", model={"name": "mlp", "depth": 1, "width": 8}, K=1,
-        switch_step=None, seed=0, variant="base", steps=20, batch_size=32,
-        optimizer={"name": "adam", "learning_rate": 1e-2, "momentum": 0.0, "schedule": "constant"},
-        loss="cross_entropy", augment=False, reset_optimizer=False, proximal_damping=0.0, eval_every=10,
-        eval_train_size=64, scan_steps=5, num_snapshots=2, velocity_interval=5, checkpoint_every=20)
-    train_run(config, tmp_path / "run")
+    train_run(small_run(tiny_data, K=1, steps=20, num_snapshots=2, eval_every=10, checkpoint_every=20), tmp_path / "run")
     table = measure_ntk.measure_runs([tmp_path / "run"], tiny_data, probe_size=12)[0]
     assert set(table["point"]) == {"linearisation"}
     assert table[table["metric"] == "relative_change"].set_index("step")["value"].iloc[-1] > 0

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from itlin import summaries, tables
 from itlin.plots.kernels import kernel_note
@@ -108,6 +109,7 @@ def eigenfunction_alignment(ntk: pd.DataFrame, out_pdf: Path, out_png: Path, *,
                     ax.plot(curve.index, curve.to_numpy(), color=colours[step], linewidth=1.4, marker=".")
             if rank:
                 ax.axvline(rank, color="black", linewidth=0.8, linestyle="--")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             kind = "network" if row == 0 else "deep linear twin"
             ax.set(title=f"{label} ({kind}){kernel_note(energy[energy['model'] == label])}",
                    xlabel="k (top eigenvectors of the trace NTK)",

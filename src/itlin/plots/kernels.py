@@ -72,7 +72,7 @@ def kernel_alignment(ntk: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
     there are several. Mean over seeds with range bands; K = ∞ black dashed; symlog step axis. The
     verdict rests on the centred alignment: the uncentred one of a ReLU kernel is dominated by its
     constant mode. Deep linear twins are left out."""
-    title = "S1: kernel-target alignment during training, per K and depth"
+    title = "S1: kernel-target alignment during training, per K and depth (the companion's runs: K = 1)"
     rows = tables.nonlinear(_trained_kernel_rows(ntk, ALIGNMENTS))
     if rows.empty:
         return note_figure(title, NO_NTK_RUNS, out_pdf, out_png)
@@ -120,8 +120,8 @@ def kernel_specialisation(ntk: pd.DataFrame, out_pdf: Path, out_png: Path, *,
     Diverged runs have no kernel at the end of training: they are left out, and the panel names
     them. Degenerate kernels (NaN entries) are left out of the means, and the panel says so.
     """
-    title = ("S2: class specialisation of the NTK at the end of training,\nnetwork vs deep linear twin (K = 1), K = ∞ frozen;"
-             " backbone: every parameter below the readout")
+    title = ("S2: class specialisation of the NTK at the end of training,\nnetwork vs deep linear twin (K = 1; K = ∞ frozen, "
+             "where measured); backbone: every parameter below the readout")
     rows = _trained_kernel_rows(ntk, tables.SPECIALISATION_METRICS)
     rows = rows[(rows["K"] == 1) | np.isinf(rows["K"])]
     if rows.empty:
