@@ -78,7 +78,8 @@ def test_figure_options_come_from_the_config():
     assert {name: value for name, value in options.items() if value} == {
         "accuracy_vs_feature_updates": {"tolerance_pt": 1.5}, "linearise_after_t": {"tolerance_pt": 2.5},
         "gauss_newton_damping": {"tolerance_pt": 3.5}, "kernel_regression": {"tolerance": 0.01},
-        "kernel_specialisation": {"twins": TWINS}, "eigenfunction_alignment": {"twins": TWINS},
+        "kernel_alignment": {"twins": TWINS}, "kernel_specialisation": {"twins": TWINS},
+        "eigenfunction_alignment": {"twins": TWINS},
         "loss_phases": {"early_from": 0.02, "late_from": 0.2, "twins": TWINS}}
 
 
@@ -257,7 +258,7 @@ def test_kernel_alignment_shows_centred_and_uncentred_and_compares_depths_under_
     assert [ax.get_title() for ax in fig.axes] == [
         "cnn: centred alignment (verdict)", "cnn: uncentred alignment",
         "cnn_deep: centred alignment (verdict)", "cnn_deep: uncentred alignment",
-        "K = 1 (standard), by model: centred alignment (verdict)", "K = 1 (standard), by model: uncentred alignment"]
+        "by model, K = 1: centred alignment (verdict)", "by model, K = 1: uncentred alignment"]
     assert {"K = 1: cnn (depth 2)", "K = 1: cnn_deep (depth 4)"} <= set(texts_of(fig))
 
 
@@ -404,3 +405,17 @@ def test_eigenfunction_alignment_draws_each_network_above_its_twin(ntk_table, tm
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["cnn (network)", "cnn_deep (network)", "", "cnn_deep_linear (deep linear twin)"]
     assert "k = C − 1 = 2 (S4)" in texts_of(fig)
+
+
+def test_kernel_alignment_of_the_companions_runs_compares_depths_with_their_twins_dotted(tmp_path):
+    """A table of K = 1 runs alone (the companion's): one row comparing the networks, each twin dotted in its
+    network's colour, and no per-K rows or K legend."""
+    table = examples.example_ntk(Ks=(1,), seeds=(0, 1), twins=TWINS)
+    fig = draw("kernel_alignment", table, tmp_path, twins=TWINS)
+    assert [ax.get_title() for ax in fig.axes] == ["by model, K = 1: centred alignment (verdict)",
+                                                   "by model, K = 1: uncentred alignment"]
+    lines = [line for line in fig.axes[0].get_lines() if len(line.get_xdata())]
+    assert [line.get_linestyle() for line in lines] == ["-", "-", ":"]  # cnn, cnn_deep, cnn_deep's twin
+    assert lines[1].get_color() == lines[2].get_color()
+    texts = texts_of(fig)
+    assert "dotted: the deep linear twin (S5)" in texts and "K = 1 (standard)" not in texts

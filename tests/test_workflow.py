@@ -28,7 +28,7 @@ from conftest import copy_workflow
 from itlin import data, record, validation, workflow
 
 ROOT = Path(__file__).resolve().parents[1]
-CLAIM_IDS = ["C1", "C2", "C3", "C4", "C5", "C6", "S1", "S2"]
+CLAIM_IDS = ["C1", "C2", "C3", "C4", "C5", "C6", "S1", "S2", "S3", "S4", "S5"]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 TEST_CONFIG = ("--configfile", "config/test.yaml")
 FIGURES = ["training_curves", "accuracy_vs_feature_updates", "network_vs_linearised", "linearise_after_t",
@@ -515,8 +515,14 @@ def test_pipeline_tables_hold_every_run(pipeline: Path):
     ntk = tables.read("ntk", folder / "ntk.parquet")
     assert list(ntk.columns) == list(tables.NTK_COLUMNS)
     assert set(ntk["metric"]) == set(tables.NTK_METRICS)
-    twin = ntk[ntk["model"] == "mlp_linear"]  # the deep linear twin of mlp, K = 1 only
-    assert set(twin["activation"]) == {"linear"} and set(twin["K"]) == {1.0}
+    assert set(ntk["variant"]) == {"base"}  # the main paper's runs only
+    companion = tables.read("ntk", folder / "ntk_companion.parquet")
+    assert set(companion["variant"]) == {"companion"} and set(companion["K"]) == {1.0}
+    assert set(companion["point"]) == {"linearisation"}  # K = 1: θ_lin only
+    twin = companion[companion["model"] == "mlp1_linear"]  # the deep linear twin of mlp1
+    assert set(twin["activation"]) == {"linear"} and not twin.empty
+    trained = tables.read("metrics", folder / "metrics_companion.parquet")
+    assert set(trained["model"]) == {"mlp1", "mlp1_linear"} and set(trained["variant"]) == {"companion"}
     frozen = ntk[(ntk.K == float("inf")) & (ntk.point == "linearisation") & (ntk.metric == "distance_from_init")]
     assert len(frozen) > 1 and (frozen.value == 0).all()  # K = ∞ never moves its kernel
     damped = tables.read("gauss_newton", folder / "gauss_newton.parquet")
@@ -556,12 +562,14 @@ def test_a_claims_threshold_rejudges_the_claims_only(pipeline: Path):
 
 @pytest.mark.slow
 def test_adding_a_K_adds_only_its_runs(pipeline: Path):
-    """One more K: its run, its NTK, and the tables, figures and claims that read them (not C5's or C6's)."""
+    """One more K: its run, its NTK, and the tables, figures and claims that read them (not C5's, C6's or the
+    companion's)."""
     config = load_config("test.yaml")
     config["K"] = [1, 10, float("inf")]
     (pipeline / "more_K.yaml").write_text(yaml.safe_dump(config))
     jobs, _ = planned_jobs(pipeline, "--configfile", "more_K.yaml")
-    unchanged = {"gauss_newton_damping", "kernel_regression"}  # drawn from the C5 and C6 tables
+    unchanged = {"gauss_newton_damping", "kernel_regression",  # drawn from the C5 and C6 tables
+                 "kernel_alignment", "kernel_specialisation", "loss_phases", "eigenfunction_alignment"}  # companion's
     assert jobs == {"run_config": 1, "train": 1, "aggregate": 1, "aggregate_sweep": 1, "aggregate_predictions": 1,
                     "measure_ntk": 1, "aggregate_ntk": 1, "claims": 1, "all": 1,
                     **{figure: 1 for figure in FIGURES if figure not in unchanged}}

@@ -76,7 +76,7 @@ FIGURES: dict[str, Figure] = {figure.name: figure for figure in (
            _tolerance("C5")),
     Figure("kernel_regression", "C6", "kernel regression", "kernel_regression",
            "results/tables/kernel_regression.parquet", _tolerance("C6", "max_difference", "tolerance")),
-    Figure("kernel_alignment", "S1", "kernel alignment", "ntk", COMPANION_NTK),
+    Figure("kernel_alignment", "S1", "kernel alignment", "ntk", COMPANION_NTK, _twins),
     Figure("kernel_specialisation", "S2", "kernel specialisation", "ntk", COMPANION_NTK, _twins),
     Figure("loss_phases", "S3", "two phases of the loss", "metrics", "results/tables/metrics_companion.parquet",
            lambda config, twins: {**config["claims"]["S3"], "twins": twins}, extra=("ntk_companion",)),

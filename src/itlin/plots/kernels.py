@@ -6,7 +6,7 @@ twin).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -66,20 +66,22 @@ NTK_CHANGE_PANELS: tuple[tuple[str, str, bool], ...] = (
 
 
 @styled
-def kernel_alignment(ntk: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
+def kernel_alignment(ntk: pd.DataFrame, out_pdf: Path, out_png: Path, *,
+                     twins: Mapping[str, str] | None = None) -> Figure:
     """S1: centred (left) and uncentred (right) kernel-target alignment of the trained kernel against
-    step, one row per model (colour = K), plus a row comparing the models (depths) under K = 1 when
-    there are several. Mean over seeds with range bands; K = ∞ black dashed; symlog step axis. The
-    verdict rests on the centred alignment: the uncentred one of a ReLU kernel is dominated by its
-    constant mode. Deep linear twins are left out."""
-    title = "S1: kernel-target alignment during training, per K and depth (the companion's runs: K = 1)"
-    rows = tables.nonlinear(_trained_kernel_rows(ntk, ALIGNMENTS))
+    step: where the table has several K, one row per model (colour = K; K = ∞ black dashed); and a row
+    comparing the models (depths) under K = 1, each deep linear twin (``twins``: twin -> model) dotted in its
+    network's colour (S5). Mean over seeds with range bands; symlog step axis. The verdict rests on the
+    centred alignment: the uncentred one of a ReLU kernel is dominated by its constant mode."""
+    title = "S1: kernel-target alignment during training, per depth (and per K where measured)"
+    every = _trained_kernel_rows(ntk, ALIGNMENTS)
+    rows = tables.nonlinear(every)
     if rows.empty:
         return note_figure(title, NO_NTK_RUNS, out_pdf, out_png)
     colours = K_colours(rows["K"].unique())
-    groups = by_group(rows)
+    groups = by_group(rows) if len(colours) > 1 else []
     standard = rows[rows["K"] == 1]
-    compare_models = standard["model"].nunique() > 1
+    compare_models = not standard.empty and (standard["model"].nunique() > 1 or not groups)
     fig, axes = plt.subplots(len(groups) + compare_models, 2, figsize=(10.5, 3.2 * (len(groups) + compare_models) + 0.6),
                              layout="constrained", squeeze=False)
     names = {"alignment": "centred alignment (verdict)", "alignment_uncentred": "uncentred alignment"}
@@ -87,19 +89,28 @@ def kernel_alignment(ntk: pd.DataFrame, out_pdf: Path, out_png: Path) -> Figure:
         for ax, metric in zip(row, ALIGNMENTS):
             _K_curves(ax, runs[runs["metric"] == metric], colours)
             ax.set(title=f"{group}: {names[metric]}", xlabel=NTK_STEP_LABEL, ylabel=names[metric].split(" (")[0])
-    handles = [line_handle(colours[K], K_label(K) + kernel_note(rows[rows["K"] == K]), K) for K in sorted(colours)]
+    handles = [line_handle(colours[K], K_label(K) + kernel_note(rows[rows["K"] == K]), K)
+               for K in sorted(colours) if groups]
     if compare_models:
         palette = group_palette(standard.assign(group=tables.group_labels(standard)))
+        twin_rows = tables.linear(every)
+        twin_of = {model: twin for twin, model in (twins or {}).items()}
         for ax, metric in zip(axes[-1], ALIGNMENTS):
             for group, runs in by_group(standard[standard["metric"] == metric]):
                 mean_curve(ax, runs, "value", {"color": palette[group], "linestyle": "-"})
+                twin = twin_rows[(twin_rows["model"] == twin_of.get(runs["model"].iloc[0])) & (twin_rows["metric"] == metric)]
+                if not twin.empty:
+                    mean_curve(ax, twin, "value", {"color": palette[group], "linestyle": ":"})
             symlog_x(ax, symlog_threshold(standard["step"]))
-            ax.set(title=f"K = 1 (standard), by model: {names[metric]}", xlabel=NTK_STEP_LABEL,
-                   ylabel=names[metric].split(" (")[0])
+            ax.set(title=f"by model, K = 1: {names[metric]}", xlabel=NTK_STEP_LABEL, ylabel=names[metric].split(" (")[0])
         for group, runs in by_group(standard):
             depth = runs["depth"].iloc[0]
             label = f"{group} (depth {depth})" if pd.notna(depth) else group
-            handles.append(Line2D([], [], color=palette[group], linewidth=2.4, label=f"K = 1: {label}"))
+            note = "" if groups else kernel_note(runs)  # with one K, its runs' notes go on the models' lines
+            handles.append(Line2D([], [], color=palette[group], linewidth=2.4, label=f"K = 1: {label}{note}"))
+        if twin_of and not twin_rows.empty:
+            handles.append(Line2D([], [], color="0.3", linestyle=":", linewidth=2.0,
+                                  label="dotted: the deep linear twin (S5)"))
     return finish(fig, title, handles, out_pdf, out_png, legend_title=NTK_LEGEND_TITLE)
 
 
@@ -115,13 +126,14 @@ def kernel_specialisation(ntk: pd.DataFrame, out_pdf: Path, out_png: Path, *,
     deep linear twin at K = 1, and the network at K = ∞, whose kernel is frozen: the reference). Entry
     [c, c'] is the centred alignment of output c's kernel with class c''s one-hot target column, mean
     over seeds; each title gives the specialisation contrast (mean diagonal minus mean off-diagonal).
-    Models without a twin get the K = 1 and K = ∞ columns only.
+    Models without a twin get the K = 1 and K = ∞ columns only; a table without K = ∞ runs (the companion's)
+    has no K = ∞ column.
 
     Diverged runs have no kernel at the end of training: they are left out, and the panel names
     them. Degenerate kernels (NaN entries) are left out of the means, and the panel says so.
     """
-    title = ("S2: class specialisation of the NTK at the end of training,\nnetwork vs deep linear twin (K = 1; K = ∞ frozen, "
-             "where measured); backbone: every parameter below the readout")
+    title = ("S2: class specialisation of the NTK at the end of training,\nnetwork vs deep linear twin (K = 1; K = ∞ frozen "
+             "where measured);\nbackbone: every parameter below the readout")
     rows = _trained_kernel_rows(ntk, tables.SPECIALISATION_METRICS)
     rows = rows[(rows["K"] == 1) | np.isinf(rows["K"])]
     if rows.empty:
@@ -139,11 +151,12 @@ def kernel_specialisation(ntk: pd.DataFrame, out_pdf: Path, out_png: Path, *,
     # Seaborn draws the whole figure for each heatmap (to check its tick labels for overlap): the cells are
     # annotated once every heatmap is drawn, or each draw renders every annotation before it.
     annotated = []
-    fig, axes = plt.subplots(2 * len(models_), 3, figsize=(13, 3.6 * 2 * len(models_) + 0.8), layout="constrained",
-                             squeeze=False)
+    frozen = bool(np.isinf(rows["K"]).any())
+    fig, axes = plt.subplots(2 * len(models_), 2 + frozen, figsize=(4.4 * (2 + frozen), 3.6 * 2 * len(models_) + 0.8),
+                             layout="constrained", squeeze=False)
     for index, model in enumerate(models_):
         columns = [(model, 1.0, f"{model}, K = 1"), (twin_of.get(model), 1.0, f"deep linear twin {twin_of.get(model)}, K = 1"),
-                   (model, math.inf, f"{model}, K = ∞ (frozen kernel)")]
+                   (model, math.inf, f"{model}, K = ∞ (frozen kernel)")][:2 + frozen]
         for offset, (metric, kernel) in enumerate(kernels.items()):
             for column, (ax, (label, K, name)) in enumerate(zip(axes[2 * index + offset], columns)):
                 runs = rows[(rows["model"] == label) & (rows["K"] == K) & (rows["metric"] == metric)]
@@ -158,7 +171,7 @@ def kernel_specialisation(ntk: pd.DataFrame, out_pdf: Path, out_png: Path, *,
                     continue
                 matrix = matrices.loc[(label, metric, K)].unstack("target_class")
                 sns.heatmap(matrix, ax=ax, cmap="vlag", vmin=-limit, vmax=limit, center=0, square=True,
-                            cbar=column == 2, cbar_kws={"label": "centred alignment (shared scale)", "shrink": 0.8})
+                            cbar=column == len(columns) - 1, cbar_kws={"label": "centred alignment (shared scale)", "shrink": 0.8})
                 if len(matrix) <= 10:
                     annotated.append((ax, matrix))
                 contrast = contrasts[label, metric, K]
