@@ -121,7 +121,7 @@ def test_distinct_kernels_of_a_run():
     training = {"steps": 100, "scan_steps": 10, "num_snapshots": 4}
     assert record.snapshot_steps(100, 10, 4, 10) == [0, 10, 20, 30, 50, 60, 100]  # velocity pairs t, t + 10
     assert cost.distinct_kernels(math.inf, training, 10) == 7  # θ_lin is θ₀ throughout
-    assert cost.distinct_kernels(1, training, 10) == 13  # θ_lin: θ one step earlier (0, 9, 19, 29, 49, 59, 99)
+    assert cost.distinct_kernels(1, training, 10) == 7  # θ_lin alone: θ one step earlier (0, 9, 19, 29, 49, 59, 99)
     assert cost.distinct_kernels(10, training, 10) == 9  # θ_lin adds θ at steps 40 and 90
 
 

@@ -470,6 +470,20 @@ def test_s3_not_supported_without_a_faster_early_phase_or_a_late_power_law(loss,
     assert [test.verdict for test in by_model(companion_results(loss)["S3"])["cnn"].tests] == verdicts
 
 
+def test_s3_names_diverged_runs_and_leaves_a_model_without_finished_runs_not_measured():
+    metrics = examples.example_companion_metrics(models=("cnn", "cnn_deep", "cnn_deep_linear"))
+    metrics.loc[(metrics["model"] == "cnn") & (metrics["seed"] == 0), "status"] = "diverged"
+    ntk = examples.example_ntk(Ks=(1,), seeds=(0, 1, 2), twins=TWINS)
+
+    def s3(table):
+        results = claims.evaluate({"ntk_companion": ntk, "metrics_companion": table}, settings(), twins=TWINS)
+        return by_model(next(result for result in results if result.id == "S3"))
+
+    assert "1 diverged run(s) excluded: cnn K=1 seed 0" in s3(metrics)["cnn"].note
+    deep = s3(metrics.assign(status=np.where(metrics["model"] == "cnn_deep", "diverged", metrics["status"])))["cnn_deep"]
+    assert deep.verdict == "not measured" and "needs runs that trained to the end" in deep.note
+
+
 def test_s3_loglog_slope_of_a_power_law_is_its_exponent():
     steps = np.arange(10, 1000, 10)
     assert summaries.loglog_slope(steps, 3 * steps**-0.7) == pytest.approx(-0.7)

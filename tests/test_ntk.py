@@ -269,6 +269,8 @@ def test_target_energy_of_the_target_kernel_is_whole_within_the_classes():
     np.testing.assert_allclose(energy[2:], 1.0, atol=1e-9)
     assert 0 < energy[0] < energy[1] < 1
     assert np.isnan(ntk.target_energy(np.full((20, 20), np.nan), labels, 4, 8)).all()
+    assert np.isnan(ntk.target_energy(np.zeros((20, 20)), labels, 4, 8)).all()  # degenerate: every ReLU dead
+    assert np.isnan(ntk.target_energy(np.ones((20, 20)), labels, 4, 8)).all()  # the constant mode alone
 
 
 def test_kernel_metrics_of_a_zero_norm_kernel_are_nan(kernel):
@@ -502,8 +504,8 @@ def test_relative_change_of_a_zero_kernel_is_nan():
 
 def test_degenerate_kernel_is_recorded_as_nan_with_a_warning(linearised_run, tiny_data, tmp_path, caplog):
     """Dead ReLUs (here every parameter zero) leave the head bias's constant kernel, whose centred form
-    is zero: the centred measures of that snapshot (alignment, centred distance, specialisation) are
-    NaN, with a warning naming it, and every other measurement is made."""
+    is zero: the centred measures of that snapshot (alignment, centred distance, specialisation, the
+    targets' eigen-energy) are NaN, with a warning naming it, and every other measurement is made."""
     run = tmp_path / "run"
     shutil.copytree(linearised_run, run)
     last = max((run / "snapshots").glob("step_*.npz"))
@@ -513,7 +515,8 @@ def test_degenerate_kernel_is_recorded_as_nan_with_a_warning(linearised_run, tin
     table = measure_ntk.measure_runs([run], tiny_data, probe_size=16)[0]
     step = int(last.stem.removeprefix("step_"))
     at_last, before = table[table["step"] == step], table[table["step"] < step]
-    undefined = at_last["metric"].isin(["alignment", "centred_distance", "specialisation", "specialisation_backbone"])
+    undefined = at_last["metric"].isin(["alignment", "centred_distance", "specialisation", "specialisation_backbone",
+                                        "target_energy"])
     assert at_last.loc[undefined, "value"].isna().all() and np.isfinite(at_last.loc[~undefined, "value"]).all()
     assert np.isfinite(before["value"]).all()
     assert f"step {step}" in caplog.text and "degenerate kernel" in caplog.text

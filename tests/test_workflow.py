@@ -310,6 +310,7 @@ def _mutate(config: dict, path: str, value) -> None:
          "config key 'companion.models.mlp': the label 'mlp' is taken"),
         ("companion.training.loss", "hinge", "config key 'companion.training'"),
         ("companion.training.eval_every", 55, "eval_every = 55 must be a multiple of its scan_steps = 10"),
+        ("companion.training.batch_size", 65, "batch_size = 65 exceeds its train_size = 64"),
         ("variants.companion", {"augment": False}, "config key 'variants.companion'"),
         ("switch.models", ["cnn"], "switch.models[0]"),
         ("training.eval_every", 55, "training.eval_every"),

@@ -475,9 +475,10 @@ def uncentred_target_alignment(kernel: np.ndarray, labels: np.ndarray, num_class
 def target_energy(kernel: np.ndarray, labels: np.ndarray, num_classes: int, top: int) -> np.ndarray:
     """C(k) = Σ_{i≤k} ‖v_iᵀ ỹ‖² / ‖ỹ‖²_F for k = 1 … ``top``: the share of the centred one-hot targets ỹ
     (Y minus its mean over examples) in the span of the kernel's top-k eigenvectors v_i (eigenvalues in
-    descending order; the companion's eigenfunction alignment, S4). NaN for a kernel with a non-finite entry."""
+    descending order; the companion's eigenfunction alignment, S4). NaN for a degenerate kernel: one with a
+    non-finite entry, or none but a constant part (zero norm once centred, e.g. every ReLU dead)."""
     kernel = np.asarray(kernel, np.float64)
-    if not np.isfinite(kernel).all():
+    if not np.isfinite(kernel).all() or not np.linalg.norm(centre(kernel)) > 0:
         return np.full(top, math.nan)
     targets = one_hot(labels, num_classes)
     centred = targets - targets.mean(0)

@@ -186,6 +186,10 @@ def check_companion(cfg: dict) -> None:
         validation.validate(training, record.TRAINING_SCHEMA, what="run config key")
     except ValueError as error:
         raise WorkflowConfigError(f"config key 'companion.training': {error}") from None
+    for key in ("batch_size", "eval_train_size"):
+        if training.get("train_size") is not None and training[key] > training["train_size"]:
+            raise WorkflowConfigError(f"config key 'companion.training': {key} = {training[key]} exceeds its "
+                                      f"train_size = {training['train_size']}, the examples each run trains on")
     scan = training["scan_steps"]
     for key, value in (*((key, training[key]) for key in ("steps", "eval_every", "checkpoint_every")),
                        ("ntk.velocity_interval", cfg["ntk"]["velocity_interval"])):

@@ -219,7 +219,7 @@ def check_s2(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
         note = join(notes.get(group, ""), notes.get((dataset, twin_of.get(model), variant), ""))
         if model not in twin_of or twin.empty or standard.empty:
             results.append(ModelVerdict(*group, note=join("needs completed K = 1 runs of the model and of its deep "
-                                                          "linear twin (config deep_linear.models)", note)))
+                                                          "linear twin (config companion.models)", note)))
             continue
         seeds = sorted(set(standard["seed"]) | set(twin["seed"]))
         values = np.vstack([seed_matrix(standard, seeds, column) for column in ("dominant_share", "contrast")]
@@ -233,8 +233,9 @@ def check_s2(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
 
         detail = (f"specialisation contrast (mean diagonal minus mean off-diagonal) of the backbone: {model} "
                   f"{formatted(point[1], '+.3f')}, {twin_of[model]} {formatted(point[3], '+.3f')}; full kernel "
-                  f"{model} {mean_contrast(full, model, 1.0)}, {twin_of[model]} {mean_contrast(full, twin_of[model], 1.0)}; "
-                  f"{model} K = ∞ (frozen) backbone {mean_contrast(backbone, model, math.inf)}")
+                  f"{model} {mean_contrast(full, model, 1.0)}, {twin_of[model]} {mean_contrast(full, twin_of[model], 1.0)}"
+                  + (f"; {model} K = ∞ (frozen) backbone {mean_contrast(backbone, model, math.inf)}"
+                     if (runs["K"] == math.inf).any() else ""))
         tests = (Test("share of heads whose final backbone kernel aligns most with their own class",
                       *judged(settings.bootstrap, lambda v: v[0], point, draws), ">", share, detail=detail,
                       lacking=settings.too_few_seeds(values[[0]])),

@@ -11,7 +11,8 @@ import pandas as pd
 
 from itlin import summaries, tables
 from itlin.claims.kernels import COMPANION_NTK
-from itlin.claims.verdicts import ModelVerdict, Settings, Test, formatted, groups, judged, seed_mean_draws, seed_means
+from itlin.claims.verdicts import (ModelVerdict, Settings, Test, formatted, groups, join, judged, seed_mean_draws,
+                                   seed_means)
 
 COMPANION_METRICS = "metrics_companion"
 """The metrics table of the companion's runs: the table S3 is judged on."""
@@ -25,10 +26,16 @@ def check_s3(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
     early_from, late_from = settings["S3"]["early_from"], settings["S3"]["late_from"]
     metrics = measured[COMPANION_METRICS]
     loss = metrics[(metrics["split"] == "train") & (metrics["evaluator"] == tables.TRAINED_EVALUATOR)
-                   & (metrics["status"] == "ok") & ~metrics["model"].isin(list(twins))]
+                   & ~metrics["model"].isin(list(twins))]
     alignment = summaries.kernel_rows(measured[COMPANION_NTK], "alignment")
     results = []
-    for group, rows in groups(loss):
+    for group, every in groups(loss):
+        diverged = tables.diverged_runs(every)
+        note = f"{len(diverged)} diverged run(s) excluded: {tables.describe_runs(diverged)}" if len(diverged) else ""
+        rows = every[every["status"] == "ok"]
+        if rows.empty:
+            results.append(ModelVerdict(*group, note=join("needs runs that trained to the end", note)))
+            continue
         slopes = summaries.phase_slopes(rows, early_from, late_from)
         values = slopes[["late", "early"]].to_numpy().T
         rng = settings.bootstrap.generator("S3", *group)
@@ -45,5 +52,5 @@ def check_s3(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
                       *judged(settings.bootstrap, lambda v: v[1] - v[0], point, draws), "<", 0.0,
                       detail=f"early slope {formatted(point[1], '+.2f')}; {boundary}".rstrip("; "),
                       lacking=settings.too_few_seeds(values)))
-        results.append(ModelVerdict(*group, tests))
+        results.append(ModelVerdict(*group, tests, note))
     return results

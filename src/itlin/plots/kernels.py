@@ -79,8 +79,8 @@ def kernel_alignment(ntk: pd.DataFrame, out_pdf: Path, out_png: Path, *,
     if rows.empty:
         return note_figure(title, NO_NTK_RUNS, out_pdf, out_png)
     colours = K_colours(rows["K"].unique())
-    groups = by_group(rows) if len(colours) > 1 else []
     standard = rows[rows["K"] == 1]
+    groups = by_group(rows) if len(colours) > 1 or standard.empty else []
     compare_models = not standard.empty and (standard["model"].nunique() > 1 or not groups)
     fig, axes = plt.subplots(len(groups) + compare_models, 2, figsize=(10.5, 3.2 * (len(groups) + compare_models) + 0.6),
                              layout="constrained", squeeze=False)
