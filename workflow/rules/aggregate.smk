@@ -6,28 +6,26 @@ only the K sweep, so that the sweep figures never wait for (or rerun after) the 
 runs (its own regime) have their metrics_companion and ntk_companion. The runs' final
 per-example test predictions, and C5's, are what the claims' bootstrap resamples."""
 
-# rule -> (the table it writes, below results/tables/; its spec in itlin.tables.SPECS; the files it concatenates)
+# rule -> (the table it writes, below results/tables/, whose spec itlin.tables.TABLES names; the files it concatenates)
 TABLES = {
-    "aggregate": ("metrics", "metrics", run_files(SWEEP_RUNS + SWITCH_RUNS, "metrics.parquet")),
-    "aggregate_sweep": ("metrics_sweep", "metrics", run_files(SWEEP_RUNS, "metrics.parquet")),
-    "aggregate_predictions": ("predictions", "predictions", run_files(SWEEP_RUNS + SWITCH_RUNS, "predictions.parquet")),
-    "aggregate_ntk": ("ntk", "ntk", stage_files("ntk", SWEEP_RUNS)),
-    "aggregate_companion": ("metrics_companion", "metrics", run_files(COMPANION_RUNS, "metrics.parquet")),
-    "aggregate_ntk_companion": ("ntk_companion", "ntk", stage_files("ntk", COMPANION_RUNS)),
-    "aggregate_gauss_newton": ("gauss_newton", "gauss_newton", stage_files("gauss_newton", GAUSS_NEWTON_RUNS)),
+    "aggregate": ("metrics", run_files(SWEEP_RUNS + SWITCH_RUNS, "metrics.parquet")),
+    "aggregate_sweep": ("metrics_sweep", run_files(SWEEP_RUNS, "metrics.parquet")),
+    "aggregate_predictions": ("predictions", run_files(SWEEP_RUNS + SWITCH_RUNS, "predictions.parquet")),
+    "aggregate_ntk": ("ntk", stage_files("ntk", SWEEP_RUNS)),
+    "aggregate_companion": ("metrics_companion", run_files(COMPANION_RUNS, "metrics.parquet")),
+    "aggregate_ntk_companion": ("ntk_companion", stage_files("ntk", COMPANION_RUNS)),
+    "aggregate_gauss_newton": ("gauss_newton", stage_files("gauss_newton", GAUSS_NEWTON_RUNS)),
     "aggregate_gauss_newton_predictions": (
-        "gauss_newton_predictions",
         "gauss_newton_predictions",
         stage_files("gauss_newton", GAUSS_NEWTON_RUNS, "_predictions"),
     ),
     "aggregate_kernel_regression": (
         "kernel_regression",
-        "kernel_regression",
         stage_files("kernel_regression", KERNEL_REGRESSION_RUNS),
     ),
 }
 
-for rule_name, (table, spec, runs) in TABLES.items():
+for rule_name, (table, runs) in TABLES.items():
 
     rule:
         name:
@@ -43,6 +41,6 @@ for rule_name, (table, spec, runs) in TABLES.items():
             f"results/benchmarks/aggregate/{table}.tsv"
         localrule: True
         params:
-            table=spec,
+            table=table,
         script:
             "../scripts/aggregate.py"

@@ -1,5 +1,5 @@
 """Snakemake adapter: concatenate the per-run files of one table (``params.table``, a name of
-itlin.tables.SPECS) into one validated table."""
+itlin.tables.TABLES, which gives its spec) into one validated table."""
 
 import sys
 from pathlib import Path
@@ -9,7 +9,8 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)  # tracebacks
 from itlin import tables  # noqa: E402
 
 name = snakemake.params.table
+spec = tables.TABLES[name]
 runs = [Path(path) for path in snakemake.input.runs]
-table = tables.aggregate(name, runs)
-tables.write(name, table, Path(snakemake.output.table))
+table = tables.aggregate(spec, runs)
+tables.write(spec, table, Path(snakemake.output.table))
 print(f"{name}: {len(runs)} files, {len(table)} rows -> {snakemake.output.table}")
