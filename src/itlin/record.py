@@ -113,6 +113,9 @@ class RunConfig:
         for key in ("eval_every", "checkpoint_every", "steps", "velocity_interval"):
             require(getattr(self, key) % self.scan_steps == 0, key,
                     f"must be a multiple of scan_steps ({self.scan_steps})")
+        for key in ("batch_size", "eval_train_size"):
+            require(self.train_size is None or getattr(self, key) <= self.train_size, key,
+                    f"{getattr(self, key)} is more than the train_size of {self.train_size}")
         if self.switch_step is not None:
             require(self.K == 1, "K", "a switch-step run trains normally before the switch, so K must be 1")
             require(0 <= self.switch_step <= self.steps, "switch_step",

@@ -85,9 +85,6 @@ def run(configs: Sequence[RunConfig], out_dirs: Sequence[Path], scratch_dir: Pat
         if (getattr(config, key) or 0) > len(dataset.y_train):
             raise ValueError(f"{key}: {getattr(config, key)} is more than the {len(dataset.y_train)} training examples "
                              f"of {config.data}")
-    for key in ("batch_size", "eval_train_size"):
-        if config.train_size is not None and getattr(config, key) > config.train_size:
-            raise ValueError(f"{key}: {getattr(config, key)} is more than the train_size of {config.train_size}")
     seeds = [lane.config.seed for lane in lanes]
     initial = [models.from_spec(config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
                                 seed=seed) for seed in seeds]

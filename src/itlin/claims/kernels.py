@@ -1,7 +1,9 @@
 """The kernel claims: C3 (the empirical NTK changes substantially, most in the first phase), judged on the NTK
-table of the main paper's runs; S1 (kernel-target alignment rises early, faster and larger in deeper networks)
-and S2 (class-specific kernels, which deep linear networks do not develop), judged on the companion's runs in its
-own regime (``ntk_companion``). Per-seed changes of the trained kernel of the K = 1 runs, resampled over seeds.
+table of the main paper's runs; S1 (kernel-target alignment rises early, faster and larger in deeper networks),
+S2 (class-specific kernels, which deep linear networks do not develop), S4 (the targets' energy in the NTK's
+top eigenvectors rises early) and S5 (deep linear networks align but do not specialise), judged on the
+companion's runs in its own regime (``ntk_companion``). Per-seed changes of the trained kernel of the K = 1
+runs, resampled over seeds.
 """
 
 from __future__ import annotations
