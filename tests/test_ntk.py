@@ -19,10 +19,12 @@ from jax.flatten_util import ravel_pytree
 from itlin import data, measure_ntk, models, ntk, record, tables
 
 NUM_CLASSES = 3
-MODELS = {  # name -> (kwargs, input shape): resnet18 needs 16x16 inputs for a 2x2 last stage
-    "mlp": ({"depth": 2, "width": 16}, (8, 8, 1)),
-    "cnn": ({"depth": 2, "width": 8}, (8, 8, 1)),
-    "resnet18": ({"width": 4}, (16, 16, 1)),
+MODELS = {  # case -> (model name, kwargs, input shape): resnet18 needs 16x16 inputs for a 2x2 last stage
+    "mlp": ("mlp", {"depth": 2, "width": 16}, (8, 8, 1)),
+    "cnn": ("cnn", {"depth": 2, "width": 8}, (8, 8, 1)),
+    "resnet18": ("resnet18", {"width": 4}, (16, 16, 1)),
+    "mlp_ntk": ("mlp", {"depth": 2, "width": 16, "parameterisation": "ntk"}, (8, 8, 1)),  # C7's parameterisation
+    "cnn_ntk": ("cnn", {"depth": 2, "width": 8, "parameterisation": "ntk"}, (8, 8, 1)),
 }
 N1, N2, CHUNK = 4, 2, 3  # chunks of 3 pad both sets and give x1 two chunks (mirrored off-diagonal blocks)
 
@@ -35,8 +37,8 @@ class Case:
     """A model in float64 with two input sets and the brute-force kernels from its full Jacobian."""
 
     def __init__(self, name):
-        kwargs, shape = MODELS[name]
-        model = models.create(name, input_shape=shape, num_classes=NUM_CLASSES, seed=0, **kwargs)  # float32
+        architecture, kwargs, shape = MODELS[name]
+        model = models.create(architecture, input_shape=shape, num_classes=NUM_CLASSES, seed=0, **kwargs)  # float32
         self.apply = model.apply
         with jax.enable_x64(True):
             self.params = jax.tree.map(lambda leaf: jnp.asarray(leaf, jnp.float64), model.params)

@@ -9,10 +9,14 @@ statistics and the returned logits are float32, so only the matmuls run at lower
 
 Convolutional models take ``conv_form``: how each convolution is computed (``conv``), chosen per
 backend and shape by default, with the parameters and outputs of ``nnx.Conv`` whichever form runs.
+
+mlp and cnn take ``parameterisation`` (``PARAMETERISATIONS``): ``standard`` or ``ntk``, the NTK theory's own, under
+which the empirical NTK converges to a deterministic limit as width grows and a step size means the same at every width.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -119,27 +123,65 @@ def auto_convolution(lhs, rhs, window_strides, padding, **kwargs):
 
 CONVOLUTIONS = {"auto": auto_convolution, "conv": lax.conv_general_dilated, "matmul": matmul_convolution}
 
+PARAMETERISATIONS = ("standard", "ntk")
+"""How a dense or conv layer scales its kernel W: ``standard`` (Flax's: x·W + b, W lecun-normal) or ``ntk`` (Jacot et
+al. 2018; Lee et al. 2019): x·W'/sqrt(fan_in) + b with W' = W·sqrt(fan_in) at unit scale. The same function at
+initialisation (for a seed), but gradients, and so the NTK and a step, in the theory's units, the same at every width."""
 
-def conv(in_features: int, out_features: int, *, form: str = "auto", **kwargs) -> nnx.Conv:
-    """An nnx.Conv (its parameters, initialisation and output) computed in ``form`` (of ``CONV_FORMS``)."""
+
+def _over_sqrt_fan_in(product: Callable, lhs, rhs, *args, **kwargs) -> jax.Array:
+    """``product`` (a dot_general or a convolution) of ``lhs`` and the kernel ``rhs`` over sqrt(fan_in): the size
+    of the kernel's axes but the last (output) one, k…·c_in for a convolution."""
+    return product(lhs, rhs, *args, **kwargs) / math.sqrt(math.prod(rhs.shape[:-1]))
+
+
+def _unit_scale_init(key, shape, dtype=jnp.float32) -> jax.Array:
+    """lecun_normal's kernel (nnx's default) times sqrt(fan_in): the same normals, at unit scale."""
+    return nnx.initializers.variance_scaling(math.prod(shape[:-1]), "fan_in", "truncated_normal")(key, shape, dtype)
+
+
+def _parameterised(parameterisation: str, key: str, product: Callable) -> dict:
+    """nnx.Linear's or nnx.Conv's arguments for ``parameterisation``: its product (argument ``key``) and, for
+    ``ntk``, the product over sqrt(fan_in) and kernels at unit scale (the bias stays zeros)."""
+    if parameterisation not in PARAMETERISATIONS:
+        raise ValueError(f"model.parameterisation: must be one of {PARAMETERISATIONS}, got {parameterisation!r}")
+    if parameterisation == "standard":
+        return {key: product}
+    return {key: functools.partial(_over_sqrt_fan_in, product), "kernel_init": _unit_scale_init}
+
+
+def dense(in_features: int, out_features: int, *, parameterisation: str = "standard", **kwargs) -> nnx.Linear:
+    """An nnx.Linear in ``parameterisation`` (of ``PARAMETERISATIONS``)."""
+    return nnx.Linear(in_features, out_features, **_parameterised(parameterisation, "dot_general", lax.dot_general),
+                      **kwargs)
+
+
+def conv(in_features: int, out_features: int, *, form: str = "auto", parameterisation: str = "standard",
+         **kwargs) -> nnx.Conv:
+    """An nnx.Conv (its parameters, initialisation and output) computed in ``form`` (of ``CONV_FORMS``), in
+    ``parameterisation`` (of ``PARAMETERISATIONS``)."""
     if form not in CONV_FORMS:
         raise ValueError(f"model.conv_form: must be one of {CONV_FORMS}, got {form!r}")
-    return nnx.Conv(in_features, out_features, conv_general_dilated=CONVOLUTIONS[form], **kwargs)
+    return nnx.Conv(in_features, out_features,
+                    **_parameterised(parameterisation, "conv_general_dilated", CONVOLUTIONS[form]), **kwargs)
 
 
 class MLP(nnx.Module):
     """Fully connected network on the flattened input: ``depth`` hidden layers of ``width``, ReLU
-    (or ``activation="linear"``: a deep linear network); ``depth`` 0 is logistic regression."""
+    (or ``activation="linear"``: a deep linear network); ``depth`` 0 is logistic regression.
+    ``parameterisation``: ``standard`` or ``ntk`` (``PARAMETERISATIONS``)."""
 
     def __init__(self, input_shape, num_classes: int, *, depth: int = 2, width: int = 128,
-                 activation: str = "relu", compute_dtype: str = "float32", rngs: nnx.Rngs):
+                 activation: str = "relu", compute_dtype: str = "float32", parameterisation: str = "standard",
+                 rngs: nnx.Rngs):
         dtype = _compute_dtype(compute_dtype)
         self.activation = _activation(activation)
         if not _is_int(depth, 0):
             raise ValueError(f"model.depth: must be an integer >= 0, got {depth!r}")
         sizes = [math.prod(input_shape)] + [width] * depth
-        self.hidden = nnx.List([nnx.Linear(a, b, dtype=dtype, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
-        self.head = nnx.Linear(sizes[-1], num_classes, dtype=dtype, rngs=rngs)
+        settings = dict(parameterisation=parameterisation, dtype=dtype, rngs=rngs)
+        self.hidden = nnx.List([dense(a, b, **settings) for a, b in zip(sizes[:-1], sizes[1:])])
+        self.head = dense(sizes[-1], num_classes, **settings)
 
     def __call__(self, x):
         x = x.reshape(x.shape[0], -1)
@@ -182,11 +224,13 @@ class CNN(nnx.Module):
     (``POOLS``): 2-wide average pooling after each block while the feature map is at least 4 wide (the
     default) or none; ``head`` (``HEADS``): global average pooling (the default) or the flattened feature map.
     With ``activation="linear"`` every layer is linear: a deep linear network. ``conv_form``: how the
-    convolutions are computed (``CONV_FORMS``)."""
+    convolutions are computed (``CONV_FORMS``). ``parameterisation``: ``standard`` or ``ntk``
+    (``PARAMETERISATIONS``)."""
 
     def __init__(self, input_shape, num_classes: int, *, depth: int = 2, width: int = 32, kernel_size=3, stride=1,
                  padding="SAME", pool: str = "average", head: str = "mean", activation: str = "relu",
-                 compute_dtype: str = "float32", conv_form: str = "auto", rngs: nnx.Rngs):
+                 compute_dtype: str = "float32", conv_form: str = "auto", parameterisation: str = "standard",
+                 rngs: nnx.Rngs):
         dtype = _compute_dtype(compute_dtype)
         self.activation = _activation(activation)
         if pool not in POOLS:
@@ -202,8 +246,8 @@ class CNN(nnx.Module):
         self.rank, self.pool, self.flatten = len(input_shape) - 1, pool == "average", head == "flatten"
         channels = [input_shape[-1]] + [width] * depth
         self.convs = nnx.List(
-            [conv(a, b, form=conv_form, kernel_size=(k,) * self.rank, strides=(s,) * self.rank, padding=p, dtype=dtype,
-                  rngs=rngs)
+            [conv(a, b, form=conv_form, parameterisation=parameterisation, kernel_size=(k,) * self.rank,
+                  strides=(s,) * self.rank, padding=p, dtype=dtype, rngs=rngs)
              for a, b, k, s, p in zip(channels[:-1], channels[1:], kernels, strides, paddings)]
         )
         spatial = list(input_shape[:-1])
@@ -215,7 +259,7 @@ class CNN(nnx.Module):
             if self.pool and spatial[0] >= 4:
                 spatial = [size // 2 for size in spatial]
         features = channels[-1] * (math.prod(spatial) if self.flatten else 1)
-        self.head = nnx.Linear(features, num_classes, dtype=dtype, rngs=rngs)
+        self.head = dense(features, num_classes, parameterisation=parameterisation, dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
         window = (2,) * self.rank
