@@ -583,9 +583,27 @@ def test_a_job_writes_each_lane_as_a_one_lane_job_of_its_seed_writes_it(run_conf
                 np.testing.assert_allclose(found[key], expected[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
-def test_the_configs_of_a_job_differ_only_in_their_seed(run_config, tmp_path):
-    configs = [record.RunConfig.from_dict(run_config(K=K, seed=seed)) for K, seed in ((10, 0), (20, 1))]
-    with pytest.raises(ValueError, match="differ in their seed only; these differ: K"):
+def test_a_job_of_lanes_at_several_K_writes_each_as_a_one_lane_job_of_its_K_writes_it(run_config, tmp_path):
+    """The width sweep's jobs: lanes of one seed at K = 1, 10 and ∞ (one program, K traced; the K = 1 lane by the
+    linearised step, equal to the standard one at θ = θ_lin) write each run folder as a job of that K alone
+    does, to float rounding, with the feature updates of its own K."""
+    configs = [record.RunConfig.from_dict(run_config(K=K, seed=0)) for K in (1, 10, "inf")]
+    assert train_job.run(configs, [tmp_path / f"lane{index}" for index in range(3)]) == ["ok"] * 3
+    for index, config in enumerate(configs):
+        train_run(config, tmp_path / f"alone{index}")
+        lane, alone = (pd.read_parquet(tmp_path / f"{run}{index}" / "metrics.parquet").drop(columns="wall_time_s")
+                       for run in ("lane", "alone"))
+        pd.testing.assert_frame_equal(lane, alone, check_exact=False, rtol=1e-4, atol=1e-5)
+        assert set(lane["K"]) == {config.K}
+        snapshots = sorted(path.name for path in (tmp_path / f"alone{index}" / "snapshots").iterdir())
+        assert snapshots == sorted(path.name for path in (tmp_path / f"lane{index}" / "snapshots").iterdir())
+    updates = [json.loads((tmp_path / f"lane{index}" / "run.json").read_text())["feature_updates"] for index in range(3)]
+    assert updates == [configs[0].steps - 1, math.ceil(configs[1].steps / 10) - 1, 0]
+
+
+def test_the_configs_of_a_job_differ_only_in_their_seed_and_K(run_config, tmp_path):
+    configs = [record.RunConfig.from_dict(run_config(batch_size=batch, seed=seed)) for batch, seed in ((8, 0), (4, 1))]
+    with pytest.raises(ValueError, match="differ in their seed and K only; these differ: batch_size"):
         train_job.run(configs, [tmp_path / "a", tmp_path / "b"])
     twice = [record.RunConfig.from_dict(run_config(seed=3))] * 2
     with pytest.raises(ValueError, match="seed: each lane of a job needs its own seed"):

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                          help="dataset option, e.g. test_fraction=0.25 (repeatable)")
 
     train = commands.add_parser("train", parents=[common],
-                                help="train runs that differ only in their seed, as lanes of one program")
+                                help="train runs that differ only in their seed (and K), as lanes of one program")
     train.add_argument("--config", type=Path, action="append", required=True,
                        help="run config YAML (see config/README.md); once per seed")
     train.add_argument("--out", type=Path, action="append", required=True,

@@ -199,10 +199,11 @@ class Trainer:
     ``init_state``, ``train_steps`` (under the run's schedule or another period K), ``evaluate`` (per
     example, f_lin and f), ``linear_outputs`` (f_lin's outputs) and ``batch`` (the batch of a step).
 
-    With ``seeds``, the trainer runs lanes: one per seed, all under the config's other settings. The
-    state, the schedule and ``evaluate``'s parameters and outputs then carry a leading lane axis and every
-    program is vmapped over it; ``init_state`` takes the lanes' initial parameters stacked. Without, one
-    run of ``config.seed`` (C5, C6 and the benchmarks).
+    With ``seeds``, the trainer runs lanes: one per seed, all under the config's other settings, each lane
+    with its own period K where ``periods`` gives them (the width sweep trains every K of a model as lanes:
+    K is traced, so one program serves them all). The state, the schedule and ``evaluate``'s parameters and
+    outputs then carry a leading lane axis and every program is vmapped over it; ``init_state`` takes the
+    lanes' initial parameters stacked. Without, one run of ``config.seed`` (C5, C6 and the benchmarks).
 
     The programs, for benchmarks: the blocks of ``scan_steps`` steps, ``linearised_block`` (every
     schedule) and ``relinearising_block`` (blocks that re-linearise at every step), each run as
@@ -211,10 +212,13 @@ class Trainer:
     """
 
     def __init__(self, config: RunConfig, model: models.Model, block_mode: str | None = None, *,
-                 seeds: list[int] | None = None):
+                 seeds: list[int] | None = None, periods: list[float] | None = None):
+        if periods is not None and (seeds is None or len(periods) != len(seeds)):
+            raise ValueError("periods: one period K per lane, and lanes need seeds")
         self.config = config
         self.model = model
         self.seeds = seeds
+        self.periods = periods or [config.K]
         self.optimizer = make_optimizer(config)
         self.f_lin = linearise(model.apply)
         self.loss = LOSSES[config.loss]
@@ -230,12 +234,13 @@ class Trainer:
         self.evaluate = jax.jit(evaluate)
         self._linear_outputs = jax.jit(self.f_lin)
         self._batch = jax.jit(functools.partial(sample_batch, batch_size=config.batch_size, augment=config.augment))
-        self._schedule = self.schedule(config.K, config.switch_step)
+        self._schedule = self._lane_schedule(self.periods, config.switch_step)
 
     def block_for(self, step: int) -> Callable:
         """The block program for the ``scan_steps`` steps from ``step``: ``relinearising_block``
-        where the run's schedule re-linearises at every one of them, else ``linearised_block``."""
-        every_step = relinearises_throughout(self.config.K, self.config.switch_step, step, self.config.scan_steps)
+        where every lane's schedule re-linearises at every one of them, else ``linearised_block``."""
+        every_step = all(relinearises_throughout(K, self.config.switch_step, step, self.config.scan_steps)
+                         for K in self.periods)
         return self.relinearising_block if every_step else self.linearised_block
 
     def train_steps(self, state: TrainState, train_data: TrainData, count: int, *, K: float | None = None,
@@ -281,16 +286,20 @@ class Trainer:
         return state(params) if self.seeds is None else jax.vmap(state)(params)
 
     def schedule(self, K: float | None = None, switch_step: int | None = None) -> Schedule:
-        """The run's traced schedule, or its settings with period ``K`` (and ``switch_step``) instead: the
-        same shapes and dtypes, so the same compiled programs. Lanes: one row per seed."""
-        if K is None:
-            return self._schedule
-        period, switch = schedule_arrays(K, switch_step, self.config.steps)
+        """The run's traced schedule (lanes: each lane's period), or its settings with period ``K`` (and
+        ``switch_step``) in every lane instead: the same shapes and dtypes, so the same compiled programs.
+        Lanes: one row per seed."""
+        return self._schedule if K is None else self._lane_schedule([K], switch_step)
+
+    def _lane_schedule(self, periods: list[float], switch_step: int | None) -> Schedule:
+        """The traced schedule with the given periods (one, or one per lane)."""
+        arrays = [schedule_arrays(period, switch_step, self.config.steps) for period in periods]
         seeds = self.config.seed if self.seeds is None else self.seeds
-        schedule = Schedule(period, switch, jnp.asarray(self.config.reset_optimizer),
+        schedule = Schedule(jnp.stack([period for period, _ in arrays]), arrays[0][1],
+                            jnp.asarray(self.config.reset_optimizer),
                             jnp.asarray(self.config.proximal_damping, jnp.float32), jnp.asarray(seeds, jnp.int32))
         if self.seeds is None:
-            return schedule
+            return schedule._replace(period=schedule.period[0])
         return jax.tree.map(lambda value: jnp.broadcast_to(value, (len(self.seeds),)), schedule)
 
     def train_step(self, state: TrainState, train_data: TrainData, schedule: Schedule,

@@ -1,5 +1,6 @@
 """A training job: every seed of one (dataset, model, schedule, variant), trained as lanes of one compiled
-program (``train.Trainer`` with ``seeds``), from the seeds' run configs to one run folder per seed.
+program (``train.Trainer`` with ``seeds``), from the seeds' run configs to one run folder per seed. (The width
+sweep's jobs train every period K of a model as lanes too: each lane is one (seed, K).)
 
 The folders are what a run of each seed on its own writes (metrics, final test predictions, ``run.json``,
 the snapshots), so the stages after training see no difference. The host intervenes only between blocks
@@ -35,34 +36,44 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Lane:
-    """One seed of a job: its config, its run folder, and its evaluation rows so far."""
+    """One lane of a job (a seed, at its period K): its config, its run folder, and its evaluation rows so far."""
 
     config: RunConfig
     out_dir: Path
     rows: list[dict] = field(default_factory=list)
     diverged_step: int | None = None
     predicted: np.ndarray | None = None  # the final test predictions of both evaluators, (2, n)
+    several_periods: bool = False  # the job's lanes differ in K: lanes are named by seed and K
 
     @property
     def status(self) -> str:
         return "ok" if self.diverged_step is None else "diverged"
 
+    @property
+    def name(self) -> str:
+        """The lane in logs and scratch folders: ``seed0``, or ``seed0_K100`` in a job of several periods."""
+        return f"seed{self.config.seed}" + (f"_K{record.K_for_config(self.config.K)}" if self.several_periods else "")
+
+
+LANE_KEYS = ("seed", "K")
+"""What the run configs of one job's lanes may differ in: the seed, and the period K (traced)."""
+
 
 def lane_config(configs: Sequence[RunConfig]) -> RunConfig:
-    """The settings the lanes share (the first config): every config must differ from it in its seed alone,
-    and no seed may come twice."""
+    """The settings the lanes share (the first config): every config must differ from it in ``LANE_KEYS``
+    alone, and no (seed, K) may come twice."""
     if not configs:
         raise ValueError("a training job needs at least one run config")
     first = configs[0].to_dict()
     for config in configs[1:]:
         other = config.to_dict()
-        differing = sorted(key for key in first if key != "seed" and first[key] != other[key])
+        differing = sorted(key for key in first if key not in LANE_KEYS and first[key] != other[key])
         if differing:
-            raise ValueError(f"the run configs of one job may differ in their seed only; these differ: "
+            raise ValueError(f"the run configs of one job may differ in their seed and K only; these differ: "
                              f"{', '.join(differing)}")
-    seeds = [config.seed for config in configs]
-    if len(set(seeds)) < len(seeds):
-        raise ValueError(f"seed: each lane of a job needs its own seed, got {seeds}")
+    lanes = [(config.seed, config.K) for config in configs]
+    if len(set(lanes)) < len(lanes):
+        raise ValueError(f"seed: each lane of a job needs its own seed (or K), got {[seed for seed, _ in lanes]}")
     return configs[0]
 
 
@@ -78,7 +89,9 @@ def run(configs: Sequence[RunConfig], out_dirs: Sequence[Path], scratch_dir: Pat
     if len(configs) != len(out_dirs):
         raise ValueError(f"{len(configs)} run configs but {len(out_dirs)} output folders")
     config = lane_config(configs)
-    lanes = [Lane(seed_config, Path(out_dir)) for seed_config, out_dir in zip(configs, out_dirs)]
+    several_periods = len({lane_config.K for lane_config in configs}) > 1
+    lanes = [Lane(seed_config, Path(out_dir), several_periods=several_periods)
+             for seed_config, out_dir in zip(configs, out_dirs)]
     scratch_dir = Path(scratch_dir or lanes[0].out_dir / "scratch")
     dataset = data.load(Path(config.data))
     for key in ("batch_size", "eval_train_size", "train_size"):
@@ -88,7 +101,7 @@ def run(configs: Sequence[RunConfig], out_dirs: Sequence[Path], scratch_dir: Pat
     seeds = [lane.config.seed for lane in lanes]
     initial = [models.from_spec(config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
                                 seed=seed) for seed in seeds]
-    trainer = Trainer(config, initial[0], block_mode, seeds=seeds)
+    trainer = Trainer(config, initial[0], block_mode, seeds=seeds, periods=[lane.config.K for lane in lanes])
     # One rule draws both subsets (a prefix of one fixed permutation), so the train metrics' examples are
     # examples the run trains on.
     trained = data.training_subset(dataset.y_train, config.train_size, class_balanced=False)
@@ -111,7 +124,8 @@ def run(configs: Sequence[RunConfig], out_dirs: Sequence[Path], scratch_dir: Pat
 
     termination = TerminationRequest()
     bar = tqdm(total=config.steps, initial=step, unit="step", disable=None, dynamic_ncols=True,
-               desc=f"{config.model_label} K={record.K_for_config(config.K)} seeds {','.join(map(str, seeds))}")
+               desc=f"{config.model_label} {' '.join(sorted({f'K={record.K_for_config(lane.config.K)}' for lane in lanes}))} "
+                    f"seeds {','.join(map(str, sorted(set(seeds))))}")
     resumed_step = step if step > 0 else None  # its evaluation and snapshot precede its checkpoint
     while True:
         if step != resumed_step and (step % config.eval_every == 0 or step == config.steps
@@ -120,7 +134,7 @@ def run(configs: Sequence[RunConfig], out_dirs: Sequence[Path], scratch_dir: Pat
             for lane, diverged in zip(lanes, diverged_at):
                 if diverged >= 0 and lane.diverged_step is None:
                     lane.diverged_step = int(diverged)
-                    log.warning("seed %d diverged: non-finite loss at step %d", lane.config.seed, diverged)
+                    log.warning("%s diverged: non-finite loss at step %d", lane.name, diverged)
             live = [index for index, lane in enumerate(lanes) if lane.diverged_step is None]
             if not live:
                 break
@@ -135,7 +149,7 @@ def run(configs: Sequence[RunConfig], out_dirs: Sequence[Path], scratch_dir: Pat
                 _report_progress(bar, step, config.steps, [lanes[index] for index in live])
             if step in snapshot_at:
                 for index in live:
-                    folder = snapshots_dir / f"seed{lanes[index].config.seed}"
+                    folder = snapshots_dir / lanes[index].name
                     folder.mkdir(parents=True, exist_ok=True)
                     record.save_snapshot(record.snapshot_path(folder, step), *jax.tree.map(
                         lambda leaf: leaf[index], (state.params, state.params_lin)))
@@ -158,7 +172,7 @@ def run(configs: Sequence[RunConfig], out_dirs: Sequence[Path], scratch_dir: Pat
     wall_time = time.perf_counter() - clock
     feature_updates = np.asarray(state.feature_updates)
     for index, lane in enumerate(lanes):
-        _write_run(lane, int(feature_updates[index]), snapshots_dir / f"seed{lane.config.seed}", dataset.y_test,
+        _write_run(lane, int(feature_updates[index]), snapshots_dir / lane.name, dataset.y_test,
                    dict(block_mode=trainer.block_mode, lanes=seeds, wall_time_s=wall_time,
                         session_time_s=time.perf_counter() - started, **record.environment()))
     if checkpoints.damaged.exists():  # the rest of the scratch folder goes; damaged checkpoints are kept to inspect
@@ -169,7 +183,7 @@ def run(configs: Sequence[RunConfig], out_dirs: Sequence[Path], scratch_dir: Pat
     else:
         shutil.rmtree(scratch_dir)
     log.info("job finished after %.1f s: %s", wall_time,
-             ", ".join(f"seed {lane.config.seed} {lane.status}" for lane in lanes))
+             ", ".join(f"{lane.name} {lane.status}" for lane in lanes))
     return [lane.status for lane in lanes]
 
 
