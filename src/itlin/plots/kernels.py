@@ -149,11 +149,12 @@ def kernel_specialisation(ntk: pd.DataFrame, out_pdf: Path, out_png: Path, *,
     models_ = sorted(set(tables.nonlinear(rows)["model"]))
     kernels = {"specialisation": "all parameters", "specialisation_backbone": "backbone"}
     # Seaborn draws the whole figure for each heatmap (to check its tick labels for overlap): the cells are
-    # annotated once every heatmap is drawn, or each draw renders every annotation before it.
+    # annotated once every heatmap is drawn, or each draw renders every annotation before it, and the layout
+    # is constrained only then, or each draw lays out every axes (1 s a heatmap for the default's twelve).
     annotated = []
     frozen = bool(np.isinf(rows["K"]).any())
     fig, axes = plt.subplots(2 * len(models_), 2 + frozen, figsize=(4.4 * (2 + frozen), 3.6 * 2 * len(models_) + 0.8),
-                             layout="constrained", squeeze=False)
+                             squeeze=False)
     for index, model in enumerate(models_):
         columns = [(model, 1.0, f"{model}, K = 1"), (twin_of.get(model), 1.0, f"deep linear twin {twin_of.get(model)}, K = 1"),
                    (model, math.inf, f"{model}, K = ∞ (frozen kernel)")][:2 + frozen]
@@ -171,7 +172,8 @@ def kernel_specialisation(ntk: pd.DataFrame, out_pdf: Path, out_png: Path, *,
                     continue
                 matrix = matrices.loc[(label, metric, K)].unstack("target_class")
                 sns.heatmap(matrix, ax=ax, cmap="vlag", vmin=-limit, vmax=limit, center=0, square=True,
-                            cbar=column == len(columns) - 1, cbar_kws={"label": "centred alignment (shared scale)", "shrink": 0.8})
+                            cbar=column == len(columns) - 1, cbar_kws={"label": "centred alignment (shared scale)", "shrink": 0.8,
+                                                                         "use_gridspec": False})
                 if len(matrix) <= 10:
                     annotated.append((ax, matrix))
                 contrast = contrasts[label, metric, K]
@@ -186,6 +188,7 @@ def kernel_specialisation(ntk: pd.DataFrame, out_pdf: Path, out_png: Path, *,
                 ax.set(title=text, xlabel="target class c' (one-hot column)", ylabel="output class c (its kernel)")
     for ax, matrix in annotated:
         _annotate_cells(ax, matrix)
+    fig.set_layout_engine("constrained")
     return finish(fig, title, [], out_pdf, out_png)
 
 
