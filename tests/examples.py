@@ -226,6 +226,28 @@ def example_ntk(
     return tables.validate("ntk", pd.DataFrame(rows), source="example_ntk")
 
 
+def example_width_tables(*, exponents: Mapping[str, float] | None = None, widths: Sequence[int] = (64, 128, 256, 512),
+                         seeds: Sequence[int] = (0, 1, 2), noise: float = 0.02,
+                         gap: Callable[[str, int], float] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The width sweep's tables (``metrics_width``, ``ntk_width``) of model mlp1 in each regime of ``exponents``
+    (regime -> the exponent in width of the K = 1 kernel's relative change, 0.5·(width/64)^exponent at the end),
+    K = 1, 10 and ∞; ``gap(regime, width)``: K = 1 minus K = ∞ final test accuracy (a fraction; K = 10 at K = 1's)."""
+    exponents = dict(exponents or {"ntk": -0.5, "standard": -0.1})
+    gap = gap or (lambda regime, width: 0.05)
+    metrics, ntk = [], []
+    for regime, exponent in exponents.items():
+        labels = {record.width_label("mlp1", width): width for width in widths}
+        ntk.append(example_ntk(depths={label: 1 for label in labels}, Ks=(1,), seeds=seeds, noise=noise,
+                               variant=f"width_{regime}",
+                               final_change=lambda model, K, exponent=exponent: 0.5 * (labels[model] / 64) ** exponent))
+        metrics.append(example_metrics(
+            models=list(labels), Ks=(1, 10, math.inf), seeds=seeds, switch_steps=(), variant=f"width_{regime}",
+            final_accuracy=lambda model, K, switch, regime=regime: 0.8 - gap(regime, labels[model]) * math.isinf(K),
+            noise=0.0))
+    return (tables.validate("metrics", pd.concat(metrics, ignore_index=True), source="example_width_tables"),
+            tables.validate("ntk", pd.concat(ntk, ignore_index=True), source="example_width_tables"))
+
+
 def two_phase_loss(step: np.ndarray) -> np.ndarray:
     """A training loss that falls faster than a power law early (exponentially, to step ~100) and then as
     the power law step^(−1/2): the companion's two phases, the default of ``example_companion_metrics``."""

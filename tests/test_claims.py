@@ -316,8 +316,8 @@ def test_json_follows_its_schema_and_matches_the_markdown():
     results = claims.evaluate(data, settings())
     document = render.to_json(results, settings())
     jsonschema.validate(document, schema)
-    assert [claim["id"] for claim in document["claims"]] == ["C1", "C2", "C3", "C4", "C5", "C6", "S1", "S2", "S3",
-                                                              "S4", "S5"]
+    assert [claim["id"] for claim in document["claims"]] == ["C1", "C2", "C3", "C4", "C5", "C6", "C7", "S1", "S2",
+                                                              "S3", "S4", "S5"]
     c2 = document["claims"][1]
     assert c2["summary"] == results[1].summary
     assert c2["models"][0]["tests"][0]["interval"][0] < 10 < c2["models"][0]["tests"][0]["interval"][1]
@@ -662,3 +662,46 @@ def test_one_seed_judges_accuracies_over_test_examples_and_says_so_but_no_interv
     c6 = by_model(result({"kernel_regression": examples.example_kernel_regression(seeds=(0,))}, "C6"))["mlp"]
     assert c6.verdict == "not measured"
     assert {test.lacking for test in c6.tests} == {"needs at least 3 seeds, 1 measured"}
+
+
+# ---------------------------------------------------------------- C7, the width sweep
+
+
+def width_results(**example):
+    metrics, ntk = examples.example_width_tables(**example)
+    results = claims.evaluate({"metrics_width": metrics, "ntk_width": ntk}, settings())
+    return {(model.model, model.variant): model for model in next(r for r in results if r.id == "C7").models}
+
+
+def test_c7_recovers_the_exponent_and_judges_each_regime_by_its_rule():
+    """The theory's regime (ntk) is judged on an exponent near −1/2, the paper's (standard) on whether the change
+    falls at all; the accuracy gap and the fewest updates on par are reported per width."""
+    c7 = width_results(exponents={"ntk": -0.5, "standard": -0.4})
+    theory, paper = c7["mlp1", "width_ntk"], c7["mlp1", "width_standard"]
+    assert theory.tests[0].value == pytest.approx(-0.5, abs=0.03) and theory.verdict == "supported"
+    assert [test.rule for test in theory.tests] == ["> -0.75", "< -0.25"]
+    assert paper.tests[0].rule == "< -0.1" and paper.verdict == "supported"
+    assert "64: +5.0" in theory.note and "fewest feature updates on par 64: 9" in theory.note
+
+
+@pytest.mark.parametrize("exponents, verdicts", [
+    ({"ntk": -1.0, "standard": 0.0}, ("not supported", "not supported")),   # faster than the theory; flat
+    ({"ntk": 0.0, "standard": 0.3}, ("not supported", "not supported")),    # no fall; a rise
+    ({"ntk": -0.3, "standard": -0.5}, ("supported", "supported")),          # within the tolerance
+])
+def test_c7_verdicts_follow_the_fitted_exponent(exponents, verdicts):
+    c7 = width_results(exponents=exponents, noise=0.005)
+    assert (c7["mlp1", "width_ntk"].verdict, c7["mlp1", "width_standard"].verdict) == verdicts
+
+
+def test_c7_needs_three_widths_and_three_seeds():
+    assert "needs K = 1 runs at 3 or more widths, has 2" in width_results(widths=(64, 128))["mlp1", "width_ntk"].note
+    few_seeds = width_results(seeds=(0, 1))["mlp1", "width_ntk"]
+    assert few_seeds.verdict == "not measured" and "needs at least 3 seeds" in few_seeds.tests[0].lacking
+
+
+def test_c7_exponent_is_the_log_log_slope_of_a_power_law():
+    widths = np.array([64, 128, 256, 512])
+    values = np.stack([3 * widths**-0.5, 2 * widths**-1.0], axis=1)
+    np.testing.assert_allclose(summaries.width_exponent(widths, values), [-0.5, -1.0])
+    assert math.isnan(summaries.width_exponent(widths, np.array([[1.0], [0.0], [1.0], [1.0]]))[0])

@@ -65,7 +65,8 @@ def test_every_figure_is_registered_in_claim_order_with_its_draw_function_and_ca
     assert set(METRICS_FIGURES) == {"training_curves", "accuracy_vs_feature_updates", "network_vs_linearised",
                                     "linearise_after_t"}
     claims = [figure.claim for figure in figures.FIGURES.values()]
-    assert claims == sorted(claims) and set(claims) == {"C1", "C2", "C3", "C4", "C5", "C6", "S1", "S2", "S3", "S4"}
+    assert claims == sorted(claims) and set(claims) == {"C1", "C2", "C3", "C4", "C5", "C6", "C7", "S1", "S2", "S3",
+                                                         "S4"}
     for figure in figures.FIGURES.values():
         assert callable(getattr(plots, figure.draw))
         assert (ROOT / figure.caption).read_text().startswith(f"**Claim {figure.claim}**")
@@ -73,14 +74,16 @@ def test_every_figure_is_registered_in_claim_order_with_its_draw_function_and_ca
 
 def test_figure_options_come_from_the_config():
     config = {"claims": {"C1": {"tolerance_pt": 1.5}, "C4": {"tolerance_pt": 2.5}, "C5": {"tolerance_pt": 3.5},
-                         "C6": {"max_difference": 0.01}, "S3": {"early_from": 0.02, "late_from": 0.2}}}
+                         "C6": {"max_difference": 0.01}, "C7": {"theory_regime": "ntk", "exponent": -0.5},
+                         "S3": {"early_from": 0.02, "late_from": 0.2}}}
     options = {name: figure.options(config, TWINS) for name, figure in figures.FIGURES.items()}
     assert {name: value for name, value in options.items() if value} == {
         "accuracy_vs_feature_updates": {"tolerance_pt": 1.5}, "linearise_after_t": {"tolerance_pt": 2.5},
         "gauss_newton_damping": {"tolerance_pt": 3.5}, "kernel_regression": {"tolerance": 0.01},
         "kernel_alignment": {"twins": TWINS}, "kernel_specialisation": {"twins": TWINS},
         "eigenfunction_alignment": {"twins": TWINS},
-        "loss_phases": {"early_from": 0.02, "late_from": 0.2, "twins": TWINS}}
+        "loss_phases": {"early_from": 0.02, "late_from": 0.2, "twins": TWINS},
+        "width_scaling": {"theory_regime": "ntk", "exponent": -0.5, "tolerance_pt": 1.5}}
 
 
 @pytest.mark.parametrize(("name", "claim"), [("training_curves", "C1"), ("accuracy_vs_feature_updates", "C1"),
@@ -131,7 +134,9 @@ EXAMPLE_TABLES = {"metrics": "metrics", "ntk": "ntk_table", "gauss_newton": "dam
 @pytest.mark.parametrize("name", sorted(figures.FIGURES))
 def test_empty_table_gives_a_note_instead_of_a_crash(request, tmp_path, name):
     table = request.getfixturevalue(EXAMPLE_TABLES[figures.FIGURES[name].table])
-    extra = {"ntk_companion": table.iloc[:0], "early_from": 0.01, "late_from": 0.1} if name == "loss_phases" else {}
+    extra = {"loss_phases": {"ntk_companion": table.iloc[:0], "early_from": 0.01, "late_from": 0.1},
+             "width_scaling": {"metrics_width": table.iloc[:0], "theory_regime": "ntk", "exponent": -0.5,
+                               "tolerance_pt": 1.0}}.get(name, {})
     fig = draw(name, table.iloc[:0], tmp_path, **extra)
     assert any("nothing to" in text for text in texts_of(fig))
 
@@ -421,3 +426,21 @@ def test_kernel_alignment_of_the_companions_runs_compares_depths_with_their_twin
     assert lines[1].get_color() == lines[2].get_color()
     texts = texts_of(fig)
     assert "dotted: the deep linear twin (S5)" in texts and "K = 1 (standard)" not in texts
+
+
+# ---------------------------------------------------------------- the width sweep's figure (C7)
+
+
+def test_width_scaling_draws_each_regime_with_its_fit_the_theory_line_and_the_accuracy_measures(tmp_path):
+    metrics, ntk = examples.example_width_tables(exponents={"ntk": -0.5, "standard": -0.2}, noise=0.0)
+    fig = draw("width_scaling", ntk, tmp_path, metrics_width=metrics, theory_regime="ntk", exponent=-0.5,
+               tolerance_pt=1.0)
+    assert fig._suptitle.get_text().startswith("C7: ")
+    change, gap, updates = fig.axes
+    assert (change.get_xscale(), change.get_yscale(), gap.get_xscale()) == ("log", "log", "log")
+    assert [label.get_text() for label in change.get_xticklabels()] == ["64", "128", "256", "512"]
+    legend = texts_of(fig)
+    assert "ntk regime (fitted exponent -0.50)" in legend and "standard regime (fitted exponent -0.20)" in legend
+    assert "theory: width^-0.5" in legend
+    np.testing.assert_allclose([line.get_ydata() for line in gap.get_lines()[:2]], 5.0)  # K = 1 minus K = ∞, pt
+    np.testing.assert_allclose([line.get_ydata() for line in updates.get_lines()], 99)  # K = 10 on par: 99 updates

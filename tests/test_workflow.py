@@ -28,12 +28,12 @@ from conftest import copy_workflow
 from itlin import data, record, validation, workflow
 
 ROOT = Path(__file__).resolve().parents[1]
-CLAIM_IDS = ["C1", "C2", "C3", "C4", "C5", "C6", "S1", "S2", "S3", "S4", "S5"]
+CLAIM_IDS = ["C1", "C2", "C3", "C4", "C5", "C6", "C7", "S1", "S2", "S3", "S4", "S5"]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 TEST_CONFIG = ("--configfile", "config/test.yaml")
 FIGURES = ["training_curves", "accuracy_vs_feature_updates", "network_vs_linearised", "linearise_after_t",
            "ntk_distance", "kernel_alignment", "kernel_specialisation", "loss_phases", "eigenfunction_alignment",
-           "gauss_newton_damping", "kernel_regression"]
+           "width_scaling", "gauss_newton_damping", "kernel_regression"]
 
 
 def report_results(report: Path) -> dict[str, dict]:
@@ -81,14 +81,19 @@ def planned_jobs(workdir: Path, *args: str) -> tuple[dict[str, int], str]:
 
 def expected_jobs(config: dict) -> dict[str, int]:
     """The job counts of the whole pipeline: those of the config's run grid (a training and an NTK job per
-    run of its first seed: the seeds are a job's lanes)."""
+    run of its first seed: the seeds are a job's lanes; a width sweep job's lanes are its K too, and only its
+    K = 1 runs are measured)."""
     grid = workflow.run_grid(config)
     runs, seeds = len(grid.sweep + grid.switch + grid.companion), len(config["seeds"])
-    jobs = {"prepare_data": 1, "run_config": runs, "train": runs // seeds, "aggregate": 1, "aggregate_sweep": 1,
-            "aggregate_predictions": 1, "measure_ntk": len(grid.sweep + grid.companion) // seeds, "aggregate_ntk": 1,
+    width_jobs = len(grid.width) // (seeds * len(config["width"]["K"]))
+    jobs = {"prepare_data": 1, "run_config": runs + len(grid.width), "train": runs // seeds, "aggregate": 1,
+            "aggregate_sweep": 1, "aggregate_predictions": 1,
+            "measure_ntk": len(grid.sweep + grid.companion) // seeds + width_jobs, "aggregate_ntk": 1,
             "claims": 1, "all": 1}
     if grid.companion:
         jobs.update(aggregate_companion=1, aggregate_ntk_companion=1)
+    if grid.width:
+        jobs.update(train_width=width_jobs, aggregate_width=1, aggregate_ntk_width=1)
     jobs.update({figure: 1 for figure in config["figures"]})
     if grid.gauss_newton:
         jobs.update(gauss_newton=len(grid.gauss_newton), aggregate_gauss_newton=1, aggregate_gauss_newton_predictions=1)
@@ -118,14 +123,15 @@ def test_snakemake_files_are_formatted():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("config_name, runs, training_jobs", [("config.yaml", 108, 36), ("paper.yaml", 144, 48),
-                                                               ("test.yaml", 5, 5), ("digits.yaml", 108, 36)])
-def test_dry_run_builds_every_job_of_the_config(workdir: Path, config_name: str, runs: int, training_jobs: int):
+@pytest.mark.parametrize("config_name, runs, training_jobs, width_jobs", [
+    ("config.yaml", 198, 36, 10), ("paper.yaml", 144, 48, 0), ("test.yaml", 23, 5, 6), ("digits.yaml", 198, 36, 10)])
+def test_dry_run_builds_every_job_of_the_config(workdir: Path, config_name: str, runs: int, training_jobs: int,
+                                                width_jobs: int):
     config = load_config(config_name)
     args = [] if config_name == "config.yaml" else ["--configfile", f"config/{config_name}"]
     jobs, output = planned_jobs(workdir, *args)
     assert jobs == expected_jobs(config)
-    assert (jobs["run_config"], jobs["train"]) == (runs, training_jobs)
+    assert (jobs["run_config"], jobs["train"], jobs.get("train_width", 0)) == (runs, training_jobs, width_jobs)
     if config_name == "paper.yaml":  # replaces the default config instead of being merged into it
         assert "results/runs/cifar10/resnet18/K50000/seed2/augment/metrics.parquet" in output
         assert "results/runs/cifar10/cnn/switch30000/seed0/base/metrics.parquet" in output  # 0.3 of 100k steps
@@ -198,9 +204,11 @@ def test_the_run_grid_names_every_run_of_the_tiny_config():
         sweep=["digits/mlp/K1/seed0/base", "digits/mlp/Kinf/seed0/base"],
         switch=["digits/mlp/switch50/seed0/base"],  # t = 0.5 of 100 steps
         companion=["digits/mlp1/K1/seed0/companion", "digits/mlp1_linear/K1/seed0/companion"],
+        width=[f"digits/mlp1_w{width}/{schedule}/seed0/width_{regime}" for width in (8, 16, 32)
+               for regime in ("ntk", "standard") for schedule in ("K1", "K10", "Kinf")],
         gauss_newton=["digits/mlp/mse/seed0", "digits/mlp/cross_entropy/seed0"],
         kernel_regression=["digits/mlp/seed0"],
-        schedules=["K1", "Kinf", "switch50"],
+        schedules=["K1", "Kinf", "switch50", "K10"],
     )
     for path in grid.sweep + grid.switch + grid.companion + grid.gauss_newton + grid.kernel_regression:
         assert workflow.run_path(**workflow.run_wildcards(path)) == path
@@ -236,6 +244,41 @@ def test_run_configs_take_every_setting_from_the_config():
     assert yaml.safe_load(written) == workflow.run_config(config, workflow.run_wildcards(grid.sweep[1]))
     assert "\nK: .inf\nswitch_step: null\n" in written
     assert "\noptimizer:\n  learning_rate: 0.001\n  momentum: 0.0\n  name: adam\n" in written  # sorted
+
+
+def test_width_sweep_runs_train_every_K_of_a_width_and_regime_as_one_job():
+    """A width sweep job's lanes are its runs at every K and seed; each run config has the regime's
+    parameterisation and training settings, the model at its width."""
+    config = load_config("test.yaml")
+    job = {"dataset": "digits", "model": "mlp1_w16", "variant": "width_ntk"}
+    runs = workflow.job_runs(config, job)
+    assert runs == [f"digits/mlp1_w16/{schedule}/seed0/width_ntk" for schedule in ("K1", "K10", "Kinf")]
+    assert {workflow.training_job(run) for run in runs} == {"digits/mlp1_w16/width_ntk"}
+    theory, paper = (workflow.run_config(config, workflow.run_wildcards(f"digits/mlp1_w16/K10/seed0/width_{regime}"))
+                     for regime in ("ntk", "standard"))
+    assert theory["model"] == {"label": "mlp1_w16", "name": "mlp", "depth": 1, "parameterisation": "ntk", "width": 16}
+    assert paper["model"]["parameterisation"] == "standard" and paper["model"]["width"] == 16
+    assert (theory["optimizer"]["name"], theory["loss"], theory["batch_size"], theory["K"]) == ("sgd", "mse", 64, 10)
+    assert (paper["optimizer"], paper["loss"]) == (config["training"]["optimizer"], config["training"]["loss"])
+    assert theory["steps"] == paper["steps"] == 20 and not theory["augment"]
+    record.RunConfig.from_dict(theory), record.RunConfig.from_dict(paper)
+    assert record.parse_width_label("mlp1_w16") == ("mlp1", 16)
+
+
+@pytest.mark.parametrize("change, key", [
+    (lambda c: c["claims"]["C7"].update(theory_regime="theory"), "claims.C7.theory_regime"),
+    (lambda c: c["variants"].update(width_x={"augment": False}), "variants.width_x"),
+    (lambda c: c["width"]["models"].update(mlp={"name": "mlp", "kwargs": {"depth": 1}, "mem_mb": 1,
+                                                "minutes_per_1000_steps": 1}) or c["width"]["widths"].append(1)
+     or c["models"].update(mlp_w1=c["models"]["mlp"]), "width.models.mlp"),
+    (lambda c: c["width"]["regimes"]["ntk"]["training"].update(batch_size=65), "width.regimes.ntk.training"),
+    (lambda c: c["width"]["regimes"]["ntk"]["training"].update(steps=25), "width.regimes.ntk.training"),
+])
+def test_a_width_section_the_runs_cannot_take_is_rejected_naming_the_key(change, key):
+    config = load_config("test.yaml")
+    change(config)
+    with pytest.raises(workflow.WorkflowConfigError, match=re.escape(f"config key '{key}")):
+        workflow.check_config(config)
 
 
 def test_source_files_follow_every_import(tmp_path: Path, monkeypatch):
@@ -416,7 +459,7 @@ def test_every_count_of_examples_is_checked_against_the_data(count: validation.S
     for value, named in rejected.items():
         with pytest.raises(workflow.WorkflowConfigError) as refused:
             workflow.validate(_config_with(count, value), SCHEMA)
-        assert str(refused.value).startswith(named)
+        assert re.match(re.escape(named).replace(r"\*", r"\w+"), str(refused.value)), str(refused.value)  # * names any
 
 
 @pytest.mark.parametrize("config_name", ["config.yaml", "digits.yaml", "paper.yaml", "test.yaml"])
@@ -570,7 +613,8 @@ def test_adding_a_K_adds_only_its_runs(pipeline: Path):
     (pipeline / "more_K.yaml").write_text(yaml.safe_dump(config))
     jobs, _ = planned_jobs(pipeline, "--configfile", "more_K.yaml")
     unchanged = {"gauss_newton_damping", "kernel_regression",  # drawn from the C5 and C6 tables
-                 "kernel_alignment", "kernel_specialisation", "loss_phases", "eigenfunction_alignment"}  # companion's
+                 "kernel_alignment", "kernel_specialisation", "loss_phases", "eigenfunction_alignment",  # companion's
+                 "width_scaling"}  # the width sweep's
     assert jobs == {"run_config": 1, "train": 1, "aggregate": 1, "aggregate_sweep": 1, "aggregate_predictions": 1,
                     "measure_ntk": 1, "aggregate_ntk": 1, "claims": 1, "all": 1,
                     **{figure: 1 for figure in FIGURES if figure not in unchanged}}

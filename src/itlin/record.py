@@ -170,6 +170,23 @@ def schedule_name(K: float | str, switch_step: int | None = None) -> str:
     return f"K{K_for_config(parse_K(K))}"
 
 
+WIDTH_LABEL = re.compile(r"(?P<model>.+)_w(?P<width>\d+)")
+"""A width sweep model's label: ``<model>_w<width>`` (C7)."""
+
+
+def width_label(model: str, width: int) -> str:
+    """The label of the width sweep's model ``model`` at ``width``."""
+    return f"{model}_w{width}"
+
+
+def parse_width_label(label: str) -> tuple[str, int]:
+    """(model, width) of a width sweep label (the inverse of ``width_label``)."""
+    match = WIDTH_LABEL.fullmatch(label)
+    if not match:
+        raise ValueError(f"{label!r} is not a width sweep label (<model>_w<width>)")
+    return match["model"], int(match["width"])
+
+
 def parse_schedule(name: str) -> tuple[float, int | None]:
     """(K, switch step) of a schedule path component; a switch run trains with K = 1 until its step."""
     if name.startswith("switch"):

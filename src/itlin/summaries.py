@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from itlin import tables
+from itlin import record, tables
 
 
 def period_runs(table: pd.DataFrame) -> pd.DataFrame:
@@ -85,6 +85,54 @@ def rise_share_step(rows: pd.DataFrame, share: float) -> int | None:
         return None
     reached = curve[curve - curve.iloc[0] >= share * (curve.iloc[-1] - curve.iloc[0])]
     return int(reached.index[0])
+
+
+WIDTH_KEYS = ["dataset", "model", "variant"]
+"""A width sweep's series: one architecture (the label without its width) in one regime (variant)."""
+
+
+def by_width(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` of the width sweep with its label split into ``model`` (the architecture) and ``width``."""
+    parsed = rows["model"].map(record.parse_width_label)
+    return rows.assign(model=parsed.str[0], width=parsed.str[1].astype("int64"))
+
+
+def kernel_change_by_width(ntk: pd.DataFrame) -> pd.DataFrame:
+    """Per K = 1 run of the width sweep (``WIDTH_KEYS``, ``width``, ``seed``): the relative change
+    ‖Θ_T − Θ₀‖/‖Θ₀‖ of its trace NTK at its last snapshot (C7); diverged runs left out."""
+    rows = kernel_rows(ntk, "relative_change")
+    rows = rows[(rows["K"] == 1) & (rows["status"] == "ok")]
+    last = rows.sort_values("step").groupby(["dataset", "model", "variant", "seed"], sort=True).tail(1)
+    return by_width(last)[[*WIDTH_KEYS, "width", "seed", "value"]].sort_values([*WIDTH_KEYS, "width", "seed"],
+                                                                              ignore_index=True)
+
+
+def accuracy_by_width(metrics: pd.DataFrame, tolerance_pt: float) -> pd.DataFrame:
+    """Per series and width of the width sweep (``WIDTH_KEYS``, ``width``), from the seeds' mean final test
+    accuracy of f_lin: ``gap``, K = 1 minus K = ∞ in points (C2's measure), and ``updates_on_par``, the fewest
+    feature updates of a K whose accuracy is within ``tolerance_pt`` of K = 1's (C1's measure; NaN if none)."""
+    final = by_width(tables.final_metrics(period_runs(metrics)))
+    mean = final.groupby([*WIDTH_KEYS, "width", "K"], sort=True).agg(
+        accuracy=("accuracy", "mean"), updates=("feature_updates", "max")).reset_index()
+    rows = []
+    for keys, series in mean.groupby([*WIDTH_KEYS, "width"], sort=True):
+        by_K = series.set_index("K")
+        reference = by_K["accuracy"].get(1.0, np.nan)
+        on_par = by_K[by_K["accuracy"] >= reference - tolerance_pt / 100]
+        rows.append(dict(zip([*WIDTH_KEYS, "width"], keys), gap=100 * (reference - by_K["accuracy"].get(math.inf, np.nan)),
+                         updates_on_par=float(on_par["updates"].min()) if len(on_par) else math.nan))
+    return pd.DataFrame(rows, columns=[*WIDTH_KEYS, "width", "gap", "updates_on_par"])
+
+
+def width_exponent(widths: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The least-squares slope of log value against log width, per column of ``values`` (widths × draws): the
+    exponent of a power law in width; NaN for a column with a value <= 0 or not finite."""
+    x = np.log(np.asarray(widths, np.float64))
+    x = x - x.mean()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log(values)
+        slopes = (x[:, None] * (logs - logs.mean(0))).sum(0) / (x ** 2).sum()
+    return np.where(np.isfinite(logs).all(0), slopes, np.nan)
 
 
 def kernel_regression_summary(table: pd.DataFrame) -> pd.DataFrame:

@@ -312,7 +312,8 @@ SPECS: dict[str, TableSpec] = {
 """Spec name -> its spec: every kind of table the pipeline writes."""
 
 TABLES: dict[str, str] = {name: name for name in SPECS} | {
-    "metrics_sweep": "metrics", "metrics_companion": "metrics", "ntk_companion": "ntk"}
+    "metrics_sweep": "metrics", "metrics_companion": "metrics", "ntk_companion": "ntk", "metrics_width": "metrics",
+    "ntk_width": "ntk"}
 """Table (its file ``results/tables/<table>.parquet``) -> its spec: the K sweep's metrics alone, and the companion's
 runs' metrics and kernels (its own regime, S1-S5), are tables of their own."""
 

@@ -10,7 +10,8 @@ C4 run (standard training until step t, then linearised at θ_t to the end); the
 and parsed by ``itlin.record``. A training job (and an NTK job) is ``{dataset}/{model}/{schedule}/{variant}``:
 every seed of the run, as lanes of one program. A C5 job is ``{dataset}/{model}/{loss}/seed{seed}``, a C6 job
 ``{dataset}/{model}/seed{seed}``. The companion's runs (S1–S5, its own regime: ``companion``) are training runs
-of the variant ``companion``, at K = 1.
+of the variant ``companion``, at K = 1. The width sweep's runs (C7) are training runs of model ``<model>_w<width>``
+and variant ``width_<regime>``; one job (``WIDTH_JOB``) trains every K and seed of a (model, width, regime) as lanes.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ KERNEL_REGRESSION_RUN = "{dataset}/{model}/seed{seed}"
 """Run paths: of a training run (below results/runs/), a C5 job and a C6 job."""
 TRAINING_JOB = "{dataset}/{model}/{schedule}/{variant}"
 """The name of a training job (and of the NTK job measuring its runs): the runs of every seed."""
+WIDTH_JOB = "{dataset}/{model}/{variant}"
+"""The name of a training job of the width sweep: the runs of every K and seed of one model, width and regime."""
 PACKAGE = Path(__file__).parent
 PACKAGE_PATH = Path("src") / "itlin"
 """The itlin sources, here and relative to the repository root."""
@@ -44,6 +47,8 @@ COMPANION = "companion"
 in place of the main paper's ``training``, at K = 1, each model with its constant step."""
 COMPANION_FIGURES = ("kernel_alignment", "kernel_specialisation", "loss_phases", "eigenfunction_alignment")
 """The figures of the companion's claims (S1-S4), drawn from its runs: a config that lists one needs them."""
+WIDTH_VARIANT = "width_{regime}"
+"""The variant of the width sweep's runs in one regime (``width.regimes``)."""
 PROFILE_PLACEHOLDER = re.compile(r"\byour_\w+")
 """The placeholders of profiles/slurm (your_account, your_cpu_partition, ...) that a user replaces."""
 
@@ -109,6 +114,7 @@ def check_config(cfg: dict) -> None:
             f"and at most 'training.steps' = {steps} (snapshots are taken between blocks of steps)"
         )
     check_companion(cfg)
+    check_width(cfg)
     for stage in ("gauss_newton", "kernel_regression"):
         for index, label in enumerate(cfg[stage]["models"]):
             if label not in cfg["models"]:
@@ -136,7 +142,7 @@ def check_config(cfg: dict) -> None:
                 f"'kernel_regression.steps' = {cfg['kernel_regression']['steps']} (the last step is always compared)"
             )
     for figure, stage in (("gauss_newton_damping", "gauss_newton"), ("kernel_regression", "kernel_regression"),
-                          *((name, "companion") for name in COMPANION_FIGURES)):
+                          *((name, "companion") for name in COMPANION_FIGURES), ("width_scaling", "width")):
         if figure in cfg["figures"] and not cfg[stage]["models"]:
             raise WorkflowConfigError(f"config key 'figures' lists {figure}, which needs '{stage}.models'")
 
@@ -214,6 +220,75 @@ def companion_learning_rate(cfg: dict, label: str) -> float:
     if label in models:
         return models[label]["learning_rate"]
     return models[twins(cfg)[label]]["twin_learning_rate"]
+
+
+def width_labels(cfg: dict) -> dict[str, tuple[str, int]]:
+    """Each width sweep label -> (its model under ``width.models``, its width)."""
+    return {record.width_label(model, width): (model, width) for model in cfg["width"]["models"]
+            for width in cfg["width"]["widths"]}
+
+
+def width_variants(cfg: dict) -> dict[str, str]:
+    """Each width sweep variant -> its regime (under ``width.regimes``)."""
+    return {WIDTH_VARIANT.format(regime=regime): regime for regime in cfg["width"]["regimes"]}
+
+
+def width_schedules(cfg: dict) -> list[str]:
+    """The schedules of a width sweep job's runs (one per K of ``width.K``), in its lanes' order."""
+    return [record.schedule_name(K) for K in cfg["width"]["K"]]
+
+
+def width_training(cfg: dict, variant: str) -> dict:
+    """The training settings of the width sweep's runs of ``variant``: ``training`` with its regime's over it."""
+    return {**cfg["training"], **cfg["width"]["regimes"][width_variants(cfg)[variant]]["training"]}
+
+
+def regime_training(cfg: dict, model: str, variant: str) -> dict:
+    """The training settings of a run of ``model`` and ``variant``: the companion's, a width regime's, or ``training``."""
+    if variant == COMPANION:
+        return companion_training(cfg, model)
+    if variant in width_variants(cfg):
+        return width_training(cfg, variant)
+    return cfg["training"]
+
+
+def check_width(cfg: dict) -> None:
+    """Reject, naming the key, a width section whose labels or variants clash with others, or whose regimes'
+    training settings (``training`` with the regime's over it) its run configs would refuse."""
+    section = cfg["width"]
+    taken = {*cfg["models"], *cfg["companion"]["models"], *twins(cfg)}
+    for label, (model, width) in width_labels(cfg).items():
+        if label in taken:
+            raise WorkflowConfigError(f"config key 'width.models.{model}': its label at width {width}, {label!r}, is "
+                                      "taken (under 'models' or 'companion.models')")
+    prefix = WIDTH_VARIANT.format(regime="")
+    for variant in cfg["variants"]:
+        if variant.startswith(prefix):
+            raise WorkflowConfigError(f"config key 'variants.{variant}': names starting {prefix!r} are the width "
+                                      "sweep's variants")
+    periods = [record.parse_K(k) for k in section["K"]]
+    if len(set(periods)) != len(periods):
+        raise WorkflowConfigError(f"config key 'width.K' lists a period twice: {section['K']}")
+    if not (section["models"] and section["widths"]):
+        return
+    if cfg["claims"]["C7"]["theory_regime"] not in section["regimes"]:
+        raise WorkflowConfigError(f"config key 'claims.C7.theory_regime' = {cfg['claims']['C7']['theory_regime']!r} "
+                                  f"is not a regime under 'width.regimes' ({', '.join(section['regimes'])})")
+    for variant, regime in width_variants(cfg).items():
+        training = width_training(cfg, variant)
+        try:
+            validation.validate(training, record.TRAINING_SCHEMA, what="run config key")
+        except ValueError as error:
+            raise WorkflowConfigError(f"config key 'width.regimes.{regime}.training': {error}") from None
+        for key in ("batch_size", "eval_train_size"):
+            if training.get("train_size") is not None and training[key] > training["train_size"]:
+                raise WorkflowConfigError(f"config key 'width.regimes.{regime}.training': {key} = {training[key]} "
+                                          f"exceeds its train_size = {training['train_size']}")
+        for key, value in (*((key, training[key]) for key in ("steps", "eval_every", "checkpoint_every")),
+                           ("ntk.velocity_interval", cfg["ntk"]["velocity_interval"])):
+            if value % training["scan_steps"]:
+                raise WorkflowConfigError(f"config key 'width.regimes.{regime}.training': {key} = {value} must be a "
+                                          f"multiple of its scan_steps = {training['scan_steps']}")
 
 
 def check_sizes(cfg: dict, schema_path: Path) -> None:
@@ -297,13 +372,21 @@ def model_entry(cfg: dict, label: str) -> dict:
     if copied:
         entry = cfg["companion"]["models"][copied]
         return {**entry, "kwargs": {**entry["kwargs"], "activation": "linear"}}
+    if label in width_labels(cfg):
+        model, width = width_labels(cfg)[label]
+        entry = cfg["width"]["models"][model]
+        return {**entry, "kwargs": {**entry["kwargs"], "width": width}}
     return cfg["models"][label] if label in cfg["models"] else cfg["companion"]["models"][label]
 
 
-def model_spec(cfg: dict, label: str) -> dict:
-    """The model mapping of a run config (``label``, ``name`` and the kwargs, sorted) for a model label."""
+def model_spec(cfg: dict, label: str, variant: str | None = None) -> dict:
+    """The model mapping of a run config (``label``, ``name`` and the kwargs, sorted) for a model label; a width
+    sweep variant adds its regime's parameterisation."""
     model = model_entry(cfg, label)
-    return {"label": label, "name": model["name"], **dict(sorted(model["kwargs"].items()))}
+    kwargs = dict(model["kwargs"])
+    if variant in width_variants(cfg):
+        kwargs["parameterisation"] = cfg["width"]["regimes"][width_variants(cfg)[variant]]["parameterisation"]
+    return {"label": label, "name": model["name"], **dict(sorted(kwargs.items()))}
 
 
 class RunGrid(NamedTuple):
@@ -313,6 +396,7 @@ class RunGrid(NamedTuple):
     sweep: list[str]  # every model x K x seed x variant
     switch: list[str]  # C4: the switch models x switch steps x seed x variant
     companion: list[str]  # S1-S5: the companion's models and their deep linear twins, at K = 1, x seed
+    width: list[str]  # C7: the width sweep's models x widths x regimes x K x seed
     gauss_newton: list[str]  # C5: model x loss x seed
     kernel_regression: list[str]  # C6: model x seed
     schedules: list[str]  # K1, Kinf, switch300, ...: every schedule of the training runs
@@ -332,30 +416,39 @@ def run_grid(cfg: dict) -> RunGrid:
     companion_schedule = record.schedule_name(1)  # the companion trains at K = 1, whether or not the K grid has it
     companion = [run_path(dataset=dataset, model=model, schedule=companion_schedule, seed=seed, variant=COMPANION)
                  for model in [*cfg["companion"]["models"], *twins(cfg)] for seed in seeds]
+    width = [run for model in width_labels(cfg) for variant in width_variants(cfg)
+             for run in job_runs(cfg, dict(dataset=dataset, model=model, variant=variant))]
     return RunGrid(
         sweep=runs(cfg["models"], sweep_schedules),
         switch=runs(cfg["switch"]["models"], switch_schedules),
         companion=companion,
+        width=width,
         gauss_newton=[run_path(dataset=dataset, model=model, loss=loss, seed=seed)
                       for model in cfg["gauss_newton"]["models"] for loss in cfg["gauss_newton"]["losses"]
                       for seed in seeds],
         kernel_regression=[run_path(dataset=dataset, model=model, seed=seed)
                            for model in cfg["kernel_regression"]["models"] for seed in seeds],
-        schedules=list(dict.fromkeys(sweep_schedules + switch_schedules + ([companion_schedule] if companion else []))),
+        schedules=list(dict.fromkeys(sweep_schedules + switch_schedules + ([companion_schedule] if companion else [])
+                                     + (width_schedules(cfg) if width else []))),
     )
 
 
 def job_runs(cfg: dict, wildcards: Mapping[str, str]) -> list[str]:
     """The run paths of the training job named by ``wildcards`` (``TRAINING_JOB``'s): one per seed, in the
-    config's order (the job's lanes)."""
-    return [run_path(**dict(wildcards), seed=seed) for seed in cfg["seeds"]]
+    config's order (the job's lanes); of a width sweep job (``WIDTH_JOB``'s), one per K of ``width.K`` and seed."""
+    wildcards = dict(wildcards)
+    if "schedule" in wildcards:
+        return [run_path(**wildcards, seed=seed) for seed in cfg["seeds"]]
+    return [run_path(**wildcards, schedule=schedule, seed=seed)
+            for schedule in width_schedules(cfg) for seed in cfg["seeds"]]
 
 
 def training_job(run: str) -> str:
-    """The name of the training job (``TRAINING_JOB``) that trains the run at path ``run``: its logs, benchmark
-    and scratch folder are named by it."""
+    """The name of the training job (``TRAINING_JOB``; a width sweep run's, ``WIDTH_JOB``) that trains the run at
+    path ``run``: its logs, benchmark and scratch folder are named by it."""
     wildcards = run_wildcards(run)
-    return TRAINING_JOB.format(**{key: wildcards[key] for key in _fields(TRAINING_JOB)})
+    pattern = WIDTH_JOB if wildcards["variant"].startswith(WIDTH_VARIANT.format(regime="")) else TRAINING_JOB
+    return pattern.format(**{key: wildcards[key] for key in _fields(pattern)})
 
 
 def _fields(pattern: str) -> list[str]:
@@ -381,8 +474,8 @@ def run_wildcards(path: str) -> dict[str, str]:
 
 
 def alternatives(values) -> str:
-    """A regex matching exactly one of the given strings."""
-    return "|".join(re.escape(str(value)) for value in values)
+    """A regex matching exactly one of the given strings (none: a regex that matches nothing)."""
+    return "|".join(re.escape(str(value)) for value in values) or "(?!)"
 
 
 def wildcard_patterns(cfg: dict) -> dict[str, str]:
@@ -390,10 +483,11 @@ def wildcard_patterns(cfg: dict) -> dict[str, str]:
     return {
         "dataset": alternatives([cfg["dataset"]["name"]]),
         "loss": alternatives(cfg["gauss_newton"]["losses"]),
-        "model": alternatives([*cfg["models"], *cfg["companion"]["models"], *twins(cfg)]),
+        "model": alternatives([*cfg["models"], *cfg["companion"]["models"], *twins(cfg), *width_labels(cfg)]),
         "schedule": alternatives(run_grid(cfg).schedules),
         "seed": alternatives(cfg["seeds"]),
-        "variant": alternatives([*cfg["variants"], *([COMPANION] if cfg["companion"]["models"] else [])]),
+        "variant": alternatives([*cfg["variants"], *([COMPANION] if cfg["companion"]["models"] else []),
+                                 *(width_variants(cfg) if width_labels(cfg) else [])]),
     }
 
 
@@ -401,7 +495,7 @@ def run_config(cfg: dict, wildcards: Mapping[str, str]) -> dict:
     """The complete run config of one training run (the `itlin train --config` format), every key of
     ``itlin.record.RunConfig`` explicit: the run's own keys (``record.IDENTITY_KEYS``) from its wildcards,
     the variant and the NTK section, every other key from the config's ``training`` section (its default
-    where the section leaves it out; for the companion's runs, ``companion_training``), so a new run setting
+    where the section leaves it out; for the companion's and the width sweep's runs, ``regime_training``), so a new run setting
     needs no edit here.
 
     Nested mappings are sorted, so reordering keys in a config file reruns nothing."""
@@ -409,16 +503,15 @@ def run_config(cfg: dict, wildcards: Mapping[str, str]) -> dict:
     identity = {
         "data": f"resources/data/{wildcards['dataset']}.npz",  # the prepare_data rule's output
         "dataset": wildcards["dataset"],
-        "model": model_spec(cfg, wildcards["model"]),
+        "model": model_spec(cfg, wildcards["model"], wildcards["variant"]),
         "K": K if math.isinf(K) else int(K),  # as run configs have always been written: an integer or .inf
         "switch_step": switch_step,
         "seed": int(wildcards["seed"]),
         "variant": wildcards["variant"],
-        "augment": wildcards["variant"] != COMPANION and cfg["variants"][wildcards["variant"]]["augment"],
+        "augment": wildcards["variant"] in cfg["variants"] and cfg["variants"][wildcards["variant"]]["augment"],
         "velocity_interval": cfg["ntk"]["velocity_interval"],
     }
-    settings = (companion_training(cfg, wildcards["model"]) if wildcards["variant"] == COMPANION
-                else cfg["training"])
+    settings = regime_training(cfg, wildcards["model"], wildcards["variant"])
     training = {key: dict(sorted(value.items())) if isinstance(value, dict) else value
                 for key, value in settings.items()}
     return {field.name: identity[field.name] if field.name in identity else training.get(field.name, field.default)

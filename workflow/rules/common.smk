@@ -11,18 +11,22 @@ from itlin.workflow import (
     KERNEL_REGRESSION_RUN,
     RUN,
     TRAINING_JOB,
+    WIDTH_JOB,
+    alternatives,
     check_cluster_profile,
-    companion_training,
     dataset_options,
     job_runs,
     model_entry,
     model_spec,
+    regime_training,
     run_config_yaml,
     run_grid,
     source_files,
     twins,
     validate,
     wildcard_patterns,
+    width_schedules,
+    width_variants,
 )
 
 # The JSON Schema (types, ranges, known keys; integers written as integers), then what it cannot
@@ -38,7 +42,8 @@ wildcard_constraints:
 DATASET = config["dataset"]["name"]
 TWINS = twins(config)  # deep linear twin label -> the companion model it copies (S2's and S5's control)
 GRID = run_grid(config)
-SWEEP_RUNS, SWITCH_RUNS, COMPANION_RUNS = GRID.sweep, GRID.switch, GRID.companion
+SWEEP_RUNS, SWITCH_RUNS, COMPANION_RUNS, WIDTH_RUNS = GRID.sweep, GRID.switch, GRID.companion, GRID.width
+WIDTH_KERNEL_RUNS = [run for run in WIDTH_RUNS if "/K1/" in run]  # C7's kernel change: the K = 1 runs
 GAUSS_NEWTON_RUNS, KERNEL_REGRESSION_RUNS = GRID.gauss_newton, GRID.kernel_regression
 
 
@@ -50,6 +55,23 @@ def run_files(runs, name):
 def seed_files(name):
     """The file ``name`` of every seed's run of a training job, as outputs (the job's other wildcards open)."""
     return expand(f"results/runs/{RUN}/{name}", seed=config["seeds"], allow_missing=True)
+
+
+def width_files(name):
+    """The file ``name`` of every run (each K and seed) of a width sweep job, as outputs, in its lanes' order."""
+    return [
+        f"results/runs/{{dataset}}/{{model}}/{schedule}/seed{seed}/{{variant}}/{name}"
+        for schedule in width_schedules(config)
+        for seed in config["seeds"]
+    ]
+
+
+def train_arguments(wildcards, input, output):
+    """`--config` and `--out` once per lane, in the order of the job's runs (``job_runs``)."""
+    return " ".join(
+        f"--config {config_file} --out {Path(metrics).parent}"
+        for config_file, metrics in zip(input.configs, output.metrics)
+    )
 
 
 def job_files(wildcards, name):
@@ -84,9 +106,14 @@ def measurement_tables():
         "kernel_regression": "kernel_regression",
         "metrics_companion": "companion",
         "ntk_companion": "companion",
+        "metrics_width": "width",
+        "ntk_width": "width",
     }
     return {
-        table: f"results/tables/{table}.parquet" if config[stage]["models"] else [] for table, stage in stages.items()
+        table: (
+            f"results/tables/{table}.parquet" if config[stage]["models"] and config[stage].get("widths", True) else []
+        )
+        for table, stage in stages.items()
     }
 
 
@@ -115,8 +142,9 @@ def train_mem_mb(wildcards):
 
 def train_runtime_minutes(wildcards):
     """Wall-time limit of one training job: a fixed overhead plus the model's cost per step, per lane (the
-    seeds: on a CPU, lanes take turns)."""
+    seeds, and a width sweep job's periods: on a CPU, lanes take turns)."""
     per_thousand = model_entry(config, wildcards.model)["minutes_per_1000_steps"]
-    training = companion_training(config) if wildcards.variant == COMPANION else config["training"]
-    steps = training["steps"] * len(config["seeds"])
+    training = regime_training(config, wildcards.model, wildcards.variant)
+    lanes = len(config["seeds"]) * (len(config["width"]["K"]) if wildcards.variant in width_variants(config) else 1)
+    steps = training["steps"] * lanes
     return math.ceil(config["resources"]["runtime_overhead_minutes"] + per_thousand * steps / 1000)

@@ -1,6 +1,7 @@
 """Stage 2: one training job per (model, schedule, variant), training every seed as a lane of one program
-into a run folder per seed; each run's config is a file of its own, written from params, so changing one
-config value reruns exactly the jobs it affects."""
+into a run folder per seed (the width sweep's: one per (model, width, regime), every K and seed as lanes);
+each run's config is a file of its own, written from params, so changing one config value reruns exactly the
+jobs it affects."""
 
 
 rule run_config:
@@ -31,6 +32,8 @@ rule train:
         f"results/logs/train/{TRAINING_JOB}.log",
     benchmark:
         f"results/benchmarks/train/{TRAINING_JOB}.tsv"
+    wildcard_constraints:
+        variant=alternatives([*config["variants"], COMPANION]),
     # Longest first (by the planned wall time, per model): the long jobs start while both cores are
     # busy, and the run ends on short jobs instead of one long job alone on one core.
     priority: train_runtime_minutes
@@ -43,10 +46,7 @@ rule train:
         gpu=config["resources"]["gpu"],
     params:
         # --config and --out once per seed, in the order of the config's seeds (the lanes)
-        runs=lambda wildcards, input, output: " ".join(
-            f"--config {config_file} --out {Path(metrics).parent}"
-            for config_file, metrics in zip(input.configs, output.metrics)
-        ),
+        runs=train_arguments,
         # Checkpoints live outside the declared outputs, which Snakemake deletes when a job
         # fails: a killed or pre-empted job resumes from its last checkpoint.
         scratch=f"results/scratch/{TRAINING_JOB}",
@@ -59,3 +59,23 @@ rule train:
         "python {params.gpu_slot:q} --gpus {resources.gpu} --threads {threads}"
         " --compilation-cache {params.compilation_cache} --"
         " python -m itlin train {params.runs} --scratch {params.scratch} > {log} 2>&1"
+
+
+# The width sweep (C7): the same job, its lanes every K and seed of one model, width and regime.
+use rule train as train_width with:
+    output:
+        metrics=width_files("metrics.parquet"),
+        predictions=width_files("predictions.parquet"),
+        runs=width_files("run.json"),
+        snapshots=[directory(folder) for folder in width_files("snapshots")],
+    log:
+        f"results/logs/train/{WIDTH_JOB}.log",
+    benchmark:
+        f"results/benchmarks/train/{WIDTH_JOB}.tsv"
+    wildcard_constraints:
+        variant=alternatives(width_variants(config)),
+    params:
+        runs=train_arguments,
+        scratch=f"results/scratch/{WIDTH_JOB}",
+        compilation_cache="results/jax_cache",
+        gpu_slot=os.path.relpath(Path(workflow.basedir) / "workflow" / "scripts" / "gpu_slot.py"),

@@ -17,7 +17,7 @@ Each model's resamples are drawn from a generator seeded by the configured seed 
 model names, so the table is deterministic and adding a model changes no other row. No JAX here.
 
 The package: ``verdicts`` (what a verdict is, the bootstrap), the checks by the tables they read
-(``accuracy``: C1, C2, C4; ``kernels``: C3, S1, S2; ``solvers``: C5, C6), ``registry`` (every claim's
+(``accuracy``: C1, C2, C4; ``kernels``: C3, S1, S2, S4, S5; ``phases``: S3; ``solvers``: C5, C6; ``width``: C7), ``registry`` (every claim's
 texts and check, in order, and ``evaluate``) and ``render`` (claims.md, .json, .html).
 """
 

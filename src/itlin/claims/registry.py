@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from itlin.claims import accuracy, kernels, phases, solvers
+from itlin.claims import accuracy, kernels, phases, solvers, width
 from itlin.claims.verdicts import ClaimResult, ModelVerdict, Settings, number
 
 
@@ -77,6 +77,18 @@ CLAIMS: tuple[Claim, ...] = (
                      "kernel regression (t → ∞) where the closed form has converged there"),
           "test outputs of the K = ∞ model trained in float64 and of the closed form with the full empirical NTK at θ₀",
           ("kernel_regression",), solvers.check_c6),
+    Claim("C7", "(the project's own, beyond the papers) NTK theory's prediction: the kernel's relative change after "
+                "training vanishes like width^(−1/2) in the theory's regime; whether it falls with width at all in the "
+                "paper's.",
+          lambda s: (f"per architecture and regime of the width sweep: the exponent of a power law in width fitted to "
+                     f"the K = 1 relative change ‖Θ_T − Θ₀‖/‖Θ₀‖ of the trace NTK (log-log least squares over the seeds' "
+                     f"means) lies within {number(s['C7']['exponent_tolerance'])} of {number(s['C7']['exponent'])} in "
+                     f"the theory's regime ({s['C7']['theory_regime']}), and below −{number(s['C7']['min_fall'])} in "
+                     "another; the K = 1 minus K = ∞ accuracy gap and the fewest feature updates on par (C1's "
+                     "tolerance) are reported per width"),
+          "relative change of the trace NTK on the probe set after training at every width, K = 1; final test "
+          "accuracy of f_lin per K (the width sweep's runs, each regime its own)", ("metrics_width", "ntk_width"),
+          width.check_c7),
     Claim("S1", "(companion) Kernel-target alignment rises fast in an early feature-learning phase, then plateaus; "
                 "faster and larger in deeper networks.",
           lambda s: (f"per model: the K = 1 centred kernel-target alignment rises by >= {number(s['S1']['min_rise'])}, "

@@ -9,7 +9,7 @@ K = 1 it equals the network up to one optimiser step). No JAX is imported here.
 
 The package: ``style`` (what every figure shares) and the figures by the tables they read:
 ``accuracy`` (C1, C2, C4: the metrics table), ``kernels`` (C3, S1, S2: the NTK tables), ``companion`` (S3, S4:
-the companion's runs), ``solvers`` (C5, C6: their own tables).
+the companion's runs), ``solvers`` (C5, C6: their own tables), ``width`` (C7: the width sweep's runs).
 """
 
 import matplotlib
@@ -22,7 +22,8 @@ from itlin.plots.companion import eigenfunction_alignment, loss_phases  # noqa: 
 from itlin.plots.kernels import kernel_alignment, kernel_specialisation, ntk_distance  # noqa: E402
 from itlin.plots.solvers import gauss_newton_damping, kernel_regression  # noqa: E402
 from itlin.plots.style import K_colours, K_label, seed_range  # noqa: E402
+from itlin.plots.width import width_scaling  # noqa: E402
 
 __all__ = ["K_colours", "K_label", "accuracy_vs_feature_updates", "eigenfunction_alignment", "gauss_newton_damping",
            "kernel_alignment", "kernel_regression", "loss_phases", "kernel_specialisation", "linearise_after_t", "network_vs_linearised", "ntk_distance",
-           "seed_range", "training_curves"]
+           "seed_range", "training_curves", "width_scaling"]
