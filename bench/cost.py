@@ -307,17 +307,15 @@ def relinearising_block_steps(K: float, switch_step: int | None, steps: int, sca
 
 
 def distinct_kernels(K: float, training: dict, velocity_interval: int) -> int:
-    """NTKs the NTK stage computes for one sweep run: one per distinct parameter vector among θ and
-    θ_lin at its snapshots (``measure_ntk.measure_runs`` computes identical snapshots once; of a K = 1 run,
-    whose θ_lin is θ one step earlier, θ_lin's alone)."""
+    """NTKs the NTK stage computes for one sweep run: one per distinct parameter vector among θ_lin at its
+    snapshots and θ at its last (``measure_ntk.measure_runs`` computes identical snapshots once; of a K = 1
+    run, whose θ_lin is θ one step earlier, θ_lin's alone)."""
     steps = training["steps"]
     snapshots = record.snapshot_steps(steps, training["scan_steps"], training["num_snapshots"], velocity_interval)
     period = steps if math.isinf(K) else int(K)
-    points = set()
-    for step in snapshots:
-        if K != 1:
-            points.add(step)  # θ after `step` steps
-        points.add(((step - 1) // period) * period if step > 0 else 0)  # θ_lin: θ at the last re-linearisation
+    points = {((step - 1) // period) * period if step > 0 else 0 for step in snapshots}  # θ_lin: the last update
+    if K != 1:
+        points.add(steps)  # θ at the end
     return len(points)
 
 

@@ -117,12 +117,12 @@ def test_the_steps_benchmark_reports_its_ceiling(capsys):
 
 
 def test_distinct_kernels_of_a_run():
-    """θ and θ_lin at each snapshot, identical parameter vectors counted once."""
+    """θ_lin at each snapshot and θ at the last, identical parameter vectors counted once."""
     training = {"steps": 100, "scan_steps": 10, "num_snapshots": 4}
     assert record.snapshot_steps(100, 10, 4, 10) == [0, 10, 20, 30, 50, 60, 100]  # velocity pairs t, t + 10
-    assert cost.distinct_kernels(math.inf, training, 10) == 7  # θ_lin is θ₀ throughout
+    assert cost.distinct_kernels(math.inf, training, 10) == 2  # θ_lin is θ₀ throughout; θ at step 100
     assert cost.distinct_kernels(1, training, 10) == 7  # θ_lin alone: θ one step earlier (0, 9, 19, 29, 49, 59, 99)
-    assert cost.distinct_kernels(10, training, 10) == 9  # θ_lin adds θ at steps 40 and 90
+    assert cost.distinct_kernels(10, training, 10) == 7  # θ_lin at 0, 10, 20, 40, 50, 90 (the update before each); θ at 100
 
 
 def test_runs_are_counted_as_the_pipeline_lists_them(test_config):

@@ -58,8 +58,9 @@ def measure_runs(run_dirs: list[Path], data_path: Path, probe_size: int, *, prob
     """NTK measurements at every snapshot of each training run, in the ``tables.NTK_COLUMNS`` schema.
 
     The runs (a training job's seeds) share one model architecture: the kernel programs are built for it
-    once and serve every run. At each snapshot step and for each point (``network``: θ,
-    ``linearisation``: θ_lin; for K = 1, whose θ_lin is θ one step earlier, θ_lin only) the per-class kernels
+    once and serve every run. At each snapshot step at θ_lin (point ``linearisation``, the trained kernel) and at
+    the last snapshot at θ too (point ``network``; not for K = 1, whose θ_lin is θ one step earlier) the
+    per-class kernels
     on the dataset's class-balanced probe set
     (``data.probe_indices``), of every parameter and of the backbone, give: against the kernel at θ₀ (the
     step-0 snapshot), the Fort ``distance_from_init``, ``relative_change``, ``norm_ratio`` and
@@ -118,14 +119,16 @@ def _measure_run(run_dir: Path, config: record.RunConfig, diverged_step: int | N
 
     rows, initial, measured = [], None, {}
     interval = config.velocity_interval
-    # Standard training (K = 1, not a switch run) re-linearises at every step, so its θ_lin is θ one step
-    # earlier: only the trained kernel (at θ_lin) is measured, not a second one a step apart.
-    first_point = 1 if config.K == 1 and config.switch_step is None else 0
+    # The trained kernel, at θ_lin, at every snapshot (what every claim and figure reads); the network's, at θ,
+    # at the last one: where it has moved furthest from θ_lin. Standard training (K = 1, not a switch run)
+    # re-linearises at every step, so its θ_lin is θ one step earlier: its θ_lin alone.
+    network_at = None if config.K == 1 and config.switch_step is None else snapshots[-1][0]
     log.info("%s: %d snapshots, %d probe examples", run_dir, len(snapshots), probe_size)
     for index, (step, path) in enumerate(snapshots, start=1):
         started = time.perf_counter()
         theta, theta_lin = record.load_snapshot(path, like=like)
-        for point, params in (("network", theta), ("linearisation", theta_lin))[first_point:]:
+        points = [("network", theta)] if step == network_at else []
+        for point, params in [*points, ("linearisation", theta_lin)]:
             kernel, first_row = summarise(params), len(rows)
             if initial is None:
                 if step != 0:

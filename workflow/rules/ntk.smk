@@ -1,5 +1,5 @@
 """Stage 3b: the empirical NTK of every sweep run and every run of the companion at each of its snapshots
-(θ and θ_lin; θ_lin alone for K = 1) on the dataset's fixed class-balanced probe set (tabulated by
+(θ_lin, and θ at the last; θ_lin alone for K = 1) on the dataset's fixed class-balanced probe set (tabulated by
 aggregate.smk); one job per training job, measuring its seeds' runs with kernel programs compiled once."""
 
 
