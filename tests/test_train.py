@@ -583,11 +583,14 @@ def test_a_job_writes_each_lane_as_a_one_lane_job_of_its_seed_writes_it(run_conf
                 np.testing.assert_allclose(found[key], expected[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
-def test_a_job_of_lanes_at_several_K_writes_each_as_a_one_lane_job_of_its_K_writes_it(run_config, tmp_path):
+@pytest.mark.parametrize("model", [{"name": "mlp", "depth": 1, "width": 32},
+                                   {"name": "cnn", "depth": 2, "width": 4, "parameterisation": "ntk"}])
+def test_a_job_of_lanes_at_several_K_writes_each_as_a_one_lane_job_of_its_K_writes_it(run_config, tmp_path, model):
     """The width sweep's jobs: lanes of one seed at K = 1, 10 and ∞ (one program, K traced; the K = 1 lane by the
     linearised step, equal to the standard one at θ = θ_lin) write each run folder as a job of that K alone
-    does, to float rounding, with the feature updates of its own K."""
-    configs = [record.RunConfig.from_dict(run_config(K=K, seed=0)) for K in (1, 10, "inf")]
+    does, to float rounding, with the feature updates of its own K; an MLP, and a CNN in the NTK
+    parameterisation (a CNN's width is its channels)."""
+    configs = [record.RunConfig.from_dict(run_config(K=K, seed=0, model=model)) for K in (1, 10, "inf")]
     assert train_job.run(configs, [tmp_path / f"lane{index}" for index in range(3)]) == ["ok"] * 3
     for index, config in enumerate(configs):
         train_run(config, tmp_path / f"alone{index}")
