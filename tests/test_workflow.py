@@ -80,16 +80,19 @@ def planned_jobs(workdir: Path, *args: str) -> tuple[dict[str, int], str]:
 
 
 def expected_jobs(config: dict) -> dict[str, int]:
-    """The job counts of the whole pipeline: those of the config's run grid (a training and an NTK job per
-    run of its first seed: the seeds are a job's lanes; a width sweep job's lanes are its K too, and only its
-    K = 1 runs are measured)."""
+    """The job counts of the whole pipeline: those of the config's run grid (a training job per run of its first
+    seed: the seeds are a job's lanes; a width sweep job's lanes are its K too; an NTK job per model and variant,
+    measuring every K of the sweep, K = 1 of the companion and of a width sweep model)."""
     grid = workflow.run_grid(config)
     runs, seeds = len(grid.sweep + grid.switch + grid.companion), len(config["seeds"])
     width_jobs = len(grid.width) // (seeds * len(config["width"]["K"]))
     jobs = {"prepare_data": 1, "run_config": runs + len(grid.width), "train": runs // seeds, "aggregate": 1,
             "aggregate_sweep": 1, "aggregate_predictions": 1,
-            "measure_ntk": len(grid.sweep + grid.companion) // seeds + width_jobs, "aggregate_ntk": 1,
-            "claims": 1, "all": 1}
+            "measure_ntk": len(config["models"]) * len(config["variants"]),  # every K of a model and variant
+            "aggregate_ntk": 1, "claims": 1, "all": 1}
+    k1_jobs = len(grid.companion) // seeds + width_jobs  # K = 1 alone: the companion's runs and the width sweep's
+    if k1_jobs:
+        jobs.update(measure_ntk_k1=k1_jobs)
     if grid.companion:
         jobs.update(aggregate_companion=1, aggregate_ntk_companion=1)
     if grid.width:
@@ -586,8 +589,10 @@ def test_pipeline_run_folder_holds_its_config_snapshots_and_ntk_log(pipeline: Pa
     assert yaml.safe_load((run_folder / "config.yaml").read_text())["K"] == float("inf")
     assert (run_folder / "run.json").is_file() and any((run_folder / "snapshots").iterdir())
     snapshots = len(list((run_folder / "snapshots").glob("step_*.npz")))
-    ntk_log = (pipeline / "results" / "logs" / "measure_ntk" / f"{workflow.training_job(run_name)}.log").read_text()
-    assert len(re.findall(rf"INFO itlin.measure_ntk: snapshot \d+/{snapshots} \(step \d+\): \d+\.\d s", ntk_log)) == snapshots
+    job = workflow.NTK_JOB.format(**workflow.run_wildcards(run_name))  # the model's runs at every K
+    ntk_log = (pipeline / "results" / "logs" / "measure_ntk" / f"{job}.log").read_text()
+    assert f"{run_folder.relative_to(pipeline)}: {snapshots} snapshots" in ntk_log
+    assert len(re.findall(rf"INFO itlin.measure_ntk: snapshot \d+/{snapshots} \(step \d+\): \d+\.\d s", ntk_log)) >= snapshots
 
 
 @pytest.mark.slow

@@ -39,6 +39,9 @@ TRAINING_JOB = "{dataset}/{model}/{schedule}/{variant}"
 """The name of a training job (and of the NTK job measuring its runs): the runs of every seed."""
 WIDTH_JOB = "{dataset}/{model}/{variant}"
 """The name of a training job of the width sweep: the runs of every K and seed of one model, width and regime."""
+NTK_JOB = "{dataset}/{model}/{variant}"
+"""The name of an NTK job: every measured run of one model and variant (the K sweep's: every K and seed; the
+companion's and a width sweep model's: K = 1, every seed), its kernel programs compiled once."""
 PACKAGE = Path(__file__).parent
 PACKAGE_PATH = Path("src") / "itlin"
 """The itlin sources, here and relative to the repository root."""
@@ -441,6 +444,19 @@ def job_runs(cfg: dict, wildcards: Mapping[str, str]) -> list[str]:
         return [run_path(**wildcards, seed=seed) for seed in cfg["seeds"]]
     return [run_path(**wildcards, schedule=schedule, seed=seed)
             for schedule in width_schedules(cfg) for seed in cfg["seeds"]]
+
+
+def ntk_schedules(cfg: dict, variant: str) -> list[str]:
+    """The schedules the NTK stage measures of a variant's runs: every K of the sweep (no switch runs); K = 1 of
+    the companion's and the width sweep's."""
+    return [record.schedule_name(K) for K in cfg["K"]] if variant in cfg["variants"] else [record.schedule_name(1)]
+
+
+def ntk_job_runs(cfg: dict, wildcards: Mapping[str, str]) -> list[str]:
+    """The run paths the NTK job named by ``wildcards`` (``NTK_JOB``'s) measures, schedule by schedule, each seed."""
+    wildcards = dict(wildcards)
+    return [run_path(**wildcards, schedule=schedule, seed=seed)
+            for schedule in ntk_schedules(cfg, wildcards["variant"]) for seed in cfg["seeds"]]
 
 
 def training_job(run: str) -> str:

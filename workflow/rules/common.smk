@@ -9,6 +9,7 @@ from itlin.workflow import (
     COMPANION,
     GAUSS_NEWTON_RUN,
     KERNEL_REGRESSION_RUN,
+    NTK_JOB,
     RUN,
     TRAINING_JOB,
     WIDTH_JOB,
@@ -18,6 +19,8 @@ from itlin.workflow import (
     job_runs,
     model_entry,
     model_spec,
+    ntk_job_runs,
+    ntk_schedules,
     regime_training,
     run_config_yaml,
     run_grid,
@@ -77,6 +80,21 @@ def train_arguments(wildcards, input, output):
 def job_files(wildcards, name):
     """The file ``name`` of every run of the training job named by ``wildcards``, as inputs."""
     return run_files(job_runs(config, wildcards), name)
+
+
+def ntk_job_files(wildcards, name):
+    """The file ``name`` of every run the NTK job named by ``wildcards`` measures, as inputs."""
+    return run_files(ntk_job_runs(config, wildcards), name)
+
+
+def ntk_files(variant):
+    """The NTK tables an NTK job of ``variant``'s kind writes (the schedules it measures, each seed), as outputs, in
+    the order of its runs (``ntk_job_runs``)."""
+    return [
+        f"results/ntk/{{dataset}}/{{model}}/{schedule}/seed{seed}/{{variant}}.parquet"
+        for schedule in ntk_schedules(config, variant)
+        for seed in config["seeds"]
+    ]
 
 
 def stage_files(stage, runs, suffix=""):
