@@ -67,7 +67,8 @@ def width_scaling(ntk: pd.DataFrame, out_pdf: Path, out_png: Path, *, metrics_wi
                       title=f"{model}: kernel change after training (K = 1)")
         gap_ax.axhline(0, color="0.5", linewidth=0.8)
         gap_ax.set(xscale="log", xlabel="width", ylabel="K = 1 minus K = ∞ (pt)", title="accuracy gap (test, f_lin)")
-        updates_ax.set(xscale="log", xlabel="width", ylabel="feature updates",
+        updates_ax.set_yscale("symlog", linthresh=1)  # 0 (K = ∞ on par), a handful, or hundreds (only K = 1)
+        updates_ax.set(xscale="log", xlabel="width", ylabel="feature updates (symlog)",
                        title=f"fewest updates within {tolerance_pt:g} pt of K = 1")
         widths = sorted(changes["width"].unique())
         for ax in row:
