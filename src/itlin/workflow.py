@@ -190,20 +190,26 @@ def check_companion(cfg: dict) -> None:
                                           "(under 'models', or by a deep linear twin)")
     if not cfg["companion"]["models"]:
         return
-    training = companion_training(cfg, next(iter(cfg["companion"]["models"])))
+    check_regime_training(cfg, companion_training(cfg, next(iter(cfg["companion"]["models"]))), "companion.training")
+
+
+def check_regime_training(cfg: dict, training: dict, key: str) -> None:
+    """Reject, naming the config key ``key`` that sets them, a regime's training settings (``training`` with the
+    regime's keys over it) that its run configs would refuse: the run config schema, the subsets inside
+    ``train_size``, and the steps counted in blocks of ``scan_steps``."""
     try:
         validation.validate(training, record.TRAINING_SCHEMA, what="run config key")
     except ValueError as error:
-        raise WorkflowConfigError(f"config key 'companion.training': {error}") from None
-    for key in ("batch_size", "eval_train_size"):
-        if training.get("train_size") is not None and training[key] > training["train_size"]:
-            raise WorkflowConfigError(f"config key 'companion.training': {key} = {training[key]} exceeds its "
-                                      f"train_size = {training['train_size']}, the examples each run trains on")
+        raise WorkflowConfigError(f"config key '{key}': {error}") from None
+    for name in ("batch_size", "eval_train_size"):
+        if training.get("train_size") is not None and training[name] > training["train_size"]:
+            raise WorkflowConfigError(f"config key '{key}': {name} = {training[name]} exceeds its train_size = "
+                                      f"{training['train_size']}, the examples each run trains on")
     scan = training["scan_steps"]
-    for key, value in (*((key, training[key]) for key in ("steps", "eval_every", "checkpoint_every")),
-                       ("ntk.velocity_interval", cfg["ntk"]["velocity_interval"])):
+    for name, value in (*((name, training[name]) for name in ("steps", "eval_every", "checkpoint_every")),
+                        ("ntk.velocity_interval", cfg["ntk"]["velocity_interval"])):
         if value % scan:
-            raise WorkflowConfigError(f"config key 'companion.training': {key} = {value} must be a multiple of its "
+            raise WorkflowConfigError(f"config key '{key}': {name} = {value} must be a multiple of its "
                                       f"scan_steps = {scan}")
 
 
@@ -278,20 +284,7 @@ def check_width(cfg: dict) -> None:
         raise WorkflowConfigError(f"config key 'claims.C7.theory_regime' = {cfg['claims']['C7']['theory_regime']!r} "
                                   f"is not a regime under 'width.regimes' ({', '.join(section['regimes'])})")
     for variant, regime in width_variants(cfg).items():
-        training = width_training(cfg, variant)
-        try:
-            validation.validate(training, record.TRAINING_SCHEMA, what="run config key")
-        except ValueError as error:
-            raise WorkflowConfigError(f"config key 'width.regimes.{regime}.training': {error}") from None
-        for key in ("batch_size", "eval_train_size"):
-            if training.get("train_size") is not None and training[key] > training["train_size"]:
-                raise WorkflowConfigError(f"config key 'width.regimes.{regime}.training': {key} = {training[key]} "
-                                          f"exceeds its train_size = {training['train_size']}")
-        for key, value in (*((key, training[key]) for key in ("steps", "eval_every", "checkpoint_every")),
-                           ("ntk.velocity_interval", cfg["ntk"]["velocity_interval"])):
-            if value % training["scan_steps"]:
-                raise WorkflowConfigError(f"config key 'width.regimes.{regime}.training': {key} = {value} must be a "
-                                          f"multiple of its scan_steps = {training['scan_steps']}")
+        check_regime_training(cfg, width_training(cfg, variant), f"width.regimes.{regime}.training")
 
 
 def check_sizes(cfg: dict, schema_path: Path) -> None:
