@@ -321,16 +321,17 @@ def distinct_kernels(K: float, training: dict, velocity_interval: int) -> int:
 
 def runs(config: dict) -> dict[str, list[dict]]:
     """Every job of the config's compute stages, by rule, as its wildcards (``itlin.workflow.run_grid``): a
-    training or NTK job is one (model, schedule, variant) with every seed as a lane, so without a seed. The
-    companion's runs are left out: the bench measures the config's ``models``, not the companion's small MLPs
-    (``config/paper.yaml`` has no companion runs yet)."""
+    training job is one (model, schedule, variant) with every seed as a lane, so without a seed; an NTK job one
+    (model, variant), measuring every schedule, so without either. The companion's and the width sweep's runs
+    are left out: the bench measures the config's ``models``, not their small MLPs (``config/paper.yaml`` has
+    neither yet)."""
     grid = workflow.run_grid(config)
     jobs = {"train": grid.sweep + grid.switch, "measure_ntk": grid.sweep,
             "gauss_newton": grid.gauss_newton, "kernel_regression_run": grid.kernel_regression}
     found = {rule: [workflow.run_wildcards(path) for path in paths] for rule, paths in jobs.items() if paths}
-    for rule in ("train", "measure_ntk"):
-        lanes = {tuple((key, value) for key, value in run.items() if key != "seed"): None for run in found[rule]}
-        found[rule] = [dict(job) for job in lanes]
+    for rule, per_job in (("train", ("seed",)), ("measure_ntk", ("seed", "schedule"))):
+        kept = {tuple((key, value) for key, value in run.items() if key not in per_job): None for run in found[rule]}
+        found[rule] = [dict(job) for job in kept]
     return found
 
 
@@ -374,9 +375,10 @@ def estimate(config: dict, costs: dict[str, ModelCosts], assumptions: Assumption
         add(f"evaluate {label} (in the train jobs)", seeds * evaluations * eval_examples * cost.eval_example * lane_gain,
             "FLOPs, lanes as the job's linearised steps", f"{seeds} lanes a job")
     for job in jobs["measure_ntk"]:
-        label, (K, _) = job["model"], record.parse_schedule(job["schedule"])
-        add("NTK", seeds * distinct_kernels(K, training, config["ntk"]["velocity_interval"]) * costs[label].ntk_kernel,
-            "FLOPs or measured NTK times", f"{seeds} seeds a job, in turn")
+        kernels = sum(distinct_kernels(record.parse_schedule(schedule)[0], training, config["ntk"]["velocity_interval"])
+                      for schedule in workflow.ntk_schedules(config, job["variant"]))
+        add("NTK", seeds * kernels * costs[job["model"]].ntk_kernel, "FLOPs or measured NTK times",
+            "every K and seed of a model a job, in turn")
 
     def linearised_step_at(label: str, batch_size: int | None) -> float:
         """A linearised step at another batch size (None: full batch, the CIFAR-10 training set)."""

@@ -128,10 +128,10 @@ def test_distinct_kernels_of_a_run():
 def test_runs_are_counted_as_the_pipeline_lists_them(test_config):
     counted = cost.runs(test_config)
     assert len(counted["train"]) == 2 + 1  # K in {1, inf}, one switch run; one seed, one variant (not the companion's)
-    assert len(counted["measure_ntk"]) == 2  # the sweep
+    assert counted["measure_ntk"] == [{"dataset": "digits", "model": "mlp", "variant": "base"}]  # every K: one job
     assert len(counted["gauss_newton"]) == len(test_config["gauss_newton"]["losses"])  # one job per loss and seed
     three_seeds = cost.runs({**test_config, "seeds": [0, 1, 2]})  # seeds are lanes of a training or NTK job
-    assert (len(three_seeds["train"]), len(three_seeds["measure_ntk"])) == (3, 2)
+    assert (len(three_seeds["train"]), len(three_seeds["measure_ntk"])) == (3, 1)
     assert len(three_seeds["gauss_newton"]) == 3 * len(test_config["gauss_newton"]["losses"])
 
 
