@@ -1,4 +1,5 @@
-"""The paper's claims (C1–C6, S1, S2 of docs/science.md) judged per model, with bootstrap intervals.
+"""The claims of docs/science.md (C1–C6, the paper's; C7, the project's; S1–S5, the companion's) judged per model,
+with bootstrap intervals.
 
 Every claim is judged separately for each model (dataset, model label, variant; for C5 the loss
 in place of the variant). A judgement is one or more *tests*: a measured quantity, its 95% bootstrap
