@@ -276,6 +276,8 @@ def test_width_sweep_runs_train_every_K_of_a_width_and_regime_as_one_job():
      or c["models"].update(mlp_w1=c["models"]["mlp"]), "width.models.mlp"),
     (lambda c: c["width"]["regimes"]["ntk"]["training"].update(batch_size=65), "width.regimes.ntk.training"),
     (lambda c: c["width"]["regimes"]["ntk"]["training"].update(steps=25), "width.regimes.ntk.training"),
+    (lambda c: c["width"].update(K=[10, ".inf"]), "width.K"),  # C7's kernel change needs K = 1
+    (lambda c: c["width"].update(widths=[]), "figures"),  # width_scaling listed, no width sweep runs
 ])
 def test_a_width_section_the_runs_cannot_take_is_rejected_naming_the_key(change, key):
     config = load_config("test.yaml")

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     train = commands.add_parser("train", parents=[common],
                                 help="train runs that differ only in their seed (and K), as lanes of one program")
     train.add_argument("--config", type=Path, action="append", required=True,
-                       help="run config YAML (see config/README.md); once per seed")
+                       help="run config YAML (see config/README.md); once per lane (a seed, or a seed at a K)")
     train.add_argument("--out", type=Path, action="append", required=True,
                        help="output folder of the --config at the same position: metrics.parquet, run.json, snapshots/")
     train.add_argument("--scratch", type=Path,

@@ -179,6 +179,11 @@ def width_label(model: str, width: int) -> str:
     return f"{model}_w{width}"
 
 
+def width_variant(regime: str) -> str:
+    """The variant of the width sweep's runs in ``regime`` (a label under the config's ``width.regimes``)."""
+    return f"width_{regime}"
+
+
 def parse_width_label(label: str) -> tuple[str, int]:
     """(model, width) of a width sweep label (the inverse of ``width_label``)."""
     match = WIDTH_LABEL.fullmatch(label)

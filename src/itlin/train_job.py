@@ -257,13 +257,14 @@ def predictions_frame(config: RunConfig, step: int, predicted: np.ndarray, label
 
 def _report_progress(bar, step: int, steps: int, lanes: list[Lane]) -> None:
     """One evaluation's numbers as a log line (or on the progress bar of a terminal): per live lane, the loss
-    on the train subset and the test accuracy of f_lin, as in the metrics table; at step 0, of θ₀."""
+    on the train subset and the test accuracy of f_lin, as in the metrics table (at step 0, of θ₀), and the
+    feature updates so far of the lanes' periods."""
     latest = [{row["split"]: row for row in lane.rows[-4:] if row["evaluator"] == "linear"} for lane in lanes]
     losses = " ".join(f"{rows['train']['loss']:.4f}" for rows in latest)
     accuracies = " ".join(f"{rows['test']['accuracy']:.3f}" for rows in latest)
-    feature_updates = lanes[0].rows[-1]["feature_updates"]
+    feature_updates = " ".join(sorted({str(lane.rows[-1]["feature_updates"]) for lane in lanes}, key=int))  # per K
     if bar.disable:
-        log.info("step %d/%d | train loss (f_lin) %s | test acc (f_lin) %s | feature updates %d",
+        log.info("step %d/%d | train loss (f_lin) %s | test acc (f_lin) %s | feature updates %s",
                  step, steps, losses, accuracies, feature_updates)
     else:
         bar.set_postfix(loss=losses, test_acc=accuracies, feature_updates=feature_updates)

@@ -50,8 +50,6 @@ COMPANION = "companion"
 in place of the main paper's ``training``, at K = 1, each model with its constant step."""
 COMPANION_FIGURES = ("kernel_alignment", "kernel_specialisation", "loss_phases", "eigenfunction_alignment")
 """The figures of the companion's claims (S1-S4), drawn from its runs: a config that lists one needs them."""
-WIDTH_VARIANT = "width_{regime}"
-"""The variant of the width sweep's runs in one regime (``width.regimes``)."""
 PROFILE_PLACEHOLDER = re.compile(r"\byour_\w+")
 """The placeholders of profiles/slurm (your_account, your_cpu_partition, ...) that a user replaces."""
 
@@ -145,9 +143,11 @@ def check_config(cfg: dict) -> None:
                 f"'kernel_regression.steps' = {cfg['kernel_regression']['steps']} (the last step is always compared)"
             )
     for figure, stage in (("gauss_newton_damping", "gauss_newton"), ("kernel_regression", "kernel_regression"),
-                          *((name, "companion") for name in COMPANION_FIGURES), ("width_scaling", "width")):
+                          *((name, "companion") for name in COMPANION_FIGURES)):
         if figure in cfg["figures"] and not cfg[stage]["models"]:
             raise WorkflowConfigError(f"config key 'figures' lists {figure}, which needs '{stage}.models'")
+    if "width_scaling" in cfg["figures"] and not width_labels(cfg):
+        raise WorkflowConfigError("config key 'figures' lists width_scaling, which needs 'width.models' and 'width.widths'")
 
 
 EXAMPLE_COUNTS = ("split", "train", "train-balanced", "none")
@@ -239,7 +239,7 @@ def width_labels(cfg: dict) -> dict[str, tuple[str, int]]:
 
 def width_variants(cfg: dict) -> dict[str, str]:
     """Each width sweep variant -> its regime (under ``width.regimes``)."""
-    return {WIDTH_VARIANT.format(regime=regime): regime for regime in cfg["width"]["regimes"]}
+    return {record.width_variant(regime): regime for regime in cfg["width"]["regimes"]}
 
 
 def width_schedules(cfg: dict) -> list[str]:
@@ -270,7 +270,7 @@ def check_width(cfg: dict) -> None:
         if label in taken:
             raise WorkflowConfigError(f"config key 'width.models.{model}': its label at width {width}, {label!r}, is "
                                       "taken (under 'models' or 'companion.models')")
-    prefix = WIDTH_VARIANT.format(regime="")
+    prefix = record.width_variant("")
     for variant in cfg["variants"]:
         if variant.startswith(prefix):
             raise WorkflowConfigError(f"config key 'variants.{variant}': names starting {prefix!r} are the width "
@@ -280,6 +280,10 @@ def check_width(cfg: dict) -> None:
         raise WorkflowConfigError(f"config key 'width.K' lists a period twice: {section['K']}")
     if not (section["models"] and section["widths"]):
         return
+    for needed, why in ((1.0, "the kernel's change (C7)"), (float("inf"), "the K = 1 minus K = ∞ gap")):
+        if needed not in periods:
+            raise WorkflowConfigError(f"config key 'width.K' = {section['K']} must list {record.format_K(needed)}: "
+                                      f"{why} needs it")
     if cfg["claims"]["C7"]["theory_regime"] not in section["regimes"]:
         raise WorkflowConfigError(f"config key 'claims.C7.theory_regime' = {cfg['claims']['C7']['theory_regime']!r} "
                                   f"is not a regime under 'width.regimes' ({', '.join(section['regimes'])})")
@@ -456,7 +460,7 @@ def training_job(run: str) -> str:
     """The name of the training job (``TRAINING_JOB``; a width sweep run's, ``WIDTH_JOB``) that trains the run at
     path ``run``: its logs, benchmark and scratch folder are named by it."""
     wildcards = run_wildcards(run)
-    pattern = WIDTH_JOB if wildcards["variant"].startswith(WIDTH_VARIANT.format(regime="")) else TRAINING_JOB
+    pattern = WIDTH_JOB if wildcards["variant"].startswith(record.width_variant("")) else TRAINING_JOB
     return pattern.format(**{key: wildcards[key] for key in _fields(pattern)})
 
 

@@ -24,6 +24,7 @@ from itlin.workflow import (
     regime_training,
     run_config_yaml,
     run_grid,
+    run_wildcards,
     source_files,
     twins,
     validate,
@@ -46,7 +47,7 @@ DATASET = config["dataset"]["name"]
 TWINS = twins(config)  # deep linear twin label -> the companion model it copies (S2's and S5's control)
 GRID = run_grid(config)
 SWEEP_RUNS, SWITCH_RUNS, COMPANION_RUNS, WIDTH_RUNS = GRID.sweep, GRID.switch, GRID.companion, GRID.width
-WIDTH_KERNEL_RUNS = [run for run in WIDTH_RUNS if "/K1/" in run]  # C7's kernel change: the K = 1 runs
+WIDTH_KERNEL_RUNS = [run for run in WIDTH_RUNS if run_wildcards(run)["schedule"] == "K1"]  # C7's kernel change
 GAUSS_NEWTON_RUNS, KERNEL_REGRESSION_RUNS = GRID.gauss_newton, GRID.kernel_regression
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from itlin import summaries
+from itlin import record, summaries
 from itlin.claims.verdicts import ModelVerdict, Settings, Test, formatted, judged, seed_mean_draws, seed_means
 from itlin.summaries import WIDTH_KEYS
 
@@ -27,12 +27,16 @@ def check_c7(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
     rule = settings["C7"]
     changes = summaries.kernel_change_by_width(measured["ntk_width"])
     accuracy = summaries.accuracy_by_width(measured["metrics_width"], settings["C1"]["tolerance_pt"])
+    measured = dict(list(changes.groupby(WIDTH_KEYS, sort=True)))
+    by_series = accuracy.set_index(WIDTH_KEYS)
     results = []
-    for group, rows in changes.groupby(WIDTH_KEYS, sort=True):
-        grid = rows.pivot(index="width", columns="seed", values="value")
+    for group in sorted(set(measured) | set(by_series.index)):  # a series without a finished K = 1 run too
+        note = _beside(by_series.loc[[group]] if group in by_series.index else None)
+        if group not in measured:
+            results.append(ModelVerdict(*group, note=f"needs K = 1 runs that trained to the end; {note}".rstrip("; ")))
+            continue
+        grid = measured[group].pivot(index="width", columns="seed", values="value")
         widths, values = grid.index.to_numpy(), grid.to_numpy(np.float64)
-        beside = accuracy.set_index(WIDTH_KEYS).loc[[group]] if group in accuracy.set_index(WIDTH_KEYS).index else None
-        note = _beside(beside)
         if len(widths) < MIN_WIDTHS:
             results.append(ModelVerdict(*group, note=f"needs K = 1 runs at {MIN_WIDTHS} or more widths, has "
                                                      f"{len(widths)}; {note}".rstrip("; ")))
@@ -45,7 +49,7 @@ def check_c7(measured: Mapping[str, pd.DataFrame], settings: Settings, twins: Ma
         measure = (f"exponent of ‖Θ_T − Θ₀‖/‖Θ₀‖ in width (K = 1, widths {widths.min()}–{widths.max()})")
         detail = "relative change " + ", ".join(f"{w}: {formatted(v, '.3g')}" for w, v in zip(widths, point))
         lacking = settings.too_few_seeds(values)
-        if group[2] == f"width_{rule['theory_regime']}":
+        if group[2] == record.width_variant(rule["theory_regime"]):
             target, tolerance = rule["exponent"], rule["exponent_tolerance"]
             tests = (Test(measure, value, low, high, ">", target - tolerance, detail=detail, lacking=lacking),
                      Test(measure, value, low, high, "<", target + tolerance, lacking=lacking))

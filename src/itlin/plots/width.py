@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
-from itlin import summaries
+from itlin import record, summaries
 from itlin.plots.style import SEED_BAND, finish, note_figure, seed_range, styled
 
 
@@ -53,13 +53,14 @@ def width_scaling(ntk: pd.DataFrame, out_pdf: Path, out_png: Path, *, metrics_wi
                 intercept = logs.mean() - fitted * np.log(mean.index.to_numpy()).mean()
                 change_ax.plot(mean.index, np.exp(intercept) * mean.index.to_numpy() ** fitted, color=colour,
                                linestyle="--", linewidth=1)
-            if variant == f"width_{theory_regime}":
+            if variant == record.width_variant(theory_regime):
                 first = mean.index[0]
                 change_ax.plot(mean.index, mean.iloc[0] * (mean.index.to_numpy() / first) ** exponent, color="0.6",
                                linewidth=3, alpha=0.5, zorder=0)
             if model == architectures[0]:
-                handles.append(Line2D([], [], color=colour, marker="o", label=f"{variant.removeprefix('width_')} "
-                                      f"regime (fitted exponent {fitted:+.2f})"))
+                regime = variant.removeprefix(record.width_variant(""))
+                handles.append(Line2D([], [], color=colour, marker="o",
+                                      label=f"{regime} regime (fitted exponent {fitted:+.2f})"))
             beside = accuracy[(accuracy["model"] == model) & (accuracy["variant"] == variant)]
             gap_ax.plot(beside["width"], beside["gap"], marker="o", color=colour)
             updates_ax.plot(beside["width"], beside["updates_on_par"], marker="o", color=colour)
