@@ -83,9 +83,7 @@ def check_config(cfg: dict) -> None:
                 f"config key 'training.{key}' = {training[key]} exceeds 'training.train_size' = "
                 f"{training['train_size']}, the examples each run trains on"
             )
-    periods = [record.parse_K(k) for k in cfg["K"]]
-    if len(set(periods)) != len(periods):
-        raise WorkflowConfigError(f"config key 'K' lists a period twice: {cfg['K']}")
+    distinct_periods(cfg["K"], "K")
     switch_steps = record.switch_steps(cfg["switch"]["fractions"], steps)
     for index, (fraction, t) in enumerate(zip(cfg["switch"]["fractions"], switch_steps)):
         if not 0 < t < steps:
@@ -148,6 +146,14 @@ def check_config(cfg: dict) -> None:
             raise WorkflowConfigError(f"config key 'figures' lists {figure}, which needs '{stage}.models'")
     if "width_scaling" in cfg["figures"] and not width_labels(cfg):
         raise WorkflowConfigError("config key 'figures' lists width_scaling, which needs 'width.models' and 'width.widths'")
+
+
+def distinct_periods(values: list, key: str) -> list[float]:
+    """The periods K of the config key ``key`` (``values``), parsed; rejected, naming the key, if one comes twice."""
+    periods = [record.parse_K(value) for value in values]
+    if len(set(periods)) != len(periods):
+        raise WorkflowConfigError(f"config key '{key}' lists a period twice: {values}")
+    return periods
 
 
 EXAMPLE_COUNTS = ("split", "train", "train-balanced", "none")
@@ -275,9 +281,7 @@ def check_width(cfg: dict) -> None:
         if variant.startswith(prefix):
             raise WorkflowConfigError(f"config key 'variants.{variant}': names starting {prefix!r} are the width "
                                       "sweep's variants")
-    periods = [record.parse_K(k) for k in section["K"]]
-    if len(set(periods)) != len(periods):
-        raise WorkflowConfigError(f"config key 'width.K' lists a period twice: {section['K']}")
+    periods = distinct_periods(section["K"], "width.K")
     if not (section["models"] and section["widths"]):
         return
     for needed, why in ((1.0, "the kernel's change (C7)"), (float("inf"), "the K = 1 minus K = ∞ gap")):

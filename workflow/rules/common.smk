@@ -29,7 +29,6 @@ from itlin.workflow import (
     twins,
     validate,
     wildcard_patterns,
-    width_schedules,
     width_variants,
 )
 
@@ -62,12 +61,9 @@ def seed_files(name):
 
 
 def width_files(name):
-    """The file ``name`` of every run (each K and seed) of a width sweep job, as outputs, in its lanes' order."""
-    return [
-        f"results/runs/{{dataset}}/{{model}}/{schedule}/seed{seed}/{{variant}}/{name}"
-        for schedule in width_schedules(config)
-        for seed in config["seeds"]
-    ]
+    """The file ``name`` of every run (each K and seed) of a width sweep job, as outputs: ``job_runs`` of the job's
+    wildcard pattern, so in the order of its lanes (its inputs)."""
+    return run_files(job_runs(config, {key: f"{{{key}}}" for key in ("dataset", "model", "variant")}), name)
 
 
 def train_arguments(wildcards, input, output):
@@ -118,22 +114,17 @@ def all_targets():
 
 
 def measurement_tables():
-    """The tables of the optional stages the claims read, by name (empty when the stage has no models)."""
-    stages = {
-        "gauss_newton": "gauss_newton",
-        "gauss_newton_predictions": "gauss_newton",
-        "kernel_regression": "kernel_regression",
-        "metrics_companion": "companion",
-        "ntk_companion": "companion",
-        "metrics_width": "width",
-        "ntk_width": "width",
+    """The tables of the optional stages the claims read, by name (empty when the stage makes no runs)."""
+    runs = {
+        "gauss_newton": GAUSS_NEWTON_RUNS,
+        "gauss_newton_predictions": GAUSS_NEWTON_RUNS,
+        "kernel_regression": KERNEL_REGRESSION_RUNS,
+        "metrics_companion": COMPANION_RUNS,
+        "ntk_companion": COMPANION_RUNS,
+        "metrics_width": WIDTH_RUNS,
+        "ntk_width": WIDTH_KERNEL_RUNS,
     }
-    return {
-        table: (
-            f"results/tables/{table}.parquet" if config[stage]["models"] and config[stage].get("widths", True) else []
-        )
-        for table, stage in stages.items()
-    }
+    return {table: f"results/tables/{table}.parquet" if measured else [] for table, measured in runs.items()}
 
 
 def code(*modules):
