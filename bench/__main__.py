@@ -213,7 +213,7 @@ def run_cost(args, config: dict) -> dict:
     assumptions = cost.Assumptions()
     planned = next((found["sections"]["memory"] for found in (measured, dry_run) if found and "memory" in found["sections"]),
                    None)
-    work = {spec.label: cost.model_work(spec, config, measured, planned) for spec in common.paper_models(config)}
+    work = cost.priced_work(config, common.paper_models(config), measured, planned)
     costs = {label: cost.model_costs(done, assumptions) for label, done in work.items()}
     stages = cost.estimate(config, costs, assumptions)
     fraction = cost.break_even_fraction(config, work, assumptions)

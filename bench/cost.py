@@ -322,17 +322,50 @@ def distinct_kernels(K: float, training: dict, velocity_interval: int) -> int:
 def runs(config: dict) -> dict[str, list[dict]]:
     """Every job of the config's compute stages, by rule, as its wildcards (``itlin.workflow.run_grid``): a
     training job is one (model, schedule, variant) with every seed as a lane, so without a seed; an NTK job one
-    (model, variant), measuring every schedule, so without either. The companion's and the width sweep's runs
-    are left out: the bench measures the config's ``models``, not their small MLPs (``config/paper.yaml`` has
-    neither yet)."""
+    (model, variant), measuring every schedule, so without either; the companion's runs among them (variant
+    ``companion``). The width sweep's runs are left out (``config/paper.yaml`` has none)."""
     grid = workflow.run_grid(config)
-    jobs = {"train": grid.sweep + grid.switch, "measure_ntk": grid.sweep,
-            "gauss_newton": grid.gauss_newton, "kernel_regression_run": grid.kernel_regression}
+    jobs = {"train": grid.sweep + grid.switch + grid.companion, "measure_ntk": grid.sweep,
+            "measure_ntk_k1": grid.companion, "gauss_newton": grid.gauss_newton,
+            "kernel_regression_run": grid.kernel_regression}
     found = {rule: [workflow.run_wildcards(path) for path in paths] for rule, paths in jobs.items() if paths}
-    for rule, per_job in (("train", ("seed",)), ("measure_ntk", ("seed", "schedule"))):
-        kept = {tuple((key, value) for key, value in run.items() if key not in per_job): None for run in found[rule]}
-        found[rule] = [dict(job) for job in kept]
+    for rule, per_job in (("train", ("seed",)), ("measure_ntk", ("seed", "schedule")),
+                          ("measure_ntk_k1", ("seed", "schedule"))):
+        kept = {tuple((key, value) for key, value in run.items() if key not in per_job): None
+                for run in found.get(rule, [])}
+        if kept:
+            found[rule] = [dict(job) for job in kept]
     return found
+
+
+AUTO_RATE_PRODUCTS = 60
+"""Kernel-vector products of one ``learning_rate: auto`` (Lanczos for λ_max, ``itlin.ntk.largest_eigenvalue``),
+a vjp and a jvp on the training subset each, about two standard steps: a judgement (ARPACK's default of 20
+Lanczos vectors, restarted two or three times)."""
+
+
+def companion_specs(config: dict) -> list[ModelSpec]:
+    """The companion's models and their deep linear twins, on CIFAR-shaped input."""
+    return [ModelSpec(label, entry["name"], entry["kwargs"])
+            for label in [*config["companion"]["models"], *workflow.twins(config)]
+            for entry in [workflow.model_entry(config, label)]]
+
+
+def priced_work(config: dict, specs: list[ModelSpec], results: dict | None, planned: dict | None = None
+                ) -> dict[str, ModelWork]:
+    """``ModelWork`` of each of ``specs`` (the config's models, ``model_work``), and of the companion's models and
+    twins at its full batch."""
+    work = {spec.label: model_work(spec, config, results, planned) for spec in specs}
+    return work | {spec.label: model_work(spec, companion_regime(config), results, planned)
+                   for spec in companion_specs(config)}
+
+
+def companion_regime(config: dict) -> dict:
+    """``config`` with the companion's training as its ``training``, to price its runs with ``model_work``: the
+    step a stand-in where it is ``auto`` (a step's FLOPs do not depend on it), no kernel-regression subset."""
+    training = workflow.companion_training(config)
+    training["optimizer"] = {**training["optimizer"], "learning_rate": 0.01}
+    return {**config, "training": training, "kernel_regression": {}}
 
 
 def chosen_packings(config: dict, costs: dict[str, ModelCosts], assumptions: Assumptions) -> dict[str, Packing]:
@@ -364,9 +397,18 @@ def estimate(config: dict, costs: dict[str, ModelCosts], assumptions: Assumption
         row["jobs"] += 1
         row["hours"] += seconds / 3600
 
+    companion = workflow.companion_training(config)
     for job in jobs["train"]:
         label, (K, switch_step) = job["model"], record.parse_schedule(job["schedule"])
         cost, packed = costs[label], packing[label]
+        if job["variant"] == workflow.COMPANION:  # K = 1, full batches: the standard step at its batch
+            auto = workflow.companion_learning_rate(config, label) == record.AUTO_RATE
+            add("companion: train (full-batch gradient descent)", companion["steps"] * packed.standard_step
+                / (packed.jobs * packed.efficiency) + auto * seeds * AUTO_RATE_PRODUCTS * cost.standard_step
+                + seeds * (companion["steps"] // companion["eval_every"] + 1)
+                * (companion["eval_train_size"] + CIFAR_TEST_SIZE) * cost.eval_example,
+                f"{cost.basis}; evaluation and the auto step's λ_max by FLOPs", packed.describe())
+            continue
         standard = relinearising_block_steps(K, switch_step, steps, training["scan_steps"])
         device_share = packed.jobs * packed.efficiency  # the device's time goes to `jobs` jobs at once
         add(f"train {label}", (standard * packed.standard_step + (steps - standard) * packed.linearised_step)
@@ -379,6 +421,10 @@ def estimate(config: dict, costs: dict[str, ModelCosts], assumptions: Assumption
                       for schedule in workflow.ntk_schedules(config, job["variant"]))
         add("NTK", seeds * kernels * costs[job["model"]].ntk_kernel, "FLOPs or measured NTK times",
             "every K and seed of a model a job, in turn")
+    for job in jobs.get("measure_ntk_k1", []):
+        kernels = distinct_kernels(1, companion, config["ntk"]["velocity_interval"])
+        add("companion: NTK", seeds * kernels * costs[job["model"]].ntk_kernel, "FLOPs or measured NTK times",
+            "every seed of a model a job, in turn")
 
     def linearised_step_at(label: str, batch_size: int | None) -> float:
         """A linearised step at another batch size (None: full batch, the CIFAR-10 training set)."""

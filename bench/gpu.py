@@ -264,7 +264,7 @@ def projection(config: dict, rows: list[dict], found: list[ModelSpec], smoke: bo
     at smoke sizes)."""
     results = {"device": {"platform": jax.devices()[0].platform}, "sections": {"gpu": {"smoke": smoke, "rows": rows}}}
     assumptions = cost.Assumptions()
-    costs = {spec.label: cost.model_costs(cost.model_work(spec, config, results), assumptions) for spec in found}
+    costs = {label: cost.model_costs(work, assumptions) for label, work in cost.priced_work(config, found, results).items()}
     stages = cost.estimate(config, costs, assumptions)
     return dict(stages=stages, total_hours=stages[-1]["hours"], basis={label: c.basis for label, c in costs.items()})
 

@@ -127,11 +127,12 @@ def test_distinct_kernels_of_a_run():
 
 def test_runs_are_counted_as_the_pipeline_lists_them(test_config):
     counted = cost.runs(test_config)
-    assert len(counted["train"]) == 2 + 1  # K in {1, inf}, one switch run; one seed, one variant (not the companion's)
+    assert len(counted["train"]) == 2 + 1 + 2  # K in {1, inf}, one switch run, the companion's MLP and twin; one seed
     assert counted["measure_ntk"] == [{"dataset": "digits", "model": "mlp", "variant": "base"}]  # every K: one job
+    assert [job["model"] for job in counted["measure_ntk_k1"]] == ["mlp1", "mlp1_linear"]
     assert len(counted["gauss_newton"]) == len(test_config["gauss_newton"]["losses"])  # one job per loss and seed
     three_seeds = cost.runs({**test_config, "seeds": [0, 1, 2]})  # seeds are lanes of a training or NTK job
-    assert (len(three_seeds["train"]), len(three_seeds["measure_ntk"])) == (3, 1)
+    assert (len(three_seeds["train"]), len(three_seeds["measure_ntk"]), len(three_seeds["measure_ntk_k1"])) == (5, 1, 2)
     assert len(three_seeds["gauss_newton"]) == 3 * len(test_config["gauss_newton"]["losses"])
 
 
@@ -149,21 +150,26 @@ def test_job_counts_are_read_from_snakemake_output():
 
 def test_training_hours_price_relinearising_blocks_as_standard_steps(test_config):
     """K = 1 (100 steps), K = ∞ (100) and a switch at 50 (its 5 blocks up to step 49 re-linearise at
-    every step): 150 standard steps, 150 linearised."""
-    costs = {"mlp": cost.ModelCosts(standard_step=1.0, linearised_step=2.0, eval_example=0.0, ntk_kernel=0.0,
-                                    regression_kernels=0.0, basis="test", lanes=lanes_known((1.0,), (2.0,)))}
+    every step): 150 standard steps, 150 linearised. The companion's runs (100 steps, K = 1) at the standard
+    step alone, and the twin's step, ``auto`` in test.yaml, at ``AUTO_RATE_PRODUCTS`` standard steps more."""
+    costs = {label: cost.ModelCosts(standard_step=1.0, linearised_step=2.0, eval_example=0.0, ntk_kernel=0.0,
+                                    regression_kernels=0.0, basis="test", lanes=lanes_known((1.0,), (2.0,)))
+             for label in ("mlp", "mlp1", "mlp1_linear")}
     rows = cost.estimate(test_config, costs, cost.Assumptions(step_floor_ms=0.0))
     train_hours = next(row["hours"] for row in rows if row["stage"] == "train mlp")
     assert train_hours == pytest.approx((150 * 1.0 + 150 * 2.0) / 3600)
+    companion = next(row for row in rows if row["stage"].startswith("companion: train"))
+    assert companion["jobs"] == 2 and companion["hours"] == pytest.approx((2 * 100 + cost.AUTO_RATE_PRODUCTS) / 3600)
 
 
 def test_seeds_as_lanes_cost_what_a_step_of_every_lane_costs(test_config):
     """Four seeds as lanes of each job: the same 150 standard and 150 linearised steps, each at the 4-lane
     program's time (2 s and 3 s); a lane curve of more lane-steps/s (1.5 s, 2.5 s) prices fewer hours."""
     def train_hours(standard, linearised):
-        costs = {"mlp": cost.ModelCosts(standard_step=1.0, linearised_step=2.0, eval_example=0.0, ntk_kernel=0.0,
+        costs = {label: cost.ModelCosts(standard_step=1.0, linearised_step=2.0, eval_example=0.0, ntk_kernel=0.0,
                                         regression_kernels=0.0, basis="test",
-                                        lanes=lanes_known((1.0, standard), (2.0, linearised)))}
+                                        lanes=lanes_known((1.0, standard), (2.0, linearised)))
+                 for label in ("mlp", "mlp1", "mlp1_linear")}
         rows = cost.estimate({**test_config, "seeds": [0, 1, 2, 3]}, costs, cost.Assumptions(step_floor_ms=0.0))
         return next(row for row in rows if row["stage"] == "train mlp")
 

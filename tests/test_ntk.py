@@ -90,6 +90,16 @@ def test_every_kind_equals_the_product_of_full_jacobians(cases, x64, name, strat
             assert relative_error(result, reference) < 1e-5, (kind, symmetric)
 
 
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_largest_eigenvalue_is_that_of_the_gauss_newton_matrix_from_the_full_jacobian(cases, x64, name):
+    """``learning_rate: auto``'s curvature: λ_max of JᵀJ/n, with J the brute-force Jacobian of all n·C outputs."""
+    case = cases(name)
+    inputs = jnp.concatenate([case.x1, case.x2])
+    jacobian = case.jacobian.reshape(-1, case.jacobian.shape[-1])
+    expected = np.linalg.eigvalsh(jacobian.T @ jacobian / len(inputs))[-1]
+    assert ntk.largest_eigenvalue(case.apply, case.params, inputs) == pytest.approx(expected, rel=1e-6)
+
+
 def brute_force_subset_kernel(case, keep, symmetric):
     """The per-class kernel of the parameters whose path ``keep`` accepts, from the Jacobian columns of
     exactly those parameters (ravel_pytree orders the columns leaf by leaf)."""

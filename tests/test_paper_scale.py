@@ -91,6 +91,11 @@ def paper_shaped_overrides(paper: dict, archive: Path) -> dict:
         "gauss_newton": {"losses": ["cross_entropy"], "train_size": 20, "steps": steps, "K": [1, steps],
                          "batch_size": 8, "cg_max_iterations": 2, "newton_max_steps": 2},
         "kernel_regression": {"train_size": 10, "steps": 10, "compare_steps": [5]},
+        # The companion's full-batch gradient descent on 10 images, its step set by the job (auto), a snapshot at
+        # the start and the end (and the velocity pair between them).
+        "companion": {"training": {"steps": steps, "train_size": 10, "batch_size": 10, "eval_train_size": 10,
+                                   "scan_steps": steps, "eval_every": steps, "num_snapshots": 2,
+                                   "checkpoint_every": steps}},
         # A CPU machine: no GPU to claim; two jobs at once on 2 cores (but see --set-threads below).
         "resources": {"gpu": 0, "threads": 1},
     }
@@ -99,13 +104,15 @@ def paper_shaped_overrides(paper: dict, archive: Path) -> dict:
 def paper_shaped_config(paper: dict, archive: Path) -> dict:
     """``config/paper.yaml`` with ``paper_shaped_overrides`` merged in as Snakemake merges config files,
     and its variants cut to the augmented one (a merge can add keys but not remove them): one variant
-    exercises the augmentation code, both would double the resnet18 jobs."""
+    exercises the augmentation code, both would double the resnet18 jobs; its companion to one CNN and its
+    twin, the program of every depth."""
     def merged(base: dict, changes: dict) -> dict:
         return {key: merged(base[key], changes[key]) if isinstance(changes.get(key), dict) and key in base
                 else changes.get(key, base.get(key)) for key in base | changes}
 
     config = merged(paper, paper_shaped_overrides(paper, archive))
     config["variants"] = {label: variant for label, variant in paper["variants"].items() if variant["augment"]}
+    config["companion"]["models"] = dict(list(paper["companion"]["models"].items())[:1])  # the shallowest CNN
     return config
 
 
@@ -140,11 +147,15 @@ def test_paper_config_runs_every_stage_at_paper_shapes(workdir: Path, official_l
     for label, model in paper["models"].items():  # every model at its paper size
         run = json.loads(next((workdir / "results" / "runs" / "cifar10" / label).glob("*/seed*/*/run.json")).read_text())
         assert {key: run["config"]["model"][key] for key in model["kwargs"]} == model["kwargs"]
-    runs = list((workdir / "results" / "runs").glob("cifar10/*/*/seed*/*/run.json"))
-    assert not paper["companion"]["models"]  # the companion's regime is not set up at CIFAR-10 scale yet
+    runs = list((workdir / "results" / "runs").glob("cifar10/*/*/seed*/[!c]*/run.json"))
     assert len(runs) == (len(paper["models"]) + len(shrunk["switch"]["models"])) * len(shrunk["variants"])
     assert all(json.loads(path.read_text())["config"]["augment"] for path in runs)
-    assert {json.loads(path.read_text())["status"] for path in runs} == {"ok"}
+    companion = [json.loads(path.read_text()) for path in (workdir / "results" / "runs").glob(
+        "cifar10/*/K1/seed*/companion/run.json")]
+    assert sorted(run["config"]["model"]["label"] for run in companion) == ["cnn2", "cnn2_linear"]
+    for run in companion:  # the step each job set (auto): 1/λ_max of JᵀJ/n at θ₀
+        assert run["config"]["optimizer"]["learning_rate"] == 1 / max(run["auto_learning_rate"]["largest_eigenvalues"])
+    assert {json.loads(path.read_text())["status"] for path in runs} | {run["status"] for run in companion} == {"ok"}
     for figure in paper["figures"]:
         assert (workdir / "figures" / f"{figure}.pdf").read_bytes().startswith(b"%PDF")
     claims = (workdir / "results" / "claims.md").read_text()

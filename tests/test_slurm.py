@@ -317,8 +317,8 @@ def test_jobs_ask_for_the_configs_gpus_and_go_to_a_partition_that_has_them(workd
     gpu_rules = set(yaml.safe_load((profile / "config.yaml").read_text())["set-resources"])
     jobs = planned_resources(workdir, "--profile", str(profile), "--configfile", f"config/{config_name}")
     submitted = [(rule, threads, resources) for rule, threads, resources in jobs if rule in gpu_rules]
-    # paper.yaml has no companion or width sweep runs: no jobs of the K = 1 NTK rule or of the width sweep's training
-    expected = gpu_rules - ({"train_width", "measure_ntk_k1"} if config_name == "paper.yaml" else set())
+    # paper.yaml has no width sweep: no jobs of the width sweep's training
+    expected = gpu_rules - ({"train_width"} if config_name == "paper.yaml" else set())
     assert {rule for rule, _, _ in submitted} == expected
     for rule, threads, resources in submitted:
         assert resources["gpu"] == gpus and "slurm_partition" not in resources, (rule, resources)

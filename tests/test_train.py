@@ -439,7 +439,8 @@ SGD = {"name": "sgd", "momentum": 0.0, "schedule": "constant"}
     ({"scan_steps": 0}, "run config key 'scan_steps': 0 is less than the minimum of 1"),
     ({"steps": "abc"}, "run config key 'steps': 'abc' is not of type 'integer'"),
     ({"optimizer": SGD | {"learning_rate": -0.1}},
-     "run config key 'optimizer.learning_rate': -0.1 is less than or equal to the minimum of 0"),
+     "run config key 'optimizer.learning_rate': -0.1 matches none of the allowed forms: -0.1 is less than or equal "
+     "to the minimum of 0; 'auto' was expected"),
     ({"batch_size": 32.0}, "run config key 'batch_size': 32.0 is not of type 'integer'"),
     ({"optimizer": SGD | {"learning_rate": 0.1, "momentum": 1.0}}, "'optimizer.momentum': 1.0 is greater than or equal"),
     ({"seed": 1.0}, "seed: must be an integer >= 0, got 1.0"),
@@ -602,6 +603,48 @@ def test_a_job_of_lanes_at_several_K_writes_each_as_a_one_lane_job_of_its_K_writ
         assert snapshots == sorted(path.name for path in (tmp_path / f"lane{index}" / "snapshots").iterdir())
     updates = [json.loads((tmp_path / f"lane{index}" / "run.json").read_text())["feature_updates"] for index in range(3)]
     assert updates == [configs[0].steps - 1, math.ceil(configs[1].steps / 10) - 1, 0]
+
+
+def test_an_auto_learning_rate_is_the_inverse_of_the_largest_lanes_curvature_at_initialisation(run_config, tiny_data,
+                                                                                                    tmp_path):
+    """``learning_rate: auto``: a job of seeds 0 and 1 steps at 1/λ_max of JᵀJ/n at θ₀ on its training subset,
+    the larger λ_max of the two seeds (from the brute-force Jacobian here), records both in ``run.json``, and
+    trains as a job given that rate does."""
+    gradient_descent = dict(loss="mse", train_size=64, batch_size=64, eval_train_size=64, steps=20, eval_every=10,
+                            optimizer={"name": "sgd", "learning_rate": "auto", "momentum": 0.0, "schedule": "constant"})
+    configs = [record.RunConfig.from_dict(run_config(seed=seed, **gradient_descent)) for seed in (0, 1)]
+    assert train_job.run(configs, [tmp_path / "seed0", tmp_path / "seed1"]) == ["ok", "ok"]
+    dataset = data.load(tiny_data)
+    x = jnp.asarray(dataset.x_train[data.training_subset(dataset.y_train, 64, class_balanced=False)])
+    expected = []
+    for seed in (0, 1):
+        network = models.from_spec(configs[0].model, input_shape=dataset.input_shape,
+                                   num_classes=dataset.num_classes, seed=seed)
+        flat, unravel = ravel_pytree(network.params)
+        jacobian = np.asarray(jax.jacrev(lambda theta: network.apply(unravel(theta), x))(flat)).reshape(-1, flat.size)
+        expected.append(np.linalg.eigvalsh(jacobian.astype(np.float64).T @ jacobian / len(x))[-1])
+    summary = json.loads((tmp_path / "seed1" / "run.json").read_text())
+    np.testing.assert_allclose(summary["auto_learning_rate"]["largest_eigenvalues"], expected, rtol=1e-4)
+    rate = summary["auto_learning_rate"]["learning_rate"]
+    assert rate == pytest.approx(1 / max(expected), rel=1e-4) and summary["config"]["optimizer"]["learning_rate"] == rate
+    given = run_config(seed=1, **dict(gradient_descent, optimizer={**gradient_descent["optimizer"], "learning_rate": rate}))
+    train_run(given, tmp_path / "given")
+    lane, alone = (pd.read_parquet(tmp_path / run / "metrics.parquet").drop(columns="wall_time_s")
+                   for run in ("seed1", "given"))
+    pd.testing.assert_frame_equal(lane, alone, check_exact=False, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("overrides, problem", [
+    (dict(optimizer={"name": "adam", "learning_rate": "auto", "momentum": 0.0, "schedule": "constant"}),
+     "plain gradient descent"),
+    (dict(loss="cross_entropy"), "for the mse loss"),
+    (dict(batch_size=32), "full batches"),
+])
+def test_an_auto_learning_rate_outside_full_batch_gradient_descent_on_mse_is_named(run_config, overrides, problem):
+    config = run_config(loss="mse", train_size=64, batch_size=64, eval_train_size=64,
+                        optimizer={"name": "sgd", "learning_rate": "auto", "momentum": 0.0, "schedule": "constant"})
+    with pytest.raises(ValueError, match=f"optimizer.learning_rate: .*{problem}"):
+        record.RunConfig.from_dict({**config, **overrides})
 
 
 def test_the_configs_of_a_job_differ_only_in_their_seed_and_K(run_config, tmp_path):

@@ -127,7 +127,7 @@ def test_snakemake_files_are_formatted():
 
 
 @pytest.mark.parametrize("config_name, runs, training_jobs, width_jobs", [
-    ("config.yaml", 198, 36, 10), ("paper.yaml", 144, 48, 0), ("test.yaml", 23, 5, 6), ("digits.yaml", 198, 36, 10)])
+    ("config.yaml", 198, 36, 10), ("paper.yaml", 162, 54, 0), ("test.yaml", 23, 5, 6), ("digits.yaml", 198, 36, 10)])
 def test_dry_run_builds_every_job_of_the_config(workdir: Path, config_name: str, runs: int, training_jobs: int,
                                                 width_jobs: int):
     config = load_config(config_name)
@@ -240,7 +240,7 @@ def test_run_configs_take_every_setting_from_the_config():
     assert (switch["K"], switch["switch_step"], switch["seed"]) == (1, 50, 0)
     network, twin = (workflow.run_config(config, workflow.run_wildcards(path)) for path in grid.companion)
     assert twin["model"] == {"label": "mlp1_linear", "name": "mlp", "activation": "linear", "depth": 1, "width": 16}
-    assert (network["optimizer"]["learning_rate"], twin["optimizer"]["learning_rate"]) == (0.02, 0.01)
+    assert (network["optimizer"]["learning_rate"], twin["optimizer"]["learning_rate"]) == (0.02, "auto")
     assert network["optimizer"]["name"] == "sgd" and network["loss"] == "mse" and network["variant"] == "companion"
     assert network["batch_size"] == network["train_size"] == 64 and network["K"] == 1
     written = workflow.run_config_yaml(config, workflow.run_wildcards(grid.sweep[1]))
@@ -360,6 +360,10 @@ def _mutate(config: dict, path: str, value) -> None:
         ("companion.training.eval_every", 55, "eval_every = 55 must be a multiple of its scan_steps = 10"),
         ("companion.training.batch_size", 65, "batch_size = 65 exceeds its train_size = 64"),
         ("variants.companion", {"augment": False}, "config key 'variants.companion'"),
+        ("companion.training.batch_size", 32, "config key 'companion.models.mlp1.twin_learning_rate' = auto: auto "
+                                              "needs full batches: batch_size (32) equal to train_size (64)"),
+        ("training.optimizer.learning_rate", "auto", "config key 'training.optimizer.learning_rate' = auto: auto needs "
+                                                     "plain gradient descent"),
         ("switch.models", ["cnn"], "switch.models[0]"),
         ("training.eval_every", 55, "training.eval_every"),
         ("gauss_newton.models", ["cnn"], "gauss_newton.models[0]"),
@@ -572,6 +576,10 @@ def test_pipeline_tables_hold_every_run(pipeline: Path):
     assert set(twin["activation"]) == {"linear"} and not twin.empty
     trained = tables.read("metrics", folder / "metrics_companion.parquet")
     assert set(trained["model"]) == {"mlp1", "mlp1_linear"} and set(trained["variant"]) == {"companion"}
+    summary = json.loads((pipeline / "results" / "runs" / "digits" / "mlp1_linear" / "K1" / "seed0" / "companion"
+                          / "run.json").read_text())
+    rate = summary["auto_learning_rate"]["learning_rate"]  # the twin's step, auto in config/test.yaml
+    assert summary["config"]["optimizer"]["learning_rate"] == rate > 0
     frozen = ntk[(ntk.K == float("inf")) & (ntk.point == "linearisation") & (ntk.metric == "distance_from_init")]
     assert len(frozen) > 1 and (frozen.value == 0).all()  # K = ∞ never moves its kernel
     damped = tables.read("gauss_newton", folder / "gauss_newton.parquet")

@@ -410,6 +410,30 @@ def _memory_budget() -> float:
     return JACOBIAN_MEMORY_FRACTION * limit if limit else HOST_JACOBIAN_BYTES
 
 
+def largest_eigenvalue(apply: Apply, params: Params, x: jax.Array, *, tolerance: float = 1e-6) -> float:
+    """λ_max of Θ(X, X)/n = J Jᵀ/n on the n examples ``x``: the largest eigenvalue of the Gauss-Newton matrix
+    JᵀJ/n (the same nonzero spectrum), the curvature of the MSE ½‖f − y‖² averaged over ``x``, above which
+    full-batch gradient descent of step 2/λ_max diverges. Lanczos (``scipy.sparse.linalg.eigsh``) on the
+    products v ↦ J(Jᵀv)/n, a vjp and a jvp each, so neither J nor Θ is formed: a few dozen passes over ``x``."""
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    outputs = jax.eval_shape(apply, params, x)
+    shape = outputs.shape
+
+    @jax.jit
+    def product(params, vector):
+        _, pull = jax.vjp(lambda p: apply(p, x), params)
+        (tangent,) = pull(vector.reshape(shape))
+        return jax.jvp(lambda p: apply(p, x), (params,), (tangent,))[1].reshape(-1) / shape[0]
+
+    size = math.prod(shape)
+    with jax.default_matmul_precision("highest"):
+        operator = LinearOperator((size, size), dtype=np.float64, matvec=lambda v: np.asarray(
+            product(params, jnp.asarray(v, outputs.dtype)), np.float64))
+        (eigenvalue,) = eigsh(operator, k=1, which="LA", tol=tolerance, v0=np.ones(size), return_eigenvectors=False)
+    return float(eigenvalue)
+
+
 # ---------------------------------------------------------------- kernel metrics (float64 NumPy)
 
 

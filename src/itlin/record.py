@@ -36,6 +36,25 @@ SNAPSHOTS_FOLDER = "snapshots"
 """A run folder: its config, its metrics and final test predictions, a summary, and the snapshots."""
 SNAPSHOT_NAME = re.compile(r"step_(\d+)\.npz")
 _SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+AUTO_RATE = "auto"
+"""``optimizer.learning_rate: auto``: the training job sets the step to 1/λ_max of JᵀJ/n at θ₀ on the run's
+training subset, the largest λ_max over the job's lanes (``itlin.ntk.largest_eigenvalue``): half the stability
+limit of full-batch gradient descent on the MSE for every lane, the companion's rule at any scale."""
+
+
+def auto_rate_problem(optimizer: dict, loss: str, batch_size: int, train_size: int | None,
+                      augment: bool = False) -> str | None:
+    """Why ``learning_rate: auto`` does not apply to these training settings, or None: its rule is a step of
+    full-batch gradient descent (SGD without momentum at a constant rate, the batch the whole fixed subset,
+    without augmentation) on the MSE, whose curvature JᵀJ/n it measures."""
+    if optimizer["name"] != "sgd" or optimizer.get("momentum") or optimizer.get("schedule", "constant") != "constant":
+        return "auto needs plain gradient descent: optimizer sgd, momentum 0, schedule constant"
+    if loss != "mse":
+        return f"auto is a step for the mse loss, whose curvature it measures, not {loss}"
+    if train_size is None or batch_size != train_size or augment:
+        return (f"auto needs full batches: batch_size ({batch_size}) equal to train_size ({train_size}), "
+                "without augmentation")
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +135,9 @@ class RunConfig:
         for key in ("batch_size", "eval_train_size"):
             require(self.train_size is None or getattr(self, key) <= self.train_size, key,
                     f"{getattr(self, key)} is more than the train_size of {self.train_size}")
+        if self.optimizer["learning_rate"] == AUTO_RATE:
+            problem = auto_rate_problem(self.optimizer, self.loss, self.batch_size, self.train_size, self.augment)
+            require(problem is None, "optimizer.learning_rate", problem or "")
         if self.switch_step is not None:
             require(self.K == 1, "K", "a switch-step run trains normally before the switch, so K must be 1")
             require(0 <= self.switch_step <= self.steps, "switch_step",

@@ -11,6 +11,7 @@ is recorded as diverged at that step and frozen there while the others finish.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from itlin import data, models, record, tables
+from itlin import data, models, ntk, record, tables
 from itlin.checkpoints import Checkpoints, Preempted, TerminationRequest
 from itlin.record import EVALUATORS, RunConfig
 from itlin.train import TrainData, Trainer
@@ -101,11 +102,18 @@ def run(configs: Sequence[RunConfig], out_dirs: Sequence[Path], scratch_dir: Pat
     seeds = [lane.config.seed for lane in lanes]
     initial = [models.from_spec(config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
                                 seed=seed) for seed in seeds]
-    trainer = Trainer(config, initial[0], block_mode, seeds=seeds, periods=[lane.config.K for lane in lanes])
     # One rule draws both subsets (a prefix of one fixed permutation), so the train metrics' examples are
     # examples the run trains on.
     trained = data.training_subset(dataset.y_train, config.train_size, class_balanced=False)
     train_data = TrainData.of(dataset.x_train[trained], dataset.y_train[trained])
+    job = {}
+    if config.optimizer["learning_rate"] == record.AUTO_RATE:
+        job["auto_learning_rate"] = auto_rate(initial, train_data.x)
+        for lane in lanes:
+            lane.config = dataclasses.replace(lane.config, optimizer={
+                **lane.config.optimizer, "learning_rate": job["auto_learning_rate"]["learning_rate"]})
+        config = lanes[0].config
+    trainer = Trainer(config, initial[0], block_mode, seeds=seeds, periods=[lane.config.K for lane in lanes])
     subset = data.training_subset(dataset.y_train, config.eval_train_size, class_balanced=False)
     eval_x = jnp.asarray(np.concatenate([dataset.x_train[subset], dataset.x_test]))
     eval_y = jnp.asarray(np.concatenate([dataset.y_train[subset], dataset.y_test]), jnp.int32)
@@ -174,7 +182,7 @@ def run(configs: Sequence[RunConfig], out_dirs: Sequence[Path], scratch_dir: Pat
     for index, lane in enumerate(lanes):
         _write_run(lane, int(feature_updates[index]), snapshots_dir / lane.name, dataset.y_test,
                    dict(block_mode=trainer.block_mode, lanes=seeds, wall_time_s=wall_time,
-                        session_time_s=time.perf_counter() - started, **record.environment()))
+                        session_time_s=time.perf_counter() - started, **job, **record.environment()))
     if checkpoints.damaged.exists():  # the rest of the scratch folder goes; damaged checkpoints are kept to inspect
         shutil.rmtree(checkpoints.directory)
         shutil.rmtree(snapshots_dir, ignore_errors=True)
@@ -185,6 +193,17 @@ def run(configs: Sequence[RunConfig], out_dirs: Sequence[Path], scratch_dir: Pat
     log.info("job finished after %.1f s: %s", wall_time,
              ", ".join(f"{lane.name} {lane.status}" for lane in lanes))
     return [lane.status for lane in lanes]
+
+
+def auto_rate(initial: Sequence[models.Model], x: jax.Array) -> dict:
+    """``learning_rate: auto`` of a job (``record.AUTO_RATE``): 1/λ_max of JᵀJ/n at θ₀ on the training subset
+    ``x``, the largest λ_max over the lanes' initial networks, so every lane steps at half its stability limit
+    or less; with each lane's λ_max, for ``run.json``."""
+    eigenvalues = [ntk.largest_eigenvalue(network.apply, network.params, x) for network in initial]
+    rate = 1.0 / max(eigenvalues)
+    log.info("learning_rate auto: 1/λ_max of JᵀJ/n at θ₀ = %.4g (λ_max per lane %s)", rate,
+             ", ".join(f"{value:.4g}" for value in eigenvalues))
+    return dict(learning_rate=rate, largest_eigenvalues=eigenvalues)
 
 
 def _write_run(lane: Lane, feature_updates: int, snapshots: Path, labels: np.ndarray, job: dict) -> None:

@@ -83,6 +83,8 @@ def check_config(cfg: dict) -> None:
                 f"config key 'training.{key}' = {training[key]} exceeds 'training.train_size' = "
                 f"{training['train_size']}, the examples each run trains on"
             )
+    check_auto_rate(training, training["optimizer"]["learning_rate"], "training.optimizer.learning_rate",
+                    augment=any(variant["augment"] for variant in cfg["variants"].values()))
     distinct_periods(cfg["K"], "K")
     switch_steps = record.switch_steps(cfg["switch"]["fractions"], steps)
     for index, (fraction, t) in enumerate(zip(cfg["switch"]["fractions"], switch_steps)):
@@ -197,6 +199,21 @@ def check_companion(cfg: dict) -> None:
     if not cfg["companion"]["models"]:
         return
     check_regime_training(cfg, companion_training(cfg, next(iter(cfg["companion"]["models"]))), "companion.training")
+    training = companion_training(cfg)
+    for label, entry in cfg["companion"]["models"].items():
+        for key in ("learning_rate", "twin_learning_rate"):
+            check_auto_rate(training, entry[key], f"companion.models.{label}.{key}")
+
+
+def check_auto_rate(training: dict, rate, key: str, augment: bool = False) -> None:
+    """Reject, naming the config key ``key``, a step ``rate`` of ``auto`` under training settings its rule does
+    not apply to (``record.auto_rate_problem``; ``augment``: some of the runs augment their batches)."""
+    if rate != record.AUTO_RATE:
+        return
+    problem = record.auto_rate_problem(training["optimizer"], training["loss"], training["batch_size"],
+                                       training.get("train_size"), augment)
+    if problem:
+        raise WorkflowConfigError(f"config key '{key}' = auto: {problem}")
 
 
 def check_regime_training(cfg: dict, training: dict, key: str) -> None:
@@ -229,8 +246,9 @@ def companion_training(cfg: dict, label: str | None = None) -> dict:
     return training
 
 
-def companion_learning_rate(cfg: dict, label: str) -> float:
-    """The constant step of a companion model, or of a companion model's deep linear twin."""
+def companion_learning_rate(cfg: dict, label: str) -> float | str:
+    """The constant step of a companion model, or of a companion model's deep linear twin (a number, or
+    ``auto``: set by the training job, ``record.AUTO_RATE``)."""
     models = cfg["companion"]["models"]
     if label in models:
         return models[label]["learning_rate"]
