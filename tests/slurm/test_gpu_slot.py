@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,17 +25,21 @@ GPU_SLOT = ROOT / "workflow" / "scripts" / "gpu_slot.py"
 SHOW_ENVIRONMENT = ("import json, os, sys, time; "
                     "variables = {name: os.environ.get(name) for name in ('CUDA_VISIBLE_DEVICES', "
                     "'XLA_PYTHON_CLIENT_PREALLOCATE')}; "
+                    "variables['cores'] = sorted(os.sched_getaffinity(0)); "
                     "open(sys.argv[1] + '.tmp', 'w').write(json.dumps(variables)); "
                     "os.replace(sys.argv[1] + '.tmp', sys.argv[1]); time.sleep(float(sys.argv[2]))")
 JOB_VARIABLES = ("CUDA_VISIBLE_DEVICES", "XLA_PYTHON_CLIENT_PREALLOCATE", "SLURM_JOB_ID", "ITLIN_JOBS_PER_GPU")
 
 
-def launch(tmp_path: Path, name: str, gpus: int, hold: float = 0.0, **variables: str) -> subprocess.Popen:
-    """Start a job of ``gpus`` GPUs through gpu_slot.py with the given launching environment."""
+def launch(tmp_path: Path, name: str, gpus: int, hold: float = 0.0, threads: int | None = None,
+           **variables: str) -> subprocess.Popen:
+    """Start a job of ``gpus`` GPUs (and ``threads`` threads) through gpu_slot.py with the given launching
+    environment."""
     env = {key: value for key, value in os.environ.items() if key not in JOB_VARIABLES}
     env.update(variables)
     return subprocess.Popen(
-        [sys.executable, str(GPU_SLOT), "--gpus", str(gpus), "--locks", str(tmp_path / "locks"), "--",
+        [sys.executable, str(GPU_SLOT), "--gpus", str(gpus), "--locks", str(tmp_path / "locks"),
+         "--core-locks", str(tmp_path / "core_locks"), *(["--threads", str(threads)] if threads else []), "--",
          sys.executable, "-c", SHOW_ENVIRONMENT, str(tmp_path / f"{name}.json"), str(hold)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -44,9 +49,15 @@ def received(tmp_path: Path, name: str, seconds: float = 20.0) -> dict[str, str 
     path, deadline = tmp_path / f"{name}.json", time.monotonic() + seconds
     while time.monotonic() < deadline:
         if path.is_file():
-            return json.loads(path.read_text())
+            return {key: value for key, value in json.loads(path.read_text()).items() if key != "cores"}
         time.sleep(0.05)
     return None
+
+
+def cores(tmp_path: Path, name: str) -> list[int]:
+    """The cores job ``name`` may run on, once it has started."""
+    assert received(tmp_path, name) is not None, name
+    return json.loads((tmp_path / f"{name}.json").read_text())["cores"]
 
 
 def test_concurrent_jobs_get_distinct_devices_and_wait_while_all_are_taken(tmp_path: Path):
@@ -83,6 +94,26 @@ def test_cpu_job_sees_no_gpu(tmp_path: Path):
     job = launch(tmp_path, "cpu", 0, CUDA_VISIBLE_DEVICES="0,1")
     assert job.wait(timeout=20) == 0
     assert received(tmp_path, "cpu")["CUDA_VISIBLE_DEVICES"] == ""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+def test_concurrent_cpu_jobs_run_on_cores_of_their_own_and_unpinned_when_none_is_free(tmp_path: Path):
+    """Two CPU jobs of one thread each get a core of their own; a job asking for more cores than are free runs
+    on all of them (unpinned), as does a CPU job in a SLURM job (SLURM confines it)."""
+    everything = sorted(os.sched_getaffinity(0))
+    jobs = [launch(tmp_path, name, 0, hold=60, threads=1) for name in ("first", "second")]
+    try:
+        first, second = (cores(tmp_path, name) for name in ("first", "second"))
+        assert len(first) == len(second) == 1 and first != second and {*first, *second} <= set(everything)
+        crowded = launch(tmp_path, "crowded", 0, threads=len(everything))
+        assert crowded.wait(timeout=20) == 0 and cores(tmp_path, "crowded") == everything
+        assert "runs unpinned" in crowded.stderr.read()
+    finally:
+        for job in jobs:
+            job.kill()
+            job.wait()
+    slurm = launch(tmp_path, "slurm", 0, threads=1, SLURM_JOB_ID="42")
+    assert slurm.wait(timeout=20) == 0 and cores(tmp_path, "slurm") == everything
 
 
 def test_slurm_job_keeps_the_devices_slurm_allocated(tmp_path: Path):
