@@ -317,11 +317,17 @@ def test_checkpoint_of_another_config_is_not_resumed(run_config, tmp_path, caplo
     trainer, _ = trainer_for(first)
     saved.save(20, trainer.init_state(), [[]], 1.0)
     saved.close()
+    stale = record.snapshot_path(trainer_state_dir / "snapshots" / "seed0", 35)  # a step the new run does not save
+    stale.parent.mkdir(parents=True)
+    stale.touch()
     changed = record.RunConfig.from_dict(run_config(K=20, steps=40))
     train_run(changed, tmp_path / "out", trainer_state_dir)
     assert "written under another run config" in caplog.text
     metrics = pd.read_parquet(tmp_path / "out" / "metrics.parquet")
     assert sorted(metrics.step.unique()) == [0, 20, 40]
+    snapshots = sorted(path.name for path in (tmp_path / "out" / "snapshots").glob("step_*.npz"))
+    assert snapshots == [f"step_{step:07d}.npz" for step in record.snapshot_steps(
+        40, changed.scan_steps, changed.num_snapshots, changed.velocity_interval)]
 
 
 def _stop_after_checkpoint(monkeypatch, step: int) -> None:

@@ -128,6 +128,8 @@ def run(configs: Sequence[RunConfig], out_dirs: Sequence[Path], scratch_dir: Pat
     snapshot_at = set(record.snapshot_steps(config.steps, config.scan_steps, config.num_snapshots,
                                             config.velocity_interval))
     step = int(state.step[0])
+    if step == 0:  # a fresh start: snapshots left by an earlier run (another config, damaged checkpoints) go
+        shutil.rmtree(snapshots_dir, ignore_errors=True)
     clock = time.perf_counter() - elapsed
 
     termination = TerminationRequest()
