@@ -357,8 +357,8 @@ def _mutate(config: dict, path: str, value) -> None:
                                   "twin_learning_rate": 0.1, "mem_mb": 100, "minutes_per_1000_steps": 1},
          "config key 'companion.models.mlp': the label 'mlp' is taken"),
         ("companion.training.loss", "hinge", "config key 'companion.training'"),
-        ("companion.training.eval_every", 55, "eval_every = 55 must be a multiple of its scan_steps = 10"),
-        ("companion.training.batch_size", 65, "batch_size = 65 exceeds its train_size = 64"),
+        ("companion.training.eval_every", 55, "'companion.training.eval_every' = 55 must be a multiple of 'training.scan_steps' = 10"),
+        ("companion.training.batch_size", 65, "'companion.training.batch_size' = 65 exceeds 'companion.training.train_size' = 64"),
         ("variants.companion", {"augment": False}, "config key 'variants.companion'"),
         ("companion.training.batch_size", 32, "config key 'companion.models.mlp1.twin_learning_rate' = auto: auto "
                                               "needs full batches: batch_size (32) equal to train_size (64)"),

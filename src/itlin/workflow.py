@@ -70,19 +70,8 @@ def validate(cfg: dict, schema_path: Path) -> None:
 def check_config(cfg: dict) -> None:
     """Reject, naming the key, values the JSON Schema cannot rule out, before any job runs."""
     training = cfg["training"]
-    steps, scan = training["steps"], training["scan_steps"]
-    for key in ("steps", "eval_every", "checkpoint_every"):
-        if training[key] % scan:
-            raise WorkflowConfigError(
-                f"config key 'training.{key}' = {training[key]} must be a multiple of "
-                f"'training.scan_steps' = {scan}"
-            )
-    for key in ("batch_size", "eval_train_size"):
-        if training.get("train_size") is not None and training[key] > training["train_size"]:
-            raise WorkflowConfigError(
-                f"config key 'training.{key}' = {training[key]} exceeds 'training.train_size' = "
-                f"{training['train_size']}, the examples each run trains on"
-            )
+    steps = training["steps"]
+    check_training(cfg, training)
     check_auto_rate(training, training["optimizer"]["learning_rate"], "training.optimizer.learning_rate",
                     augment=any(variant["augment"] for variant in cfg["variants"].values()))
     distinct_periods(cfg["K"], "K")
@@ -107,12 +96,6 @@ def check_config(cfg: dict) -> None:
     if "linearise_after_t" in cfg["figures"] and not (cfg["switch"]["fractions"] and cfg["switch"]["models"]):
         raise WorkflowConfigError(
             "config key 'figures' lists linearise_after_t, which needs 'switch.fractions' and 'switch.models'"
-        )
-    interval = cfg["ntk"]["velocity_interval"]
-    if interval % scan or not 0 < interval <= steps:
-        raise WorkflowConfigError(
-            f"config key 'ntk.velocity_interval' = {interval} must be a multiple of 'training.scan_steps' = {scan} "
-            f"and at most 'training.steps' = {steps} (snapshots are taken between blocks of steps)"
         )
     check_companion(cfg)
     check_width(cfg)
@@ -198,7 +181,8 @@ def check_companion(cfg: dict) -> None:
                                           "(under 'models', or by a deep linear twin)")
     if not cfg["companion"]["models"]:
         return
-    check_regime_training(cfg, companion_training(cfg, next(iter(cfg["companion"]["models"]))), "companion.training")
+    check_training(cfg, companion_training(cfg, next(iter(cfg["companion"]["models"]))), "companion.training",
+                   cfg["companion"]["training"])
     training = companion_training(cfg)
     for label, entry in cfg["companion"]["models"].items():
         for key in ("learning_rate", "twin_learning_rate"):
@@ -216,24 +200,33 @@ def check_auto_rate(training: dict, rate, key: str, augment: bool = False) -> No
         raise WorkflowConfigError(f"config key '{key}' = auto: {problem}")
 
 
-def check_regime_training(cfg: dict, training: dict, key: str) -> None:
-    """Reject, naming the config key ``key`` that sets them, a regime's training settings (``training`` with the
-    regime's keys over it) that its run configs would refuse: the run config schema, the subsets inside
-    ``train_size``, and the steps counted in blocks of ``scan_steps``."""
-    try:
-        validation.validate(training, record.TRAINING_SCHEMA, what="run config key")
-    except ValueError as error:
-        raise WorkflowConfigError(f"config key '{key}': {error}") from None
+def check_training(cfg: dict, training: dict, section: str | None = None, overrides: dict | None = None) -> None:
+    """Reject, naming the config key that sets it, a value of training settings (``training``: the config's own,
+    or a regime's: ``training`` with ``overrides``, the keys under ``section``, over it) that its run configs would
+    refuse: the run config schema (a regime's), the subsets inside ``train_size``, and the steps counted in blocks
+    of ``scan_steps``, the NTK's velocity interval among them."""
+    def key(name: str) -> str:
+        return f"{section}.{name}" if section and name in (overrides or {}) else f"training.{name}"
+
+    if section:
+        try:
+            validation.validate(training, record.TRAINING_SCHEMA, what="run config key")
+        except ValueError as error:
+            raise WorkflowConfigError(f"config key '{section}': {error}") from None
     for name in ("batch_size", "eval_train_size"):
         if training.get("train_size") is not None and training[name] > training["train_size"]:
-            raise WorkflowConfigError(f"config key '{key}': {name} = {training[name]} exceeds its train_size = "
+            raise WorkflowConfigError(f"config key '{key(name)}' = {training[name]} exceeds '{key('train_size')}' = "
                                       f"{training['train_size']}, the examples each run trains on")
-    scan = training["scan_steps"]
-    for name, value in (*((name, training[name]) for name in ("steps", "eval_every", "checkpoint_every")),
-                        ("ntk.velocity_interval", cfg["ntk"]["velocity_interval"])):
-        if value % scan:
-            raise WorkflowConfigError(f"config key '{key}': {name} = {value} must be a multiple of its "
-                                      f"scan_steps = {scan}")
+    scan, steps = training["scan_steps"], training["steps"]
+    for name in ("steps", "eval_every", "checkpoint_every"):
+        if training[name] % scan:
+            raise WorkflowConfigError(f"config key '{key(name)}' = {training[name]} must be a multiple of "
+                                      f"'{key('scan_steps')}' = {scan}")
+    interval = cfg["ntk"]["velocity_interval"]
+    if interval % scan or not 0 < interval <= steps:
+        raise WorkflowConfigError(
+            f"config key 'ntk.velocity_interval' = {interval} must be a multiple of '{key('scan_steps')}' = {scan} "
+            f"and at most '{key('steps')}' = {steps} (snapshots are taken between blocks of steps)")
 
 
 def companion_training(cfg: dict, label: str | None = None) -> dict:
@@ -310,7 +303,8 @@ def check_width(cfg: dict) -> None:
         raise WorkflowConfigError(f"config key 'claims.C7.theory_regime' = {cfg['claims']['C7']['theory_regime']!r} "
                                   f"is not a regime under 'width.regimes' ({', '.join(section['regimes'])})")
     for variant, regime in width_variants(cfg).items():
-        check_regime_training(cfg, width_training(cfg, variant), f"width.regimes.{regime}.training")
+        check_training(cfg, width_training(cfg, variant), f"width.regimes.{regime}.training",
+                       cfg["width"]["regimes"][regime]["training"])
 
 
 def check_sizes(cfg: dict, schema_path: Path) -> None:
