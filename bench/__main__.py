@@ -226,7 +226,7 @@ def run_cost(args, config: dict) -> dict:
                              standard_gflop=work[label].standard_step / 1e9,
                              linearised_gflop=work[label].linearised_step / 1e9)
                         for label, c in costs.items()],
-                packings=cost.packing_rows(config, costs, assumptions), planned_memory=("one lane's peak from the `memory` section, the rest per lane" if planned
+                packings=cost.packing_rows(config, costs, assumptions), planned_memory=("a job's planned peak from the `memory` section, shared data and the rest per lane" if planned
                                 else "unknown: one job a device"),
                 stages=stages, levers=cost.levers(config, work, assumptions), budget_hours=cost.BUDGET_HOURS,
                 break_even_training_fraction=fraction, break_even_lane_fraction=lane_fraction, job_counts=cost.check_job_counts(config, dry_run))

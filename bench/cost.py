@@ -134,7 +134,7 @@ class ModelCosts(NamedTuple):
 def model_work(spec: ModelSpec, config: dict, results: dict | None, planned: dict | None = None) -> ModelWork:
     """``ModelWork`` of ``spec`` under ``config``, from abstract shapes (nothing large is allocated); measured
     times from the GPU ``results`` file, the training job's device bytes from its lanes there, else from a
-    ``memory`` section (``planned``, ``python -m bench memory``: one lane, on whichever backend planned it)."""
+    ``memory`` section (``planned``, ``python -m bench memory``: a job's lanes, on whichever backend planned it)."""
     batch = config["training"]["batch_size"]
     settings = run_config(spec, batch_size=batch, scan_steps=1, config=config)
     model = spec.create()
@@ -163,19 +163,24 @@ def eval_set_bytes(spec: ModelSpec, config: dict) -> float:
 
 
 def held_bytes(spec: ModelSpec, config: dict) -> float:
-    """What a training job holds on the device for all its lanes: the training set and the evaluation set."""
-    return (4 * math.prod(spec.input_shape) + 4) * CIFAR_TRAIN_SIZE + eval_set_bytes(spec, config)
+    """What a training job holds on the device for all its lanes: its training set and the evaluation set."""
+    trained = config["training"].get("train_size") or CIFAR_TRAIN_SIZE
+    return (4 * math.prod(spec.input_shape) + 4) * trained + eval_set_bytes(spec, config)
+
+
+COMPANION_JOBS = " (companion)"
+"""Suffix of the companion's jobs (its models' and deep linear twins') in a ``memory`` section's stages."""
 
 
 def planned_lane_bytes(planned: dict | None, spec: ModelSpec, config: dict) -> tuple[float, float] | None:
-    """(shared, per lane) device bytes of a training job of ``spec``, from the planned one-lane peak of a
-    ``memory`` section: the data are shared, the rest (state, activations) is assumed to grow with the lanes."""
-    job = next((job for job in (planned or {}).get("jobs", []) if (job["stage"], job["model"]) == ("train", spec.label)),
-               None)
+    """(shared, per lane) device bytes of a training job of ``spec``, from the planned peak of its ``lanes`` in a
+    ``memory`` section: the data are shared, the rest (state, activations) grows with the lanes."""
+    job = next((job for job in (planned or {}).get("jobs", [])
+                if job["stage"] in ("train", "train" + COMPANION_JOBS) and job["model"] == spec.label), None)
     if job is None:
         return None
     shared = held_bytes(spec, config)
-    return shared, max(job["peak_gb"] * 1e9 - shared, 0.0)
+    return shared, max(job["peak_gb"] * 1e9 - shared, 0.0) / job.get("lanes", 1)
 
 
 class NtkPlan(NamedTuple):

@@ -25,9 +25,10 @@ import jax
 import jax.numpy as jnp
 
 from bench.common import NUM_CLASSES, ModelSpec, paper_models, run_config
-from bench.cost import CIFAR_TEST_SIZE, CIFAR_TRAIN_SIZE, ntk_plan
+from bench.cost import COMPANION_JOBS as COMPANION
+from bench.cost import CIFAR_TEST_SIZE, CIFAR_TRAIN_SIZE, companion_regime, companion_specs, ntk_plan
 from bench.packing import H100_MEMORY_BYTES, MARGIN  # a job's planned device peak stays within MARGIN of an H100
-from itlin import gauss_newton, kernel_regression, ntk, train
+from itlin import gauss_newton, kernel_regression, ntk, train, workflow
 
 PREALLOCATED = 0.75
 """Share of a GPU's memory JAX reserves for XLA by default (``XLA_PYTHON_CLIENT_MEM_FRACTION``)."""
@@ -90,21 +91,23 @@ def _row(stage: str, spec: ModelSpec, program: str, planned: int, held: int) -> 
 
 
 def training(spec: ModelSpec, config: dict) -> tuple[list[dict], int]:
-    """A ``train`` job: both block programs scanned over ``scan_steps`` steps (as accelerators run
-    them) beside the evaluation set, and the evaluation beside the training set; host arrays."""
+    """A ``train`` job, its seeds as lanes: both block programs scanned over ``scan_steps`` steps (as
+    accelerators run them) beside the evaluation set, and the evaluation beside the training set; host arrays."""
     options = config["training"]
-    batch, scan_steps = options["batch_size"], options["scan_steps"]
+    batch, scan_steps, lanes = options["batch_size"], options["scan_steps"], len(config["seeds"])
     trainer = train.Trainer(run_config(spec, batch_size=batch, scan_steps=scan_steps, config=config),
-                            spec.create(), block_mode="scan")
-    state, schedule = jax.eval_shape(trainer.init_state), jax.eval_shape(trainer.schedule)
-    data = train.TrainData(images(CIFAR_TRAIN_SIZE, spec), labels(CIFAR_TRAIN_SIZE))
+                            spec.create(), block_mode="scan", seeds=list(range(lanes)))
+    stacked = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct((lanes, *leaf.shape), leaf.dtype), trainer.model.params)
+    state, schedule = jax.eval_shape(trainer.init_state, stacked), jax.eval_shape(trainer.schedule)
+    trained = options.get("train_size") or CIFAR_TRAIN_SIZE  # the job trains on its subset alone
+    data = train.TrainData(images(trained, spec), labels(trained))
     evaluated = options["eval_train_size"] + CIFAR_TEST_SIZE
     eval_set = (images(evaluated, spec), labels(evaluated))
-    rows = [_row("train", spec, f"{name} block: {scan_steps} steps at batch {batch}, scanned",
+    rows = [_row("train", spec, f"{name} block: {lanes} lanes of {scan_steps} steps at batch {batch}, scanned",
                  program_bytes(block.lower(state, data, schedule)), nbytes(eval_set))
             for name, block in (("linearised", trainer.linearised_block),
                                 ("re-linearising", trainer.relinearising_block))]
-    rows.append(_row("train", spec, f"evaluation of f_lin and f on {evaluated:,} examples, chunks of "
+    rows.append(_row("train", spec, f"evaluation of f_lin and f, {lanes} lanes, on {evaluated:,} examples, chunks of "
                                     f"{min(evaluated, train.EVAL_CHUNK)}",
                      program_bytes(trainer.evaluate.lower(state.params, state.params_lin, *eval_set)),
                      nbytes(data) + nbytes(state) - nbytes((state.params, state.params_lin))))
@@ -215,24 +218,35 @@ STAGES = {"train": training, "measure_ntk": ntk_stage, "gauss_newton": gauss_new
 
 
 def stage_models(config: dict) -> dict[str, list[str]]:
-    """The model labels each GPU stage runs for under ``config``."""
+    """The model labels each GPU stage runs for under ``config`` (the companion's: ``companion_jobs``)."""
     return {"train": list(config["models"]), "measure_ntk": list(config["models"]),
             "gauss_newton": config["gauss_newton"]["models"], "kernel_regression": config["kernel_regression"]["models"]}
+
+
+def companion_jobs(config: dict) -> list[tuple[str, ModelSpec, dict]]:
+    """(stage, spec, config of its settings) of the companion's GPU jobs: each model's and twin's training job
+    at its full batch (``companion_regime``) and NTK job."""
+    regime = companion_regime(config)
+    return [(stage + COMPANION, spec, regime) for spec in companion_specs(config)
+            for stage in ("train", "measure_ntk")]
 
 
 def plan(config: dict) -> dict:
     """Every program's row, and per job (stage × model) its planned device peak, its host arrays,
     the ``mem_mb`` they need and the ``mem_mb`` the config gives the model."""
     specs = {spec.label: spec for spec in paper_models(config)}
+    jobs_to_plan = [(stage, specs[label], config) for stage, labels in stage_models(config).items() for label in labels]
     rows, jobs = [], []
-    for stage, models in stage_models(config).items():
-        for label in models:
-            found, host = STAGES[stage](specs[label], config)
-            rows += found
-            peak = max(row["peak_gb"] for row in found)
-            needed = math.ceil(HOST_HEADROOM * (host + RUNTIME_HOST_BYTES) / 1e9) * 1000
-            jobs.append(dict(stage=stage, model=label, peak_gb=peak, fits=peak * 1e9 <= MARGIN * H100_MEMORY_BYTES,
-                             host_gb=host / 1e9, mem_mb_needed=needed, mem_mb=config["models"][label]["mem_mb"]))
+    for stage, spec, settings in jobs_to_plan + companion_jobs(config):
+        found, host = STAGES[stage.removesuffix(COMPANION)](spec, settings)
+        found = [dict(row, stage=stage) for row in found]
+        rows += found
+        peak = max(row["peak_gb"] for row in found)
+        needed = math.ceil(HOST_HEADROOM * (host + RUNTIME_HOST_BYTES) / 1e9) * 1000
+        lanes = len(settings["seeds"]) if stage.startswith("train") else 1
+        jobs.append(dict(stage=stage, model=spec.label, lanes=lanes, peak_gb=peak, fits=peak * 1e9 <= MARGIN * H100_MEMORY_BYTES,
+                         host_gb=host / 1e9, mem_mb_needed=needed,
+                         mem_mb=workflow.model_entry(config, spec.label)["mem_mb"]))
     largest = max(job["peak_gb"] for job in jobs)
     return dict(rows=rows, jobs=jobs, margin=MARGIN, h100_gb=H100_MEMORY_BYTES / 1e9, largest_peak_gb=largest,
                 preallocated_gb=PREALLOCATED * H100_MEMORY_BYTES / 1e9, runtime_host_gb=RUNTIME_HOST_BYTES / 1e9,

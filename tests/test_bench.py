@@ -17,7 +17,7 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))  # bench/ is a folder of the repository, not part of the installed package
 
 from bench import common, compilation, cost, gpu, memory, packing, pipeline, steps  # noqa: E402
-from itlin import record, train  # noqa: E402
+from itlin import record, train, workflow  # noqa: E402
 
 TINY_MLP = common.ModelSpec("mlp", "mlp", {"depth": 1, "width": 16}, common.DIGITS_SHAPE)
 PUBLISHED_CNN = next(spec for spec in common.config_models(common.paper_config(common.DEFAULT_CONFIG))
@@ -254,14 +254,17 @@ def test_program_bytes_counts_arguments_outputs_temporaries_and_donation():
 
 @pytest.mark.slow
 def test_every_gpu_job_of_the_paper_fits_an_h100_and_its_mem_mb():
-    """Every GPU job of config/paper.yaml (training blocks scanned at batch 128 and evaluation, NTK at the
-    configured probe size and chunking, Gauss-Newton at its batch, kernel regression): XLA's planned
+    """Every GPU job of config/paper.yaml (training blocks of every seed as lanes, scanned at batch 128, and
+    evaluation, NTK at the configured probe size and chunking, Gauss-Newton at its batch, kernel regression; the
+    companion's training at its full batch and NTK, its deep linear twins' too): XLA's planned
     peak within memory.MARGIN of an 80 GB H100; each model's mem_mb at least what its jobs' host arrays
     need."""
     config = common.paper_config()
     planned = memory.plan(config)
     expected = {("train", label) for label in config["models"]} | {("measure_ntk", label) for label in config["models"]}
     expected |= {(stage, label) for stage in ("gauss_newton", "kernel_regression") for label in config[stage]["models"]}
+    expected |= {(stage + memory.COMPANION, label) for stage in ("train", "measure_ntk")
+                 for label in [*config["companion"]["models"], *workflow.twins(config)]}
     assert {(job["stage"], job["model"]) for job in planned["jobs"]} == expected
     for job in planned["jobs"]:
         assert job["peak_gb"] * 1e9 <= memory.MARGIN * packing.H100_MEMORY_BYTES, job
