@@ -352,6 +352,8 @@ def _mutate(config: dict, path: str, value) -> None:
         ("claims.bootstrap.confidence", 1.5, "config key 'claims.bootstrap.confidence'"),
         ("claims.C9", {"min_gap_pt": 1.0}, "'C9' was unexpected"),
         ("ntk.velocity_interval", 15, "ntk.velocity_interval"),
+        ("companion.training.scan_steps", 25, "'ntk.velocity_interval' = 10 must be a multiple of "
+                                              "'companion.training.scan_steps' = 25"),
         ("companion.models.mlp1.name", "resnet18", "companion.models.mlp1.name"),
         ("companion.models.mlp", {"name": "mlp", "kwargs": {"depth": 1, "width": 4}, "learning_rate": 0.1,
                                   "twin_learning_rate": 0.1, "mem_mb": 100, "minutes_per_1000_steps": 1},

@@ -204,7 +204,7 @@ def check_training(cfg: dict, training: dict, section: str | None = None, overri
     """Reject, naming the config key that sets it, a value of training settings (``training``: the config's own,
     or a regime's: ``training`` with ``overrides``, the keys under ``section``, over it) that its run configs would
     refuse: the run config schema (a regime's), the subsets inside ``train_size``, and the steps counted in blocks
-    of ``scan_steps``, the NTK's velocity interval among them."""
+    of ``scan_steps``, the NTK's velocity interval among them (and, for the config's own, within its runs)."""
     def key(name: str) -> str:
         return f"{section}.{name}" if section and name in (overrides or {}) else f"training.{name}"
 
@@ -223,10 +223,12 @@ def check_training(cfg: dict, training: dict, section: str | None = None, overri
             raise WorkflowConfigError(f"config key '{key(name)}' = {training[name]} must be a multiple of "
                                       f"'{key('scan_steps')}' = {scan}")
     interval = cfg["ntk"]["velocity_interval"]
-    if interval % scan or not 0 < interval <= steps:
-        raise WorkflowConfigError(
-            f"config key 'ntk.velocity_interval' = {interval} must be a multiple of '{key('scan_steps')}' = {scan} "
-            f"and at most '{key('steps')}' = {steps} (snapshots are taken between blocks of steps)")
+    if interval % scan:
+        raise WorkflowConfigError(f"config key 'ntk.velocity_interval' = {interval} must be a multiple of "
+                                  f"'{key('scan_steps')}' = {scan} (snapshots are taken between blocks of steps)")
+    if section is None and not 0 < interval <= steps:
+        raise WorkflowConfigError(f"config key 'ntk.velocity_interval' = {interval} must be at most 'training.steps' = "
+                                  f"{steps}: the kernel velocity needs snapshot pairs (t, t + δ) within the runs")
 
 
 def companion_training(cfg: dict, label: str | None = None) -> dict:
