@@ -281,6 +281,8 @@ def test_stopped_run_resumes_from_its_checkpoint(run_config, tmp_path, stop, blo
     assert not (tmp_path / "out" / "metrics.parquet").exists()
     if stop == signal.SIGTERM:
         assert process.returncode == 143 and "checkpoint written at step" in stderr
+    # a snapshot the stopped attempt wrote past its checkpoint (step 2990 is on no run's grid) is not the resumed run's
+    record.snapshot_path(tmp_path / "scratch" / "snapshots" / "seed0", 2990).touch()
 
     resumed = subprocess.run(_command(config_path, tmp_path / "out", tmp_path / "scratch", *options),
                              capture_output=True, text=True, env=os.environ | {"JAX_PLATFORMS": "cpu"}, check=True)

@@ -128,8 +128,7 @@ def run(configs: Sequence[RunConfig], out_dirs: Sequence[Path], scratch_dir: Pat
     snapshot_at = set(record.snapshot_steps(config.steps, config.scan_steps, config.num_snapshots,
                                             config.velocity_interval))
     step = int(state.step[0])
-    if step == 0:  # a fresh start: snapshots left by an earlier run (another config, damaged checkpoints) go
-        shutil.rmtree(snapshots_dir, ignore_errors=True)
+    _drop_snapshots_after(snapshots_dir, step)
     clock = time.perf_counter() - elapsed
 
     termination = TerminationRequest()
@@ -195,6 +194,16 @@ def run(configs: Sequence[RunConfig], out_dirs: Sequence[Path], scratch_dir: Pat
     log.info("job finished after %.1f s: %s", wall_time,
              ", ".join(f"{lane.name} {lane.status}" for lane in lanes))
     return [lane.status for lane in lanes]
+
+
+def _drop_snapshots_after(snapshots_dir: Path, step: int) -> None:
+    """Remove the snapshots past ``step``, where the job starts or resumes: an earlier attempt's (killed after its
+    last checkpoint, or under another config, or with damaged checkpoints), which this one writes again where its
+    lanes get there. A run's snapshots are then those of its own training alone."""
+    for path in snapshots_dir.glob("*/step_*.npz"):
+        match = record.SNAPSHOT_NAME.fullmatch(path.name)
+        if match and int(match.group(1)) > step:
+            path.unlink()
 
 
 def auto_rate(initial: Sequence[models.Model], x: jax.Array) -> dict:
