@@ -344,7 +344,7 @@ def runs(config: dict) -> dict[str, list[dict]]:
 
 
 AUTO_RATE_PRODUCTS = 60
-"""Kernel-vector products of one ``learning_rate: auto`` (Lanczos for λ_max, ``itlin.ntk.largest_eigenvalue``),
+"""Kernel-vector products of one ``learning_rate: auto`` (Lanczos for λ_max, ``itlin.ntk.largest_eigenvalues``),
 a vjp and a jvp on the training subset each, about two standard steps: a judgement (ARPACK's default of 20
 Lanczos vectors, restarted two or three times)."""
 

@@ -97,7 +97,7 @@ def test_largest_eigenvalue_is_that_of_the_gauss_newton_matrix_from_the_full_jac
     inputs = jnp.concatenate([case.x1, case.x2])
     jacobian = case.jacobian.reshape(-1, case.jacobian.shape[-1])
     expected = np.linalg.eigvalsh(jacobian.T @ jacobian / len(inputs))[-1]
-    assert ntk.largest_eigenvalue(case.apply, case.params, inputs) == pytest.approx(expected, rel=1e-6)
+    assert ntk.largest_eigenvalues(case.apply, [case.params], inputs) == [pytest.approx(expected, rel=1e-6)]
 
 
 def brute_force_subset_kernel(case, keep, symmetric):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from typing import Callable, NamedTuple
 
 import jax
@@ -410,28 +411,31 @@ def _memory_budget() -> float:
     return JACOBIAN_MEMORY_FRACTION * limit if limit else HOST_JACOBIAN_BYTES
 
 
-def largest_eigenvalue(apply: Apply, params: Params, x: jax.Array, *, tolerance: float = 1e-6) -> float:
-    """λ_max of Θ(X, X)/n = J Jᵀ/n on the n examples ``x``: the largest eigenvalue of the Gauss-Newton matrix
-    JᵀJ/n (the same nonzero spectrum), the curvature of the MSE ½‖f − y‖² averaged over ``x``, above which
-    full-batch gradient descent of step 2/λ_max diverges. Lanczos (``scipy.sparse.linalg.eigsh``) on the
-    products v ↦ J(Jᵀv)/n, a vjp and a jvp each, so neither J nor Θ is formed: a few dozen passes over ``x``."""
+def largest_eigenvalues(apply: Apply, lanes: Sequence[Params], x: jax.Array, *, tolerance: float = 1e-6) -> list[float]:
+    """λ_max of Θ(X, X)/n = J Jᵀ/n on the n examples ``x`` for each parameter set of ``lanes`` (networks of one
+    ``apply``, a training job's lanes): the largest eigenvalue of the Gauss-Newton matrix JᵀJ/n (the same nonzero
+    spectrum), the curvature of the MSE ½‖f − y‖² averaged over ``x``, above which full-batch gradient descent of
+    step 2/λ_max diverges. Lanczos (``scipy.sparse.linalg.eigsh``) on the products v ↦ J(Jᵀv)/n, a vjp and a jvp
+    each, compiled once for every lane, so neither J nor Θ is formed: a few dozen passes over ``x`` a lane."""
     from scipy.sparse.linalg import LinearOperator, eigsh
 
-    outputs = jax.eval_shape(apply, params, x)
-    shape = outputs.shape
+    outputs = jax.eval_shape(apply, lanes[0], x)
+    shape, size = outputs.shape, math.prod(outputs.shape)
 
     @jax.jit
-    def product(params, vector):
+    def product(params, x, vector):
         _, pull = jax.vjp(lambda p: apply(p, x), params)
         (tangent,) = pull(vector.reshape(shape))
         return jax.jvp(lambda p: apply(p, x), (params,), (tangent,))[1].reshape(-1) / shape[0]
 
-    size = math.prod(shape)
-    with jax.default_matmul_precision("highest"):
+    def largest(params) -> float:
         operator = LinearOperator((size, size), dtype=np.float64, matvec=lambda v: np.asarray(
-            product(params, jnp.asarray(v, outputs.dtype)), np.float64))
+            product(params, x, jnp.asarray(v, outputs.dtype)), np.float64))
         (eigenvalue,) = eigsh(operator, k=1, which="LA", tol=tolerance, v0=np.ones(size), return_eigenvectors=False)
-    return float(eigenvalue)
+        return float(eigenvalue)
+
+    with jax.default_matmul_precision("highest"):
+        return [largest(params) for params in lanes]
 
 
 # ---------------------------------------------------------------- kernel metrics (float64 NumPy)

@@ -38,7 +38,7 @@ SNAPSHOT_NAME = re.compile(r"step_(\d+)\.npz")
 _SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 AUTO_RATE = "auto"
 """``optimizer.learning_rate: auto``: the training job sets the step to 1/λ_max of JᵀJ/n at θ₀ on the run's
-training subset, the largest λ_max over the job's lanes (``itlin.ntk.largest_eigenvalue``): half the stability
+training subset, the largest λ_max over the job's lanes (``itlin.ntk.largest_eigenvalues``): half the stability
 limit of full-batch gradient descent on the MSE for every lane, the companion's rule at any scale."""
 
 

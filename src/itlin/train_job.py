@@ -210,7 +210,7 @@ def auto_rate(initial: Sequence[models.Model], x: jax.Array) -> dict:
     """``learning_rate: auto`` of a job (``record.AUTO_RATE``): 1/λ_max of JᵀJ/n at θ₀ on the training subset
     ``x``, the largest λ_max over the lanes' initial networks, so every lane steps at half its stability limit
     or less; with each lane's λ_max, for ``run.json``."""
-    eigenvalues = [ntk.largest_eigenvalue(network.apply, network.params, x) for network in initial]
+    eigenvalues = ntk.largest_eigenvalues(initial[0].apply, [network.params for network in initial], x)
     rate = 1.0 / max(eigenvalues)
     log.info("learning_rate auto: 1/λ_max of JᵀJ/n at θ₀ = %.4g (λ_max per lane %s)", rate,
              ", ".join(f"{value:.4g}" for value in eigenvalues))
